@@ -1,0 +1,24 @@
+//! The orchestrator binary: drives persisted checkout sagas (replies, timeouts, retries,
+//! compensation).
+
+use clap::Parser;
+use ecommerce_saga::app::{self, Services};
+use ecommerce_saga::config::Config;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the saga orchestrator. Configuration comes from the environment (see .env.example).
+#[derive(Parser)]
+#[command(name = "orchestrator", version)]
+struct Cli {}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    Cli::parse();
+    app::init_tracing();
+    let s = Services::connect(Config::from_env()?).await?;
+    let shutdown = CancellationToken::new();
+    app::cancel_on_signal(shutdown.clone());
+    tracing::info!(broker = ?s.config.broker, "orchestrator started");
+    app::run_orchestrator(s, shutdown).await;
+    Ok(())
+}

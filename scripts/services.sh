@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Makes sure every service the project needs is installed and running on this machine.
+# Idempotent: running it twice changes nothing the second time.
+#
+#   scripts/services.sh up      install what is missing, start what is stopped, wait until ready
+#   scripts/services.sh status  print what is reachable
+#
+# PostgreSQL and NATS (JetStream) come from Debian packages on the dev/CI machines; a missing one is
+# installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, run as a daemon.
+set -euo pipefail
+
+STATE_DIR="${SERVICES_STATE_DIR:-$HOME/.cache/ecommerce-saga/services}"
+MONGO_PORT="${MONGO_PORT:-27017}"
+mkdir -p "$STATE_DIR"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+port_open() { # host port
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && exec 3>&- 3<&- && return 0
+  return 1
+}
+
+wait_port() { # name host port seconds
+  local i
+  for ((i = 0; i < $4 * 10; i++)); do
+    port_open "$2" "$3" && return 0
+    sleep 0.1
+  done
+  log "$1 did not come up on $2:$3 within $4 s"
+  return 1
+}
+
+apt_install() {
+  if [ ! -f "$STATE_DIR/.apt-updated" ]; then
+    apt-get update -qq && touch "$STATE_DIR/.apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+postgres_up() {
+  if port_open 127.0.0.1 5432; then return 0; fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt_install postgresql
+  fi
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  wait_port PostgreSQL 127.0.0.1 5432 30
+}
+
+nats_up() {
+  if port_open 127.0.0.1 4222; then return 0; fi
+  if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+    log "installing nats-server"
+    apt_install nats-server
+  fi
+  local bin
+  bin="$(command -v nats-server || echo /usr/sbin/nats-server)"
+  mkdir -p "$STATE_DIR/nats"
+  log "starting NATS with JetStream"
+  start-stop-daemon --start --oknodo --background --exec "$bin" -- \
+    -a 127.0.0.1 -p 4222 -js -sd "$STATE_DIR/nats" -l "$STATE_DIR/nats.log"
+  wait_port NATS 127.0.0.1 4222 30
+}
+
+mongo_up() {
+  if port_open 127.0.0.1 "$MONGO_PORT"; then return 0; fi
+  if ! command -v secantusd-py >/dev/null; then
+    log "installing SecantusDB (MongoDB wire protocol) from PyPI"
+    python3 -m pip install -q --pre secantusdb
+    command -v pyenv >/dev/null && pyenv rehash || true
+  fi
+  local bin
+  bin="$(command -v secantusd-py || echo "$(python3 -c 'import sys,os;print(os.path.dirname(sys.executable))')/secantusd-py")"
+  mkdir -p "$STATE_DIR/mongo"
+  log "starting SecantusDB on 127.0.0.1:$MONGO_PORT"
+  nohup "$bin" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$STATE_DIR/mongo" \
+    --log-level WARNING >"$STATE_DIR/mongo.log" 2>&1 &
+  echo $! >"$STATE_DIR/mongo.pid"
+  wait_port SecantusDB 127.0.0.1 "$MONGO_PORT" 60
+}
+
+status() {
+  for s in "PostgreSQL 5432" "NATS 4222" "MongoDB-wire $MONGO_PORT"; do
+    set -- $s
+    if port_open 127.0.0.1 "$2"; then echo "$1 127.0.0.1:$2 up"; else echo "$1 127.0.0.1:$2 DOWN"; fi
+  done
+}
+
+case "${1:-up}" in
+  up)
+    postgres_up
+    nats_up
+    mongo_up
+    status
+    ;;
+  status) status ;;
+  *)
+    echo "usage: $0 up|status" >&2
+    exit 2
+    ;;
+esac

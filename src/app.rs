@@ -1,0 +1,193 @@
+//! The roles (API, orchestrator, workers) as functions the binaries and the tests share.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::KeyRing;
+use crate::broker::consumer::{self, Handler};
+use crate::broker::{self, BrokerError, Topic, Transport};
+use crate::cart::worker::{self as cart_worker, CartWorker};
+use crate::config::Config;
+use crate::graphql::{build_schema, ApiState};
+use crate::http::{router, HttpState};
+use crate::mongo::Mongo;
+use crate::payment::worker::{self as payment_worker, PaymentWorker};
+use crate::payment::PaymentGateway;
+use crate::saga::feed::EventFeed;
+use crate::saga::{orchestrator, SagaDefinition};
+use crate::stock::worker::{self as stock_worker, StockWorker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot reach {target}: {source}")]
+    Postgres { target: String, source: sqlx::Error },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot reach MongoDB at {url}: {source}")]
+    Mongo { url: String, source: mongodb::error::Error },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot load signing keys: {0}")]
+    Keys(#[from] crate::auth::keys::KeyError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connections every role needs.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub mongo: Mongo,
+    pub transport: Arc<dyn Transport>,
+    pub saga: Arc<SagaDefinition>,
+}
+
+impl Services {
+    pub async fn connect(config: Config) -> Result<Self, StartupError> {
+        let target = crate::postgres::describe(&config.database_url);
+        let pool = crate::postgres::connect(&config).await.map_err(|source| StartupError::Postgres { target, source })?;
+        let mongo = Mongo::connect(&config).await.map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
+        mongo.ping().await.map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
+        let transport = broker::connect(&config).await?;
+        let saga = Arc::new(SagaDefinition::checkout(config.saga));
+        Ok(Services { config: Arc::new(config), pool, mongo, transport, saga })
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`. Also relays the outbox (the API writes each
+/// saga's first command there).
+pub async fn run_api(s: Services, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartupError> {
+    let keys = KeyRing::load(
+        s.pool.clone(),
+        s.config.jwt_issuer.clone(),
+        s.config.jwt_audience.clone(),
+        s.config.access_token_ttl,
+    )
+    .await?;
+    let api = ApiState {
+        pool: s.pool.clone(),
+        mongo: s.mongo.clone(),
+        keys: Arc::new(keys),
+        saga: s.saga.clone(),
+        feed: EventFeed::start(s.pool.clone(), shutdown.clone()),
+        config: s.config.clone(),
+    };
+    let schema = build_schema(Some(api.clone()), &s.config);
+    let app = router(HttpState { api, schema, transport: s.transport.clone() });
+    let relay = tokio::spawn(crate::postgres::outbox::run_relay(
+        s.pool.clone(),
+        s.transport.clone(),
+        s.config.outbox_poll_interval,
+        shutdown.clone(),
+    ));
+    let stop = shutdown.clone();
+    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+    shutdown.cancel();
+    let _ = relay.await;
+    Ok(())
+}
+
+pub async fn run_orchestrator(s: Services, shutdown: CancellationToken) {
+    orchestrator::run(s.pool.clone(), s.transport.clone(), s.saga.clone(), &s.config, shutdown).await
+}
+
+/// Counts of messages handled by the workers (read by tests and, later, metrics).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub handled: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+impl WorkerStats {
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+}
+
+fn counted<F>(stats: Arc<WorkerStats>, f: F) -> Handler
+where
+    F: Fn(crate::saga::messages::Envelope) -> BoxFuture<'static, Result<bool, crate::error::AppError>> + Send + Sync + 'static,
+{
+    Arc::new(move |env| {
+        let stats = stats.clone();
+        let fut = f(env);
+        Box::pin(async move {
+            let fresh = fut.await?;
+            let counter = if fresh { &stats.handled } else { &stats.duplicates };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    })
+}
+
+/// Runs the stock, payment and cart workers and an outbox relay until `shutdown`.
+pub async fn run_workers(s: Services, gateway: Arc<dyn PaymentGateway>, stats: Arc<WorkerStats>, shutdown: CancellationToken) {
+    let stock = StockWorker::new(s.pool.clone());
+    let payment = PaymentWorker::new(s.pool.clone(), gateway, s.config.payment_gateway_timeout);
+    let cart = CartWorker::new(s.mongo.clone());
+    let n = s.config.worker_concurrency;
+    let consumers: Vec<(&str, Topic, Handler)> = vec![
+        (stock_worker::CONSUMER, Topic::StockCommands, counted(stats.clone(), move |e| {
+            let w = stock.clone();
+            Box::pin(async move { w.handle(e).await })
+        })),
+        (payment_worker::CONSUMER, Topic::PaymentCommands, counted(stats.clone(), move |e| {
+            let w = payment.clone();
+            Box::pin(async move { w.handle(e).await })
+        })),
+        (cart_worker::CONSUMER, Topic::OrderEvents, counted(stats.clone(), move |e| {
+            let w = cart.clone();
+            Box::pin(async move { w.handle(e).await })
+        })),
+    ];
+    let mut tasks: Vec<_> = consumers
+        .into_iter()
+        .map(|(name, topic, handler)| {
+            tokio::spawn(consumer::run(s.transport.clone(), name.to_string(), topic, n, handler, shutdown.clone()))
+        })
+        .collect();
+    tasks.push(tokio::spawn(crate::postgres::outbox::run_relay(
+        s.pool.clone(),
+        s.transport.clone(),
+        s.config.outbox_poll_interval,
+        shutdown.clone(),
+    )));
+    futures::future::join_all(tasks).await;
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing in-flight work");
+        token.cancel();
+    });
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` for JSON lines.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}

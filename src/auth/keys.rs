@@ -1,0 +1,250 @@
+//! Signing keys and access tokens.
+//!
+//! Ed25519 (JWS `EdDSA`): small keys, fast, and no algorithm parameters to get wrong. Keys are rows
+//! in `signing_keys`; the newest key without `retire_after` signs, and every key whose
+//! `retire_after` has not passed verifies and is published in the JWKS. Rotation sets
+//! `retire_after` on the old key to now + token lifetime + a margin, so tokens it signed stay valid
+//! until they expire, then the key leaves the JWKS.
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+/// PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+/// Clock skew tolerated on `exp`/`nbf`.
+const LEEWAY_SECS: u64 = 30;
+/// How stale the in-memory key set may get before it is re-read.
+const REFRESH_AFTER: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub email: String,
+    pub iss: String,
+    pub aud: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: Uuid,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token has no key id")]
+    MissingKid,
+    #[error("token was signed by an unknown key")]
+    UnknownKey,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+struct Key {
+    kid: String,
+    seed: Vec<u8>,
+    x: String,
+    signs: bool,
+}
+
+struct Loaded {
+    keys: Vec<Key>,
+    at: Instant,
+}
+
+pub struct KeyRing {
+    pool: PgPool,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    loaded: RwLock<Loaded>,
+}
+
+fn public_x(seed: &[u8; 32]) -> String {
+    let signing = ed25519_dalek::SigningKey::from_bytes(seed);
+    URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes())
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// Adds a new signing key; older signing keys stop signing and retire once their tokens expire.
+pub async fn rotate(pool: &PgPool, token_ttl: Duration) -> Result<String, sqlx::Error> {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let kid = format!("k{}", Uuid::now_v7().simple());
+    let retire_in_ms = (token_ttl + Duration::from_secs(LEEWAY_SECS * 2)).as_millis() as i64;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE signing_keys SET retire_after = now() + $1::bigint * interval '1 millisecond' WHERE retire_after IS NULL",
+    )
+    .bind(retire_in_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO signing_keys (kid, private_seed, public_x) VALUES ($1, $2, $3)")
+        .bind(&kid)
+        .bind(seed.as_slice())
+        .bind(public_x(&seed))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(kid)
+}
+
+impl KeyRing {
+    /// Loads the key set, creating the first key if the database has none.
+    pub async fn load(pool: PgPool, issuer: String, audience: String, ttl: Duration) -> Result<Self, KeyError> {
+        // Serialize first-key creation across instances starting together.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7243001)").execute(&mut *tx).await?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retire_after IS NULL)")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if !any {
+            rotate(&pool, ttl).await?;
+        }
+        let keys = Self::read(&pool).await?;
+        Ok(Self { pool, issuer, audience, ttl, loaded: RwLock::new(Loaded { keys, at: Instant::now() }) })
+    }
+
+    async fn read(pool: &PgPool) -> Result<Vec<Key>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT kid, private_seed, public_x, retire_after IS NULL AS signs FROM signing_keys
+             WHERE retire_after IS NULL OR retire_after > now() ORDER BY created_at DESC",
+        )
+        .fetch_all(pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Key { kid: r.get("kid"), seed: r.get("private_seed"), x: r.get("public_x"), signs: r.get("signs") })
+            .collect())
+    }
+
+    async fn refresh_if_stale(&self, force: bool) -> Result<(), sqlx::Error> {
+        let stale = self.loaded.read().await.at.elapsed() > REFRESH_AFTER;
+        if stale || force {
+            let keys = Self::read(&self.pool).await?;
+            *self.loaded.write().await = Loaded { keys, at: Instant::now() };
+        }
+        Ok(())
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Issues an access token for `user`; returns it with its expiry (unix seconds).
+    pub async fn issue(&self, user_id: Uuid, email: &str) -> Result<(String, u64), KeyError> {
+        self.refresh_if_stale(false).await?;
+        let loaded = self.loaded.read().await;
+        let key = loaded.keys.iter().find(|k| k.signs).ok_or_else(|| KeyError::Signing("no signing key".into()))?;
+        let iat = now();
+        let claims = Claims {
+            sub: user_id,
+            email: email.to_string(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat,
+            nbf: iat,
+            exp: iat + self.ttl.as_secs(),
+            jti: Uuid::new_v4(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        let mut der = ED25519_PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&key.seed);
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der))
+            .map_err(|e| KeyError::Signing(e.to_string()))?;
+        Ok((token, claims.exp))
+    }
+
+    /// Checks signature (by `kid`), algorithm, `exp`, `nbf`, `iss` and `aud`.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid("unexpected algorithm".into()));
+        }
+        let kid = header.kid.ok_or(TokenError::MissingKid)?;
+        let mut x = self.public_key(&kid).await;
+        if x.is_none() {
+            // A key created by another instance since our last read.
+            let _ = self.refresh_if_stale(true).await;
+            x = self.public_key(&kid).await;
+        }
+        let x = x.ok_or(TokenError::UnknownKey)?;
+        let key = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &key, &validation).map(|d| d.claims).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                other => TokenError::Invalid(format!("{other:?}")),
+            }
+        })
+    }
+
+    async fn public_key(&self, kid: &str) -> Option<String> {
+        let _ = self.refresh_if_stale(false).await;
+        self.loaded.read().await.keys.iter().find(|k| k.kid == kid).map(|k| k.x.clone())
+    }
+
+    /// The public keys that currently verify, as a JWK Set (RFC 7517).
+    pub async fn jwks(&self) -> Result<serde_json::Value, sqlx::Error> {
+        self.refresh_if_stale(false).await?;
+        let loaded = self.loaded.read().await;
+        let keys: Vec<_> = loaded
+            .keys
+            .iter()
+            .map(|k| serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": k.x, "kid": k.kid, "alg": "EdDSA", "use": "sig" }))
+            .collect();
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkcs8_prefix_and_public_key_match_dalek() {
+        let seed = [7u8; 32];
+        let mut der = ED25519_PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        assert_eq!(der.len(), 48);
+        let claims = serde_json::json!({ "sub": "x", "exp": now() + 60 });
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("t".into());
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap();
+        let key = DecodingKey::from_ed_components(&public_x(&seed)).unwrap();
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.required_spec_claims.clear();
+        v.validate_aud = false;
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v).is_ok());
+        let other = DecodingKey::from_ed_components(&public_x(&[8u8; 32])).unwrap();
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &other, &v).is_err());
+    }
+}

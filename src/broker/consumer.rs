@@ -1,0 +1,103 @@
+//! The consume loop every role uses: decode, handle, ack after the handler committed, nak with
+//! backoff when it failed, resubscribe when the broker connection breaks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info_span, warn, Instrument};
+
+use super::{Delivery, Topic, Transport};
+use crate::error::AppError;
+use crate::saga::messages::Envelope;
+
+pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
+
+fn backoff(delivery_count: u64) -> Duration {
+    let exp = delivery_count.min(7) as u32;
+    Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(10))
+}
+
+async fn settle(delivery: Delivery, handler: &Handler, consumer: &str) {
+    let envelope = match Envelope::decode(&delivery.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            // A message no version of this code can read will not become readable by retrying.
+            error!(consumer, error = %e, "dropping undecodable message");
+            let _ = delivery.acker.ack().await;
+            return;
+        }
+    };
+    let span = info_span!(
+        "handle",
+        consumer,
+        message_id = %envelope.message_id,
+        saga_id = %envelope.saga_id,
+        order_id = %envelope.order_id,
+        trace_id = %envelope.trace_id,
+    );
+    async {
+        match handler(envelope).await {
+            Ok(()) => {
+                if let Err(e) = delivery.acker.ack().await {
+                    // The effect is committed and recorded in the inbox; a redelivery is a no-op.
+                    warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
+                }
+            }
+            Err(e) => {
+                let delay = backoff(delivery.delivery_count);
+                warn!(error = %e, attempt = delivery.delivery_count, ?delay, "handler failed; redelivering");
+                let _ = delivery.acker.nak(delay).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Consumes `topic` as `consumer` until `shutdown`, handling up to `concurrency` messages at once.
+/// In-flight messages finish before it returns.
+pub async fn run(
+    transport: Arc<dyn Transport>,
+    consumer: String,
+    topic: Topic,
+    concurrency: usize,
+    handler: Handler,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let deliveries = match transport.subscribe(&consumer, topic).await {
+            Ok(d) => d,
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                warn!(%consumer, ?topic, error = %e, ?wait, "subscribe failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        failures = 0;
+        deliveries
+            .take_until(shutdown.clone().cancelled_owned())
+            .for_each_concurrent(concurrency, |d| {
+                let handler = handler.clone();
+                let consumer = consumer.clone();
+                async move {
+                    match d {
+                        Ok(d) => settle(d, &handler, &consumer).await,
+                        Err(e) => warn!(%consumer, error = %e, "delivery error"),
+                    }
+                }
+            })
+            .await;
+        if !shutdown.is_cancelled() {
+            warn!(%consumer, ?topic, "subscription ended; resubscribing");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

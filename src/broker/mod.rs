@@ -1,0 +1,92 @@
+//! The transport the saga runs over. Brokers differ; this trait names what the project relies on:
+//! durable topics, at-least-once delivery to named consumers, explicit ack after the handler's
+//! transaction commits, and a negative ack that redelivers later. Duplicates are expected and
+//! handled by the consumers' inbox, not by the broker.
+
+pub mod consumer;
+pub mod nats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::config::{BrokerKind, Config};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot connect to the broker: {0}")]
+    Connect(String),
+    #[error("publish failed: {0}")]
+    Publish(String),
+    #[error("consume failed: {0}")]
+    Consume(String),
+    #[error("ack failed: {0}")]
+    Ack(String),
+}
+
+/// The logical destinations; each broker maps them to its own names under a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    StockCommands,
+    PaymentCommands,
+    Replies,
+    OrderEvents,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 4] = [Topic::StockCommands, Topic::PaymentCommands, Topic::Replies, Topic::OrderEvents];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::StockCommands => "cmd.stock",
+            Topic::PaymentCommands => "cmd.payment",
+            Topic::Replies => "reply.orchestrator",
+            Topic::OrderEvents => "evt.order",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Settles one delivery.
+#[async_trait]
+pub trait Acker: Send {
+    /// The message was handled (its effects are committed): never deliver it again.
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+    /// The handler failed: deliver it again after `delay`.
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError>;
+}
+
+pub struct Delivery {
+    pub payload: Bytes,
+    /// How many times the broker has delivered this message, this time included (1 = first).
+    pub delivery_count: u64,
+    pub acker: Box<dyn Acker>,
+}
+
+pub type Deliveries = BoxStream<'static, Result<Delivery, BrokerError>>;
+
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Returns once the broker has durably accepted the message. `key` keeps one saga's messages
+    /// together on brokers that partition.
+    async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError>;
+    /// A durable subscription: `consumer` names it, so a restarted consumer resumes where it left off
+    /// and several instances with the same name share the work.
+    async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError>;
+    /// Ok when the broker is reachable.
+    async fn health(&self) -> Result<(), BrokerError>;
+    /// Removes everything this namespace created (used by tests).
+    async fn destroy(&self) -> Result<(), BrokerError>;
+}
+
+pub async fn connect(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
+    match config.broker {
+        BrokerKind::Nats => Ok(Arc::new(nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace).await?)),
+    }
+}

@@ -1,0 +1,114 @@
+//! NATS JetStream: one stream per namespace holding every topic as a subject, one durable pull
+//! consumer per (consumer name, topic) with explicit acks.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream, AckKind};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport};
+
+pub struct NatsTransport {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: String,
+}
+
+impl NatsTransport {
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| BrokerError::Connect(format!("NATS at {url}: {e}")))?;
+        let js = jetstream::new(client.clone());
+        let stream = namespace.to_string();
+        js.get_or_create_stream(stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{stream}.>")],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BrokerError::Connect(format!("JetStream stream {stream}: {e}")))?;
+        Ok(Self { client, js, stream })
+    }
+
+    fn subject(&self, topic: Topic) -> String {
+        format!("{}.{}", self.stream, topic.as_str())
+    }
+}
+
+struct NatsAcker(jetstream::Message);
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        // A double ack waits for the server to confirm, so an ack is never silently lost.
+        self.0.double_ack().await.map_err(|e| BrokerError::Ack(e.to_string()))
+    }
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        self.0.ack_with(AckKind::Nak(Some(delay))).await.map_err(|e| BrokerError::Ack(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Transport for NatsTransport {
+    async fn publish(&self, topic: Topic, _key: &str, payload: Bytes) -> Result<(), BrokerError> {
+        let ack = self
+            .js
+            .publish(self.subject(topic), payload)
+            .await
+            .map_err(|e| BrokerError::Publish(e.to_string()))?;
+        ack.await.map_err(|e| BrokerError::Publish(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {
+        let durable = format!("{consumer}-{}", topic.as_str().replace('.', "-"));
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: self.subject(topic),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 1024,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        let messages = consumer.messages().await.map_err(|e| BrokerError::Consume(e.to_string()))?;
+        Ok(messages
+            .map(|m| {
+                let m = m.map_err(|e| BrokerError::Consume(e.to_string()))?;
+                let delivery_count = m.info().map(|i| i.delivered as u64).unwrap_or(1);
+                Ok(Delivery { payload: m.payload.clone(), delivery_count, acker: Box::new(NatsAcker(m)) })
+            })
+            .boxed())
+    }
+
+    async fn health(&self) -> Result<(), BrokerError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(BrokerError::Connect(format!("NATS connection is {other:?}"))),
+        }
+    }
+
+    async fn destroy(&self) -> Result<(), BrokerError> {
+        self.js.delete_stream(&self.stream).await.map_err(|e| BrokerError::Consume(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Carts: one per user, in MongoDB. The rules (quantity bounds, one line per sku) are pure
+//! functions on [`Cart`]; the store writes a new version only if nobody changed the cart meanwhile.
+
+pub mod graphql;
+pub mod service;
+pub mod worker;
+
+use crate::domain::{Quantity, Sku, ValidationError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartItem {
+    pub sku: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cart {
+    pub items: Vec<CartItem>,
+    /// Optimistic-concurrency version; 0 for a cart never saved.
+    pub version: i64,
+}
+
+/// A cart holds at most this many distinct skus.
+pub const MAX_LINES: usize = 50;
+
+impl Cart {
+    /// Adds `q` units of `sku`; the line's total must stay within [`Quantity::MAX`].
+    pub fn add(&mut self, sku: &Sku, q: Quantity) -> Result<(), ValidationError> {
+        match self.items.iter_mut().find(|i| i.sku == sku.as_str()) {
+            Some(item) => {
+                let total = Quantity::parse(item.quantity as i64 + q.get() as i64)?;
+                item.quantity = total.get();
+            }
+            None => {
+                if self.items.len() >= MAX_LINES {
+                    return Err(ValidationError(format!("a cart holds at most {MAX_LINES} different items")));
+                }
+                self.items.push(CartItem { sku: sku.as_str().to_string(), quantity: q.get() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the quantity of a line already in the cart.
+    pub fn update(&mut self, sku: &Sku, q: Quantity) -> Result<(), ValidationError> {
+        let item = self
+            .items
+            .iter_mut()
+            .find(|i| i.sku == sku.as_str())
+            .ok_or_else(|| ValidationError(format!("{} is not in the cart", sku.as_str())))?;
+        item.quantity = q.get();
+        Ok(())
+    }
+
+    pub fn remove(&mut self, sku: &Sku) -> Result<(), ValidationError> {
+        let before = self.items.len();
+        self.items.retain(|i| i.sku != sku.as_str());
+        if self.items.len() == before {
+            return Err(ValidationError(format!("{} is not in the cart", sku.as_str())));
+        }
+        Ok(())
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku(s: &str) -> Sku {
+        Sku::parse(s).unwrap()
+    }
+    fn q(n: i64) -> Quantity {
+        Quantity::parse(n).unwrap()
+    }
+
+    #[test]
+    fn adding_twice_merges_lines_within_bounds() {
+        let mut c = Cart::default();
+        c.add(&sku("A"), q(2)).unwrap();
+        c.add(&sku("A"), q(3)).unwrap();
+        assert_eq!(c.items, [CartItem { sku: "A".into(), quantity: 5 }]);
+        let before = c.clone();
+        assert!(c.add(&sku("A"), q(95)).is_err());
+        assert_eq!(c, before, "a refused change leaves the cart as it was");
+    }
+
+    #[test]
+    fn update_and_remove_need_the_line() {
+        let mut c = Cart::default();
+        assert!(c.update(&sku("A"), q(1)).is_err());
+        assert!(c.remove(&sku("A")).is_err());
+        c.add(&sku("A"), q(1)).unwrap();
+        c.update(&sku("A"), q(7)).unwrap();
+        assert_eq!(c.items[0].quantity, 7);
+        c.remove(&sku("A")).unwrap();
+        assert!(c.items.is_empty());
+    }
+
+    #[test]
+    fn line_count_is_bounded() {
+        let mut c = Cart::default();
+        for i in 0..MAX_LINES {
+            c.add(&sku(&format!("S-{i}")), q(1)).unwrap();
+        }
+        assert!(c.add(&sku("ONE-MORE"), q(1)).is_err());
+    }
+}

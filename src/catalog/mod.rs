@@ -1,0 +1,15 @@
+//! The catalog: products with a price in integer minor units. Products live in MongoDB (read-heavy,
+//! schema-flexible); their stock levels live in PostgreSQL with the stock service.
+
+pub mod graphql;
+pub mod loader;
+pub mod seed;
+
+use crate::domain::Money;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+}

@@ -1,0 +1,50 @@
+//! The one error type services return. The GraphQL edge maps each variant to one `extensions.code`
+//! (see `graphql::error`); internal details are logged there, never sent to clients.
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{0}")]
+    InvalidCredentials(&'static str),
+    #[error("not allowed")]
+    Forbidden,
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("document store error: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("broker error: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn bad_input(msg: impl Into<String>) -> Self {
+        AppError::BadInput(msg.into())
+    }
+
+    /// Maps a unique-constraint violation to a client error by the constraint's name.
+    pub fn from_unique(e: sqlx::Error, constraint: &str, msg: &str) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.constraint() == Some(constraint) {
+                return AppError::Conflict(msg.to_string());
+            }
+        }
+        AppError::Database(e)
+    }
+}
+
+impl From<crate::domain::ValidationError> for AppError {
+    fn from(e: crate::domain::ValidationError) -> Self {
+        AppError::BadInput(e.to_string())
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

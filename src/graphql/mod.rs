@@ -1,0 +1,95 @@
+//! The GraphQL backend-for-frontend: schema assembly, request context, limits.
+
+pub mod error;
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, MergedObject, Schema};
+use sqlx::PgPool;
+
+use crate::auth::{AuthUser, KeyRing, TokenError};
+use crate::catalog::loader::{ProductLoader, StockLoader};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::mongo::Mongo;
+use crate::saga::feed::EventFeed;
+use crate::saga::SagaDefinition;
+
+pub use error::gql;
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub mongo: Mongo,
+    pub keys: Arc<KeyRing>,
+    pub saga: Arc<SagaDefinition>,
+    pub feed: EventFeed,
+    pub config: Arc<Config>,
+}
+
+/// Who is calling, decided once per request (or websocket connection).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    User(AuthUser),
+    BadToken(TokenError),
+}
+
+/// Per-request trace id, carried into the saga and across the broker.
+#[derive(Debug, Clone)]
+pub struct TraceId(pub String);
+
+#[derive(MergedObject, Default)]
+pub struct Query(crate::auth::graphql::AuthQuery, crate::catalog::graphql::CatalogQuery, crate::cart::graphql::CartQuery, crate::order::graphql::OrderQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(crate::auth::graphql::AuthMutation, crate::cart::graphql::CartMutation, crate::order::graphql::OrderMutation);
+
+pub type Subscription = crate::order::graphql::OrderSubscription;
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
+
+/// The schema with its limits. `state` is `None` only when printing the SDL.
+pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
+    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .limit_depth(config.graphql_max_depth)
+        .limit_complexity(config.graphql_max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(8);
+    if let Some(state) = state {
+        builder = builder
+            .data(DataLoader::new(ProductLoader { mongo: state.mongo.clone() }, tokio::spawn))
+            .data(DataLoader::new(StockLoader { pool: state.pool.clone() }, tokio::spawn))
+            .data(state);
+    }
+    builder.finish()
+}
+
+/// The SDL as committed in `schema/schema.graphql`.
+pub fn sdl() -> String {
+    let config = Config::from_env().expect("default configuration is valid");
+    build_schema(None, &config).sdl()
+}
+
+pub fn state<'a>(ctx: &Context<'a>) -> &'a ApiState {
+    ctx.data_unchecked::<ApiState>()
+}
+
+/// The authenticated caller, or `UNAUTHENTICATED`.
+pub fn user<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error> {
+    match ctx.data_opt::<Caller>() {
+        Some(Caller::User(u)) => Ok(u),
+        Some(Caller::BadToken(e)) => Err(gql(AppError::InvalidCredentials(match e {
+            TokenError::Expired => "access token has expired",
+            TokenError::UnknownKey => "access token was signed by an unknown key",
+            _ => "access token is invalid",
+        }))),
+        _ => Err(gql(AppError::Unauthenticated)),
+    }
+}
+
+pub fn trace_id(ctx: &Context<'_>) -> String {
+    ctx.data_opt::<TraceId>().map(|t| t.0.clone()).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}

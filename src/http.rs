@@ -1,0 +1,123 @@
+//! The API's HTTP surface: GraphQL (POST), GraphiQL (GET), subscriptions over graphql-transport-ws,
+//! the JWKS, and health/readiness probes.
+
+use std::sync::Arc;
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::limit::RequestBodyLimitLayer;
+use tracing::Instrument;
+
+use crate::broker::Transport;
+use crate::graphql::{error::ensure_codes, ApiState, AppSchema, Caller, TraceId};
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub api: ApiState,
+    pub schema: AppSchema,
+    pub transport: Arc<dyn Transport>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    let limit = state.api.config.http_body_limit;
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(subscriptions))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .with_state(state)
+}
+
+async fn caller(api: &ApiState, token: Option<&str>) -> Caller {
+    match token {
+        None => Caller::Anonymous,
+        Some(t) => match api.keys.verify(t).await {
+            Ok(c) => Caller::User(crate::auth::AuthUser { id: c.sub, email: c.email }),
+            Err(e) => Caller::BadToken(e),
+        },
+    }
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+}
+
+async fn graphql(State(s): State<HttpState>, headers: HeaderMap, req: GraphQLRequest) -> GraphQLResponse {
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+    let caller = caller(&s.api, token).await;
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let user_id = match &caller {
+        Caller::User(u) => u.id.to_string(),
+        _ => String::new(),
+    };
+    let span = tracing::info_span!("graphql", trace_id = %trace, user_id = %user_id);
+    let req = req.into_inner().data(caller).data(TraceId(trace));
+    let mut resp = s.schema.execute(req).instrument(span).await;
+    ensure_codes(&mut resp.errors);
+    resp.into()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+}
+
+/// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
+/// a connection with a bad token is refused, one without a token gets `UNAUTHENTICATED` per
+/// subscription.
+async fn subscriptions(State(s): State<HttpState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let api = s.api.clone();
+            GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let token = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(|v| v.as_str())
+                        .map(|v| bearer(v).unwrap_or(v).to_string());
+                    let caller = caller(&api, token.as_deref()).await;
+                    if let Caller::BadToken(e) = &caller {
+                        return Err(async_graphql::Error::new(format!("unauthenticated: {e}")));
+                    }
+                    let mut data = Data::default();
+                    data.insert(caller);
+                    Ok(data)
+                })
+                .serve()
+                .await
+        })
+}
+
+async fn jwks(State(s): State<HttpState>) -> Response {
+    match s.api.keys.jwks().await {
+        Ok(set) => ([(header::CACHE_CONTROL, "public, max-age=300")], Json(set)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "jwks unavailable");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Ready when PostgreSQL, MongoDB and the broker all answer.
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let pg = sqlx::query("SELECT 1").execute(&s.api.pool).await.map(|_| ()).map_err(|e| e.to_string());
+    let mongo = s.api.mongo.ping().await.map_err(|e| e.to_string());
+    let broker = s.transport.health().await.map_err(|e| e.to_string());
+    let body = serde_json::json!({
+        "postgres": pg.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
+        "mongo": mongo.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
+        "broker": broker.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
+    });
+    let status = if pg.is_ok() && mongo.is_ok() && broker.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}

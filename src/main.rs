@@ -1,0 +1,94 @@
+//! The API binary, and the operational commands (migrate, seed, rotate-keys, print-schema).
+//! `api all` runs every role in this one process.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ecommerce_saga::app::{self, Services, WorkerStats};
+use ecommerce_saga::config::Config;
+use ecommerce_saga::payment::TestGateway;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "api", version, about = "ecommerce-saga GraphQL API and operational commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the GraphQL API (default).
+    Serve,
+    /// Run the API, the orchestrator and the workers in this process.
+    All,
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Load the demo catalog and its stock levels (idempotent).
+    Seed,
+    /// Add a new signing key; the old one keeps verifying until its tokens expire.
+    RotateKeys,
+    /// Print the GraphQL schema (SDL).
+    PrintSchema,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    app::init_tracing();
+    let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::PrintSchema => print!("{}", ecommerce_saga::graphql::sdl()),
+        Command::Migrate => {
+            ecommerce_saga::postgres::migrate(&config)
+                .await
+                .with_context(|| format!("migrating {}", ecommerce_saga::postgres::describe(&config.database_url)))?;
+            tracing::info!("migrations applied");
+        }
+        Command::Seed => {
+            let s = Services::connect(config).await?;
+            let products = ecommerce_saga::catalog::seed::demo_products();
+            ecommerce_saga::catalog::seed::seed(&s.pool, &s.mongo, &products).await?;
+            tracing::info!(products = products.len(), "demo catalog seeded");
+        }
+        Command::RotateKeys => {
+            let s = Services::connect(config).await?;
+            let kid = ecommerce_saga::auth::keys::rotate(&s.pool, s.config.access_token_ttl).await?;
+            tracing::info!(%kid, "new signing key added");
+            println!("{kid}");
+        }
+        Command::Serve => {
+            let s = Services::connect(config).await?;
+            let shutdown = CancellationToken::new();
+            app::cancel_on_signal(shutdown.clone());
+            let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
+            announce(&listener, "api")?;
+            app::run_api(s, listener, shutdown).await?;
+        }
+        Command::All => {
+            let s = Services::connect(config).await?;
+            let shutdown = CancellationToken::new();
+            app::cancel_on_signal(shutdown.clone());
+            let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
+            announce(&listener, "api + orchestrator + workers")?;
+            let orchestrator = tokio::spawn(app::run_orchestrator(s.clone(), shutdown.clone()));
+            let workers = tokio::spawn(app::run_workers(
+                s.clone(),
+                Arc::new(TestGateway),
+                Arc::new(WorkerStats::default()),
+                shutdown.clone(),
+            ));
+            app::run_api(s, listener, shutdown).await?;
+            let _ = tokio::join!(orchestrator, workers);
+        }
+    }
+    Ok(())
+}
+
+fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, roles, "listening");
+    eprintln!("GraphQL playground: http://{addr}/graphql   (subscriptions: ws://{addr}/graphql/ws)");
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Cart documents: `{ _id: user id, items: [{sku, quantity}], version, applied_orders: [order id] }`.
+
+use mongodb::bson::{doc, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use uuid::Uuid;
+
+use super::Mongo;
+use crate::cart::{Cart, CartItem};
+
+const COLLECTION: &str = "carts";
+
+fn coll(m: &Mongo) -> mongodb::Collection<Document> {
+    m.db.collection(COLLECTION)
+}
+
+pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Error> {
+    let Some(d) = coll(m).find_one(doc! { "_id": user_id.to_string() }).await? else {
+        return Ok(Cart::default());
+    };
+    let items = d
+        .get_array("items")
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i.as_document())
+                .filter_map(|i| {
+                    Some(CartItem { sku: i.get_str("sku").ok()?.to_string(), quantity: i.get_i32("quantity").ok()? })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Cart { items, version: d.get_i64("version").unwrap_or(0) })
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+}
+
+/// Saves `cart` if its stored version is still `cart.version`; returns `false` on a conflict.
+pub async fn save(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb::error::Error> {
+    let items: Vec<Document> = cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
+    let id = user_id.to_string();
+    if cart.version == 0 {
+        let r = coll(m)
+            .insert_one(doc! { "_id": &id, "items": items, "version": 1i64, "applied_orders": [] })
+            .await;
+        return match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e),
+        };
+    }
+    let r = coll(m)
+        .update_one(
+            doc! { "_id": &id, "version": cart.version },
+            doc! { "$set": { "items": items, "version": cart.version + 1 } },
+        )
+        .await?;
+    Ok(r.matched_count == 1)
+}
+
+/// Removes an order's skus from the buyer's cart once, however often the event is delivered.
+pub async fn apply_order(m: &Mongo, user_id: Uuid, order_id: Uuid, skus: &[String]) -> Result<bool, mongodb::error::Error> {
+    let r = coll(m)
+        .update_one(
+            doc! { "_id": user_id.to_string(), "applied_orders": { "$ne": order_id.to_string() } },
+            doc! {
+                "$pull": { "items": { "sku": { "$in": skus } } },
+                "$push": { "applied_orders": { "$each": [order_id.to_string()], "$slice": -100 } },
+                "$inc": { "version": 1i64 },
+            },
+        )
+        .await?;
+    Ok(r.modified_count == 1)
+}

@@ -1,0 +1,168 @@
+//! Place, cancel and read orders.
+
+use sqlx::{PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+use super::{Order, OrderLine, OrderStatus};
+use crate::domain::{IdempotencyKey, Money, PaymentToken};
+use crate::error::{AppError, AppResult};
+use crate::mongo::{carts, catalog, Mongo};
+use crate::saga::machine;
+use crate::saga::messages::StockLine;
+use crate::saga::orchestrator;
+use crate::saga::store::{self, SagaPayload, SagaRow};
+use crate::saga::SagaDefinition;
+
+const ORDER_COLUMNS: &str = "id, user_id, status, total_minor, currency, idempotency_key, cancel_reason, created_at, updated_at";
+
+fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    Ok(Order {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("order status {status}").into()))?,
+        total_minor: r.try_get("total_minor")?,
+        currency: r.try_get("currency")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        cancel_reason: r.try_get("cancel_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// The order, if it exists and belongs to `user_id`. Someone else's order is reported as not
+/// found, so ids cannot be probed.
+pub async fn get<'e>(db: impl PgExecutor<'e>, user_id: Uuid, order_id: Uuid) -> AppResult<Order> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2");
+    let row = sqlx::query(&sql).bind(order_id).bind(user_id).fetch_optional(db).await?;
+    row.as_ref().map(to_order).transpose()?.ok_or(AppError::NotFound("order"))
+}
+
+pub async fn list(pool: &PgPool, user_id: Uuid, limit: i64) -> AppResult<Vec<Order>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2");
+    let rows = sqlx::query(&sql).bind(user_id).bind(limit).fetch_all(pool).await?;
+    Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
+}
+
+pub async fn lines(pool: &PgPool, order_id: Uuid) -> AppResult<Vec<OrderLine>> {
+    let rows = sqlx::query("SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no")
+        .bind(order_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| OrderLine { sku: r.get("sku"), quantity: r.get("quantity"), unit_price_minor: r.get("unit_price_minor") })
+        .collect())
+}
+
+async fn by_key<'e>(db: impl PgExecutor<'e>, user_id: Uuid, key: &IdempotencyKey) -> AppResult<Option<Order>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2");
+    let row = sqlx::query(&sql).bind(user_id).bind(key.as_str()).fetch_optional(db).await?;
+    Ok(row.as_ref().map(to_order).transpose()?)
+}
+
+/// Turns the user's cart into an order and starts its saga, in one transaction. Repeating the same
+/// idempotency key returns the order the first call created.
+pub async fn place(
+    pool: &PgPool,
+    mongo: &Mongo,
+    def: &SagaDefinition,
+    user_id: Uuid,
+    key: &str,
+    payment_token: &str,
+    trace_id: &str,
+) -> AppResult<Order> {
+    let key = IdempotencyKey::parse(key)?;
+    let token = PaymentToken::parse(payment_token)?;
+    if let Some(existing) = by_key(pool, user_id, &key).await? {
+        return Ok(existing);
+    }
+    let cart = carts::load(mongo, user_id).await?;
+    if cart.items.is_empty() {
+        return Err(AppError::bad_input("the cart is empty"));
+    }
+    let skus: Vec<String> = cart.items.iter().map(|i| i.sku.clone()).collect();
+    let products = catalog::by_skus(mongo, &skus).await?;
+    let mut total: Option<Money> = None;
+    let mut lines = Vec::with_capacity(cart.items.len());
+    for item in &cart.items {
+        let product = products
+            .iter()
+            .find(|p| p.sku == item.sku)
+            .ok_or_else(|| AppError::bad_input(format!("{} is no longer sold", item.sku)))?;
+        let line_total = product.price.times(item.quantity).ok_or_else(|| AppError::bad_input("order total too large"))?;
+        total = Some(match total {
+            None => line_total,
+            Some(t) => t.checked_add(&line_total).ok_or_else(|| AppError::bad_input("cart mixes currencies"))?,
+        });
+        lines.push((item.sku.clone(), item.quantity, product.price.minor));
+    }
+    let total = total.expect("non-empty cart");
+
+    let order_id = Uuid::now_v7();
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO orders (id, user_id, status, total_minor, currency, idempotency_key)
+         VALUES ($1, $2, 'PENDING', $3, $4, $5) ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .bind(total.minor)
+    .bind(&total.currency)
+    .bind(key.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // A concurrent request with the same key won the race.
+        tx.rollback().await?;
+        return by_key(pool, user_id, &key).await?.ok_or(AppError::NotFound("order"));
+    }
+    for (i, (sku, quantity, price)) in lines.iter().enumerate() {
+        sqlx::query("INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)")
+            .bind(order_id)
+            .bind(i as i32)
+            .bind(sku)
+            .bind(quantity)
+            .bind(price)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let start = machine::start(def);
+    let saga = SagaRow {
+        id: Uuid::now_v7(),
+        order_id,
+        user_id,
+        state: start.state.clone(),
+        payload: SagaPayload {
+            lines: lines.iter().map(|(sku, q, _)| StockLine { sku: sku.clone(), quantity: *q }).collect(),
+            amount_minor: total.minor,
+            currency: total.currency.clone(),
+            payment_token: token.as_str().to_string(),
+        },
+        trace_id: trace_id.to_string(),
+        event_count: 0,
+    };
+    store::insert(&mut tx, &saga, def.name).await?;
+    store::apply(&mut tx, &saga, &start).await?;
+    tx.commit().await?;
+    tracing::info!(%order_id, saga_id = %saga.id, "order placed");
+    get(pool, user_id, order_id).await
+}
+
+/// Cancels an order whose saga has not finished; compensation runs in the background.
+pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id: Uuid) -> AppResult<Order> {
+    let mut tx = pool.begin().await?;
+    let order = get(&mut *tx, user_id, order_id).await?;
+    let saga = store::lock_by_order(&mut tx, order.id).await?.ok_or(AppError::NotFound("order"))?;
+    match saga.state.status {
+        crate::saga::SagaStatus::Completed => return Err(AppError::Conflict("the order is already confirmed".into())),
+        crate::saga::SagaStatus::Compensated => return Err(AppError::Conflict("the order is already cancelled".into())),
+        crate::saga::SagaStatus::Compensating => {} // already cancelling: idempotent
+        crate::saga::SagaStatus::Running => {
+            orchestrator::cancel(&mut tx, def, &saga).await?;
+        }
+    }
+    tx.commit().await?;
+    get(pool, user_id, order_id).await
+}

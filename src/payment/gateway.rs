@@ -1,0 +1,99 @@
+//! The payment provider, behind a trait. Every call carries the order id as idempotency key, as
+//! real providers accept, so a retried call cannot charge twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The provider refused; retrying will not help.
+    #[error("declined: {0}")]
+    Declined(String),
+    /// The provider could not be reached or did not answer; the outcome is unknown.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub reference: String,
+}
+
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    async fn authorize(&self, order_id: Uuid, token: &str, amount_minor: i64, currency: &str) -> Result<Authorization, GatewayError>;
+    async fn capture(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
+    async fn void(&self, order_id: Uuid, reference: &str) -> Result<(), GatewayError>;
+    async fn refund(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
+}
+
+/// A deterministic gateway for development and tests. The payment token decides the outcome:
+///
+/// | token                  | authorize                | capture  |
+/// |------------------------|--------------------------|----------|
+/// | `tok_visa` (any other) | approved                 | approved |
+/// | `tok_declined`         | declined `card_declined` | -        |
+/// | `tok_capture_fails`    | approved                 | declined |
+/// | `tok_timeout`          | never answers            | -        |
+#[derive(Debug, Default, Clone)]
+pub struct TestGateway;
+
+impl TestGateway {
+    fn reference(order_id: Uuid, token: &str) -> String {
+        format!("auth_{}_{}", order_id.simple(), token)
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for TestGateway {
+    async fn authorize(&self, order_id: Uuid, token: &str, _amount: i64, _currency: &str) -> Result<Authorization, GatewayError> {
+        match token {
+            "tok_declined" => Err(GatewayError::Declined("card_declined".into())),
+            "tok_timeout" => {
+                // Models a provider that accepted the connection and never answers.
+                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+                Err(GatewayError::Unavailable("no answer".into()))
+            }
+            _ => Ok(Authorization { reference: Self::reference(order_id, token) }),
+        }
+    }
+
+    async fn capture(&self, _order_id: Uuid, reference: &str, _amount: i64) -> Result<(), GatewayError> {
+        if reference.ends_with("_tok_capture_fails") {
+            Err(GatewayError::Declined("capture_refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn void(&self, _order_id: Uuid, _reference: &str) -> Result<(), GatewayError> {
+        Ok(())
+    }
+
+    async fn refund(&self, _order_id: Uuid, _reference: &str, _amount: i64) -> Result<(), GatewayError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_decide_outcomes() {
+        let g = TestGateway;
+        let id = Uuid::nil();
+        let auth = g.authorize(id, "tok_visa", 100, "USD").await.unwrap();
+        assert!(g.capture(id, &auth.reference, 100).await.is_ok());
+        assert_eq!(
+            g.authorize(id, "tok_declined", 100, "USD").await,
+            Err(GatewayError::Declined("card_declined".into()))
+        );
+        let auth = g.authorize(id, "tok_capture_fails", 100, "USD").await.unwrap();
+        assert!(g.capture(id, &auth.reference, 100).await.is_err());
+        let pending = tokio::time::timeout(Duration::from_millis(50), g.authorize(id, "tok_timeout", 1, "USD")).await;
+        assert!(pending.is_err(), "tok_timeout must never answer");
+    }
+}

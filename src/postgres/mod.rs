@@ -1,0 +1,41 @@
+//! PostgreSQL: the pool, migrations, and the outbox/inbox every role writes through.
+
+pub mod inbox;
+pub mod outbox;
+
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use crate::config::Config;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Describes the server without the password, for error messages.
+pub fn describe(url: &str) -> String {
+    match url.parse::<PgConnectOptions>() {
+        Ok(o) => format!("PostgreSQL at {}:{}", o.get_host(), o.get_port()),
+        Err(_) => "PostgreSQL".to_string(),
+    }
+}
+
+pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&config.database_url)
+        .await
+}
+
+/// Creates the database if it does not exist, then applies pending migrations.
+pub async fn migrate(config: &Config) -> Result<(), sqlx::Error> {
+    if !Postgres::database_exists(&config.database_url).await? {
+        Postgres::create_database(&config.database_url).await?;
+    }
+    let pool = PgPoolOptions::new().max_connections(1).connect(&config.database_url).await?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}

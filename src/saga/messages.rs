@@ -1,0 +1,186 @@
+//! What travels over the broker: one envelope type for commands, replies and events.
+//!
+//! Every envelope has its own `message_id` (consumers deduplicate on it) and carries the saga id,
+//! order id and trace id, so a worker's logs join the orchestrator's and the API's.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::broker::Topic;
+
+/// Commands a worker executes. Each is idempotent on the order id, so a retried command (with a new
+/// message id) has the same effect as the first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommandKind {
+    ReserveStock,
+    ReleaseStock,
+    AuthorizePayment,
+    CapturePayment,
+    VoidPayment,
+}
+
+impl CommandKind {
+    pub fn topic(self) -> Topic {
+        match self {
+            CommandKind::ReserveStock | CommandKind::ReleaseStock => Topic::StockCommands,
+            CommandKind::AuthorizePayment | CommandKind::CapturePayment | CommandKind::VoidPayment => {
+                Topic::PaymentCommands
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReplyKind {
+    StockReserved,
+    StockRejected,
+    StockReleased,
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentCaptured,
+    PaymentCaptureFailed,
+    PaymentVoided,
+}
+
+impl ReplyKind {
+    /// The command this reply answers.
+    pub fn answers(self) -> CommandKind {
+        match self {
+            ReplyKind::StockReserved | ReplyKind::StockRejected => CommandKind::ReserveStock,
+            ReplyKind::StockReleased => CommandKind::ReleaseStock,
+            ReplyKind::PaymentAuthorized | ReplyKind::PaymentDeclined => CommandKind::AuthorizePayment,
+            ReplyKind::PaymentCaptured | ReplyKind::PaymentCaptureFailed => CommandKind::CapturePayment,
+            ReplyKind::PaymentVoided => CommandKind::VoidPayment,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLine {
+    pub sku: String,
+    pub quantity: i32,
+}
+
+/// A command with the data the worker needs. The orchestrator builds it from the saga's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Command {
+    ReserveStock { lines: Vec<StockLine> },
+    ReleaseStock,
+    AuthorizePayment { amount_minor: i64, currency: String, payment_token: String },
+    CapturePayment,
+    VoidPayment,
+}
+
+impl Command {
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::ReserveStock { .. } => CommandKind::ReserveStock,
+            Command::ReleaseStock => CommandKind::ReleaseStock,
+            Command::AuthorizePayment { .. } => CommandKind::AuthorizePayment,
+            Command::CapturePayment => CommandKind::CapturePayment,
+            Command::VoidPayment => CommandKind::VoidPayment,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub kind: ReplyKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Facts other services react to (not part of the saga's request/reply flow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DomainEvent {
+    /// The cart service removes the ordered skus from the buyer's cart.
+    OrderConfirmed { user_id: Uuid, skus: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "body", rename_all = "snake_case")]
+pub enum Body {
+    Command(Command),
+    Reply(Reply),
+    Event(DomainEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub message_id: Uuid,
+    pub saga_id: Uuid,
+    pub order_id: Uuid,
+    pub trace_id: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Envelope {
+    pub fn new(saga_id: Uuid, order_id: Uuid, trace_id: impl Into<String>, body: Body) -> Self {
+        Self { message_id: Uuid::now_v7(), saga_id, order_id, trace_id: trace_id.into(), body }
+    }
+
+    /// Where this message goes.
+    pub fn topic(&self) -> Topic {
+        match &self.body {
+            Body::Command(c) => c.kind().topic(),
+            Body::Reply(_) => Topic::Replies,
+            Body::Event(_) => Topic::OrderEvents,
+        }
+    }
+
+    /// A reply to this message, with the same saga, order and trace.
+    pub fn reply(&self, reply: Reply) -> Envelope {
+        Envelope::new(self.saga_id, self.order_id, self.trace_id.clone(), Body::Reply(reply))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("envelope serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips() {
+        let env = Envelope::new(
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            "trace-1",
+            Body::Command(Command::AuthorizePayment {
+                amount_minor: 1999,
+                currency: "USD".into(),
+                payment_token: "tok_visa".into(),
+            }),
+        );
+        let back = Envelope::decode(&env.encode()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.topic(), Topic::PaymentCommands);
+        let reply = env.reply(Reply { kind: ReplyKind::PaymentAuthorized, reason: None });
+        assert_eq!(reply.topic(), Topic::Replies);
+        assert_eq!(reply.saga_id, env.saga_id);
+        assert_ne!(reply.message_id, env.message_id);
+    }
+
+    #[test]
+    fn every_reply_answers_a_command_on_the_right_topic() {
+        for (reply, topic) in [
+            (ReplyKind::StockReserved, Topic::StockCommands),
+            (ReplyKind::StockReleased, Topic::StockCommands),
+            (ReplyKind::PaymentVoided, Topic::PaymentCommands),
+            (ReplyKind::PaymentCaptureFailed, Topic::PaymentCommands),
+        ] {
+            assert_eq!(reply.answers().topic(), topic);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The orchestrator role: applies replies and timeouts to persisted sagas.
+//!
+//! Each reply is handled in one transaction: claim the message in the inbox, lock the saga row,
+//! run the pure state machine, persist the transition (state, history, next command via the outbox,
+//! order outcome). A crash at any point leaves either the whole transition or none of it; the
+//! broker redelivers what was not acked and the inbox drops what was already applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::machine::{self, Input};
+use super::messages::{Body, Envelope};
+use super::{store, SagaDefinition};
+use crate::broker::consumer::{self, Handler};
+use crate::broker::{Topic, Transport};
+use crate::error::AppError;
+use crate::postgres::inbox;
+
+pub const CONSUMER: &str = "orchestrator";
+
+#[derive(Clone)]
+pub struct Orchestrator {
+    pool: PgPool,
+    def: Arc<SagaDefinition>,
+}
+
+impl Orchestrator {
+    pub fn new(pool: PgPool, def: Arc<SagaDefinition>) -> Self {
+        Self { pool, def }
+    }
+
+    pub async fn handle_reply(&self, envelope: Envelope) -> Result<(), AppError> {
+        let Body::Reply(reply) = &envelope.body else {
+            warn!("orchestrator received a non-reply message; ignoring");
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
+        if !inbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let Some(saga) = store::lock(&mut tx, envelope.saga_id).await? else {
+            warn!("reply for an unknown saga; ignoring");
+            tx.commit().await?;
+            return Ok(());
+        };
+        let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
+        match machine::handle(&self.def, &saga.state, &input) {
+            Some(t) => {
+                store::apply(&mut tx, &saga, &t).await?;
+                info!(reply = ?reply.kind, status = t.state.status.as_str(), "saga advanced");
+            }
+            None => info!(reply = ?reply.kind, status = saga.state.status.as_str(), "reply does not apply; ignored"),
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Fires the timeout of every saga whose deadline passed; returns how many.
+    pub async fn fire_timeouts(&self) -> Result<usize, AppError> {
+        let mut tx = self.pool.begin().await?;
+        let expired = store::lock_expired(&mut tx, 100).await?;
+        for saga in &expired {
+            let span = info_span!("timeout", saga_id = %saga.id, order_id = %saga.order_id, trace_id = %saga.trace_id);
+            let _g = span.enter();
+            match machine::handle(&self.def, &saga.state, &Input::Timeout) {
+                Some(t) => {
+                    info!(status = t.state.status.as_str(), attempt = t.state.attempt, "step timed out");
+                    store::apply(&mut tx, saga, &t).await?;
+                }
+                None => {
+                    // A terminal saga keeps no deadline; clear a stray one so it is not scanned again.
+                    sqlx::query("UPDATE sagas SET deadline = NULL WHERE id = $1").bind(saga.id).execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(expired.len())
+    }
+
+}
+
+/// Cancels a saga on the buyer's request, in the caller's transaction (which holds the saga's row
+/// lock). Returns `false` when the saga is past cancelling or already compensating.
+pub async fn cancel(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    def: &SagaDefinition,
+    saga: &store::SagaRow,
+) -> Result<bool, sqlx::Error> {
+    match machine::handle(def, &saga.state, &Input::Cancel) {
+        Some(t) => {
+            store::apply(tx, saga, &t).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Runs the orchestrator role until `shutdown`: reply consumer, timeout scanner and outbox relay.
+pub async fn run(
+    pool: PgPool,
+    transport: Arc<dyn Transport>,
+    def: Arc<SagaDefinition>,
+    config: &crate::config::Config,
+    shutdown: CancellationToken,
+) {
+    let orchestrator = Orchestrator::new(pool.clone(), def);
+    let o = orchestrator.clone();
+    let handler: Handler = Arc::new(move |env| {
+        let o = o.clone();
+        Box::pin(async move { o.handle_reply(env).await })
+    });
+    let consumer = tokio::spawn(consumer::run(
+        transport.clone(),
+        CONSUMER.to_string(),
+        Topic::Replies,
+        config.worker_concurrency,
+        handler,
+        shutdown.clone(),
+    ));
+    let relay = tokio::spawn(crate::postgres::outbox::run_relay(
+        pool.clone(),
+        transport.clone(),
+        config.outbox_poll_interval,
+        shutdown.clone(),
+    ));
+    let scan_every = config.timeout_scan_interval;
+    let scanner_shutdown = shutdown.clone();
+    let scanner = tokio::spawn(
+        async move {
+            while !scanner_shutdown.is_cancelled() {
+                let wait = match orchestrator.fire_timeouts().await {
+                    Ok(100..) => Duration::ZERO,
+                    Ok(_) => scan_every,
+                    Err(e) => {
+                        warn!(error = %e, "timeout scan failed");
+                        scan_every * 4
+                    }
+                };
+                tokio::select! {
+                    _ = scanner_shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        .instrument(info_span!("timeout_scanner")),
+    );
+    let _ = tokio::join!(consumer, relay, scanner);
+}

@@ -1,0 +1,240 @@
+//! Saga persistence: load a saga under a row lock, persist a transition with its events, the next
+//! command (through the outbox) and the order's outcome, all in the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgExecutor, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::machine::{OrderOutcome, SagaState, SagaStatus, Transition};
+use super::messages::{Body, Command, CommandKind, DomainEvent, Envelope, StockLine};
+use crate::postgres::outbox;
+
+/// What the saga needs to build its commands; written once when the order is placed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SagaPayload {
+    pub lines: Vec<StockLine>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub payment_token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub state: SagaState,
+    pub payload: SagaPayload,
+    pub trace_id: String,
+    pub event_count: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaEventRow {
+    pub saga_id: Uuid,
+    pub seq: i32,
+    pub kind: String,
+    pub detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl SagaEventRow {
+    pub fn is_terminal(&self) -> bool {
+        super::EventKind::parse(&self.kind).is_some_and(|k| k.is_terminal())
+    }
+}
+
+pub fn command_for(kind: CommandKind, p: &SagaPayload) -> Command {
+    match kind {
+        CommandKind::ReserveStock => Command::ReserveStock { lines: p.lines.clone() },
+        CommandKind::ReleaseStock => Command::ReleaseStock,
+        CommandKind::AuthorizePayment => Command::AuthorizePayment {
+            amount_minor: p.amount_minor,
+            currency: p.currency.clone(),
+            payment_token: p.payment_token.clone(),
+        },
+        CommandKind::CapturePayment => Command::CapturePayment,
+        CommandKind::VoidPayment => Command::VoidPayment,
+    }
+}
+
+const SAGA_COLUMNS: &str =
+    "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count";
+
+fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let payload: serde_json::Value = row.try_get("payload")?;
+    Ok(SagaRow {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        user_id: row.try_get("user_id")?,
+        state: SagaState {
+            status: SagaStatus::parse(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown saga status {status}").into()))?,
+            step: row.try_get::<i32, _>("step")? as usize,
+            attempt: row.try_get::<i32, _>("attempt")? as u32,
+            failure_reason: row.try_get("failure_reason")?,
+        },
+        payload: serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        trace_id: row.try_get("trace_id")?,
+        event_count: row.try_get("event_count")?,
+    })
+}
+
+/// Loads a saga and locks its row until the transaction ends: one transition at a time per saga.
+pub async fn lock(tx: &mut Transaction<'_, Postgres>, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1 FOR UPDATE");
+    sqlx::query(&sql).bind(saga_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
+}
+
+pub async fn lock_by_order(tx: &mut Transaction<'_, Postgres>, order_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1 FOR UPDATE");
+    sqlx::query(&sql).bind(order_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
+}
+
+/// Sagas whose deadline passed, locked with `SKIP LOCKED` so concurrent scanners split the work.
+pub async fn lock_expired(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<SagaRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE deadline <= now() ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED"
+    );
+    sqlx::query(&sql).bind(limit).fetch_all(&mut **tx).await?.iter().map(row_to_saga).collect()
+}
+
+/// Inserts a new saga row in its initial state; call [`apply`] with the start transition next.
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    saga: &SagaRow,
+    definition: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sagas (id, order_id, user_id, definition, status, step, attempt, payload, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(saga.id)
+    .bind(saga.order_id)
+    .bind(saga.user_id)
+    .bind(definition)
+    .bind(saga.state.status.as_str())
+    .bind(saga.state.step as i32)
+    .bind(saga.state.attempt as i32)
+    .bind(serde_json::to_value(&saga.payload).expect("payload serializes"))
+    .bind(&saga.trace_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Persists `t` for `saga` (whose row the transaction holds locked).
+pub async fn apply(tx: &mut Transaction<'_, Postgres>, saga: &SagaRow, t: &Transition) -> Result<(), sqlx::Error> {
+    let deadline_ms = t.deadline.map(|d| d.as_millis() as i64);
+    sqlx::query(
+        "UPDATE sagas SET status = $2, step = $3, attempt = $4, failure_reason = $5,
+             deadline = now() + $6::bigint * interval '1 millisecond',
+             event_count = event_count + $7, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(saga.id)
+    .bind(t.state.status.as_str())
+    .bind(t.state.step as i32)
+    .bind(t.state.attempt as i32)
+    .bind(&t.state.failure_reason)
+    .bind(deadline_ms)
+    .bind(t.events.len() as i32)
+    .execute(&mut **tx)
+    .await?;
+
+    for (i, (kind, detail)) in t.events.iter().enumerate() {
+        sqlx::query("INSERT INTO saga_events (saga_id, seq, kind, detail) VALUES ($1, $2, $3, $4)")
+            .bind(saga.id)
+            .bind(saga.event_count + 1 + i as i32)
+            .bind(kind.as_str())
+            .bind(detail)
+            .execute(&mut **tx)
+            .await?;
+    }
+
+    if let Some(kind) = t.command {
+        let envelope = Envelope::new(
+            saga.id,
+            saga.order_id,
+            saga.trace_id.clone(),
+            Body::Command(command_for(kind, &saga.payload)),
+        );
+        outbox::enqueue(tx, &envelope).await?;
+    }
+
+    match &t.outcome {
+        Some(OrderOutcome::Confirm) => {
+            sqlx::query("UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1")
+                .bind(saga.order_id)
+                .execute(&mut **tx)
+                .await?;
+            let skus = saga.payload.lines.iter().map(|l| l.sku.clone()).collect();
+            let event = DomainEvent::OrderConfirmed { user_id: saga.user_id, skus };
+            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
+            outbox::enqueue(tx, &envelope).await?;
+        }
+        Some(OrderOutcome::Cancel { reason }) => {
+            sqlx::query(
+                "UPDATE orders SET status = 'CANCELLED', cancel_reason = $2, updated_at = now() WHERE id = $1",
+            )
+            .bind(saga.order_id)
+            .bind(reason)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// A saga's history after `after_seq`, in order.
+pub async fn events_after<'e>(
+    db: impl PgExecutor<'e>,
+    saga_id: Uuid,
+    after_seq: i32,
+) -> Result<Vec<SagaEventRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT saga_id, seq, kind, detail, created_at FROM saga_events WHERE saga_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(saga_id)
+    .bind(after_seq)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SagaEventRow {
+                saga_id: r.try_get("saga_id")?,
+                seq: r.try_get("seq")?,
+                kind: r.try_get("kind")?,
+                detail: r.try_get("detail")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaSummary {
+    pub id: Uuid,
+    pub status: String,
+    pub step: i32,
+    pub failure_reason: Option<String>,
+}
+
+pub async fn summary_by_order<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<SagaSummary>, sqlx::Error> {
+    let row = sqlx::query("SELECT id, status, step, failure_reason FROM sagas WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(db)
+        .await?;
+    row.map(|r| {
+        Ok(SagaSummary {
+            id: r.try_get("id")?,
+            status: r.try_get("status")?,
+            step: r.try_get("step")?,
+            failure_reason: r.try_get("failure_reason")?,
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,27 @@
+//! The workers binary: stock, payment and cart workers, executing commands idempotently and
+//! replying through the outbox.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use ecommerce_saga::app::{self, Services, WorkerStats};
+use ecommerce_saga::config::Config;
+use ecommerce_saga::payment::TestGateway;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the stock, payment and cart workers. Configuration comes from the environment (see .env.example).
+#[derive(Parser)]
+#[command(name = "workers", version)]
+struct Cli {}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    Cli::parse();
+    app::init_tracing();
+    let s = Services::connect(Config::from_env()?).await?;
+    let shutdown = CancellationToken::new();
+    app::cancel_on_signal(shutdown.clone());
+    tracing::info!(broker = ?s.config.broker, "workers started");
+    app::run_workers(s, Arc::new(TestGateway), Arc::new(WorkerStats::default()), shutdown).await;
+    Ok(())
+}
