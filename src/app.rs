@@ -29,7 +29,10 @@ pub enum StartupError {
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot reach MongoDB at {url}: {source}")]
-    Mongo { url: String, source: mongodb::error::Error },
+    Mongo {
+        url: String,
+        source: mongodb::error::Error,
+    },
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("cannot load signing keys: {0}")]
@@ -51,18 +54,38 @@ pub struct Services {
 impl Services {
     pub async fn connect(config: Config) -> Result<Self, StartupError> {
         let target = crate::postgres::describe(&config.database_url);
-        let pool = crate::postgres::connect(&config).await.map_err(|source| StartupError::Postgres { target, source })?;
-        let mongo = Mongo::connect(&config).await.map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
-        mongo.ping().await.map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
+        let pool = crate::postgres::connect(&config)
+            .await
+            .map_err(|source| StartupError::Postgres { target, source })?;
+        let mongo = Mongo::connect(&config)
+            .await
+            .map_err(|source| StartupError::Mongo {
+                url: config.mongo_url.clone(),
+                source,
+            })?;
+        mongo.ping().await.map_err(|source| StartupError::Mongo {
+            url: config.mongo_url.clone(),
+            source,
+        })?;
         let transport = broker::connect(&config).await?;
         let saga = Arc::new(SagaDefinition::checkout(config.saga));
-        Ok(Services { config: Arc::new(config), pool, mongo, transport, saga })
+        Ok(Services {
+            config: Arc::new(config),
+            pool,
+            mongo,
+            transport,
+            saga,
+        })
     }
 }
 
 /// Serves the API on `listener` until `shutdown`. Also relays the outbox (the API writes each
 /// saga's first command there).
-pub async fn run_api(s: Services, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartupError> {
+pub async fn run_api(
+    s: Services,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartupError> {
     let keys = KeyRing::load(
         s.pool.clone(),
         s.config.jwt_issuer.clone(),
@@ -79,7 +102,11 @@ pub async fn run_api(s: Services, listener: TcpListener, shutdown: CancellationT
         config: s.config.clone(),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
-    let app = router(HttpState { api, schema, transport: s.transport.clone() });
+    let app = router(HttpState {
+        api,
+        schema,
+        transport: s.transport.clone(),
+    });
     let relay = tokio::spawn(crate::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),
@@ -87,14 +114,23 @@ pub async fn run_api(s: Services, listener: TcpListener, shutdown: CancellationT
         shutdown.clone(),
     ));
     let stop = shutdown.clone();
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
     shutdown.cancel();
     let _ = relay.await;
     Ok(())
 }
 
 pub async fn run_orchestrator(s: Services, shutdown: CancellationToken) {
-    orchestrator::run(s.pool.clone(), s.transport.clone(), s.saga.clone(), &s.config, shutdown).await
+    orchestrator::run(
+        s.pool.clone(),
+        s.transport.clone(),
+        s.saga.clone(),
+        &s.config,
+        shutdown,
+    )
+    .await
 }
 
 /// Counts of messages handled by the workers (read by tests and, later, metrics).
@@ -115,14 +151,23 @@ impl WorkerStats {
 
 fn counted<F>(stats: Arc<WorkerStats>, f: F) -> Handler
 where
-    F: Fn(crate::saga::messages::Envelope) -> BoxFuture<'static, Result<bool, crate::error::AppError>> + Send + Sync + 'static,
+    F: Fn(
+            crate::saga::messages::Envelope,
+        ) -> BoxFuture<'static, Result<bool, crate::error::AppError>>
+        + Send
+        + Sync
+        + 'static,
 {
     Arc::new(move |env| {
         let stats = stats.clone();
         let fut = f(env);
         Box::pin(async move {
             let fresh = fut.await?;
-            let counter = if fresh { &stats.handled } else { &stats.duplicates };
+            let counter = if fresh {
+                &stats.handled
+            } else {
+                &stats.duplicates
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })
@@ -130,29 +175,53 @@ where
 }
 
 /// Runs the stock, payment and cart workers and an outbox relay until `shutdown`.
-pub async fn run_workers(s: Services, gateway: Arc<dyn PaymentGateway>, stats: Arc<WorkerStats>, shutdown: CancellationToken) {
+pub async fn run_workers(
+    s: Services,
+    gateway: Arc<dyn PaymentGateway>,
+    stats: Arc<WorkerStats>,
+    shutdown: CancellationToken,
+) {
     let stock = StockWorker::new(s.pool.clone());
     let payment = PaymentWorker::new(s.pool.clone(), gateway, s.config.payment_gateway_timeout);
     let cart = CartWorker::new(s.mongo.clone());
     let n = s.config.worker_concurrency;
     let consumers: Vec<(&str, Topic, Handler)> = vec![
-        (stock_worker::CONSUMER, Topic::StockCommands, counted(stats.clone(), move |e| {
-            let w = stock.clone();
-            Box::pin(async move { w.handle(e).await })
-        })),
-        (payment_worker::CONSUMER, Topic::PaymentCommands, counted(stats.clone(), move |e| {
-            let w = payment.clone();
-            Box::pin(async move { w.handle(e).await })
-        })),
-        (cart_worker::CONSUMER, Topic::OrderEvents, counted(stats.clone(), move |e| {
-            let w = cart.clone();
-            Box::pin(async move { w.handle(e).await })
-        })),
+        (
+            stock_worker::CONSUMER,
+            Topic::StockCommands,
+            counted(stats.clone(), move |e| {
+                let w = stock.clone();
+                Box::pin(async move { w.handle(e).await })
+            }),
+        ),
+        (
+            payment_worker::CONSUMER,
+            Topic::PaymentCommands,
+            counted(stats.clone(), move |e| {
+                let w = payment.clone();
+                Box::pin(async move { w.handle(e).await })
+            }),
+        ),
+        (
+            cart_worker::CONSUMER,
+            Topic::OrderEvents,
+            counted(stats.clone(), move |e| {
+                let w = cart.clone();
+                Box::pin(async move { w.handle(e).await })
+            }),
+        ),
     ];
     let mut tasks: Vec<_> = consumers
         .into_iter()
         .map(|(name, topic, handler)| {
-            tokio::spawn(consumer::run(s.transport.clone(), name.to_string(), topic, n, handler, shutdown.clone()))
+            tokio::spawn(consumer::run(
+                s.transport.clone(),
+                name.to_string(),
+                topic,
+                n,
+                handler,
+                shutdown.clone(),
+            ))
         })
         .collect();
     tasks.push(tokio::spawn(crate::postgres::outbox::run_relay(
@@ -170,7 +239,9 @@ pub fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -183,8 +254,11 @@ pub fn cancel_on_signal(token: CancellationToken) {
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` for JSON lines.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
         let _ = builder.json().try_init();
     } else {

@@ -41,18 +41,31 @@ async fn caller(api: &ApiState, token: Option<&str>) -> Caller {
     match token {
         None => Caller::Anonymous,
         Some(t) => match api.keys.verify(t).await {
-            Ok(c) => Caller::User(crate::auth::AuthUser { id: c.sub, email: c.email }),
+            Ok(c) => Caller::User(crate::auth::AuthUser {
+                id: c.sub,
+                email: c.email,
+            }),
             Err(e) => Caller::BadToken(e),
         },
     }
 }
 
 fn bearer(value: &str) -> Option<&str> {
-    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
-async fn graphql(State(s): State<HttpState>, headers: HeaderMap, req: GraphQLRequest) -> GraphQLResponse {
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+async fn graphql(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
     let caller = caller(&s.api, token).await;
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let user_id = match &caller {
@@ -67,13 +80,22 @@ async fn graphql(State(s): State<HttpState>, headers: HeaderMap, req: GraphQLReq
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
 }
 
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
 /// a connection with a bad token is refused, one without a token gets `UNAUTHENTICATED` per
 /// subscription.
-async fn subscriptions(State(s): State<HttpState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+async fn subscriptions(
+    State(s): State<HttpState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
@@ -110,7 +132,11 @@ async fn jwks(State(s): State<HttpState>) -> Response {
 
 /// Ready when PostgreSQL, MongoDB and the broker all answer.
 async fn readyz(State(s): State<HttpState>) -> Response {
-    let pg = sqlx::query("SELECT 1").execute(&s.api.pool).await.map(|_| ()).map_err(|e| e.to_string());
+    let pg = sqlx::query("SELECT 1")
+        .execute(&s.api.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     let mongo = s.api.mongo.ping().await.map_err(|e| e.to_string());
     let broker = s.transport.health().await.map_err(|e| e.to_string());
     let body = serde_json::json!({
@@ -118,6 +144,10 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         "mongo": mongo.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
         "broker": broker.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
     });
-    let status = if pg.is_ok() && mongo.is_ok() && broker.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if pg.is_ok() && mongo.is_ok() && broker.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }

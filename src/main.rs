@@ -11,7 +11,11 @@ use ecommerce_saga::payment::TestGateway;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "api", version, about = "ecommerce-saga GraphQL API and operational commands")]
+#[command(
+    name = "api",
+    version,
+    about = "ecommerce-saga GraphQL API and operational commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,7 +47,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             ecommerce_saga::postgres::migrate(&config)
                 .await
-                .with_context(|| format!("migrating {}", ecommerce_saga::postgres::describe(&config.database_url)))?;
+                .with_context(|| {
+                    format!(
+                        "migrating {}",
+                        ecommerce_saga::postgres::describe(&config.database_url)
+                    )
+                })?;
             tracing::info!("migrations applied");
         }
         Command::Seed => {
@@ -54,7 +63,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RotateKeys => {
             let s = Services::connect(config).await?;
-            let kid = ecommerce_saga::auth::keys::rotate(&s.pool, s.config.access_token_ttl).await?;
+            let kid =
+                ecommerce_saga::auth::keys::rotate(&s.pool, s.config.access_token_ttl).await?;
             tracing::info!(%kid, "new signing key added");
             println!("{kid}");
         }
@@ -89,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
 fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, roles, "listening");
-    eprintln!("GraphQL playground: http://{addr}/graphql   (subscriptions: ws://{addr}/graphql/ws)");
+    eprintln!(
+        "GraphQL playground: http://{addr}/graphql   (subscriptions: ws://{addr}/graphql/ws)"
+    );
     Ok(())
 }

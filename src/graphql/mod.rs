@@ -42,10 +42,19 @@ pub enum Caller {
 pub struct TraceId(pub String);
 
 #[derive(MergedObject, Default)]
-pub struct Query(crate::auth::graphql::AuthQuery, crate::catalog::graphql::CatalogQuery, crate::cart::graphql::CartQuery, crate::order::graphql::OrderQuery);
+pub struct Query(
+    crate::auth::graphql::AuthQuery,
+    crate::catalog::graphql::CatalogQuery,
+    crate::cart::graphql::CartQuery,
+    crate::order::graphql::OrderQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(crate::auth::graphql::AuthMutation, crate::cart::graphql::CartMutation, crate::order::graphql::OrderMutation);
+pub struct Mutation(
+    crate::auth::graphql::AuthMutation,
+    crate::cart::graphql::CartMutation,
+    crate::order::graphql::OrderMutation,
+);
 
 pub type Subscription = crate::order::graphql::OrderSubscription;
 
@@ -53,15 +62,29 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema with its limits. `state` is `None` only when printing the SDL.
 pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_depth(config.graphql_max_depth)
-        .limit_complexity(config.graphql_max_complexity)
-        .limit_recursive_depth(32)
-        .limit_directives(8);
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(config.graphql_max_depth)
+    .limit_complexity(config.graphql_max_complexity)
+    .limit_recursive_depth(32)
+    .limit_directives(8);
     if let Some(state) = state {
         builder = builder
-            .data(DataLoader::new(ProductLoader { mongo: state.mongo.clone() }, tokio::spawn))
-            .data(DataLoader::new(StockLoader { pool: state.pool.clone() }, tokio::spawn))
+            .data(DataLoader::new(
+                ProductLoader {
+                    mongo: state.mongo.clone(),
+                },
+                tokio::spawn,
+            ))
+            .data(DataLoader::new(
+                StockLoader {
+                    pool: state.pool.clone(),
+                },
+                tokio::spawn,
+            ))
             .data(state);
     }
     builder.finish()
@@ -91,5 +114,7 @@ pub fn user<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error>
 }
 
 pub fn trace_id(ctx: &Context<'_>) -> String {
-    ctx.data_opt::<TraceId>().map(|t| t.0.clone()).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+    ctx.data_opt::<TraceId>()
+        .map(|t| t.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }

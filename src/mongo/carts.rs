@@ -14,7 +14,10 @@ fn coll(m: &Mongo) -> mongodb::Collection<Document> {
 }
 
 pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Error> {
-    let Some(d) = coll(m).find_one(doc! { "_id": user_id.to_string() }).await? else {
+    let Some(d) = coll(m)
+        .find_one(doc! { "_id": user_id.to_string() })
+        .await?
+    else {
         return Ok(Cart::default());
     };
     let items = d
@@ -23,12 +26,18 @@ pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Erro
             a.iter()
                 .filter_map(|i| i.as_document())
                 .filter_map(|i| {
-                    Some(CartItem { sku: i.get_str("sku").ok()?.to_string(), quantity: i.get_i32("quantity").ok()? })
+                    Some(CartItem {
+                        sku: i.get_str("sku").ok()?.to_string(),
+                        quantity: i.get_i32("quantity").ok()?,
+                    })
                 })
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Cart { items, version: d.get_i64("version").unwrap_or(0) })
+    Ok(Cart {
+        items,
+        version: d.get_i64("version").unwrap_or(0),
+    })
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -37,7 +46,11 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 
 /// Saves `cart` if its stored version is still `cart.version`; returns `false` on a conflict.
 pub async fn save(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb::error::Error> {
-    let items: Vec<Document> = cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
+    let items: Vec<Document> = cart
+        .items
+        .iter()
+        .map(|i| doc! { "sku": &i.sku, "quantity": i.quantity })
+        .collect();
     let id = user_id.to_string();
     if cart.version == 0 {
         let r = coll(m)
@@ -59,7 +72,12 @@ pub async fn save(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb
 }
 
 /// Removes an order's skus from the buyer's cart once, however often the event is delivered.
-pub async fn apply_order(m: &Mongo, user_id: Uuid, order_id: Uuid, skus: &[String]) -> Result<bool, mongodb::error::Error> {
+pub async fn apply_order(
+    m: &Mongo,
+    user_id: Uuid,
+    order_id: Uuid,
+    skus: &[String],
+) -> Result<bool, mongodb::error::Error> {
     let r = coll(m)
         .update_one(
             doc! { "_id": user_id.to_string(), "applied_orders": { "$ne": order_id.to_string() } },

@@ -11,7 +11,10 @@ fn to_product(d: &Document) -> Option<Product> {
     Some(Product {
         sku: d.get_str("_id").ok()?.to_string(),
         name: d.get_str("name").ok()?.to_string(),
-        price: Money { minor: d.get_i64("price_minor").ok()?, currency: d.get_str("currency").ok()?.to_string() },
+        price: Money {
+            minor: d.get_i64("price_minor").ok()?,
+            currency: d.get_str("currency").ok()?.to_string(),
+        },
     })
 }
 
@@ -27,11 +30,23 @@ pub async fn upsert(m: &Mongo, p: &Product) -> Result<(), mongodb::error::Error>
 }
 
 pub async fn by_skus(m: &Mongo, skus: &[String]) -> Result<Vec<Product>, mongodb::error::Error> {
-    let docs: Vec<Document> = m.db.collection::<Document>(COLLECTION).find(doc! { "_id": { "$in": skus } }).await?.try_collect().await?;
+    let docs: Vec<Document> =
+        m.db.collection::<Document>(COLLECTION)
+            .find(doc! { "_id": { "$in": skus } })
+            .await?
+            .try_collect()
+            .await?;
     Ok(docs.iter().filter_map(to_product).collect())
 }
 
 pub async fn list(m: &Mongo, limit: i64) -> Result<Vec<Product>, mongodb::error::Error> {
-    let docs: Vec<Document> = m.db.collection::<Document>(COLLECTION).find(doc! {}).sort(doc! { "_id": 1 }).limit(limit).await?.try_collect().await?;
+    let docs: Vec<Document> =
+        m.db.collection::<Document>(COLLECTION)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
     Ok(docs.iter().filter_map(to_product).collect())
 }

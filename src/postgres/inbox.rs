@@ -5,11 +5,17 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 /// Returns `false` when `consumer` already handled `message_id`: the caller must skip the effect.
-pub async fn claim(tx: &mut Transaction<'_, Postgres>, consumer: &str, message_id: Uuid) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(consumer)
-        .bind(message_id)
-        .execute(&mut **tx)
-        .await?;
+pub async fn claim(
+    tx: &mut Transaction<'_, Postgres>,
+    consumer: &str,
+    message_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(message_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(r.rows_affected() == 1)
 }

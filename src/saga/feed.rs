@@ -29,7 +29,10 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 impl EventFeed {
     pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
         let (wake, _) = broadcast::channel(1024);
-        let feed = EventFeed { pool: pool.clone(), wake: wake.clone() };
+        let feed = EventFeed {
+            pool: pool.clone(),
+            wake: wake.clone(),
+        };
         tokio::spawn(async move {
             while !shutdown.is_cancelled() {
                 if let Err(e) = listen(&pool, &wake, &shutdown).await {
@@ -42,7 +45,10 @@ impl EventFeed {
     }
 
     /// Every event of `saga_id` in order, ending after the terminal one.
-    pub fn stream(&self, saga_id: Uuid) -> impl Stream<Item = Result<SagaEventRow, sqlx::Error>> + Send + 'static {
+    pub fn stream(
+        &self,
+        saga_id: Uuid,
+    ) -> impl Stream<Item = Result<SagaEventRow, sqlx::Error>> + Send + 'static {
         let pool = self.pool.clone();
         let mut wake = self.wake.subscribe();
         async_stream::try_stream! {
@@ -74,7 +80,11 @@ impl EventFeed {
     }
 }
 
-async fn listen(pool: &PgPool, wake: &broadcast::Sender<Uuid>, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
+async fn listen(
+    pool: &PgPool,
+    wake: &broadcast::Sender<Uuid>,
+    shutdown: &CancellationToken,
+) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen("saga_events").await?;
     loop {

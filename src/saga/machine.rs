@@ -32,9 +32,14 @@ impl SagaStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [SagaStatus::Running, SagaStatus::Compensating, SagaStatus::Completed, SagaStatus::Compensated]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            SagaStatus::Running,
+            SagaStatus::Compensating,
+            SagaStatus::Completed,
+            SagaStatus::Compensated,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     pub fn is_terminal(self) -> bool {
@@ -56,7 +61,10 @@ pub struct SagaState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    Reply { kind: ReplyKind, reason: Option<String> },
+    Reply {
+        kind: ReplyKind,
+        reason: Option<String>,
+    },
     /// The deadline of the command in flight passed without a reply.
     Timeout,
     /// The buyer asked to cancel the order.
@@ -86,7 +94,12 @@ pub struct Transition {
 pub fn start(def: &SagaDefinition) -> Transition {
     let first = &def.steps[0];
     Transition {
-        state: SagaState { status: SagaStatus::Running, step: 0, attempt: 1, failure_reason: None },
+        state: SagaState {
+            status: SagaStatus::Running,
+            step: 0,
+            attempt: 1,
+            failure_reason: None,
+        },
         events: vec![(EventKind::OrderPlaced, None)],
         command: Some(first.command),
         deadline: Some(first.timeout),
@@ -112,7 +125,11 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
             let mut events = vec![(step.success.1, reason.clone())];
             match def.steps.get(state.step + 1) {
                 Some(next) => Some(Transition {
-                    state: SagaState { step: state.step + 1, attempt: 1, ..state.clone() },
+                    state: SagaState {
+                        step: state.step + 1,
+                        attempt: 1,
+                        ..state.clone()
+                    },
                     events,
                     command: Some(next.command),
                     deadline: Some(next.timeout),
@@ -122,7 +139,10 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
                     events.push((EventKind::OrderConfirmed, None));
                     events.push((EventKind::Completed, None));
                     Some(Transition {
-                        state: SagaState { status: SagaStatus::Completed, ..state.clone() },
+                        state: SagaState {
+                            status: SagaStatus::Completed,
+                            ..state.clone()
+                        },
                         events,
                         command: None,
                         deadline: None,
@@ -134,14 +154,25 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
         Input::Reply { kind, reason } if *kind == step.failure.0 => {
             // The step was refused, so it had no effect: undo only the steps before it.
             let events = vec![(step.failure.1, reason.clone())];
-            Some(compensate_from(def, state.step.checked_sub(1), step.failure_reason, events))
+            Some(compensate_from(
+                def,
+                state.step.checked_sub(1),
+                step.failure_reason,
+                events,
+            ))
         }
         Input::Reply { .. } => None,
         Input::Timeout if state.attempt < step.max_attempts => {
             let attempt = state.attempt + 1;
             Some(Transition {
-                state: SagaState { attempt, ..state.clone() },
-                events: vec![(EventKind::StepRetried, Some(format!("{} attempt {attempt}", step.name)))],
+                state: SagaState {
+                    attempt,
+                    ..state.clone()
+                },
+                events: vec![(
+                    EventKind::StepRetried,
+                    Some(format!("{} attempt {attempt}", step.name)),
+                )],
                 command: Some(step.command),
                 deadline: Some(step.timeout * attempt),
                 outcome: None,
@@ -151,11 +182,21 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
             // The outcome of the step in flight is unknown: undo it too (compensations are safe to
             // run for a command that never took effect).
             let events = vec![(EventKind::StepTimedOut, Some(step.name.to_string()))];
-            Some(compensate_from(def, Some(state.step), step.timeout_reason, events))
+            Some(compensate_from(
+                def,
+                Some(state.step),
+                step.timeout_reason,
+                events,
+            ))
         }
         Input::Cancel => {
             let events = vec![(EventKind::CancelRequested, None)];
-            Some(compensate_from(def, Some(state.step), "CANCELLED_BY_USER", events))
+            Some(compensate_from(
+                def,
+                Some(state.step),
+                "CANCELLED_BY_USER",
+                events,
+            ))
         }
     }
 }
@@ -167,14 +208,22 @@ fn compensating(def: &SagaDefinition, state: &SagaState, input: &Input) -> Optio
         Input::Reply { kind, reason } if kind.answers() == compensation => {
             let events = vec![(compensation_event(compensation), reason.clone())];
             let reason = state.failure_reason.clone().unwrap_or_default();
-            Some(compensate_from(def, state.step.checked_sub(1), &reason, events))
+            Some(compensate_from(
+                def,
+                state.step.checked_sub(1),
+                &reason,
+                events,
+            ))
         }
         Input::Reply { .. } | Input::Cancel => None,
         Input::Timeout => {
             let attempt = state.attempt + 1;
             let wait = (def.compensation_timeout * attempt).min(def.max_compensation_backoff);
             Some(Transition {
-                state: SagaState { attempt, ..state.clone() },
+                state: SagaState {
+                    attempt,
+                    ..state.clone()
+                },
                 events: vec![(
                     EventKind::CompensationRetried,
                     Some(format!("{} attempt {attempt}", step.name)),
@@ -195,7 +244,11 @@ fn compensate_from(
     reason: &str,
     mut events: Vec<(EventKind, Option<String>)>,
 ) -> Transition {
-    let next = from.and_then(|from| (0..=from).rev().find(|&i| def.steps[i].compensation.is_some()));
+    let next = from.and_then(|from| {
+        (0..=from)
+            .rev()
+            .find(|&i| def.steps[i].compensation.is_some())
+    });
     match next {
         Some(i) => Transition {
             state: SagaState {
@@ -222,7 +275,9 @@ fn compensate_from(
                 events,
                 command: None,
                 deadline: None,
-                outcome: Some(OrderOutcome::Cancel { reason: reason.to_string() }),
+                outcome: Some(OrderOutcome::Cancel {
+                    reason: reason.to_string(),
+                }),
             }
         }
     }
@@ -247,7 +302,14 @@ mod tests {
     }
 
     /// Runs inputs from the start, returning every recorded event kind, the commands sent and the end state.
-    fn run(inputs: &[Input]) -> (Vec<EventKind>, Vec<CommandKind>, SagaState, Option<OrderOutcome>) {
+    fn run(
+        inputs: &[Input],
+    ) -> (
+        Vec<EventKind>,
+        Vec<CommandKind>,
+        SagaState,
+        Option<OrderOutcome>,
+    ) {
         let def = def();
         let t = start(&def);
         let mut events: Vec<_> = t.events.iter().map(|e| e.0).collect();
@@ -259,7 +321,10 @@ mod tests {
                 events.extend(t.events.iter().map(|e| e.0));
                 commands.extend(t.command);
                 if t.deadline.is_none() {
-                    assert!(t.state.status.is_terminal(), "only terminal sagas have no deadline");
+                    assert!(
+                        t.state.status.is_terminal(),
+                        "only terminal sagas have no deadline"
+                    );
                 }
                 state = t.state;
                 outcome = t.outcome.or(outcome);
@@ -271,15 +336,29 @@ mod tests {
     #[test]
     fn happy_path_confirms_the_order() {
         use ReplyKind::*;
-        let (events, commands, state, outcome) =
-            run(&[reply(StockReserved), reply(PaymentAuthorized), reply(PaymentCaptured)]);
+        let (events, commands, state, outcome) = run(&[
+            reply(StockReserved),
+            reply(PaymentAuthorized),
+            reply(PaymentCaptured),
+        ]);
         assert_eq!(
             events,
-            [OrderPlaced, EventKind::StockReserved, EventKind::PaymentAuthorized, EventKind::PaymentCaptured, OrderConfirmed, Completed]
+            [
+                OrderPlaced,
+                EventKind::StockReserved,
+                EventKind::PaymentAuthorized,
+                EventKind::PaymentCaptured,
+                OrderConfirmed,
+                Completed
+            ]
         );
         assert_eq!(
             commands,
-            [CommandKind::ReserveStock, CommandKind::AuthorizePayment, CommandKind::CapturePayment]
+            [
+                CommandKind::ReserveStock,
+                CommandKind::AuthorizePayment,
+                CommandKind::CapturePayment
+            ]
         );
         assert_eq!(state.status, SagaStatus::Completed);
         assert_eq!(outcome, Some(OrderOutcome::Confirm));
@@ -291,28 +370,55 @@ mod tests {
             kind: ReplyKind::StockRejected,
             reason: Some("insufficient stock".into()),
         }]);
-        assert_eq!(events, [OrderPlaced, StockRejected, OrderCancelled, Compensated]);
+        assert_eq!(
+            events,
+            [OrderPlaced, StockRejected, OrderCancelled, Compensated]
+        );
         assert_eq!(commands, [CommandKind::ReserveStock]);
         assert_eq!(state.status, SagaStatus::Compensated);
         assert_eq!(state.failure_reason.as_deref(), Some("OUT_OF_STOCK"));
-        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: "OUT_OF_STOCK".into() }));
+        assert_eq!(
+            outcome,
+            Some(OrderOutcome::Cancel {
+                reason: "OUT_OF_STOCK".into()
+            })
+        );
     }
 
     #[test]
     fn declined_payment_releases_stock() {
         use ReplyKind::*;
-        let (events, commands, state, outcome) =
-            run(&[reply(StockReserved), reply(PaymentDeclined), reply(StockReleased)]);
+        let (events, commands, state, outcome) = run(&[
+            reply(StockReserved),
+            reply(PaymentDeclined),
+            reply(StockReleased),
+        ]);
         assert_eq!(
             events,
-            [OrderPlaced, EventKind::StockReserved, EventKind::PaymentDeclined, EventKind::StockReleased, OrderCancelled, Compensated]
+            [
+                OrderPlaced,
+                EventKind::StockReserved,
+                EventKind::PaymentDeclined,
+                EventKind::StockReleased,
+                OrderCancelled,
+                Compensated
+            ]
         );
         assert_eq!(
             commands,
-            [CommandKind::ReserveStock, CommandKind::AuthorizePayment, CommandKind::ReleaseStock]
+            [
+                CommandKind::ReserveStock,
+                CommandKind::AuthorizePayment,
+                CommandKind::ReleaseStock
+            ]
         );
         assert_eq!(state.failure_reason.as_deref(), Some("PAYMENT_DECLINED"));
-        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: "PAYMENT_DECLINED".into() }));
+        assert_eq!(
+            outcome,
+            Some(OrderOutcome::Cancel {
+                reason: "PAYMENT_DECLINED".into()
+            })
+        );
     }
 
     #[test]
@@ -371,8 +477,14 @@ mod tests {
             reply(StockReleased),
         ]);
         assert_eq!(events.last(), Some(&Compensated));
-        assert_eq!(&commands[3..], [CommandKind::VoidPayment, CommandKind::ReleaseStock]);
-        assert_eq!(state.failure_reason.as_deref(), Some("PAYMENT_CAPTURE_FAILED"));
+        assert_eq!(
+            &commands[3..],
+            [CommandKind::VoidPayment, CommandKind::ReleaseStock]
+        );
+        assert_eq!(
+            state.failure_reason.as_deref(),
+            Some("PAYMENT_CAPTURE_FAILED")
+        );
     }
 
     #[test]
@@ -386,7 +498,10 @@ mod tests {
             reply(PaymentVoided),
             reply(StockReleased),
         ]);
-        assert_eq!(&commands[4..], [CommandKind::VoidPayment, CommandKind::ReleaseStock]);
+        assert_eq!(
+            &commands[4..],
+            [CommandKind::VoidPayment, CommandKind::ReleaseStock]
+        );
         assert_eq!(state.status, SagaStatus::Compensated);
         assert_eq!(state.failure_reason.as_deref(), Some("CAPTURE_TIMEOUT"));
     }
@@ -394,8 +509,20 @@ mod tests {
     #[test]
     fn cancel_while_reserving_releases_the_possible_reservation() {
         let (events, commands, state, _) = run(&[Input::Cancel, reply(ReplyKind::StockReleased)]);
-        assert_eq!(events, [OrderPlaced, CancelRequested, StockReleased, OrderCancelled, Compensated]);
-        assert_eq!(commands, [CommandKind::ReserveStock, CommandKind::ReleaseStock]);
+        assert_eq!(
+            events,
+            [
+                OrderPlaced,
+                CancelRequested,
+                StockReleased,
+                OrderCancelled,
+                Compensated
+            ]
+        );
+        assert_eq!(
+            commands,
+            [CommandKind::ReserveStock, CommandKind::ReleaseStock]
+        );
         assert_eq!(state.failure_reason.as_deref(), Some("CANCELLED_BY_USER"));
     }
 
@@ -430,17 +557,35 @@ mod tests {
         let def = def();
         let s = start(&def).state;
         let t = handle(&def, &s, &reply(ReplyKind::StockReserved)).unwrap();
-        assert_eq!(handle(&def, &t.state, &reply(ReplyKind::StockReserved)), None);
-        assert_eq!(handle(&def, &t.state, &reply(ReplyKind::PaymentCaptured)), None);
-        assert_eq!(handle(&def, &t.state, &reply(ReplyKind::StockReleased)), None);
+        assert_eq!(
+            handle(&def, &t.state, &reply(ReplyKind::StockReserved)),
+            None
+        );
+        assert_eq!(
+            handle(&def, &t.state, &reply(ReplyKind::PaymentCaptured)),
+            None
+        );
+        assert_eq!(
+            handle(&def, &t.state, &reply(ReplyKind::StockReleased)),
+            None
+        );
     }
 
     #[test]
     fn terminal_sagas_ignore_everything() {
         let def = def();
         for status in [SagaStatus::Completed, SagaStatus::Compensated] {
-            let s = SagaState { status, step: 2, attempt: 1, failure_reason: None };
-            for input in [Input::Timeout, Input::Cancel, reply(ReplyKind::PaymentCaptured)] {
+            let s = SagaState {
+                status,
+                step: 2,
+                attempt: 1,
+                failure_reason: None,
+            };
+            for input in [
+                Input::Timeout,
+                Input::Cancel,
+                reply(ReplyKind::PaymentCaptured),
+            ] {
                 assert_eq!(handle(&def, &s, &input), None);
             }
         }
@@ -479,7 +624,12 @@ mod tests {
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
-        for s in [SagaStatus::Running, SagaStatus::Compensating, SagaStatus::Completed, SagaStatus::Compensated] {
+        for s in [
+            SagaStatus::Running,
+            SagaStatus::Compensating,
+            SagaStatus::Completed,
+            SagaStatus::Compensated,
+        ] {
             assert_eq!(SagaStatus::parse(s.as_str()), Some(s));
         }
     }

@@ -48,13 +48,18 @@ impl Orchestrator {
             tx.commit().await?;
             return Ok(());
         };
-        let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
+        let input = Input::Reply {
+            kind: reply.kind,
+            reason: reply.reason.clone(),
+        };
         match machine::handle(&self.def, &saga.state, &input) {
             Some(t) => {
                 store::apply(&mut tx, &saga, &t).await?;
                 info!(reply = ?reply.kind, status = t.state.status.as_str(), "saga advanced");
             }
-            None => info!(reply = ?reply.kind, status = saga.state.status.as_str(), "reply does not apply; ignored"),
+            None => {
+                info!(reply = ?reply.kind, status = saga.state.status.as_str(), "reply does not apply; ignored")
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -69,19 +74,25 @@ impl Orchestrator {
             let _g = span.enter();
             match machine::handle(&self.def, &saga.state, &Input::Timeout) {
                 Some(t) => {
-                    info!(status = t.state.status.as_str(), attempt = t.state.attempt, "step timed out");
+                    info!(
+                        status = t.state.status.as_str(),
+                        attempt = t.state.attempt,
+                        "step timed out"
+                    );
                     store::apply(&mut tx, saga, &t).await?;
                 }
                 None => {
                     // A terminal saga keeps no deadline; clear a stray one so it is not scanned again.
-                    sqlx::query("UPDATE sagas SET deadline = NULL WHERE id = $1").bind(saga.id).execute(&mut *tx).await?;
+                    sqlx::query("UPDATE sagas SET deadline = NULL WHERE id = $1")
+                        .bind(saga.id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
         }
         tx.commit().await?;
         Ok(expired.len())
     }
-
 }
 
 /// Cancels a saga on the buyer's request, in the caller's transaction (which holds the saga's row

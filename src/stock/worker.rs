@@ -35,7 +35,12 @@ impl StockWorker {
         let reply = match command {
             Command::ReserveStock { lines } => reserve(&mut tx, &envelope, lines).await?,
             Command::ReleaseStock => release(&mut tx, &envelope).await?,
-            other => return Err(AppError::Internal(format!("stock worker got {:?}", other.kind()))),
+            other => {
+                return Err(AppError::Internal(format!(
+                    "stock worker got {:?}",
+                    other.kind()
+                )))
+            }
         };
         outbox::enqueue(&mut tx, &envelope.reply(reply)).await?;
         tx.commit().await?;
@@ -47,15 +52,23 @@ fn reply(kind: ReplyKind, reason: Option<String>) -> Reply {
     Reply { kind, reason }
 }
 
-async fn existing(tx: &mut Transaction<'_, Postgres>, order_id: uuid::Uuid) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    let row = sqlx::query("SELECT status, reason FROM stock_reservations WHERE order_id = $1 FOR UPDATE")
-        .bind(order_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+async fn existing(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: uuid::Uuid,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT status, reason FROM stock_reservations WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(&mut **tx)
+            .await?;
     Ok(row.map(|r| (r.get("status"), r.get("reason"))))
 }
 
-async fn reserve(tx: &mut Transaction<'_, Postgres>, env: &Envelope, lines: &[StockLine]) -> Result<Reply, AppError> {
+async fn reserve(
+    tx: &mut Transaction<'_, Postgres>,
+    env: &Envelope,
+    lines: &[StockLine],
+) -> Result<Reply, AppError> {
     let inserted = sqlx::query(
         "INSERT INTO stock_reservations (order_id, status) VALUES ($1, 'RESERVED') ON CONFLICT DO NOTHING",
     )
@@ -80,22 +93,26 @@ async fn reserve(tx: &mut Transaction<'_, Postgres>, env: &Envelope, lines: &[St
     {
         let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
         for line in &lines {
-            let updated = sqlx::query("UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2")
-                .bind(&line.sku)
-                .bind(line.quantity)
-                .execute(&mut *sp)
-                .await?
-                .rows_affected();
+            let updated = sqlx::query(
+                "UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2",
+            )
+            .bind(&line.sku)
+            .bind(line.quantity)
+            .execute(&mut *sp)
+            .await?
+            .rows_affected();
             if updated == 0 {
                 short = Some(line.sku.clone());
                 break;
             }
-            sqlx::query("INSERT INTO stock_reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
-                .bind(env.order_id)
-                .bind(&line.sku)
-                .bind(line.quantity)
-                .execute(&mut *sp)
-                .await?;
+            sqlx::query(
+                "INSERT INTO stock_reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
+            )
+            .bind(env.order_id)
+            .bind(&line.sku)
+            .bind(line.quantity)
+            .execute(&mut *sp)
+            .await?;
         }
         if short.is_some() {
             sp.rollback().await?;

@@ -22,6 +22,12 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
     tracing::info!(broker = ?s.config.broker, "workers started");
-    app::run_workers(s, Arc::new(TestGateway), Arc::new(WorkerStats::default()), shutdown).await;
+    app::run_workers(
+        s,
+        Arc::new(TestGateway),
+        Arc::new(WorkerStats::default()),
+        shutdown,
+    )
+    .await;
     Ok(())
 }

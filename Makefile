@@ -1,0 +1,42 @@
+# Build output is shared outside the clone (see scripts/test.sh).
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/ecommerce-saga/target
+BIN := $(CARGO_TARGET_DIR)/debug
+
+.PHONY: services up migrate-up seed run-api run-worker run-orchestrator run-all test lint build schema
+
+services:          ## install/start PostgreSQL, NATS and the MongoDB-wire server
+	scripts/services.sh up
+
+up:                ## the whole system: services, migrations, seed, all three roles
+	scripts/dev.sh
+
+migrate-up:        ## create the database if needed and apply migrations
+	cargo run --bin api -- migrate
+
+seed:              ## load the demo catalog
+	cargo run --bin api -- seed
+
+run-api:
+	cargo run --bin api -- serve
+
+run-worker:
+	cargo run --bin workers
+
+run-orchestrator:
+	cargo run --bin orchestrator
+
+run-all:           ## every role in one process
+	cargo run --bin api -- all
+
+test:              ## every check and test, services started first
+	scripts/test.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+build:
+	cargo build --workspace --release
+
+schema:            ## regenerate schema/schema.graphql from the code
+	cargo run -q --bin api -- print-schema > schema/schema.graphql

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and test against real services: formatting, clippy, unit tests and the
+# end-to-end suite (PostgreSQL, MongoDB-wire server, NATS JetStream), starting the services first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build output and installed tools live outside the clone so CI runs on the same machine reuse them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+scripts/services.sh up
+
+# Remove databases left behind by interrupted test runs (each test creates its own t_<id> database).
+if command -v psql >/dev/null; then
+  psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'" |
+    while read -r db; do
+      [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+    done
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,225 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{code, spawn_app, spawn_app_with};
+
+const HAPPY: [&str; 6] = [
+    "ORDER_PLACED",
+    "STOCK_RESERVED",
+    "PAYMENT_AUTHORIZED",
+    "PAYMENT_CAPTURED",
+    "ORDER_CONFIRMED",
+    "COMPLETED",
+];
+
+#[tokio::test]
+async fn happy_path_confirms_captures_decrements_stock_and_empties_cart() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 2).await;
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+
+    let id = app.place(&buyer, "happy-1", "tok_visa").await;
+    // Subscribed right after placing: the stream replays what was recorded, then follows live.
+    let events = app.order_events(&buyer, &id).await.expect("subscription");
+    assert_eq!(events, HAPPY);
+
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED");
+    assert_eq!(order["total"]["amountMinor"], 2 * 1_499 + 2_900);
+    assert_eq!(order["lines"][0]["product"]["name"], "Enamel camp mug");
+    let history: Vec<_> = order["saga"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, HAPPY);
+    assert_eq!(app.stock("MUG-001").await, 98);
+    assert_eq!(app.stock("TEE-002").await, 49);
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("CAPTURED"));
+
+    // The cart worker empties the cart asynchronously, after confirmation.
+    let mut cart = app.cart(&buyer).await;
+    for _ in 0..100 {
+        if cart["itemCount"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cart = app.cart(&buyer).await;
+    }
+    assert_eq!(cart["itemCount"], 0, "cart emptied: {cart}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn declined_payment_cancels_restores_stock_and_keeps_cart() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "BAG-003", 3).await;
+
+    let id = app.place(&buyer, "declined-1", "tok_declined").await;
+    let events = app.order_events(&buyer, &id).await.expect("subscription");
+    assert_eq!(
+        events,
+        [
+            "ORDER_PLACED",
+            "STOCK_RESERVED",
+            "PAYMENT_DECLINED",
+            "STOCK_RELEASED",
+            "ORDER_CANCELLED",
+            "COMPENSATED"
+        ]
+    );
+
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["cancelReason"], "PAYMENT_DECLINED");
+    assert_eq!(order["saga"]["events"][2]["detail"], "card_declined");
+    assert_eq!(app.stock("BAG-003").await, 20, "stock restored");
+    assert_eq!(
+        app.payment_status(&id).await.as_deref(),
+        Some("DECLINED"),
+        "nothing captured"
+    );
+    assert_eq!(app.cart(&buyer).await["itemCount"], 3, "cart kept");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn out_of_stock_cancels_with_reason_and_never_touches_payment() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    app.add_to_cart(&buyer, "LMT-005", 2).await; // only 1 in stock
+
+    let id = app.place(&buyer, "oos-1", "tok_visa").await;
+    let events = app.order_events(&buyer, &id).await.expect("subscription");
+    assert_eq!(
+        events,
+        [
+            "ORDER_PLACED",
+            "STOCK_REJECTED",
+            "ORDER_CANCELLED",
+            "COMPENSATED"
+        ]
+    );
+
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["cancelReason"], "OUT_OF_STOCK");
+    assert_eq!(
+        order["saga"]["events"][1]["detail"],
+        "insufficient stock for LMT-005"
+    );
+    assert_eq!(app.payment_status(&id).await, None, "no payment attempted");
+    assert_eq!(app.stock("LMT-005").await, 1);
+    assert_eq!(
+        app.stock("MUG-001").await,
+        100,
+        "partial reservation rolled back"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn gateway_timeout_retries_then_compensates_after_the_step_timeout() {
+    let app = spawn_app_with(|c| {
+        c.saga.step_timeout = Duration::from_millis(600);
+        c.saga.max_attempts = 2;
+        c.saga.compensation_timeout = Duration::from_secs(5);
+        c.payment_gateway_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "PEN-004", 1).await;
+
+    let id = app.place(&buyer, "timeout-1", "tok_timeout").await;
+    let events = app.order_events(&buyer, &id).await.expect("subscription");
+    assert_eq!(
+        events,
+        [
+            "ORDER_PLACED",
+            "STOCK_RESERVED",
+            "STEP_RETRIED",
+            "STEP_TIMED_OUT",
+            "PAYMENT_VOIDED",
+            "STOCK_RELEASED",
+            "ORDER_CANCELLED",
+            "COMPENSATED"
+        ]
+    );
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["cancelReason"], "PAYMENT_TIMEOUT");
+    assert_eq!(app.stock("PEN-004").await, 10);
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("VOIDED"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_subscriber_gets_the_recorded_history_then_completion() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let id = app.place(&buyer, "late-1", "tok_visa").await;
+    app.wait_terminal(&buyer, &id).await;
+    let events = app.order_events(&buyer, &id).await.expect("subscription");
+    assert_eq!(events, HAPPY);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_cancelled() {
+    // A gateway that never answers keeps the saga waiting at authorization long enough to cancel.
+    let app = spawn_app_with(|c| c.payment_gateway_timeout = Duration::from_secs(60)).await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "BAG-003", 2).await;
+    let id = app.place(&buyer, "cancel-1", "tok_timeout").await;
+
+    // Wait until stock is reserved (the saga is at the payment step).
+    for _ in 0..100 {
+        if app.stock("BAG-003").await == 18 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cancel = "mutation($id: ID!) { cancelOrder(orderId: $id) { id status } }";
+    let body = app
+        .gql(Some(&buyer.token), cancel, json!({ "id": id }))
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["cancelReason"], "CANCELLED_BY_USER");
+    assert_eq!(app.stock("BAG-003").await, 20);
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("VOIDED"));
+    let events = app.order_events(&buyer, &id).await.expect("subscription");
+    assert_eq!(
+        events,
+        [
+            "ORDER_PLACED",
+            "STOCK_RESERVED",
+            "CANCEL_REQUESTED",
+            "PAYMENT_VOIDED",
+            "STOCK_RELEASED",
+            "ORDER_CANCELLED",
+            "COMPENSATED"
+        ]
+    );
+
+    let again = app
+        .gql(Some(&buyer.token), cancel, json!({ "id": id }))
+        .await;
+    assert_eq!(code(&again), "CONFLICT");
+
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let confirmed = app.place(&buyer, "cancel-2", "tok_visa").await;
+    app.wait_terminal(&buyer, &confirmed).await;
+    let too_late = app
+        .gql(Some(&buyer.token), cancel, json!({ "id": confirmed }))
+        .await;
+    assert_eq!(code(&too_late), "CONFLICT");
+    app.stop().await;
+}

@@ -1,0 +1,388 @@
+//! Spawns the real application (API, orchestrator and workers as separate tasks that share nothing
+//! but PostgreSQL, MongoDB and NATS) against its own database, Mongo database and broker namespace,
+//! so tests run in parallel. Logs go nowhere unless `TEST_LOG=1`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecommerce_saga::app::{self, Services, WorkerStats};
+use ecommerce_saga::catalog::seed;
+use ecommerce_saga::config::Config;
+use ecommerce_saga::payment::TestGateway;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+    pub services: Services,
+    pub stats: Arc<WorkerStats>,
+    name: String,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        app::init_tracing();
+    }
+}
+
+/// A config for one test: generous step timeouts so a slow machine never retries by accident.
+pub fn test_config(name: &str) -> Config {
+    let mut c = Config::from_env().expect("config");
+    c.database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    c.database_max_connections = 5;
+    c.mongo_database = name.to_string();
+    c.broker_namespace = name.to_string();
+    c.api_addr = "127.0.0.1:0".parse().unwrap();
+    c.saga.step_timeout = Duration::from_secs(30);
+    c.saga.compensation_timeout = Duration::from_secs(30);
+    c.outbox_poll_interval = Duration::from_millis(20);
+    c.timeout_scan_interval = Duration::from_millis(100);
+    c
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
+    init_logs();
+    let name = format!("t_{}", &Uuid::new_v4().simple().to_string()[..20]);
+    let mut config = test_config(&name);
+    tune(&mut config);
+
+    let mut admin = PgConnection::connect(ADMIN_URL)
+        .await
+        .expect("PostgreSQL reachable (scripts/services.sh up)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    admin.close().await.ok();
+    ecommerce_saga::postgres::migrate(&config)
+        .await
+        .expect("migrate");
+
+    // Each role gets its own connections: they share only the stores and the broker.
+    let api = Services::connect(config.clone())
+        .await
+        .expect("api services");
+    let orch = Services::connect(config.clone())
+        .await
+        .expect("orchestrator services");
+    let workers = Services::connect(config.clone())
+        .await
+        .expect("worker services");
+    seed::seed(&api.pool, &api.mongo, &seed::demo_products())
+        .await
+        .expect("seed");
+
+    let shutdown = CancellationToken::new();
+    let stats = Arc::new(WorkerStats::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut tasks = Vec::new();
+    let s = shutdown.clone();
+    let api_services = api.clone();
+    tasks.push(tokio::spawn(async move {
+        app::run_api(api_services, listener, s)
+            .await
+            .expect("api runs");
+    }));
+    tasks.push(tokio::spawn(app::run_orchestrator(orch, shutdown.clone())));
+    tasks.push(tokio::spawn(app::run_workers(
+        workers,
+        Arc::new(TestGateway),
+        stats.clone(),
+        shutdown.clone(),
+    )));
+
+    let app = TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        services: api,
+        stats,
+        name,
+        shutdown,
+        tasks,
+    };
+    for _ in 0..100 {
+        if app.http.get(app.url("/healthz")).send().await.is_ok() {
+            return app;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("API did not start");
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.services.pool
+    }
+
+    /// Stops every role and removes the test's database, Mongo database and stream.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let _ = self.services.transport.destroy().await;
+        let _ = self.services.mongo.db.drop().await;
+        self.services.pool.close().await;
+        if let Ok(mut admin) = PgConnection::connect(ADMIN_URL).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+
+    /// Sends a GraphQL request; returns the whole response body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        resp.json().await.expect("json body")
+    }
+
+    /// Like [`gql`] but panics on errors and returns `data`.
+    pub async fn data(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    pub async fn register(&self) -> User {
+        let email = format!("buyer-{}@example.com", Uuid::new_v4().simple());
+        let d = self
+            .data(
+                None,
+                "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken user { id email } } }",
+                json!({ "e": email, "p": "correct horse battery" }),
+            )
+            .await;
+        User {
+            id: d["register"]["user"]["id"].as_str().unwrap().to_string(),
+            email,
+            token: d["register"]["accessToken"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub async fn add_to_cart(&self, user: &User, sku: &str, quantity: i64) -> Value {
+        self.gql(
+            Some(&user.token),
+            "mutation($s: String!, $q: Int!) { addToCart(sku: $s, quantity: $q) { itemCount items { sku quantity } total { amountMinor currency } } }",
+            json!({ "s": sku, "q": quantity }),
+        )
+        .await
+    }
+
+    pub async fn cart(&self, user: &User) -> Value {
+        self.data(
+            Some(&user.token),
+            "{ cart { itemCount items { sku quantity } } }",
+            json!({}),
+        )
+        .await["cart"]
+            .clone()
+    }
+
+    pub async fn place_order(&self, user: &User, key: &str, payment_token: &str) -> Value {
+        self.gql(
+            Some(&user.token),
+            "mutation($k: String!, $t: String!) { placeOrder(idempotencyKey: $k, paymentToken: $t) { id status total { amountMinor currency } } }",
+            json!({ "k": key, "t": payment_token }),
+        )
+        .await
+    }
+
+    /// Places an order and returns its id, panicking on errors.
+    pub async fn place(&self, user: &User, key: &str, payment_token: &str) -> String {
+        let body = self.place_order(user, key, payment_token).await;
+        assert!(body.get("errors").is_none(), "placeOrder failed: {body}");
+        body["data"]["placeOrder"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn order(&self, user: &User, id: &str) -> Value {
+        self.gql(
+            Some(&user.token),
+            "query($id: ID!) { order(id: $id) { id status cancelReason total { amountMinor } lines { sku quantity product { name } } saga { status failureReason events { sequence type detail } } } }",
+            json!({ "id": id }),
+        )
+        .await
+    }
+
+    /// Polls the order until it leaves PENDING (at most 60 s) and returns it.
+    pub async fn wait_terminal(&self, user: &User, id: &str) -> Value {
+        for _ in 0..600 {
+            let body = self.order(user, id).await;
+            let order = body["data"]["order"].clone();
+            if order["status"] != "PENDING"
+                && order["saga"]["status"]
+                    .as_str()
+                    .is_some_and(|s| s == "COMPLETED" || s == "COMPENSATED")
+            {
+                return order;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("order {id} never finished: {}", self.order(user, id).await);
+    }
+
+    pub async fn stock(&self, sku: &str) -> i32 {
+        sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
+    pub async fn payment_status(&self, order_id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
+            .bind(order_id.parse::<Uuid>().unwrap())
+            .fetch_optional(self.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Opens a graphql-transport-ws connection, authenticating with `token` in `connection_init`.
+    pub async fn ws(&self, token: Option<&str>) -> Ws {
+        let mut req = format!("ws://{}/graphql/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        let payload = match token {
+            Some(t) => json!({ "authorization": format!("Bearer {t}") }),
+            None => json!({}),
+        };
+        socket
+            .send(Message::Text(
+                json!({ "type": "connection_init", "payload": payload })
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
+        Ws { socket }
+    }
+
+    /// Subscribes to an order's saga events and collects them until the stream completes or errors.
+    pub async fn order_events(&self, user: &User, order_id: &str) -> Result<Vec<String>, Value> {
+        let mut ws = self.ws(Some(&user.token)).await;
+        ws.expect_ack().await;
+        ws.subscribe(order_id).await;
+        ws.collect().await
+    }
+}
+
+pub struct Ws {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    async fn next_json(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
+                .await
+                .expect("ws message in time")?;
+            match msg.ok()? {
+                Message::Text(t) => return Some(serde_json::from_str(&t).unwrap()),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn expect_ack(&mut self) {
+        let m = self.next_json().await.expect("connection_ack");
+        assert_eq!(m["type"], "connection_ack", "{m}");
+    }
+
+    /// The first message after `connection_init`, or `None` when the server closed the connection.
+    pub async fn init_result(&mut self) -> Option<Value> {
+        self.next_json().await
+    }
+
+    pub async fn subscribe(&mut self, order_id: &str) {
+        let msg = json!({
+            "id": "1",
+            "type": "subscribe",
+            "payload": {
+                "query": "subscription($id: ID!) { orderEvents(orderId: $id) { sequence type detail } }",
+                "variables": { "id": order_id }
+            }
+        });
+        self.socket
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// Event types until `complete`; `Err` with the error payload if the subscription failed.
+    pub async fn collect(&mut self) -> Result<Vec<String>, Value> {
+        let mut events = Vec::new();
+        let mut seq = 0;
+        while let Some(m) = self.next_json().await {
+            match m["type"].as_str() {
+                Some("next") => {
+                    if let Some(errors) = m["payload"].get("errors") {
+                        return Err(errors.clone());
+                    }
+                    let e = &m["payload"]["data"]["orderEvents"];
+                    seq += 1;
+                    assert_eq!(e["sequence"], seq, "events arrive in order without gaps");
+                    events.push(e["type"].as_str().unwrap().to_string());
+                }
+                Some("error") => return Err(m["payload"].clone()),
+                Some("complete") => return Ok(events),
+                _ => {}
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// The `extensions.code` of the first error.
+pub fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}

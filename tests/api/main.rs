@@ -1,0 +1,10 @@
+//! End-to-end tests through the HTTP/WebSocket API against real PostgreSQL, a MongoDB-wire server
+//! and NATS JetStream (start them with `scripts/services.sh up`).
+
+mod auth;
+mod cart;
+mod checkout;
+mod helpers;
+mod idempotency;
+mod limits;
+mod schema;
