@@ -1,15 +1,13 @@
 //! The roles (API, orchestrator, workers) as functions the binaries and the tests share.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyRing;
-use crate::broker::consumer::{self, Handler};
+use crate::broker::consumer::{self, counted, ConsumerStats, Handler};
 use crate::broker::{self, BrokerError, Topic, Transport};
 use crate::cart::worker::{self as cart_worker, CartWorker};
 use crate::config::Config;
@@ -122,63 +120,23 @@ pub async fn run_api(
     Ok(())
 }
 
-pub async fn run_orchestrator(s: Services, shutdown: CancellationToken) {
+pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: CancellationToken) {
     orchestrator::run(
         s.pool.clone(),
         s.transport.clone(),
         s.saga.clone(),
         &s.config,
+        stats,
         shutdown,
     )
     .await
-}
-
-/// Counts of messages handled by the workers (read by tests and, later, metrics).
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    pub handled: AtomicU64,
-    pub duplicates: AtomicU64,
-}
-
-impl WorkerStats {
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates.load(Ordering::Relaxed)
-    }
-    pub fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Relaxed)
-    }
-}
-
-fn counted<F>(stats: Arc<WorkerStats>, f: F) -> Handler
-where
-    F: Fn(
-            crate::saga::messages::Envelope,
-        ) -> BoxFuture<'static, Result<bool, crate::error::AppError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Arc::new(move |env| {
-        let stats = stats.clone();
-        let fut = f(env);
-        Box::pin(async move {
-            let fresh = fut.await?;
-            let counter = if fresh {
-                &stats.handled
-            } else {
-                &stats.duplicates
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        })
-    })
 }
 
 /// Runs the stock, payment and cart workers and an outbox relay until `shutdown`.
 pub async fn run_workers(
     s: Services,
     gateway: Arc<dyn PaymentGateway>,
-    stats: Arc<WorkerStats>,
+    stats: Arc<ConsumerStats>,
     shutdown: CancellationToken,
 ) {
     let stock = StockWorker::new(s.pool.clone());

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ecommerce_saga::app::{self, Services, WorkerStats};
+use ecommerce_saga::app::{self, Services};
+use ecommerce_saga::broker::consumer::ConsumerStats;
 use ecommerce_saga::config::Config;
 use ecommerce_saga::payment::TestGateway;
 use tokio_util::sync::CancellationToken;
@@ -82,11 +83,15 @@ async fn main() -> anyhow::Result<()> {
             app::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
             announce(&listener, "api + orchestrator + workers")?;
-            let orchestrator = tokio::spawn(app::run_orchestrator(s.clone(), shutdown.clone()));
+            let orchestrator = tokio::spawn(app::run_orchestrator(
+                s.clone(),
+                Arc::new(ConsumerStats::default()),
+                shutdown.clone(),
+            ));
             let workers = tokio::spawn(app::run_workers(
                 s.clone(),
                 Arc::new(TestGateway),
-                Arc::new(WorkerStats::default()),
+                Arc::new(ConsumerStats::default()),
                 shutdown.clone(),
             ));
             app::run_api(s, listener, shutdown).await?;

@@ -19,6 +19,6 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
     tracing::info!(broker = ?s.config.broker, "orchestrator started");
-    app::run_orchestrator(s, shutdown).await;
+    app::run_orchestrator(s, Default::default(), shutdown).await;
     Ok(())
 }

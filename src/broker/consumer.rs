@@ -1,6 +1,7 @@
 //! The consume loop every role uses: decode, handle, ack after the handler committed, nak with
 //! backoff when it failed, resubscribe when the broker connection breaks.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,42 @@ use crate::error::AppError;
 use crate::saga::messages::Envelope;
 
 pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
+
+/// Counts of messages a consumer handled and of duplicates it skipped (read by tests and, later, metrics).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub handled: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+impl ConsumerStats {
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+}
+
+/// Wraps a handler that reports whether the message was new (`true`) or a duplicate it skipped.
+pub fn counted<F>(stats: Arc<ConsumerStats>, f: F) -> Handler
+where
+    F: Fn(Envelope) -> BoxFuture<'static, Result<bool, AppError>> + Send + Sync + 'static,
+{
+    Arc::new(move |env| {
+        let stats = stats.clone();
+        let fut = f(env);
+        Box::pin(async move {
+            let counter = if fut.await? {
+                &stats.handled
+            } else {
+                &stats.duplicates
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    })
+}
 
 fn backoff(delivery_count: u64) -> Duration {
     let exp = delivery_count.min(7) as u32;

@@ -15,7 +15,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::machine::{self, Input};
 use super::messages::{Body, Envelope};
 use super::{store, SagaDefinition};
-use crate::broker::consumer::{self, Handler};
+use crate::broker::consumer::{self, counted, ConsumerStats};
 use crate::broker::{Topic, Transport};
 use crate::error::AppError;
 use crate::postgres::inbox;
@@ -33,20 +33,21 @@ impl Orchestrator {
         Self { pool, def }
     }
 
-    pub async fn handle_reply(&self, envelope: Envelope) -> Result<(), AppError> {
+    /// Returns `false` when the reply was a duplicate and nothing was done.
+    pub async fn handle_reply(&self, envelope: Envelope) -> Result<bool, AppError> {
         let Body::Reply(reply) = &envelope.body else {
             warn!("orchestrator received a non-reply message; ignoring");
-            return Ok(());
+            return Ok(true);
         };
         let mut tx = self.pool.begin().await?;
         if !inbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
             tx.commit().await?;
-            return Ok(());
+            return Ok(false);
         }
         let Some(saga) = store::lock(&mut tx, envelope.saga_id).await? else {
             warn!("reply for an unknown saga; ignoring");
             tx.commit().await?;
-            return Ok(());
+            return Ok(true);
         };
         let input = Input::Reply {
             kind: reply.kind,
@@ -62,7 +63,7 @@ impl Orchestrator {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Fires the timeout of every saga whose deadline passed; returns how many.
@@ -117,11 +118,12 @@ pub async fn run(
     transport: Arc<dyn Transport>,
     def: Arc<SagaDefinition>,
     config: &crate::config::Config,
+    stats: Arc<ConsumerStats>,
     shutdown: CancellationToken,
 ) {
     let orchestrator = Orchestrator::new(pool.clone(), def);
     let o = orchestrator.clone();
-    let handler: Handler = Arc::new(move |env| {
+    let handler = counted(stats, move |env| {
         let o = o.clone();
         Box::pin(async move { o.handle_reply(env).await })
     });

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecommerce_saga::app::{self, Services, WorkerStats};
+use ecommerce_saga::app::{self, Services};
+use ecommerce_saga::broker::consumer::ConsumerStats;
 use ecommerce_saga::catalog::seed;
 use ecommerce_saga::config::Config;
 use ecommerce_saga::payment::TestGateway;
@@ -24,7 +25,10 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     pub services: Services,
-    pub stats: Arc<WorkerStats>,
+    /// Counts of the workers' consumers.
+    pub stats: Arc<ConsumerStats>,
+    /// Counts of the orchestrator's reply consumer.
+    pub orchestrator_stats: Arc<ConsumerStats>,
     name: String,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -94,7 +98,8 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         .expect("seed");
 
     let shutdown = CancellationToken::new();
-    let stats = Arc::new(WorkerStats::default());
+    let stats = Arc::new(ConsumerStats::default());
+    let orchestrator_stats = Arc::new(ConsumerStats::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut tasks = Vec::new();
@@ -105,7 +110,11 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
             .await
             .expect("api runs");
     }));
-    tasks.push(tokio::spawn(app::run_orchestrator(orch, shutdown.clone())));
+    tasks.push(tokio::spawn(app::run_orchestrator(
+        orch,
+        orchestrator_stats.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(app::run_workers(
         workers,
         Arc::new(TestGateway),
@@ -118,6 +127,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         http: reqwest::Client::new(),
         services: api,
         stats,
+        orchestrator_stats,
         name,
         shutdown,
         tasks,

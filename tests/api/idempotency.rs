@@ -2,10 +2,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ecommerce_saga::broker::Topic;
-use ecommerce_saga::saga::messages::{Body, Command, Envelope, StockLine};
+use ecommerce_saga::saga::messages::{Body, Command, Envelope, Reply, ReplyKind, StockLine};
 use uuid::Uuid;
 
-use crate::helpers::{code, spawn_app};
+use crate::helpers::{code, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn the_same_idempotency_key_returns_the_same_order() {
@@ -95,45 +95,77 @@ async fn a_command_delivered_twice_has_one_effect() {
 
 #[tokio::test]
 async fn a_reply_delivered_twice_advances_the_saga_once() {
-    let app = spawn_app().await;
+    // The saga waits at the payment step (the gateway never answers), so a reply that applies there
+    // would advance it: only the orchestrator's inbox stops a redelivered one.
+    let app = spawn_app_with(|c| c.payment_gateway_timeout = Duration::from_secs(60)).await;
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "MUG-001", 1).await;
-    let id = app.place(&buyer, "reply-dup", "tok_visa").await;
-    app.wait_terminal(&buyer, &id).await;
-
-    // Re-deliver a copy of a reply the orchestrator already applied, with the same message id.
+    let id = app.place(&buyer, "reply-dup", "tok_timeout").await;
     let order_id: Uuid = id.parse().unwrap();
     let saga_id: Uuid = sqlx::query_scalar("SELECT id FROM sagas WHERE order_id = $1")
         .bind(order_id)
         .fetch_one(app.pool())
         .await
         .unwrap();
-    let message_id: Uuid = sqlx::query_scalar("SELECT message_id FROM inbox WHERE consumer = 'orchestrator' ORDER BY processed_at LIMIT 1")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
-    let mut reply = Envelope::new(
+    let events = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saga_events WHERE saga_id = $1")
+            .bind(saga_id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap()
+    };
+    for _ in 0..200 {
+        if events().await == 2 {
+            break; // ORDER_PLACED, STOCK_RESERVED
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(events().await, 2);
+    let handled = app.orchestrator_stats.handled();
+
+    // A PaymentAuthorized reply carrying the id of the reply the orchestrator already applied.
+    let applied: Uuid =
+        sqlx::query_scalar("SELECT message_id FROM inbox WHERE consumer = 'orchestrator'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    let mut dup = Envelope::new(
         saga_id,
         order_id,
         "t",
-        Body::Reply(ecommerce_saga::saga::messages::Reply {
-            kind: ecommerce_saga::saga::messages::ReplyKind::StockReserved,
+        Body::Reply(Reply {
+            kind: ReplyKind::PaymentAuthorized,
             reason: None,
         }),
     );
-    reply.message_id = message_id;
+    dup.message_id = applied;
     app.services
         .transport
-        .publish(Topic::Replies, "k", Bytes::from(reply.encode()))
+        .publish(Topic::Replies, "k", Bytes::from(dup.encode()))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_events WHERE saga_id = $1")
+    for _ in 0..200 {
+        if app.orchestrator_stats.duplicates() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.orchestrator_stats.duplicates(),
+        1,
+        "recognised as a duplicate"
+    );
+    assert_eq!(app.orchestrator_stats.handled(), handled);
+    assert_eq!(
+        events().await,
+        2,
+        "history unchanged: the saga did not advance"
+    );
+    let step: i32 = sqlx::query_scalar("SELECT step FROM sagas WHERE id = $1")
         .bind(saga_id)
         .fetch_one(app.pool())
         .await
         .unwrap();
-    assert_eq!(events, 6, "history unchanged");
-    assert_eq!(app.stock("MUG-001").await, 99);
+    assert_eq!(step, 1, "still waiting for the payment authorization");
     app.stop().await;
 }

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use ecommerce_saga::app::{self, Services, WorkerStats};
+use ecommerce_saga::app::{self, Services};
+use ecommerce_saga::broker::consumer::ConsumerStats;
 use ecommerce_saga::config::Config;
 use ecommerce_saga::payment::TestGateway;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     app::run_workers(
         s,
         Arc::new(TestGateway),
-        Arc::new(WorkerStats::default()),
+        Arc::new(ConsumerStats::default()),
         shutdown,
     )
     .await;
