@@ -27,10 +27,7 @@ pub enum StartupError {
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot reach MongoDB at {url}: {source}")]
-    Mongo {
-        url: String,
-        source: mongodb::error::Error,
-    },
+    Mongo { url: String, source: mongodb::error::Error },
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("cannot load signing keys: {0}")]
@@ -57,23 +54,11 @@ impl Services {
             .map_err(|source| StartupError::Postgres { target, source })?;
         let mongo = Mongo::connect(&config)
             .await
-            .map_err(|source| StartupError::Mongo {
-                url: config.mongo_url.clone(),
-                source,
-            })?;
-        mongo.ping().await.map_err(|source| StartupError::Mongo {
-            url: config.mongo_url.clone(),
-            source,
-        })?;
+            .map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
+        mongo.ping().await.map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
         let transport = broker::connect(&config).await?;
         let saga = Arc::new(SagaDefinition::checkout(config.saga));
-        Ok(Services {
-            config: Arc::new(config),
-            pool,
-            mongo,
-            transport,
-            saga,
-        })
+        Ok(Services { config: Arc::new(config), pool, mongo, transport, saga })
     }
 }
 
@@ -100,11 +85,7 @@ pub async fn run_api(
         config: s.config.clone(),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
-    let app = router(HttpState {
-        api,
-        schema,
-        transport: s.transport.clone(),
-    });
+    let app = router(HttpState { api, schema, transport: s.transport.clone() });
     let relay = tokio::spawn(crate::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),
@@ -112,24 +93,14 @@ pub async fn run_api(
         shutdown.clone(),
     ));
     let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
     shutdown.cancel();
     let _ = relay.await;
     Ok(())
 }
 
 pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: CancellationToken) {
-    orchestrator::run(
-        s.pool.clone(),
-        s.transport.clone(),
-        s.saga.clone(),
-        &s.config,
-        stats,
-        shutdown,
-    )
-    .await
+    orchestrator::run(s.pool.clone(), s.transport.clone(), s.saga.clone(), &s.config, stats, shutdown).await
 }
 
 /// Runs the stock, payment and cart workers and an outbox relay until `shutdown`.
@@ -197,9 +168,8 @@ pub fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -214,9 +184,7 @@ pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
         let _ = builder.json().try_init();
     } else {

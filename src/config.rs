@@ -44,10 +44,7 @@ pub struct Config {
 }
 
 fn var(name: &'static str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 fn parse<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
@@ -55,11 +52,7 @@ where
     T::Err: std::fmt::Display,
 {
     let value = var(name, default);
-    value.parse().map_err(|e: T::Err| ConfigError {
-        name,
-        value,
-        why: e.to_string(),
-    })
+    value.parse().map_err(|e: T::Err| ConfigError { name, value, why: e.to_string() })
 }
 
 fn millis(name: &'static str, default: &str) -> Result<Duration, ConfigError> {
@@ -79,11 +72,7 @@ impl Config {
             }
         };
         let namespace = var("BROKER_NAMESPACE", "ecommerce_saga");
-        if namespace.is_empty()
-            || !namespace
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ConfigError {
                 name: "BROKER_NAMESPACE",
                 value: namespace,
@@ -91,10 +80,7 @@ impl Config {
             });
         }
         Ok(Config {
-            database_url: var(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/ecommerce_saga",
-            ),
+            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ecommerce_saga"),
             database_max_connections: parse("DATABASE_MAX_CONNECTIONS", "10")?,
             mongo_url: var("MONGO_URL", "mongodb://127.0.0.1:27017"),
             mongo_database: var("MONGO_DATABASE", "ecommerce_saga"),

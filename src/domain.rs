@@ -47,11 +47,7 @@ impl Password {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let n = raw.chars().count();
         if !(Self::MIN..=Self::MAX).contains(&n) {
-            return Err(invalid(format!(
-                "password must be {} to {} characters",
-                Self::MIN,
-                Self::MAX
-            )));
+            return Err(invalid(format!("password must be {} to {} characters", Self::MIN, Self::MAX)));
         }
         Ok(Password(raw.to_string()))
     }
@@ -73,9 +69,7 @@ pub struct Sku(String);
 impl Sku {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let ok = (1..=32).contains(&raw.len())
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
+            && raw.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
         if ok {
             Ok(Sku(raw.to_string()))
         } else {
@@ -126,27 +120,18 @@ impl Money {
         if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(invalid("currency must be a 3-letter ISO code"));
         }
-        Ok(Money {
-            minor,
-            currency: currency.to_string(),
-        })
+        Ok(Money { minor, currency: currency.to_string() })
     }
 
     pub fn times(&self, q: i32) -> Option<Money> {
-        Some(Money {
-            minor: self.minor.checked_mul(q as i64)?,
-            currency: self.currency.clone(),
-        })
+        Some(Money { minor: self.minor.checked_mul(q as i64)?, currency: self.currency.clone() })
     }
 
     pub fn checked_add(&self, other: &Money) -> Option<Money> {
         if self.currency != other.currency {
             return None;
         }
-        Some(Money {
-            minor: self.minor.checked_add(other.minor)?,
-            currency: self.currency.clone(),
-        })
+        Some(Money { minor: self.minor.checked_add(other.minor)?, currency: self.currency.clone() })
     }
 }
 
@@ -157,15 +142,11 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let ok = (1..=64).contains(&raw.len())
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c));
+            && raw.chars().all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c));
         if ok {
             Ok(IdempotencyKey(raw.to_string()))
         } else {
-            Err(invalid(
-                "idempotencyKey must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', ':', '.'",
-            ))
+            Err(invalid("idempotencyKey must be 1-64 characters of A-Z, a-z, 0-9, '_', '-', ':', '.'"))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -183,9 +164,7 @@ impl PaymentToken {
         if ok {
             Ok(PaymentToken(raw.to_string()))
         } else {
-            Err(invalid(
-                "paymentToken must be 1-128 printable ASCII characters",
-            ))
+            Err(invalid("paymentToken must be 1-128 printable ASCII characters"))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -199,20 +178,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(
-            Email::parse("  Ann@Example.COM ").unwrap().as_str(),
-            "ann@example.com"
-        );
-        for bad in [
-            "",
-            "ann",
-            "@x.com",
-            "ann@",
-            "ann@com",
-            "a b@x.com",
-            "ann@x.com.",
-            "a@b@c.com",
-        ] {
+        assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        for bad in ["", "ann", "@x.com", "ann@", "ann@com", "a b@x.com", "ann@x.com.", "a@b@c.com"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

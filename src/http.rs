@@ -41,31 +41,18 @@ async fn caller(api: &ApiState, token: Option<&str>) -> Caller {
     match token {
         None => Caller::Anonymous,
         Some(t) => match api.keys.verify(t).await {
-            Ok(c) => Caller::User(crate::auth::AuthUser {
-                id: c.sub,
-                email: c.email,
-            }),
+            Ok(c) => Caller::User(crate::auth::AuthUser { id: c.sub, email: c.email }),
             Err(e) => Caller::BadToken(e),
         },
     }
 }
 
 fn bearer(value: &str) -> Option<&str> {
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
 }
 
-async fn graphql(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
+async fn graphql(State(s): State<HttpState>, headers: HeaderMap, req: GraphQLRequest) -> GraphQLResponse {
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let caller = caller(&s.api, token).await;
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let user_id = match &caller {
@@ -80,12 +67,7 @@ async fn graphql(
 }
 
 async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
 }
 
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
@@ -96,28 +78,26 @@ async fn subscriptions(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            let api = s.api.clone();
-            GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = payload
-                        .get("authorization")
-                        .or_else(|| payload.get("Authorization"))
-                        .and_then(|v| v.as_str())
-                        .map(|v| bearer(v).unwrap_or(v).to_string());
-                    let caller = caller(&api, token.as_deref()).await;
-                    if let Caller::BadToken(e) = &caller {
-                        return Err(async_graphql::Error::new(format!("unauthenticated: {e}")));
-                    }
-                    let mut data = Data::default();
-                    data.insert(caller);
-                    Ok(data)
-                })
-                .serve()
-                .await
-        })
+    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
+        let api = s.api.clone();
+        GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
+            .on_connection_init(move |payload| async move {
+                let token = payload
+                    .get("authorization")
+                    .or_else(|| payload.get("Authorization"))
+                    .and_then(|v| v.as_str())
+                    .map(|v| bearer(v).unwrap_or(v).to_string());
+                let caller = caller(&api, token.as_deref()).await;
+                if let Caller::BadToken(e) = &caller {
+                    return Err(async_graphql::Error::new(format!("unauthenticated: {e}")));
+                }
+                let mut data = Data::default();
+                data.insert(caller);
+                Ok(data)
+            })
+            .serve()
+            .await
+    })
 }
 
 async fn jwks(State(s): State<HttpState>) -> Response {
@@ -132,11 +112,7 @@ async fn jwks(State(s): State<HttpState>) -> Response {
 
 /// Ready when PostgreSQL, MongoDB and the broker all answer.
 async fn readyz(State(s): State<HttpState>) -> Response {
-    let pg = sqlx::query("SELECT 1")
-        .execute(&s.api.pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let pg = sqlx::query("SELECT 1").execute(&s.api.pool).await.map(|_| ()).map_err(|e| e.to_string());
     let mongo = s.api.mongo.ping().await.map_err(|e| e.to_string());
     let broker = s.transport.health().await.map_err(|e| e.to_string());
     let body = serde_json::json!({

@@ -12,11 +12,7 @@ use ecommerce_saga::payment::TestGateway;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "api",
-    version,
-    about = "ecommerce-saga GraphQL API and operational commands"
-)]
+#[command(name = "api", version, about = "ecommerce-saga GraphQL API and operational commands")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,14 +42,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::PrintSchema => print!("{}", ecommerce_saga::graphql::sdl()),
         Command::Migrate => {
-            ecommerce_saga::postgres::migrate(&config)
-                .await
-                .with_context(|| {
-                    format!(
-                        "migrating {}",
-                        ecommerce_saga::postgres::describe(&config.database_url)
-                    )
-                })?;
+            ecommerce_saga::postgres::migrate(&config).await.with_context(|| {
+                format!("migrating {}", ecommerce_saga::postgres::describe(&config.database_url))
+            })?;
             tracing::info!("migrations applied");
         }
         Command::Seed => {
@@ -64,8 +55,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RotateKeys => {
             let s = Services::connect(config).await?;
-            let kid =
-                ecommerce_saga::auth::keys::rotate(&s.pool, s.config.access_token_ttl).await?;
+            let kid = ecommerce_saga::auth::keys::rotate(&s.pool, s.config.access_token_ttl).await?;
             tracing::info!(%kid, "new signing key added");
             println!("{kid}");
         }
@@ -104,8 +94,6 @@ async fn main() -> anyhow::Result<()> {
 fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, roles, "listening");
-    eprintln!(
-        "GraphQL playground: http://{addr}/graphql   (subscriptions: ws://{addr}/graphql/ws)"
-    );
+    eprintln!("GraphQL playground: http://{addr}/graphql   (subscriptions: ws://{addr}/graphql/ws)");
     Ok(())
 }

@@ -26,10 +26,7 @@ impl From<service::Session> for AuthPayload {
             access_token: s.access_token,
             token_type: "Bearer".into(),
             expires_at: s.expires_at as i64,
-            user: UserGql {
-                id: ID(s.user.id.to_string()),
-                email: s.user.email,
-            },
+            user: UserGql { id: ID(s.user.id.to_string()), email: s.user.email },
         }
     }
 }
@@ -42,10 +39,7 @@ impl AuthQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<UserGql> {
         let u = user(ctx)?;
-        Ok(UserGql {
-            id: ID(u.id.to_string()),
-            email: u.email.clone(),
-        })
+        Ok(UserGql { id: ID(u.id.to_string()), email: u.email.clone() })
     }
 }
 
@@ -55,29 +49,13 @@ pub struct AuthMutation;
 #[Object]
 impl AuthMutation {
     /// Creates an account and signs it in.
-    async fn register(
-        &self,
-        ctx: &Context<'_>,
-        email: String,
-        password: String,
-    ) -> Result<AuthPayload> {
+    async fn register(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let s = state(ctx);
-        Ok(service::register(&s.pool, &s.keys, &email, &password)
-            .await
-            .map_err(gql)?
-            .into())
+        Ok(service::register(&s.pool, &s.keys, &email, &password).await.map_err(gql)?.into())
     }
 
-    async fn login(
-        &self,
-        ctx: &Context<'_>,
-        email: String,
-        password: String,
-    ) -> Result<AuthPayload> {
+    async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let s = state(ctx);
-        Ok(service::login(&s.pool, &s.keys, &email, &password)
-            .await
-            .map_err(gql)?
-            .into())
+        Ok(service::login(&s.pool, &s.keys, &email, &password).await.map_err(gql)?.into())
     }
 }

@@ -18,9 +18,8 @@ use tokio::sync::RwLock;
 use uuid::Uuid;
 
 /// PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+const ED25519_PKCS8_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 /// Clock skew tolerated on `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 30;
 /// How stale the in-memory key set may get before it is re-read.
@@ -122,29 +121,17 @@ impl KeyRing {
     ) -> Result<Self, KeyError> {
         // Serialize first-key creation across instances starting together.
         let mut tx = pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7243001)")
-            .execute(&mut *tx)
-            .await?;
-        let any: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retire_after IS NULL)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7243001)").execute(&mut *tx).await?;
+        let any: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retire_after IS NULL)")
+                .fetch_one(&mut *tx)
+                .await?;
         tx.commit().await?;
         if !any {
             rotate(&pool, ttl).await?;
         }
         let keys = Self::read(&pool).await?;
-        Ok(Self {
-            pool,
-            issuer,
-            audience,
-            ttl,
-            loaded: RwLock::new(Loaded {
-                keys,
-                at: Instant::now(),
-            }),
-        })
+        Ok(Self { pool, issuer, audience, ttl, loaded: RwLock::new(Loaded { keys, at: Instant::now() }) })
     }
 
     async fn read(pool: &PgPool) -> Result<Vec<Key>, sqlx::Error> {
@@ -169,10 +156,7 @@ impl KeyRing {
         let stale = self.loaded.read().await.at.elapsed() > REFRESH_AFTER;
         if stale || force {
             let keys = Self::read(&self.pool).await?;
-            *self.loaded.write().await = Loaded {
-                keys,
-                at: Instant::now(),
-            };
+            *self.loaded.write().await = Loaded { keys, at: Instant::now() };
         }
         Ok(())
     }
@@ -185,11 +169,8 @@ impl KeyRing {
     pub async fn issue(&self, user_id: Uuid, email: &str) -> Result<(String, u64), KeyError> {
         self.refresh_if_stale(false).await?;
         let loaded = self.loaded.read().await;
-        let key = loaded
-            .keys
-            .iter()
-            .find(|k| k.signs)
-            .ok_or_else(|| KeyError::Signing("no signing key".into()))?;
+        let key =
+            loaded.keys.iter().find(|k| k.signs).ok_or_else(|| KeyError::Signing("no signing key".into()))?;
         let iat = now();
         let claims = Claims {
             sub: user_id,
@@ -224,31 +205,24 @@ impl KeyRing {
             x = self.public_key(&kid).await;
         }
         let x = x.ok_or(TokenError::UnknownKey)?;
-        let key =
-            DecodingKey::from_ed_components(&x).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let key = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::Invalid(e.to_string()))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
+        jsonwebtoken::decode::<Claims>(token, &key, &validation).map(|d| d.claims).map_err(|e| {
+            match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 other => TokenError::Invalid(format!("{other:?}")),
-            })
+            }
+        })
     }
 
     async fn public_key(&self, kid: &str) -> Option<String> {
         let _ = self.refresh_if_stale(false).await;
-        self.loaded
-            .read()
-            .await
-            .keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .map(|k| k.x.clone())
+        self.loaded.read().await.keys.iter().find(|k| k.kid == kid).map(|k| k.x.clone())
     }
 
     /// The public keys that currently verify, as a JWK Set (RFC 7517).
@@ -277,8 +251,7 @@ mod tests {
         let claims = serde_json::json!({ "sub": "x", "exp": now() + 60 });
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some("t".into());
-        let token =
-            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap();
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap();
         let key = DecodingKey::from_ed_components(&public_x(&seed)).unwrap();
         let mut v = Validation::new(Algorithm::EdDSA);
         v.required_spec_claims.clear();

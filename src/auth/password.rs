@@ -1,9 +1,7 @@
 //! Password hashing with argon2id (the `argon2` crate's defaults: 19 MiB, 2 passes, 1 lane, as
 //! OWASP recommends). Hashing runs on the blocking pool so it never stalls the async runtime.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
 use crate::error::AppError;
@@ -25,9 +23,7 @@ pub async fn verify(password: String, hash: String) -> Result<bool, AppError> {
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|e| AppError::Internal(format!("stored hash unreadable: {e}")))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
     })
     .await
     .map_err(|e| AppError::Internal(e.to_string()))?
@@ -39,10 +35,7 @@ pub fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(b"not-a-real-password", &salt)
-            .expect("hash")
-            .to_string()
+        Argon2::default().hash_password(b"not-a-real-password", &salt).expect("hash").to_string()
     })
 }
 
@@ -52,9 +45,7 @@ mod tests {
     async fn hashes_verify_and_are_argon2id() {
         let h = super::hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(super::verify("correct horse".into(), h.clone())
-            .await
-            .unwrap());
+        assert!(super::verify("correct horse".into(), h.clone()).await.unwrap());
         assert!(!super::verify("wrong horse".into(), h).await.unwrap());
     }
 }

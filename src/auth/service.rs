@@ -14,23 +14,12 @@ pub struct Session {
 }
 
 async fn session(keys: &KeyRing, user: AuthUser) -> AppResult<Session> {
-    let (access_token, expires_at) = keys
-        .issue(user.id, &user.email)
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-    Ok(Session {
-        user,
-        access_token,
-        expires_at,
-    })
+    let (access_token, expires_at) =
+        keys.issue(user.id, &user.email).await.map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Session { user, access_token, expires_at })
 }
 
-pub async fn register(
-    pool: &PgPool,
-    keys: &KeyRing,
-    email: &str,
-    password: &str,
-) -> AppResult<Session> {
+pub async fn register(pool: &PgPool, keys: &KeyRing, email: &str, password: &str) -> AppResult<Session> {
     let email = Email::parse(email)?;
     let password = Password::parse(password)?;
     let hash = password::hash(password.expose().to_string()).await?;
@@ -42,28 +31,12 @@ pub async fn register(
         .execute(pool)
         .await
         .map_err(|e| {
-            AppError::from_unique(
-                e,
-                "users_email_key",
-                "an account with this email already exists",
-            )
+            AppError::from_unique(e, "users_email_key", "an account with this email already exists")
         })?;
-    session(
-        keys,
-        AuthUser {
-            id,
-            email: email.as_str().to_string(),
-        },
-    )
-    .await
+    session(keys, AuthUser { id, email: email.as_str().to_string() }).await
 }
 
-pub async fn login(
-    pool: &PgPool,
-    keys: &KeyRing,
-    email: &str,
-    password: &str,
-) -> AppResult<Session> {
+pub async fn login(pool: &PgPool, keys: &KeyRing, email: &str, password: &str) -> AppResult<Session> {
     const REFUSED: AppError = AppError::InvalidCredentials("invalid email or password");
     let Ok(email) = Email::parse(email) else {
         return Err(REFUSED);
@@ -73,24 +46,12 @@ pub async fn login(
         .fetch_optional(pool)
         .await?;
     let (id, hash) = match row {
-        Some(r) => (
-            Some(r.get::<Uuid, _>("id")),
-            r.get::<String, _>("password_hash"),
-        ),
+        Some(r) => (Some(r.get::<Uuid, _>("id")), r.get::<String, _>("password_hash")),
         None => (None, password::dummy_hash().to_string()),
     };
     let ok = password::verify(password.to_string(), hash).await?;
     match (id, ok) {
-        (Some(id), true) => {
-            session(
-                keys,
-                AuthUser {
-                    id,
-                    email: email.as_str().to_string(),
-                },
-            )
-            .await
-        }
+        (Some(id), true) => session(keys, AuthUser { id, email: email.as_str().to_string() }).await,
         _ => Err(REFUSED),
     }
 }

@@ -41,11 +41,7 @@ where
         let stats = stats.clone();
         let fut = f(env);
         Box::pin(async move {
-            let counter = if fut.await? {
-                &stats.handled
-            } else {
-                &stats.duplicates
-            };
+            let counter = if fut.await? { &stats.handled } else { &stats.duplicates };
             counter.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })

@@ -37,12 +37,8 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 4] = [
-        Topic::StockCommands,
-        Topic::PaymentCommands,
-        Topic::Replies,
-        Topic::OrderEvents,
-    ];
+    pub const ALL: [Topic; 4] =
+        [Topic::StockCommands, Topic::PaymentCommands, Topic::Replies, Topic::OrderEvents];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,8 +88,8 @@ pub trait Transport: Send + Sync {
 
 pub async fn connect(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
     match config.broker {
-        BrokerKind::Nats => Ok(Arc::new(
-            nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace).await?,
-        )),
+        BrokerKind::Nats => {
+            Ok(Arc::new(nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace).await?))
+        }
     }
 }

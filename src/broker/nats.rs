@@ -50,16 +50,10 @@ struct NatsAcker(jetstream::Message);
 impl Acker for NatsAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
         // A double ack waits for the server to confirm, so an ack is never silently lost.
-        self.0
-            .double_ack()
-            .await
-            .map_err(|e| BrokerError::Ack(e.to_string()))
+        self.0.double_ack().await.map_err(|e| BrokerError::Ack(e.to_string()))
     }
     async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
-        self.0
-            .ack_with(AckKind::Nak(Some(delay)))
-            .await
-            .map_err(|e| BrokerError::Ack(e.to_string()))
+        self.0.ack_with(AckKind::Nak(Some(delay))).await.map_err(|e| BrokerError::Ack(e.to_string()))
     }
 }
 
@@ -77,11 +71,8 @@ impl Transport for NatsTransport {
 
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {
         let durable = format!("{consumer}-{}", topic.as_str().replace('.', "-"));
-        let stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        let stream =
+            self.js.get_stream(&self.stream).await.map_err(|e| BrokerError::Consume(e.to_string()))?;
         let consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &durable,
@@ -96,19 +87,12 @@ impl Transport for NatsTransport {
             )
             .await
             .map_err(|e| BrokerError::Consume(e.to_string()))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        let messages = consumer.messages().await.map_err(|e| BrokerError::Consume(e.to_string()))?;
         Ok(messages
             .map(|m| {
                 let m = m.map_err(|e| BrokerError::Consume(e.to_string()))?;
                 let delivery_count = m.info().map(|i| i.delivered as u64).unwrap_or(1);
-                Ok(Delivery {
-                    payload: m.payload.clone(),
-                    delivery_count,
-                    acker: Box::new(NatsAcker(m)),
-                })
+                Ok(Delivery { payload: m.payload.clone(), delivery_count, acker: Box::new(NatsAcker(m)) })
             })
             .boxed())
     }
@@ -116,17 +100,12 @@ impl Transport for NatsTransport {
     async fn health(&self) -> Result<(), BrokerError> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),
-            other => Err(BrokerError::Connect(format!(
-                "NATS connection is {other:?}"
-            ))),
+            other => Err(BrokerError::Connect(format!("NATS connection is {other:?}"))),
         }
     }
 
     async fn destroy(&self) -> Result<(), BrokerError> {
-        self.js
-            .delete_stream(&self.stream)
-            .await
-            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        self.js.delete_stream(&self.stream).await.map_err(|e| BrokerError::Consume(e.to_string()))?;
         Ok(())
     }
 }

@@ -36,24 +36,14 @@ impl CartItemGql {
         Ok(product(ctx, &self.sku).await?.map(ProductGql))
     }
     async fn line_total(&self, ctx: &Context<'_>) -> Result<Option<MoneyGql>> {
-        Ok(product(ctx, &self.sku)
-            .await?
-            .and_then(|p| p.price.times(self.quantity))
-            .map(|m| (&m).into()))
+        Ok(product(ctx, &self.sku).await?.and_then(|p| p.price.times(self.quantity)).map(|m| (&m).into()))
     }
 }
 
 #[Object(name = "Cart")]
 impl CartGql {
     async fn items(&self) -> Vec<CartItemGql> {
-        self.0
-            .items
-            .iter()
-            .map(|i| CartItemGql {
-                sku: i.sku.clone(),
-                quantity: i.quantity,
-            })
-            .collect()
+        self.0.items.iter().map(|i| CartItemGql { sku: i.sku.clone(), quantity: i.quantity }).collect()
     }
     /// Total units in the cart.
     async fn item_count(&self) -> i32 {
@@ -66,15 +56,13 @@ impl CartGql {
             let Some(p) = product(ctx, &item.sku).await? else {
                 continue;
             };
-            let line = p
-                .price
-                .times(item.quantity)
-                .ok_or_else(|| gql(AppError::bad_input("total too large")))?;
+            let line =
+                p.price.times(item.quantity).ok_or_else(|| gql(AppError::bad_input("total too large")))?;
             total = Some(match total {
                 None => line,
-                Some(t) => t
-                    .checked_add(&line)
-                    .ok_or_else(|| gql(AppError::bad_input("cart mixes currencies")))?,
+                Some(t) => {
+                    t.checked_add(&line).ok_or_else(|| gql(AppError::bad_input("cart mixes currencies")))?
+                }
             });
         }
         Ok(total.as_ref().map(Into::into))
@@ -89,11 +77,7 @@ impl CartQuery {
     /// The signed-in user's cart.
     async fn cart(&self, ctx: &Context<'_>) -> Result<CartGql> {
         let u = user(ctx)?;
-        Ok(CartGql(
-            carts::load(&state(ctx).mongo, u.id)
-                .await
-                .map_err(|e| gql(e.into()))?,
-        ))
+        Ok(CartGql(carts::load(&state(ctx).mongo, u.id).await.map_err(|e| gql(e.into()))?))
     }
 }
 
@@ -109,11 +93,7 @@ fn qty(raw: i32) -> Result<Quantity> {
 
 async fn apply(ctx: &Context<'_>, change: Change) -> Result<CartGql> {
     let u = user(ctx)?;
-    Ok(CartGql(
-        service::change(&state(ctx).mongo, u.id, change)
-            .await
-            .map_err(gql)?,
-    ))
+    Ok(CartGql(service::change(&state(ctx).mongo, u.id, change).await.map_err(gql)?))
 }
 
 #[Object]
@@ -123,12 +103,7 @@ impl CartMutation {
         user(ctx)?;
         apply(ctx, Change::Add(self::sku(&sku)?, qty(quantity)?)).await
     }
-    async fn update_cart_item(
-        &self,
-        ctx: &Context<'_>,
-        sku: String,
-        quantity: i32,
-    ) -> Result<CartGql> {
+    async fn update_cart_item(&self, ctx: &Context<'_>, sku: String, quantity: i32) -> Result<CartGql> {
         user(ctx)?;
         apply(ctx, Change::Update(self::sku(&sku)?, qty(quantity)?)).await
     }

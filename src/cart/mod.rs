@@ -33,14 +33,9 @@ impl Cart {
             }
             None => {
                 if self.items.len() >= MAX_LINES {
-                    return Err(ValidationError(format!(
-                        "a cart holds at most {MAX_LINES} different items"
-                    )));
+                    return Err(ValidationError(format!("a cart holds at most {MAX_LINES} different items")));
                 }
-                self.items.push(CartItem {
-                    sku: sku.as_str().to_string(),
-                    quantity: q.get(),
-                });
+                self.items.push(CartItem { sku: sku.as_str().to_string(), quantity: q.get() });
             }
         }
         Ok(())
@@ -61,10 +56,7 @@ impl Cart {
         let before = self.items.len();
         self.items.retain(|i| i.sku != sku.as_str());
         if self.items.len() == before {
-            return Err(ValidationError(format!(
-                "{} is not in the cart",
-                sku.as_str()
-            )));
+            return Err(ValidationError(format!("{} is not in the cart", sku.as_str())));
         }
         Ok(())
     }
@@ -90,13 +82,7 @@ mod tests {
         let mut c = Cart::default();
         c.add(&sku("A"), q(2)).unwrap();
         c.add(&sku("A"), q(3)).unwrap();
-        assert_eq!(
-            c.items,
-            [CartItem {
-                sku: "A".into(),
-                quantity: 5
-            }]
-        );
+        assert_eq!(c.items, [CartItem { sku: "A".into(), quantity: 5 }]);
         let before = c.clone();
         assert!(c.add(&sku("A"), q(95)).is_err());
         assert_eq!(c, before, "a refused change leaves the cart as it was");

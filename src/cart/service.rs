@@ -16,8 +16,7 @@ pub enum Change {
 
 pub async fn change(mongo: &Mongo, user_id: Uuid, change: Change) -> AppResult<Cart> {
     if let Change::Add(sku, _) | Change::Update(sku, _) = &change {
-        let found =
-            catalog::by_skus(mongo, std::slice::from_ref(&sku.as_str().to_string())).await?;
+        let found = catalog::by_skus(mongo, std::slice::from_ref(&sku.as_str().to_string())).await?;
         if found.is_empty() {
             return Err(AppError::bad_input(format!("unknown sku {}", sku.as_str())));
         }
@@ -35,7 +34,5 @@ pub async fn change(mongo: &Mongo, user_id: Uuid, change: Change) -> AppResult<C
             return Ok(cart);
         }
     }
-    Err(AppError::Conflict(
-        "the cart is being changed concurrently; try again".into(),
-    ))
+    Err(AppError::Conflict("the cart is being changed concurrently; try again".into()))
 }

@@ -19,10 +19,7 @@ pub struct MoneyGql {
 
 impl From<&Money> for MoneyGql {
     fn from(m: &Money) -> Self {
-        MoneyGql {
-            amount_minor: m.minor,
-            currency: m.currency.clone(),
-        }
+        MoneyGql { amount_minor: m.minor, currency: m.currency.clone() }
     }
 }
 
@@ -42,10 +39,8 @@ impl ProductGql {
     /// Units that can still be ordered.
     async fn stock_level(&self, ctx: &Context<'_>) -> Result<i32> {
         let loader = ctx.data_unchecked::<DataLoader<StockLoader>>();
-        let level = loader
-            .load_one(self.0.sku.clone())
-            .await
-            .map_err(|e| gql(AppError::Internal(e.to_string())))?;
+        let level =
+            loader.load_one(self.0.sku.clone()).await.map_err(|e| gql(AppError::Internal(e.to_string())))?;
         Ok(level.unwrap_or(0))
     }
 }
@@ -63,21 +58,14 @@ impl CatalogQuery {
         if !(1..=100).contains(&first) {
             return Err(gql(AppError::bad_input("first must be between 1 and 100")));
         }
-        let products = catalog::list(&state(ctx).mongo, first as i64)
-            .await
-            .map_err(|e| gql(e.into()))?;
+        let products = catalog::list(&state(ctx).mongo, first as i64).await.map_err(|e| gql(e.into()))?;
         Ok(products.into_iter().map(ProductGql).collect())
     }
 
     async fn product(&self, ctx: &Context<'_>, sku: String) -> Result<ProductGql> {
         let sku = Sku::parse(&sku).map_err(|e| gql(e.into()))?;
-        let found = catalog::by_skus(&state(ctx).mongo, &[sku.into_string()])
-            .await
-            .map_err(|e| gql(e.into()))?;
-        found
-            .into_iter()
-            .next()
-            .map(ProductGql)
-            .ok_or_else(|| gql(AppError::NotFound("product")))
+        let found =
+            catalog::by_skus(&state(ctx).mongo, &[sku.into_string()]).await.map_err(|e| gql(e.into()))?;
+        found.into_iter().next().map(ProductGql).ok_or_else(|| gql(AppError::NotFound("product")))
     }
 }

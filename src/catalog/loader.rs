@@ -17,9 +17,7 @@ impl Loader<String> for ProductLoader {
     type Error = std::sync::Arc<mongodb::error::Error>;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Product>, Self::Error> {
-        let products = catalog::by_skus(&self.mongo, keys)
-            .await
-            .map_err(std::sync::Arc::new)?;
+        let products = catalog::by_skus(&self.mongo, keys).await.map_err(std::sync::Arc::new)?;
         Ok(products.into_iter().map(|p| (p.sku.clone(), p)).collect())
     }
 }
@@ -33,9 +31,7 @@ impl Loader<String> for StockLoader {
     type Error = std::sync::Arc<sqlx::Error>;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, i32>, Self::Error> {
-        let levels = crate::stock::levels(&self.pool, keys)
-            .await
-            .map_err(std::sync::Arc::new)?;
+        let levels = crate::stock::levels(&self.pool, keys).await.map_err(std::sync::Arc::new)?;
         Ok(levels.into_iter().collect())
     }
 }

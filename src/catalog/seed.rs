@@ -10,14 +10,7 @@ use crate::mongo::{catalog, Mongo};
 pub fn demo_products() -> Vec<(Product, i32)> {
     let p = |sku: &str, name: &str, minor: i64, stock: i32| {
         (
-            Product {
-                sku: sku.into(),
-                name: name.into(),
-                price: Money {
-                    minor,
-                    currency: "USD".into(),
-                },
-            },
+            Product { sku: sku.into(), name: name.into(), price: Money { minor, currency: "USD".into() } },
             stock,
         )
     };
@@ -31,11 +24,7 @@ pub fn demo_products() -> Vec<(Product, i32)> {
 }
 
 /// Upserts `products` into the catalog and sets their stock levels. Safe to run repeatedly.
-pub async fn seed(
-    pool: &PgPool,
-    mongo: &Mongo,
-    products: &[(Product, i32)],
-) -> Result<(), AppError> {
+pub async fn seed(pool: &PgPool, mongo: &Mongo, products: &[(Product, i32)]) -> Result<(), AppError> {
     for (product, stock) in products {
         catalog::upsert(mongo, product).await?;
         crate::stock::set_level(pool, &product.sku, *stock).await?;

@@ -19,10 +19,7 @@ pub fn code_of(e: &AppError) -> &'static str {
         AppError::BadInput(_) => BAD_USER_INPUT,
         AppError::NotFound(_) => NOT_FOUND,
         AppError::Conflict(_) => CONFLICT,
-        AppError::Database(_)
-        | AppError::Mongo(_)
-        | AppError::Broker(_)
-        | AppError::Internal(_) => INTERNAL,
+        AppError::Database(_) | AppError::Mongo(_) | AppError::Broker(_) | AppError::Internal(_) => INTERNAL,
     }
 }
 
@@ -42,14 +39,9 @@ pub fn gql(e: AppError) -> Error {
 /// client's: give them `BAD_USER_INPUT` unless they already carry a code.
 pub fn ensure_codes(errors: &mut [ServerError]) {
     for e in errors {
-        let has_code = e
-            .extensions
-            .as_ref()
-            .is_some_and(|x| x.get("code").is_some());
+        let has_code = e.extensions.as_ref().is_some_and(|x| x.get("code").is_some());
         if !has_code {
-            e.extensions
-                .get_or_insert_with(Default::default)
-                .set("code", BAD_USER_INPUT);
+            e.extensions.get_or_insert_with(Default::default).set("code", BAD_USER_INPUT);
         }
     }
 }

@@ -62,29 +62,15 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema with its limits. `state` is `None` only when printing the SDL.
 pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
-    let mut builder = Schema::build(
-        Query::default(),
-        Mutation::default(),
-        Subscription::default(),
-    )
-    .limit_depth(config.graphql_max_depth)
-    .limit_complexity(config.graphql_max_complexity)
-    .limit_recursive_depth(32)
-    .limit_directives(8);
+    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .limit_depth(config.graphql_max_depth)
+        .limit_complexity(config.graphql_max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(8);
     if let Some(state) = state {
         builder = builder
-            .data(DataLoader::new(
-                ProductLoader {
-                    mongo: state.mongo.clone(),
-                },
-                tokio::spawn,
-            ))
-            .data(DataLoader::new(
-                StockLoader {
-                    pool: state.pool.clone(),
-                },
-                tokio::spawn,
-            ))
+            .data(DataLoader::new(ProductLoader { mongo: state.mongo.clone() }, tokio::spawn))
+            .data(DataLoader::new(StockLoader { pool: state.pool.clone() }, tokio::spawn))
             .data(state);
     }
     builder.finish()

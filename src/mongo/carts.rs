@@ -14,10 +14,7 @@ fn coll(m: &Mongo) -> mongodb::Collection<Document> {
 }
 
 pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Error> {
-    let Some(d) = coll(m)
-        .find_one(doc! { "_id": user_id.to_string() })
-        .await?
-    else {
+    let Some(d) = coll(m).find_one(doc! { "_id": user_id.to_string() }).await? else {
         return Ok(Cart::default());
     };
     let items = d
@@ -34,10 +31,7 @@ pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Erro
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Cart {
-        items,
-        version: d.get_i64("version").unwrap_or(0),
-    })
+    Ok(Cart { items, version: d.get_i64("version").unwrap_or(0) })
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -46,11 +40,8 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 
 /// Saves `cart` if its stored version is still `cart.version`; returns `false` on a conflict.
 pub async fn save(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb::error::Error> {
-    let items: Vec<Document> = cart
-        .items
-        .iter()
-        .map(|i| doc! { "sku": &i.sku, "quantity": i.quantity })
-        .collect();
+    let items: Vec<Document> =
+        cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
     let id = user_id.to_string();
     if cart.version == 0 {
         let r = coll(m)

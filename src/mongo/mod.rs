@@ -25,9 +25,6 @@ impl Mongo {
     }
 
     pub async fn ping(&self) -> Result<(), mongodb::error::Error> {
-        self.db
-            .run_command(mongodb::bson::doc! { "ping": 1 })
-            .await
-            .map(|_| ())
+        self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await.map(|_| ())
     }
 }

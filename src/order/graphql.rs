@@ -44,12 +44,7 @@ pub struct SagaEventGql {
 
 impl From<SagaEventRow> for SagaEventGql {
     fn from(e: SagaEventRow) -> Self {
-        SagaEventGql {
-            sequence: e.seq,
-            kind: e.kind,
-            detail: e.detail,
-            at: e.created_at,
-        }
+        SagaEventGql { sequence: e.seq, kind: e.kind, detail: e.detail, at: e.created_at }
     }
 }
 
@@ -73,9 +68,7 @@ impl SagaGql {
     }
     /// The step history, oldest first.
     async fn events(&self, ctx: &Context<'_>) -> Result<Vec<SagaEventGql>> {
-        let events = store::events_after(&state(ctx).pool, self.id, 0)
-            .await
-            .map_err(|e| gql(e.into()))?;
+        let events = store::events_after(&state(ctx).pool, self.id, 0).await.map_err(|e| gql(e.into()))?;
         Ok(events.into_iter().map(Into::into).collect())
     }
 }
@@ -91,10 +84,7 @@ impl OrderLineGql {
         self.0.quantity
     }
     async fn unit_price(&self) -> MoneyGql {
-        MoneyGql {
-            amount_minor: self.0.unit_price_minor,
-            currency: self.1.clone(),
-        }
+        MoneyGql { amount_minor: self.0.unit_price_minor, currency: self.1.clone() }
     }
     /// The product as the catalog describes it now (batched across lines and orders).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<ProductGql>> {
@@ -118,10 +108,7 @@ impl OrderGql {
         self.0.status.into()
     }
     async fn total(&self) -> MoneyGql {
-        MoneyGql {
-            amount_minor: self.0.total_minor,
-            currency: self.0.currency.clone(),
-        }
+        MoneyGql { amount_minor: self.0.total_minor, currency: self.0.currency.clone() }
     }
     async fn idempotency_key(&self) -> &str {
         &self.0.idempotency_key
@@ -137,29 +124,17 @@ impl OrderGql {
         self.0.updated_at
     }
     async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<OrderLineGql>> {
-        let lines = service::lines(&state(ctx).pool, self.0.id)
-            .await
-            .map_err(gql)?;
-        Ok(lines
-            .into_iter()
-            .map(|l| OrderLineGql(l, self.0.currency.clone()))
-            .collect())
+        let lines = service::lines(&state(ctx).pool, self.0.id).await.map_err(gql)?;
+        Ok(lines.into_iter().map(|l| OrderLineGql(l, self.0.currency.clone())).collect())
     }
     async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
-        let s = store::summary_by_order(&state(ctx).pool, self.0.id)
-            .await
-            .map_err(|e| gql(e.into()))?;
-        Ok(s.map(|s| SagaGql {
-            id: s.id,
-            status: s.status,
-            failure_reason: s.failure_reason,
-        }))
+        let s = store::summary_by_order(&state(ctx).pool, self.0.id).await.map_err(|e| gql(e.into()))?;
+        Ok(s.map(|s| SagaGql { id: s.id, status: s.status, failure_reason: s.failure_reason }))
     }
 }
 
 fn parse_id(id: &ID) -> Result<Uuid> {
-    id.parse::<Uuid>()
-        .map_err(|_| gql(AppError::bad_input("not a valid order id")))
+    id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid order id")))
 }
 
 #[derive(Default)]
@@ -171,26 +146,16 @@ impl OrderQuery {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<OrderGql> {
         let u = user(ctx)?;
         let id = parse_id(&id)?;
-        Ok(OrderGql(
-            service::get(&state(ctx).pool, u.id, id)
-                .await
-                .map_err(gql)?,
-        ))
+        Ok(OrderGql(service::get(&state(ctx).pool, u.id, id).await.map_err(gql)?))
     }
 
     /// The signed-in user's orders, newest first.
-    async fn orders(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
-    ) -> Result<Vec<OrderGql>> {
+    async fn orders(&self, ctx: &Context<'_>, #[graphql(default = 20)] first: i32) -> Result<Vec<OrderGql>> {
         let u = user(ctx)?;
         if !(1..=100).contains(&first) {
             return Err(gql(AppError::bad_input("first must be between 1 and 100")));
         }
-        let orders = service::list(&state(ctx).pool, u.id, first as i64)
-            .await
-            .map_err(gql)?;
+        let orders = service::list(&state(ctx).pool, u.id, first as i64).await.map_err(gql)?;
         Ok(orders.into_iter().map(OrderGql).collect())
     }
 }
@@ -229,11 +194,7 @@ impl OrderMutation {
         let u = user(ctx)?;
         let id = parse_id(&order_id)?;
         let s = state(ctx);
-        Ok(OrderGql(
-            service::cancel(&s.pool, &s.saga, u.id, id)
-                .await
-                .map_err(gql)?,
-        ))
+        Ok(OrderGql(service::cancel(&s.pool, &s.saga, u.id, id).await.map_err(gql)?))
     }
 }
 
@@ -257,8 +218,6 @@ impl OrderSubscription {
             .await
             .map_err(|e| gql(e.into()))?
             .ok_or_else(|| gql(AppError::NotFound("order")))?;
-        Ok(s.feed
-            .stream(saga.id)
-            .map(|r| r.map(SagaEventGql::from).map_err(|e| gql(e.into()))))
+        Ok(s.feed.stream(saga.id).map(|r| r.map(SagaEventGql::from).map_err(|e| gql(e.into()))))
     }
 }

@@ -13,7 +13,8 @@ use crate::saga::orchestrator;
 use crate::saga::store::{self, SagaPayload, SagaRow};
 use crate::saga::SagaDefinition;
 
-const ORDER_COLUMNS: &str = "id, user_id, status, total_minor, currency, idempotency_key, cancel_reason, created_at, updated_at";
+const ORDER_COLUMNS: &str =
+    "id, user_id, status, total_minor, currency, idempotency_key, cancel_reason, created_at, updated_at";
 
 fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> {
     let status: String = r.try_get("status")?;
@@ -35,34 +36,24 @@ fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> {
 /// found, so ids cannot be probed.
 pub async fn get<'e>(db: impl PgExecutor<'e>, user_id: Uuid, order_id: Uuid) -> AppResult<Order> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2");
-    let row = sqlx::query(&sql)
-        .bind(order_id)
-        .bind(user_id)
-        .fetch_optional(db)
-        .await?;
-    row.as_ref()
-        .map(to_order)
-        .transpose()?
-        .ok_or(AppError::NotFound("order"))
+    let row = sqlx::query(&sql).bind(order_id).bind(user_id).fetch_optional(db).await?;
+    row.as_ref().map(to_order).transpose()?.ok_or(AppError::NotFound("order"))
 }
 
 pub async fn list(pool: &PgPool, user_id: Uuid, limit: i64) -> AppResult<Vec<Order>> {
-    let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(user_id)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
+    let sql =
+        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2");
+    let rows = sqlx::query(&sql).bind(user_id).bind(limit).fetch_all(pool).await?;
     Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
 }
 
 pub async fn lines(pool: &PgPool, order_id: Uuid) -> AppResult<Vec<OrderLine>> {
-    let rows = sqlx::query("SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no")
-        .bind(order_id)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .iter()
         .map(|r| OrderLine {
@@ -78,13 +69,8 @@ async fn by_key<'e>(
     user_id: Uuid,
     key: &IdempotencyKey,
 ) -> AppResult<Option<Order>> {
-    let sql =
-        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2");
-    let row = sqlx::query(&sql)
-        .bind(user_id)
-        .bind(key.as_str())
-        .fetch_optional(db)
-        .await?;
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2");
+    let row = sqlx::query(&sql).bind(user_id).bind(key.as_str()).fetch_optional(db).await?;
     Ok(row.as_ref().map(to_order).transpose()?)
 }
 
@@ -117,15 +103,13 @@ pub async fn place(
             .iter()
             .find(|p| p.sku == item.sku)
             .ok_or_else(|| AppError::bad_input(format!("{} is no longer sold", item.sku)))?;
-        let line_total = product
-            .price
-            .times(item.quantity)
-            .ok_or_else(|| AppError::bad_input("order total too large"))?;
+        let line_total =
+            product.price.times(item.quantity).ok_or_else(|| AppError::bad_input("order total too large"))?;
         total = Some(match total {
             None => line_total,
-            Some(t) => t
-                .checked_add(&line_total)
-                .ok_or_else(|| AppError::bad_input("cart mixes currencies"))?,
+            Some(t) => {
+                t.checked_add(&line_total).ok_or_else(|| AppError::bad_input("cart mixes currencies"))?
+            }
         });
         lines.push((item.sku.clone(), item.quantity, product.price.minor));
     }
@@ -148,9 +132,7 @@ pub async fn place(
     if inserted == 0 {
         // A concurrent request with the same key won the race.
         tx.rollback().await?;
-        return by_key(pool, user_id, &key)
-            .await?
-            .ok_or(AppError::NotFound("order"));
+        return by_key(pool, user_id, &key).await?.ok_or(AppError::NotFound("order"));
     }
     for (i, (sku, quantity, price)) in lines.iter().enumerate() {
         sqlx::query("INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)")
@@ -169,13 +151,7 @@ pub async fn place(
         user_id,
         state: start.state.clone(),
         payload: SagaPayload {
-            lines: lines
-                .iter()
-                .map(|(sku, q, _)| StockLine {
-                    sku: sku.clone(),
-                    quantity: *q,
-                })
-                .collect(),
+            lines: lines.iter().map(|(sku, q, _)| StockLine { sku: sku.clone(), quantity: *q }).collect(),
             amount_minor: total.minor,
             currency: total.currency.clone(),
             payment_token: token.as_str().to_string(),
@@ -191,17 +167,10 @@ pub async fn place(
 }
 
 /// Cancels an order whose saga has not finished; compensation runs in the background.
-pub async fn cancel(
-    pool: &PgPool,
-    def: &SagaDefinition,
-    user_id: Uuid,
-    order_id: Uuid,
-) -> AppResult<Order> {
+pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id: Uuid) -> AppResult<Order> {
     let mut tx = pool.begin().await?;
     let order = get(&mut *tx, user_id, order_id).await?;
-    let saga = store::lock_by_order(&mut tx, order.id)
-        .await?
-        .ok_or(AppError::NotFound("order"))?;
+    let saga = store::lock_by_order(&mut tx, order.id).await?.ok_or(AppError::NotFound("order"))?;
     match saga.state.status {
         crate::saga::SagaStatus::Completed => {
             return Err(AppError::Conflict("the order is already confirmed".into()))

@@ -30,19 +30,9 @@ pub trait PaymentGateway: Send + Sync {
         amount_minor: i64,
         currency: &str,
     ) -> Result<Authorization, GatewayError>;
-    async fn capture(
-        &self,
-        order_id: Uuid,
-        reference: &str,
-        amount_minor: i64,
-    ) -> Result<(), GatewayError>;
+    async fn capture(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
     async fn void(&self, order_id: Uuid, reference: &str) -> Result<(), GatewayError>;
-    async fn refund(
-        &self,
-        order_id: Uuid,
-        reference: &str,
-        amount_minor: i64,
-    ) -> Result<(), GatewayError>;
+    async fn refund(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
 }
 
 /// A deterministic gateway for development and tests. The payment token decides the outcome:
@@ -78,18 +68,11 @@ impl PaymentGateway for TestGateway {
                 tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
                 Err(GatewayError::Unavailable("no answer".into()))
             }
-            _ => Ok(Authorization {
-                reference: Self::reference(order_id, token),
-            }),
+            _ => Ok(Authorization { reference: Self::reference(order_id, token) }),
         }
     }
 
-    async fn capture(
-        &self,
-        _order_id: Uuid,
-        reference: &str,
-        _amount: i64,
-    ) -> Result<(), GatewayError> {
+    async fn capture(&self, _order_id: Uuid, reference: &str, _amount: i64) -> Result<(), GatewayError> {
         if reference.ends_with("_tok_capture_fails") {
             Err(GatewayError::Declined("capture_refused".into()))
         } else {
@@ -101,12 +84,7 @@ impl PaymentGateway for TestGateway {
         Ok(())
     }
 
-    async fn refund(
-        &self,
-        _order_id: Uuid,
-        _reference: &str,
-        _amount: i64,
-    ) -> Result<(), GatewayError> {
+    async fn refund(&self, _order_id: Uuid, _reference: &str, _amount: i64) -> Result<(), GatewayError> {
         Ok(())
     }
 }
@@ -125,16 +103,10 @@ mod tests {
             g.authorize(id, "tok_declined", 100, "USD").await,
             Err(GatewayError::Declined("card_declined".into()))
         );
-        let auth = g
-            .authorize(id, "tok_capture_fails", 100, "USD")
-            .await
-            .unwrap();
+        let auth = g.authorize(id, "tok_capture_fails", 100, "USD").await.unwrap();
         assert!(g.capture(id, &auth.reference, 100).await.is_err());
-        let pending = tokio::time::timeout(
-            Duration::from_millis(50),
-            g.authorize(id, "tok_timeout", 1, "USD"),
-        )
-        .await;
+        let pending =
+            tokio::time::timeout(Duration::from_millis(50), g.authorize(id, "tok_timeout", 1, "USD")).await;
         assert!(pending.is_err(), "tok_timeout must never answer");
     }
 }

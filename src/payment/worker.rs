@@ -38,20 +38,15 @@ fn reply(kind: ReplyKind, reason: Option<String>) -> Option<Reply> {
 
 impl PaymentWorker {
     pub fn new(pool: PgPool, gateway: Arc<dyn PaymentGateway>, gateway_timeout: Duration) -> Self {
-        Self {
-            pool,
-            gateway,
-            gateway_timeout,
-        }
+        Self { pool, gateway, gateway_timeout }
     }
 
     async fn load(&self, order_id: uuid::Uuid) -> Result<Option<Payment>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT status, amount_minor, gateway_ref, reason FROM payments WHERE order_id = $1",
-        )
-        .bind(order_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT status, amount_minor, gateway_ref, reason FROM payments WHERE order_id = $1")
+                .bind(order_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| Payment {
             status: r.get("status"),
             amount_minor: r.get("amount_minor"),
@@ -75,33 +70,22 @@ impl PaymentWorker {
             return Ok(true);
         };
         // Cheap early exit for a redelivered message; the claim below is what guarantees it.
-        let seen: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = $2)",
-        )
-        .bind(CONSUMER)
-        .bind(envelope.message_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let seen: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND message_id = $2)")
+                .bind(CONSUMER)
+                .bind(envelope.message_id)
+                .fetch_one(&self.pool)
+                .await?;
         if seen {
             return Ok(false);
         }
         let reply = match command {
-            Command::AuthorizePayment {
-                amount_minor,
-                currency,
-                payment_token,
-            } => {
-                self.authorize(&envelope, *amount_minor, currency, payment_token)
-                    .await?
+            Command::AuthorizePayment { amount_minor, currency, payment_token } => {
+                self.authorize(&envelope, *amount_minor, currency, payment_token).await?
             }
             Command::CapturePayment => self.capture(&envelope).await?,
             Command::VoidPayment => self.void(&envelope).await?,
-            other => {
-                return Err(AppError::Internal(format!(
-                    "payment worker got {:?}",
-                    other.kind()
-                )))
-            }
+            other => return Err(AppError::Internal(format!("payment worker got {:?}", other.kind()))),
         };
         let mut tx = self.pool.begin().await?;
         if !inbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
@@ -141,21 +125,12 @@ impl PaymentWorker {
                 "AUTHORIZED" | "CAPTURED" => return Ok(reply(ReplyKind::PaymentAuthorized, None)),
                 "DECLINED" => return Ok(reply(ReplyKind::PaymentDeclined, p.reason)),
                 "VOIDED" | "REFUNDED" => {
-                    return Ok(reply(
-                        ReplyKind::PaymentDeclined,
-                        Some("payment was voided".into()),
-                    ))
+                    return Ok(reply(ReplyKind::PaymentDeclined, Some("payment was voided".into())))
                 }
                 _ => {} // PENDING: an earlier attempt did not finish; ask the gateway again (idempotent).
             }
         }
-        match self
-            .call(
-                self.gateway
-                    .authorize(env.order_id, token, amount, currency),
-            )
-            .await
-        {
+        match self.call(self.gateway.authorize(env.order_id, token, amount, currency)).await {
             Ok(auth) => {
                 let updated = sqlx::query(
                     "UPDATE payments SET status = 'AUTHORIZED', gateway_ref = $2, updated_at = now() WHERE order_id = $1 AND status = 'PENDING'",
@@ -171,10 +146,7 @@ impl PaymentWorker {
                     self.call(self.gateway.void(env.order_id, &auth.reference))
                         .await
                         .map_err(|e| AppError::Internal(e.to_string()))?;
-                    return Ok(reply(
-                        ReplyKind::PaymentDeclined,
-                        Some("payment was voided".into()),
-                    ));
+                    return Ok(reply(ReplyKind::PaymentDeclined, Some("payment was voided".into())));
                 }
                 info!("payment authorized");
                 Ok(reply(ReplyKind::PaymentAuthorized, None))
@@ -198,29 +170,15 @@ impl PaymentWorker {
 
     async fn capture(&self, env: &Envelope) -> Result<Option<Reply>, AppError> {
         let Some(p) = self.load(env.order_id).await? else {
-            return Ok(reply(
-                ReplyKind::PaymentCaptureFailed,
-                Some("no authorization".into()),
-            ));
+            return Ok(reply(ReplyKind::PaymentCaptureFailed, Some("no authorization".into())));
         };
         match p.status.as_str() {
             "CAPTURED" => return Ok(reply(ReplyKind::PaymentCaptured, None)),
             "AUTHORIZED" => {}
-            other => {
-                return Ok(reply(
-                    ReplyKind::PaymentCaptureFailed,
-                    Some(format!("payment is {other}")),
-                ))
-            }
+            other => return Ok(reply(ReplyKind::PaymentCaptureFailed, Some(format!("payment is {other}")))),
         }
         let reference = p.gateway_ref.unwrap_or_default();
-        match self
-            .call(
-                self.gateway
-                    .capture(env.order_id, &reference, p.amount_minor),
-            )
-            .await
-        {
+        match self.call(self.gateway.capture(env.order_id, &reference, p.amount_minor)).await {
             Ok(()) => {
                 let updated = sqlx::query("UPDATE payments SET status = 'CAPTURED', updated_at = now() WHERE order_id = $1 AND status = 'AUTHORIZED'")
                     .bind(env.order_id)
@@ -229,23 +187,15 @@ impl PaymentWorker {
                     .rows_affected();
                 if updated == 0 {
                     // Voided concurrently: the money must not stay captured.
-                    self.call(
-                        self.gateway
-                            .refund(env.order_id, &reference, p.amount_minor),
-                    )
-                    .await
-                    .map_err(|e| AppError::Internal(e.to_string()))?;
-                    return Ok(reply(
-                        ReplyKind::PaymentCaptureFailed,
-                        Some("payment was voided".into()),
-                    ));
+                    self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor))
+                        .await
+                        .map_err(|e| AppError::Internal(e.to_string()))?;
+                    return Ok(reply(ReplyKind::PaymentCaptureFailed, Some("payment was voided".into())));
                 }
                 info!("payment captured");
                 Ok(reply(ReplyKind::PaymentCaptured, None))
             }
-            Err(GatewayError::Declined(reason)) => {
-                Ok(reply(ReplyKind::PaymentCaptureFailed, Some(reason)))
-            }
+            Err(GatewayError::Declined(reason)) => Ok(reply(ReplyKind::PaymentCaptureFailed, Some(reason))),
             Err(GatewayError::Unavailable(why)) => {
                 warn!(%why, "capture outcome unknown; leaving it to the orchestrator's timeout");
                 Ok(None)
@@ -280,28 +230,25 @@ impl PaymentWorker {
                 ("AUTHORIZED", "VOIDED")
             }
             "CAPTURED" => {
-                self.call(
-                    self.gateway
-                        .refund(env.order_id, &reference, p.amount_minor),
-                )
-                .await
-                .map_err(|e| AppError::Internal(e.to_string()))?;
+                self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor))
+                    .await
+                    .map_err(|e| AppError::Internal(e.to_string()))?;
                 ("CAPTURED", "REFUNDED")
             }
             _ => return Ok(reply(ReplyKind::PaymentVoided, None)), // DECLINED, VOIDED, REFUNDED: nothing held
         };
-        let updated = sqlx::query("UPDATE payments SET status = $3, updated_at = now() WHERE order_id = $1 AND status = $2")
-            .bind(env.order_id)
-            .bind(from)
-            .bind(to)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let updated = sqlx::query(
+            "UPDATE payments SET status = $3, updated_at = now() WHERE order_id = $1 AND status = $2",
+        )
+        .bind(env.order_id)
+        .bind(from)
+        .bind(to)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         if updated == 0 {
             // The row moved under us (e.g. PENDING became AUTHORIZED): fail so the message is redelivered.
-            return Err(AppError::Conflict(
-                "payment changed while voiding; retrying".into(),
-            ));
+            return Err(AppError::Conflict("payment changed while voiding; retrying".into()));
         }
         info!(from, to, "payment voided");
         Ok(reply(ReplyKind::PaymentVoided, None))

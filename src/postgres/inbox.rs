@@ -10,12 +10,10 @@ pub async fn claim(
     consumer: &str,
     message_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(message_id)
-    .execute(&mut **tx)
-    .await?;
+    let r = sqlx::query("INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(consumer)
+        .bind(message_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(r.rows_affected() == 1)
 }

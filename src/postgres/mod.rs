@@ -34,10 +34,7 @@ pub async fn migrate(config: &Config) -> Result<(), sqlx::Error> {
     if !Postgres::database_exists(&config.database_url).await? {
         Postgres::create_database(&config.database_url).await?;
     }
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&config.database_url)
-        .await?;
+    let pool = PgPoolOptions::new().max_connections(1).connect(&config.database_url).await?;
     MIGRATOR.run(&pool).await?;
     pool.close().await;
     Ok(())

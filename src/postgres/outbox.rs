@@ -13,10 +13,7 @@ use tracing::{debug, warn};
 use crate::broker::{Topic, Transport};
 use crate::saga::messages::Envelope;
 
-pub async fn enqueue(
-    tx: &mut Transaction<'_, Postgres>,
-    envelope: &Envelope,
-) -> Result<(), sqlx::Error> {
+pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (message_id, topic, key, payload) VALUES ($1, $2, $3, $4)")
         .bind(envelope.message_id)
         .bind(envelope.topic().as_str())
@@ -29,18 +26,13 @@ pub async fn enqueue(
 
 /// Publishes up to `batch` rows; returns how many. Rows are locked with `SKIP LOCKED`, so several
 /// relays (one per process) share the table without publishing the same row twice in normal operation.
-pub async fn relay_once(
-    pool: &PgPool,
-    transport: &dyn Transport,
-    batch: i64,
-) -> Result<usize, RelayError> {
+pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    let rows = sqlx::query(
-        "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(batch)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows =
+        sqlx::query("SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED")
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -57,10 +49,7 @@ pub async fn relay_once(
         transport.publish(topic, &key, Bytes::from(payload)).await?;
         ids.push(row.get::<i64, _>("id"));
     }
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
     tx.commit().await?;
     debug!(published = ids.len(), "outbox relayed");
     Ok(ids.len())

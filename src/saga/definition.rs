@@ -179,10 +179,7 @@ impl SagaDefinition {
                     command: CommandKind::CapturePayment,
                     compensation: None,
                     success: (ReplyKind::PaymentCaptured, EventKind::PaymentCaptured),
-                    failure: (
-                        ReplyKind::PaymentCaptureFailed,
-                        EventKind::PaymentCaptureFailed,
-                    ),
+                    failure: (ReplyKind::PaymentCaptureFailed, EventKind::PaymentCaptureFailed),
                     failure_reason: "PAYMENT_CAPTURE_FAILED",
                     timeout_reason: "CAPTURE_TIMEOUT",
                     timeout: t.step_timeout,

@@ -29,10 +29,7 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 impl EventFeed {
     pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
         let (wake, _) = broadcast::channel(1024);
-        let feed = EventFeed {
-            pool: pool.clone(),
-            wake: wake.clone(),
-        };
+        let feed = EventFeed { pool: pool.clone(), wake: wake.clone() };
         tokio::spawn(async move {
             while !shutdown.is_cancelled() {
                 if let Err(e) = listen(&pool, &wake, &shutdown).await {

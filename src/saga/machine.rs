@@ -32,14 +32,9 @@ impl SagaStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            SagaStatus::Running,
-            SagaStatus::Compensating,
-            SagaStatus::Completed,
-            SagaStatus::Compensated,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        [SagaStatus::Running, SagaStatus::Compensating, SagaStatus::Completed, SagaStatus::Compensated]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 
     pub fn is_terminal(self) -> bool {
@@ -94,12 +89,7 @@ pub struct Transition {
 pub fn start(def: &SagaDefinition) -> Transition {
     let first = &def.steps[0];
     Transition {
-        state: SagaState {
-            status: SagaStatus::Running,
-            step: 0,
-            attempt: 1,
-            failure_reason: None,
-        },
+        state: SagaState { status: SagaStatus::Running, step: 0, attempt: 1, failure_reason: None },
         events: vec![(EventKind::OrderPlaced, None)],
         command: Some(first.command),
         deadline: Some(first.timeout),
@@ -125,11 +115,7 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
             let mut events = vec![(step.success.1, reason.clone())];
             match def.steps.get(state.step + 1) {
                 Some(next) => Some(Transition {
-                    state: SagaState {
-                        step: state.step + 1,
-                        attempt: 1,
-                        ..state.clone()
-                    },
+                    state: SagaState { step: state.step + 1, attempt: 1, ..state.clone() },
                     events,
                     command: Some(next.command),
                     deadline: Some(next.timeout),
@@ -139,10 +125,7 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
                     events.push((EventKind::OrderConfirmed, None));
                     events.push((EventKind::Completed, None));
                     Some(Transition {
-                        state: SagaState {
-                            status: SagaStatus::Completed,
-                            ..state.clone()
-                        },
+                        state: SagaState { status: SagaStatus::Completed, ..state.clone() },
                         events,
                         command: None,
                         deadline: None,
@@ -154,25 +137,14 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
         Input::Reply { kind, reason } if *kind == step.failure.0 => {
             // The step was refused, so it had no effect: undo only the steps before it.
             let events = vec![(step.failure.1, reason.clone())];
-            Some(compensate_from(
-                def,
-                state.step.checked_sub(1),
-                step.failure_reason,
-                events,
-            ))
+            Some(compensate_from(def, state.step.checked_sub(1), step.failure_reason, events))
         }
         Input::Reply { .. } => None,
         Input::Timeout if state.attempt < step.max_attempts => {
             let attempt = state.attempt + 1;
             Some(Transition {
-                state: SagaState {
-                    attempt,
-                    ..state.clone()
-                },
-                events: vec![(
-                    EventKind::StepRetried,
-                    Some(format!("{} attempt {attempt}", step.name)),
-                )],
+                state: SagaState { attempt, ..state.clone() },
+                events: vec![(EventKind::StepRetried, Some(format!("{} attempt {attempt}", step.name)))],
                 command: Some(step.command),
                 deadline: Some(step.timeout * attempt),
                 outcome: None,
@@ -182,21 +154,11 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
             // The outcome of the step in flight is unknown: undo it too (compensations are safe to
             // run for a command that never took effect).
             let events = vec![(EventKind::StepTimedOut, Some(step.name.to_string()))];
-            Some(compensate_from(
-                def,
-                Some(state.step),
-                step.timeout_reason,
-                events,
-            ))
+            Some(compensate_from(def, Some(state.step), step.timeout_reason, events))
         }
         Input::Cancel => {
             let events = vec![(EventKind::CancelRequested, None)];
-            Some(compensate_from(
-                def,
-                Some(state.step),
-                "CANCELLED_BY_USER",
-                events,
-            ))
+            Some(compensate_from(def, Some(state.step), "CANCELLED_BY_USER", events))
         }
     }
 }
@@ -208,22 +170,14 @@ fn compensating(def: &SagaDefinition, state: &SagaState, input: &Input) -> Optio
         Input::Reply { kind, reason } if kind.answers() == compensation => {
             let events = vec![(compensation_event(compensation), reason.clone())];
             let reason = state.failure_reason.clone().unwrap_or_default();
-            Some(compensate_from(
-                def,
-                state.step.checked_sub(1),
-                &reason,
-                events,
-            ))
+            Some(compensate_from(def, state.step.checked_sub(1), &reason, events))
         }
         Input::Reply { .. } | Input::Cancel => None,
         Input::Timeout => {
             let attempt = state.attempt + 1;
             let wait = (def.compensation_timeout * attempt).min(def.max_compensation_backoff);
             Some(Transition {
-                state: SagaState {
-                    attempt,
-                    ..state.clone()
-                },
+                state: SagaState { attempt, ..state.clone() },
                 events: vec![(
                     EventKind::CompensationRetried,
                     Some(format!("{} attempt {attempt}", step.name)),
@@ -244,11 +198,7 @@ fn compensate_from(
     reason: &str,
     mut events: Vec<(EventKind, Option<String>)>,
 ) -> Transition {
-    let next = from.and_then(|from| {
-        (0..=from)
-            .rev()
-            .find(|&i| def.steps[i].compensation.is_some())
-    });
+    let next = from.and_then(|from| (0..=from).rev().find(|&i| def.steps[i].compensation.is_some()));
     match next {
         Some(i) => Transition {
             state: SagaState {
@@ -275,9 +225,7 @@ fn compensate_from(
                 events,
                 command: None,
                 deadline: None,
-                outcome: Some(OrderOutcome::Cancel {
-                    reason: reason.to_string(),
-                }),
+                outcome: Some(OrderOutcome::Cancel { reason: reason.to_string() }),
             }
         }
     }
@@ -302,14 +250,7 @@ mod tests {
     }
 
     /// Runs inputs from the start, returning every recorded event kind, the commands sent and the end state.
-    fn run(
-        inputs: &[Input],
-    ) -> (
-        Vec<EventKind>,
-        Vec<CommandKind>,
-        SagaState,
-        Option<OrderOutcome>,
-    ) {
+    fn run(inputs: &[Input]) -> (Vec<EventKind>, Vec<CommandKind>, SagaState, Option<OrderOutcome>) {
         let def = def();
         let t = start(&def);
         let mut events: Vec<_> = t.events.iter().map(|e| e.0).collect();
@@ -321,10 +262,7 @@ mod tests {
                 events.extend(t.events.iter().map(|e| e.0));
                 commands.extend(t.command);
                 if t.deadline.is_none() {
-                    assert!(
-                        t.state.status.is_terminal(),
-                        "only terminal sagas have no deadline"
-                    );
+                    assert!(t.state.status.is_terminal(), "only terminal sagas have no deadline");
                 }
                 state = t.state;
                 outcome = t.outcome.or(outcome);
@@ -336,11 +274,8 @@ mod tests {
     #[test]
     fn happy_path_confirms_the_order() {
         use ReplyKind::*;
-        let (events, commands, state, outcome) = run(&[
-            reply(StockReserved),
-            reply(PaymentAuthorized),
-            reply(PaymentCaptured),
-        ]);
+        let (events, commands, state, outcome) =
+            run(&[reply(StockReserved), reply(PaymentAuthorized), reply(PaymentCaptured)]);
         assert_eq!(
             events,
             [
@@ -354,11 +289,7 @@ mod tests {
         );
         assert_eq!(
             commands,
-            [
-                CommandKind::ReserveStock,
-                CommandKind::AuthorizePayment,
-                CommandKind::CapturePayment
-            ]
+            [CommandKind::ReserveStock, CommandKind::AuthorizePayment, CommandKind::CapturePayment]
         );
         assert_eq!(state.status, SagaStatus::Completed);
         assert_eq!(outcome, Some(OrderOutcome::Confirm));
@@ -370,29 +301,18 @@ mod tests {
             kind: ReplyKind::StockRejected,
             reason: Some("insufficient stock".into()),
         }]);
-        assert_eq!(
-            events,
-            [OrderPlaced, StockRejected, OrderCancelled, Compensated]
-        );
+        assert_eq!(events, [OrderPlaced, StockRejected, OrderCancelled, Compensated]);
         assert_eq!(commands, [CommandKind::ReserveStock]);
         assert_eq!(state.status, SagaStatus::Compensated);
         assert_eq!(state.failure_reason.as_deref(), Some("OUT_OF_STOCK"));
-        assert_eq!(
-            outcome,
-            Some(OrderOutcome::Cancel {
-                reason: "OUT_OF_STOCK".into()
-            })
-        );
+        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: "OUT_OF_STOCK".into() }));
     }
 
     #[test]
     fn declined_payment_releases_stock() {
         use ReplyKind::*;
-        let (events, commands, state, outcome) = run(&[
-            reply(StockReserved),
-            reply(PaymentDeclined),
-            reply(StockReleased),
-        ]);
+        let (events, commands, state, outcome) =
+            run(&[reply(StockReserved), reply(PaymentDeclined), reply(StockReleased)]);
         assert_eq!(
             events,
             [
@@ -406,19 +326,10 @@ mod tests {
         );
         assert_eq!(
             commands,
-            [
-                CommandKind::ReserveStock,
-                CommandKind::AuthorizePayment,
-                CommandKind::ReleaseStock
-            ]
+            [CommandKind::ReserveStock, CommandKind::AuthorizePayment, CommandKind::ReleaseStock]
         );
         assert_eq!(state.failure_reason.as_deref(), Some("PAYMENT_DECLINED"));
-        assert_eq!(
-            outcome,
-            Some(OrderOutcome::Cancel {
-                reason: "PAYMENT_DECLINED".into()
-            })
-        );
+        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: "PAYMENT_DECLINED".into() }));
     }
 
     #[test]
@@ -477,14 +388,8 @@ mod tests {
             reply(StockReleased),
         ]);
         assert_eq!(events.last(), Some(&Compensated));
-        assert_eq!(
-            &commands[3..],
-            [CommandKind::VoidPayment, CommandKind::ReleaseStock]
-        );
-        assert_eq!(
-            state.failure_reason.as_deref(),
-            Some("PAYMENT_CAPTURE_FAILED")
-        );
+        assert_eq!(&commands[3..], [CommandKind::VoidPayment, CommandKind::ReleaseStock]);
+        assert_eq!(state.failure_reason.as_deref(), Some("PAYMENT_CAPTURE_FAILED"));
     }
 
     #[test]
@@ -498,10 +403,7 @@ mod tests {
             reply(PaymentVoided),
             reply(StockReleased),
         ]);
-        assert_eq!(
-            &commands[4..],
-            [CommandKind::VoidPayment, CommandKind::ReleaseStock]
-        );
+        assert_eq!(&commands[4..], [CommandKind::VoidPayment, CommandKind::ReleaseStock]);
         assert_eq!(state.status, SagaStatus::Compensated);
         assert_eq!(state.failure_reason.as_deref(), Some("CAPTURE_TIMEOUT"));
     }
@@ -509,20 +411,8 @@ mod tests {
     #[test]
     fn cancel_while_reserving_releases_the_possible_reservation() {
         let (events, commands, state, _) = run(&[Input::Cancel, reply(ReplyKind::StockReleased)]);
-        assert_eq!(
-            events,
-            [
-                OrderPlaced,
-                CancelRequested,
-                StockReleased,
-                OrderCancelled,
-                Compensated
-            ]
-        );
-        assert_eq!(
-            commands,
-            [CommandKind::ReserveStock, CommandKind::ReleaseStock]
-        );
+        assert_eq!(events, [OrderPlaced, CancelRequested, StockReleased, OrderCancelled, Compensated]);
+        assert_eq!(commands, [CommandKind::ReserveStock, CommandKind::ReleaseStock]);
         assert_eq!(state.failure_reason.as_deref(), Some("CANCELLED_BY_USER"));
     }
 
@@ -557,35 +447,17 @@ mod tests {
         let def = def();
         let s = start(&def).state;
         let t = handle(&def, &s, &reply(ReplyKind::StockReserved)).unwrap();
-        assert_eq!(
-            handle(&def, &t.state, &reply(ReplyKind::StockReserved)),
-            None
-        );
-        assert_eq!(
-            handle(&def, &t.state, &reply(ReplyKind::PaymentCaptured)),
-            None
-        );
-        assert_eq!(
-            handle(&def, &t.state, &reply(ReplyKind::StockReleased)),
-            None
-        );
+        assert_eq!(handle(&def, &t.state, &reply(ReplyKind::StockReserved)), None);
+        assert_eq!(handle(&def, &t.state, &reply(ReplyKind::PaymentCaptured)), None);
+        assert_eq!(handle(&def, &t.state, &reply(ReplyKind::StockReleased)), None);
     }
 
     #[test]
     fn terminal_sagas_ignore_everything() {
         let def = def();
         for status in [SagaStatus::Completed, SagaStatus::Compensated] {
-            let s = SagaState {
-                status,
-                step: 2,
-                attempt: 1,
-                failure_reason: None,
-            };
-            for input in [
-                Input::Timeout,
-                Input::Cancel,
-                reply(ReplyKind::PaymentCaptured),
-            ] {
+            let s = SagaState { status, step: 2, attempt: 1, failure_reason: None };
+            for input in [Input::Timeout, Input::Cancel, reply(ReplyKind::PaymentCaptured)] {
                 assert_eq!(handle(&def, &s, &input), None);
             }
         }
@@ -624,12 +496,9 @@ mod tests {
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
-        for s in [
-            SagaStatus::Running,
-            SagaStatus::Compensating,
-            SagaStatus::Completed,
-            SagaStatus::Compensated,
-        ] {
+        for s in
+            [SagaStatus::Running, SagaStatus::Compensating, SagaStatus::Completed, SagaStatus::Compensated]
+        {
             assert_eq!(SagaStatus::parse(s.as_str()), Some(s));
         }
     }

@@ -24,9 +24,9 @@ impl CommandKind {
     pub fn topic(self) -> Topic {
         match self {
             CommandKind::ReserveStock | CommandKind::ReleaseStock => Topic::StockCommands,
-            CommandKind::AuthorizePayment
-            | CommandKind::CapturePayment
-            | CommandKind::VoidPayment => Topic::PaymentCommands,
+            CommandKind::AuthorizePayment | CommandKind::CapturePayment | CommandKind::VoidPayment => {
+                Topic::PaymentCommands
+            }
         }
     }
 }
@@ -50,12 +50,8 @@ impl ReplyKind {
         match self {
             ReplyKind::StockReserved | ReplyKind::StockRejected => CommandKind::ReserveStock,
             ReplyKind::StockReleased => CommandKind::ReleaseStock,
-            ReplyKind::PaymentAuthorized | ReplyKind::PaymentDeclined => {
-                CommandKind::AuthorizePayment
-            }
-            ReplyKind::PaymentCaptured | ReplyKind::PaymentCaptureFailed => {
-                CommandKind::CapturePayment
-            }
+            ReplyKind::PaymentAuthorized | ReplyKind::PaymentDeclined => CommandKind::AuthorizePayment,
+            ReplyKind::PaymentCaptured | ReplyKind::PaymentCaptureFailed => CommandKind::CapturePayment,
             ReplyKind::PaymentVoided => CommandKind::VoidPayment,
         }
     }
@@ -71,15 +67,9 @@ pub struct StockLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Command {
-    ReserveStock {
-        lines: Vec<StockLine>,
-    },
+    ReserveStock { lines: Vec<StockLine> },
     ReleaseStock,
-    AuthorizePayment {
-        amount_minor: i64,
-        currency: String,
-        payment_token: String,
-    },
+    AuthorizePayment { amount_minor: i64, currency: String, payment_token: String },
     CapturePayment,
     VoidPayment,
 }
@@ -131,13 +121,7 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn new(saga_id: Uuid, order_id: Uuid, trace_id: impl Into<String>, body: Body) -> Self {
-        Self {
-            message_id: Uuid::now_v7(),
-            saga_id,
-            order_id,
-            trace_id: trace_id.into(),
-            body,
-        }
+        Self { message_id: Uuid::now_v7(), saga_id, order_id, trace_id: trace_id.into(), body }
     }
 
     /// Where this message goes.
@@ -151,12 +135,7 @@ impl Envelope {
 
     /// A reply to this message, with the same saga, order and trace.
     pub fn reply(&self, reply: Reply) -> Envelope {
-        Envelope::new(
-            self.saga_id,
-            self.order_id,
-            self.trace_id.clone(),
-            Body::Reply(reply),
-        )
+        Envelope::new(self.saga_id, self.order_id, self.trace_id.clone(), Body::Reply(reply))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -187,10 +166,7 @@ mod tests {
         let back = Envelope::decode(&env.encode()).unwrap();
         assert_eq!(back, env);
         assert_eq!(back.topic(), Topic::PaymentCommands);
-        let reply = env.reply(Reply {
-            kind: ReplyKind::PaymentAuthorized,
-            reason: None,
-        });
+        let reply = env.reply(Reply { kind: ReplyKind::PaymentAuthorized, reason: None });
         assert_eq!(reply.topic(), Topic::Replies);
         assert_eq!(reply.saga_id, env.saga_id);
         assert_ne!(reply.message_id, env.message_id);

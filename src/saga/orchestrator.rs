@@ -49,10 +49,7 @@ impl Orchestrator {
             tx.commit().await?;
             return Ok(true);
         };
-        let input = Input::Reply {
-            kind: reply.kind,
-            reason: reply.reason.clone(),
-        };
+        let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
         match machine::handle(&self.def, &saga.state, &input) {
             Some(t) => {
                 store::apply(&mut tx, &saga, &t).await?;
@@ -75,11 +72,7 @@ impl Orchestrator {
             let _g = span.enter();
             match machine::handle(&self.def, &saga.state, &Input::Timeout) {
                 Some(t) => {
-                    info!(
-                        status = t.state.status.as_str(),
-                        attempt = t.state.attempt,
-                        "step timed out"
-                    );
+                    info!(status = t.state.status.as_str(), attempt = t.state.attempt, "step timed out");
                     store::apply(&mut tx, saga, &t).await?;
                 }
                 None => {

@@ -47,9 +47,7 @@ impl SagaEventRow {
 
 pub fn command_for(kind: CommandKind, p: &SagaPayload) -> Command {
     match kind {
-        CommandKind::ReserveStock => Command::ReserveStock {
-            lines: p.lines.clone(),
-        },
+        CommandKind::ReserveStock => Command::ReserveStock { lines: p.lines.clone() },
         CommandKind::ReleaseStock => Command::ReleaseStock,
         CommandKind::AuthorizePayment => Command::AuthorizePayment {
             amount_minor: p.amount_minor,
@@ -72,9 +70,8 @@ fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
         order_id: row.try_get("order_id")?,
         user_id: row.try_get("user_id")?,
         state: SagaState {
-            status: SagaStatus::parse(&status).ok_or_else(|| {
-                sqlx::Error::Decode(format!("unknown saga status {status}").into())
-            })?,
+            status: SagaStatus::parse(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown saga status {status}").into()))?,
             step: row.try_get::<i32, _>("step")? as usize,
             attempt: row.try_get::<i32, _>("attempt")? as u32,
             failure_reason: row.try_get("failure_reason")?,
@@ -86,18 +83,9 @@ fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
 }
 
 /// Loads a saga and locks its row until the transaction ends: one transition at a time per saga.
-pub async fn lock(
-    tx: &mut Transaction<'_, Postgres>,
-    saga_id: Uuid,
-) -> Result<Option<SagaRow>, sqlx::Error> {
+pub async fn lock(tx: &mut Transaction<'_, Postgres>, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
     let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1 FOR UPDATE");
-    sqlx::query(&sql)
-        .bind(saga_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .as_ref()
-        .map(row_to_saga)
-        .transpose()
+    sqlx::query(&sql).bind(saga_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
 }
 
 pub async fn lock_by_order(
@@ -105,13 +93,7 @@ pub async fn lock_by_order(
     order_id: Uuid,
 ) -> Result<Option<SagaRow>, sqlx::Error> {
     let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1 FOR UPDATE");
-    sqlx::query(&sql)
-        .bind(order_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .as_ref()
-        .map(row_to_saga)
-        .transpose()
+    sqlx::query(&sql).bind(order_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
 }
 
 /// Sagas whose deadline passed, locked with `SKIP LOCKED` so concurrent scanners split the work.
@@ -122,13 +104,7 @@ pub async fn lock_expired(
     let sql = format!(
         "SELECT {SAGA_COLUMNS} FROM sagas WHERE deadline <= now() ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED"
     );
-    sqlx::query(&sql)
-        .bind(limit)
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(row_to_saga)
-        .collect()
+    sqlx::query(&sql).bind(limit).fetch_all(&mut **tx).await?.iter().map(row_to_saga).collect()
 }
 
 /// Inserts a new saga row in its initial state; call [`apply`] with the start transition next.
@@ -205,16 +181,8 @@ pub async fn apply(
                 .execute(&mut **tx)
                 .await?;
             let skus = saga.payload.lines.iter().map(|l| l.sku.clone()).collect();
-            let event = DomainEvent::OrderConfirmed {
-                user_id: saga.user_id,
-                skus,
-            };
-            let envelope = Envelope::new(
-                saga.id,
-                saga.order_id,
-                saga.trace_id.clone(),
-                Body::Event(event),
-            );
+            let event = DomainEvent::OrderConfirmed { user_id: saga.user_id, skus };
+            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
             outbox::enqueue(tx, &envelope).await?;
         }
         Some(OrderOutcome::Cancel { reason }) => {

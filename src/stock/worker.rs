@@ -35,12 +35,7 @@ impl StockWorker {
         let reply = match command {
             Command::ReserveStock { lines } => reserve(&mut tx, &envelope, lines).await?,
             Command::ReleaseStock => release(&mut tx, &envelope).await?,
-            other => {
-                return Err(AppError::Internal(format!(
-                    "stock worker got {:?}",
-                    other.kind()
-                )))
-            }
+            other => return Err(AppError::Internal(format!("stock worker got {:?}", other.kind()))),
         };
         outbox::enqueue(&mut tx, &envelope.reply(reply)).await?;
         tx.commit().await?;
@@ -56,11 +51,10 @@ async fn existing(
     tx: &mut Transaction<'_, Postgres>,
     order_id: uuid::Uuid,
 ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT status, reason FROM stock_reservations WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let row = sqlx::query("SELECT status, reason FROM stock_reservations WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await?;
     Ok(row.map(|r| (r.get("status"), r.get("reason"))))
 }
 
@@ -93,26 +87,23 @@ async fn reserve(
     {
         let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
         for line in &lines {
-            let updated = sqlx::query(
-                "UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2",
-            )
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .execute(&mut *sp)
-            .await?
-            .rows_affected();
+            let updated =
+                sqlx::query("UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2")
+                    .bind(&line.sku)
+                    .bind(line.quantity)
+                    .execute(&mut *sp)
+                    .await?
+                    .rows_affected();
             if updated == 0 {
                 short = Some(line.sku.clone());
                 break;
             }
-            sqlx::query(
-                "INSERT INTO stock_reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
-            )
-            .bind(env.order_id)
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .execute(&mut *sp)
-            .await?;
+            sqlx::query("INSERT INTO stock_reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
+                .bind(env.order_id)
+                .bind(&line.sku)
+                .bind(line.quantity)
+                .execute(&mut *sp)
+                .await?;
         }
         if short.is_some() {
             sp.rollback().await?;

@@ -24,10 +24,8 @@ async fn sign_with_server_key(
         .await
         .unwrap();
     let seed: Vec<u8> = row.get("private_seed");
-    let mut der = vec![
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
+    let mut der =
+        vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
     der.extend_from_slice(&seed);
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(kid.map(str::to_string).unwrap_or_else(|| row.get("kid")));
@@ -42,67 +40,24 @@ fn now() -> u64 {
 async fn register_login_and_credential_errors() {
     let app = spawn_app().await;
     let buyer = app.register().await;
-    assert_eq!(
-        me(&app, &buyer.token).await["data"]["me"]["email"],
-        buyer.email
-    );
+    assert_eq!(me(&app, &buyer.token).await["data"]["me"]["email"], buyer.email);
 
-    let login =
-        "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
-    let ok = app
-        .gql(
-            None,
-            login,
-            json!({ "e": buyer.email.to_uppercase(), "p": "correct horse battery" }),
-        )
-        .await;
+    let login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
+    let ok =
+        app.gql(None, login, json!({ "e": buyer.email.to_uppercase(), "p": "correct horse battery" })).await;
     assert!(ok["data"]["login"]["accessToken"].is_string(), "{ok}");
-    let wrong = app
-        .gql(
-            None,
-            login,
-            json!({ "e": buyer.email, "p": "wrong password" }),
-        )
-        .await;
+    let wrong = app.gql(None, login, json!({ "e": buyer.email, "p": "wrong password" })).await;
     assert_eq!(code(&wrong), "UNAUTHENTICATED");
-    let unknown = app
-        .gql(
-            None,
-            login,
-            json!({ "e": "nobody@example.com", "p": "wrong password" }),
-        )
-        .await;
+    let unknown = app.gql(None, login, json!({ "e": "nobody@example.com", "p": "wrong password" })).await;
     assert_eq!(code(&unknown), "UNAUTHENTICATED");
-    assert_eq!(
-        wrong["errors"][0]["message"], unknown["errors"][0]["message"],
-        "no user enumeration"
-    );
+    assert_eq!(wrong["errors"][0]["message"], unknown["errors"][0]["message"], "no user enumeration");
 
-    let register =
-        "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken } }";
-    let dup = app
-        .gql(
-            None,
-            register,
-            json!({ "e": buyer.email, "p": "another password" }),
-        )
-        .await;
+    let register = "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken } }";
+    let dup = app.gql(None, register, json!({ "e": buyer.email, "p": "another password" })).await;
     assert_eq!(code(&dup), "CONFLICT");
-    let bad_email = app
-        .gql(
-            None,
-            register,
-            json!({ "e": "not-an-email", "p": "long enough pw" }),
-        )
-        .await;
+    let bad_email = app.gql(None, register, json!({ "e": "not-an-email", "p": "long enough pw" })).await;
     assert_eq!(code(&bad_email), "BAD_USER_INPUT");
-    let short = app
-        .gql(
-            None,
-            register,
-            json!({ "e": "short@example.com", "p": "short" }),
-        )
-        .await;
+    let short = app.gql(None, register, json!({ "e": "short@example.com", "p": "short" })).await;
     assert_eq!(code(&short), "BAD_USER_INPUT");
 
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
@@ -128,9 +83,7 @@ async fn unauthenticated_callers_are_refused() {
         let body = app.gql(None, q, json!({})).await;
         assert_eq!(code(&body), "UNAUTHENTICATED", "{q}: {body}");
     }
-    let body = app
-        .gql(None, ORDER_Q, json!({ "id": uuid::Uuid::nil() }))
-        .await;
+    let body = app.gql(None, ORDER_Q, json!({ "id": uuid::Uuid::nil() })).await;
     assert_eq!(code(&body), "UNAUTHENTICATED");
     // The catalog is public.
     let products = app.data(None, "{ products { sku } }", json!({})).await;
@@ -146,28 +99,16 @@ async fn users_cannot_see_or_subscribe_to_each_others_orders_or_carts() {
     app.add_to_cart(&alice, "MUG-001", 3).await;
     let id = app.place(&alice, "alice-1", "tok_visa").await;
 
-    let read = app
-        .gql(Some(&bob.token), ORDER_Q, json!({ "id": id }))
-        .await;
+    let read = app.gql(Some(&bob.token), ORDER_Q, json!({ "id": id })).await;
     assert_eq!(code(&read), "NOT_FOUND");
     assert!(read["data"].is_null() || read["data"]["order"].is_null());
     let cancel = app
-        .gql(
-            Some(&bob.token),
-            "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }",
-            json!({ "id": id }),
-        )
+        .gql(Some(&bob.token), "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }", json!({ "id": id }))
         .await;
     assert_eq!(code(&cancel), "NOT_FOUND");
-    let listed = app
-        .data(Some(&bob.token), "{ orders { id } }", json!({}))
-        .await;
+    let listed = app.data(Some(&bob.token), "{ orders { id } }", json!({})).await;
     assert_eq!(listed["orders"], json!([]));
-    assert_eq!(
-        app.cart(&bob).await["itemCount"],
-        0,
-        "bob's cart is his own"
-    );
+    assert_eq!(app.cart(&bob).await["itemCount"], 0, "bob's cart is his own");
 
     let sub = app.order_events(&bob, &id).await;
     let errors = sub.expect_err("bob must not subscribe to alice's order");
@@ -176,19 +117,11 @@ async fn users_cannot_see_or_subscribe_to_each_others_orders_or_carts() {
     let mut anon = app.ws(None).await;
     anon.expect_ack().await;
     anon.subscribe(&id).await;
-    let errors = anon
-        .collect()
-        .await
-        .expect_err("anonymous subscription refused");
-    assert_eq!(
-        errors[0]["extensions"]["code"], "UNAUTHENTICATED",
-        "{errors}"
-    );
+    let errors = anon.collect().await.expect_err("anonymous subscription refused");
+    assert_eq!(errors[0]["extensions"]["code"], "UNAUTHENTICATED", "{errors}");
 
     // Alice sees hers.
-    let mine = app
-        .gql(Some(&alice.token), ORDER_Q, json!({ "id": id }))
-        .await;
+    let mine = app.gql(Some(&alice.token), ORDER_Q, json!({ "id": id })).await;
     assert_eq!(mine["data"]["order"]["id"], id.as_str());
     app.stop().await;
 }
@@ -219,12 +152,7 @@ async fn tampered_expired_wrong_kid_and_unsigned_tokens_are_refused() {
     let mut payload: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["sub"] = json!(uuid::Uuid::new_v4());
-    let tampered = format!(
-        "{}.{}.{}",
-        parts[0],
-        URL_SAFE_NO_PAD.encode(payload.to_string()),
-        parts[2]
-    );
+    let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(payload.to_string()), parts[2]);
 
     // alg=none with no signature.
     let none_header = URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT" }).to_string());
@@ -257,24 +185,13 @@ async fn jwks_verifies_issued_tokens_and_rotation_keeps_old_tokens_valid() {
     let app = spawn_app().await;
     let buyer: User = app.register().await;
 
-    let resp = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap();
     assert!(resp.headers().get("cache-control").is_some());
     let jwks: serde_json::Value = resp.json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
-    assert!(
-        keys[0].get("d").is_none(),
-        "no private material in the JWKS"
-    );
-    let kid = jsonwebtoken::decode_header(&buyer.token)
-        .unwrap()
-        .kid
-        .unwrap();
+    assert!(keys[0].get("d").is_none(), "no private material in the JWKS");
+    let kid = jsonwebtoken::decode_header(&buyer.token).unwrap().kid.unwrap();
     assert_eq!(keys[0]["kid"], kid.as_str());
 
     // An independent verifier that knows only the JWKS accepts the token.
@@ -288,58 +205,26 @@ async fn jwks_verifies_issued_tokens_and_rotation_keeps_old_tokens_valid() {
 
     // Rotate: a new key signs, the old one still verifies and stays published.
     let new_kid =
-        ecommerce_saga::auth::keys::rotate(app.pool(), std::time::Duration::from_secs(900))
-            .await
-            .unwrap();
+        ecommerce_saga::auth::keys::rotate(app.pool(), std::time::Duration::from_secs(900)).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5_200)).await; // past the key cache's refresh interval
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kids: Vec<_> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_string())
-        .collect();
+    let jwks: serde_json::Value =
+        app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<_> =
+        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
     assert!(kids.contains(&kid) && kids.contains(&new_kid), "{kids:?}");
-    assert_eq!(
-        me(&app, &buyer.token).await["data"]["me"]["id"],
-        buyer.id.as_str(),
-        "old token still valid"
-    );
+    assert_eq!(me(&app, &buyer.token).await["data"]["me"]["id"], buyer.id.as_str(), "old token still valid");
     let fresh = app.register().await;
-    assert_eq!(
-        jsonwebtoken::decode_header(&fresh.token)
-            .unwrap()
-            .kid
-            .unwrap(),
-        new_kid
-    );
+    assert_eq!(jsonwebtoken::decode_header(&fresh.token).unwrap().kid.unwrap(), new_kid);
 
     // Once the old key's retirement time passes, it leaves the JWKS and its tokens stop verifying.
-    sqlx::query(
-        "UPDATE signing_keys SET retire_after = now() - interval '1 second' WHERE kid = $1",
-    )
-    .bind(&kid)
-    .execute(app.pool())
-    .await
-    .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    sqlx::query("UPDATE signing_keys SET retire_after = now() - interval '1 second' WHERE kid = $1")
+        .bind(&kid)
+        .execute(app.pool())
         .await
         .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let jwks: serde_json::Value =
+        app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     assert_eq!(code(&me(&app, &buyer.token).await), "UNAUTHENTICATED");
     app.stop().await;

@@ -29,12 +29,8 @@ async fn happy_path_confirms_captures_decrements_stock_and_empties_cart() {
     assert_eq!(order["status"], "CONFIRMED");
     assert_eq!(order["total"]["amountMinor"], 2 * 1_499 + 2_900);
     assert_eq!(order["lines"][0]["product"]["name"], "Enamel camp mug");
-    let history: Vec<_> = order["saga"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let history: Vec<_> =
+        order["saga"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(history, HAPPY);
     assert_eq!(app.stock("MUG-001").await, 98);
     assert_eq!(app.stock("TEE-002").await, 49);
@@ -78,11 +74,7 @@ async fn declined_payment_cancels_restores_stock_and_keeps_cart() {
     assert_eq!(order["cancelReason"], "PAYMENT_DECLINED");
     assert_eq!(order["saga"]["events"][2]["detail"], "card_declined");
     assert_eq!(app.stock("BAG-003").await, 20, "stock restored");
-    assert_eq!(
-        app.payment_status(&id).await.as_deref(),
-        Some("DECLINED"),
-        "nothing captured"
-    );
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("DECLINED"), "nothing captured");
     assert_eq!(app.cart(&buyer).await["itemCount"], 3, "cart kept");
     app.stop().await;
 }
@@ -96,30 +88,15 @@ async fn out_of_stock_cancels_with_reason_and_never_touches_payment() {
 
     let id = app.place(&buyer, "oos-1", "tok_visa").await;
     let events = app.order_events(&buyer, &id).await.expect("subscription");
-    assert_eq!(
-        events,
-        [
-            "ORDER_PLACED",
-            "STOCK_REJECTED",
-            "ORDER_CANCELLED",
-            "COMPENSATED"
-        ]
-    );
+    assert_eq!(events, ["ORDER_PLACED", "STOCK_REJECTED", "ORDER_CANCELLED", "COMPENSATED"]);
 
     let order = app.wait_terminal(&buyer, &id).await;
     assert_eq!(order["status"], "CANCELLED");
     assert_eq!(order["cancelReason"], "OUT_OF_STOCK");
-    assert_eq!(
-        order["saga"]["events"][1]["detail"],
-        "insufficient stock for LMT-005"
-    );
+    assert_eq!(order["saga"]["events"][1]["detail"], "insufficient stock for LMT-005");
     assert_eq!(app.payment_status(&id).await, None, "no payment attempted");
     assert_eq!(app.stock("LMT-005").await, 1);
-    assert_eq!(
-        app.stock("MUG-001").await,
-        100,
-        "partial reservation rolled back"
-    );
+    assert_eq!(app.stock("MUG-001").await, 100, "partial reservation rolled back");
     app.stop().await;
 }
 
@@ -186,9 +163,7 @@ async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_c
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cancel = "mutation($id: ID!) { cancelOrder(orderId: $id) { id status } }";
-    let body = app
-        .gql(Some(&buyer.token), cancel, json!({ "id": id }))
-        .await;
+    let body = app.gql(Some(&buyer.token), cancel, json!({ "id": id })).await;
     assert!(body.get("errors").is_none(), "{body}");
     let order = app.wait_terminal(&buyer, &id).await;
     assert_eq!(order["status"], "CANCELLED");
@@ -209,17 +184,13 @@ async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_c
         ]
     );
 
-    let again = app
-        .gql(Some(&buyer.token), cancel, json!({ "id": id }))
-        .await;
+    let again = app.gql(Some(&buyer.token), cancel, json!({ "id": id })).await;
     assert_eq!(code(&again), "CONFLICT");
 
     app.add_to_cart(&buyer, "MUG-001", 1).await;
     let confirmed = app.place(&buyer, "cancel-2", "tok_visa").await;
     app.wait_terminal(&buyer, &confirmed).await;
-    let too_late = app
-        .gql(Some(&buyer.token), cancel, json!({ "id": confirmed }))
-        .await;
+    let too_late = app.gql(Some(&buyer.token), cancel, json!({ "id": confirmed })).await;
     assert_eq!(code(&too_late), "CONFLICT");
     app.stop().await;
 }

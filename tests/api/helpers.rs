@@ -71,31 +71,17 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&name);
     tune(&mut config);
 
-    let mut admin = PgConnection::connect(ADMIN_URL)
-        .await
-        .expect("PostgreSQL reachable (scripts/services.sh up)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
+    let mut admin =
+        PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL reachable (scripts/services.sh up)");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
     admin.close().await.ok();
-    ecommerce_saga::postgres::migrate(&config)
-        .await
-        .expect("migrate");
+    ecommerce_saga::postgres::migrate(&config).await.expect("migrate");
 
     // Each role gets its own connections: they share only the stores and the broker.
-    let api = Services::connect(config.clone())
-        .await
-        .expect("api services");
-    let orch = Services::connect(config.clone())
-        .await
-        .expect("orchestrator services");
-    let workers = Services::connect(config.clone())
-        .await
-        .expect("worker services");
-    seed::seed(&api.pool, &api.mongo, &seed::demo_products())
-        .await
-        .expect("seed");
+    let api = Services::connect(config.clone()).await.expect("api services");
+    let orch = Services::connect(config.clone()).await.expect("orchestrator services");
+    let workers = Services::connect(config.clone()).await.expect("worker services");
+    seed::seed(&api.pool, &api.mongo, &seed::demo_products()).await.expect("seed");
 
     let shutdown = CancellationToken::new();
     let stats = Arc::new(ConsumerStats::default());
@@ -106,15 +92,9 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let s = shutdown.clone();
     let api_services = api.clone();
     tasks.push(tokio::spawn(async move {
-        app::run_api(api_services, listener, s)
-            .await
-            .expect("api runs");
+        app::run_api(api_services, listener, s).await.expect("api runs");
     }));
-    tasks.push(tokio::spawn(app::run_orchestrator(
-        orch,
-        orchestrator_stats.clone(),
-        shutdown.clone(),
-    )));
+    tasks.push(tokio::spawn(app::run_orchestrator(orch, orchestrator_stats.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(app::run_workers(
         workers,
         Arc::new(TestGateway),
@@ -160,21 +140,16 @@ impl TestApp {
         let _ = self.services.mongo.db.drop().await;
         self.services.pool.close().await;
         if let Ok(mut admin) = PgConnection::connect(ADMIN_URL).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&mut admin)
+                .await;
         }
     }
 
     /// Sends a GraphQL request; returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut req = self
-            .http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
+        let mut req =
+            self.http.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -215,12 +190,7 @@ impl TestApp {
     }
 
     pub async fn cart(&self, user: &User) -> Value {
-        self.data(
-            Some(&user.token),
-            "{ cart { itemCount items { sku quantity } } }",
-            json!({}),
-        )
-        .await["cart"]
+        self.data(Some(&user.token), "{ cart { itemCount items { sku quantity } } }", json!({})).await["cart"]
             .clone()
     }
 
@@ -237,10 +207,7 @@ impl TestApp {
     pub async fn place(&self, user: &User, key: &str, payment_token: &str) -> String {
         let body = self.place_order(user, key, payment_token).await;
         assert!(body.get("errors").is_none(), "placeOrder failed: {body}");
-        body["data"]["placeOrder"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        body["data"]["placeOrder"]["id"].as_str().unwrap().to_string()
     }
 
     pub async fn order(&self, user: &User, id: &str) -> Value {
@@ -258,9 +225,7 @@ impl TestApp {
             let body = self.order(user, id).await;
             let order = body["data"]["order"].clone();
             if order["status"] != "PENDING"
-                && order["saga"]["status"]
-                    .as_str()
-                    .is_some_and(|s| s == "COMPLETED" || s == "COMPENSATED")
+                && order["saga"]["status"].as_str().is_some_and(|s| s == "COMPLETED" || s == "COMPENSATED")
             {
                 return order;
             }
@@ -287,26 +252,15 @@ impl TestApp {
 
     /// Opens a graphql-transport-ws connection, authenticating with `token` in `connection_init`.
     pub async fn ws(&self, token: Option<&str>) -> Ws {
-        let mut req = format!("ws://{}/graphql/ws", self.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().unwrap(),
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("ws connect");
+        let mut req = format!("ws://{}/graphql/ws", self.addr).into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
         let payload = match token {
             Some(t) => json!({ "authorization": format!("Bearer {t}") }),
             None => json!({}),
         };
         socket
-            .send(Message::Text(
-                json!({ "type": "connection_init", "payload": payload })
-                    .to_string()
-                    .into(),
-            ))
+            .send(Message::Text(json!({ "type": "connection_init", "payload": payload }).to_string().into()))
             .await
             .unwrap();
         Ws { socket }
@@ -322,9 +276,7 @@ impl TestApp {
 }
 
 pub struct Ws {
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 impl Ws {
@@ -360,10 +312,7 @@ impl Ws {
                 "variables": { "id": order_id }
             }
         });
-        self.socket
-            .send(Message::Text(msg.to_string().into()))
-            .await
-            .unwrap();
+        self.socket.send(Message::Text(msg.to_string().into())).await.unwrap();
     }
 
     /// Event types until `complete`; `Err` with the error payload if the subscription failed.
@@ -392,7 +341,5 @@ impl Ws {
 
 /// The `extensions.code` of the first error.
 pub fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {body}"))
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
 }

@@ -20,23 +20,12 @@ async fn the_same_idempotency_key_returns_the_same_order() {
     let c = app.place_order(&buyer, "same-key", "tok_visa").await;
     let ids: Vec<_> = [&a, &b, &c]
         .iter()
-        .map(|r| {
-            r["data"]["placeOrder"]["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{r}"))
-                .to_string()
-        })
+        .map(|r| r["data"]["placeOrder"]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string())
         .collect();
     assert_eq!(ids[0], ids[1]);
     assert_eq!(ids[0], ids[2]);
-    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
-    let sagas: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(app.pool()).await.unwrap();
+    let sagas: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas").fetch_one(app.pool()).await.unwrap();
     assert_eq!((orders, sagas), (1, 1));
     app.wait_terminal(&buyer, &ids[0]).await;
     assert_eq!(app.stock("MUG-001").await, 99, "charged and reserved once");
@@ -54,22 +43,13 @@ async fn a_command_delivered_twice_has_one_effect() {
         Uuid::now_v7(),
         "dup-test",
         Body::Command(Command::ReserveStock {
-            lines: vec![StockLine {
-                sku: "PEN-004".into(),
-                quantity: 3,
-            }],
+            lines: vec![StockLine { sku: "PEN-004".into(), quantity: 3 }],
         }),
     );
     let payload = Bytes::from(env.encode());
     let transport = app.services.transport.clone();
-    transport
-        .publish(Topic::StockCommands, "k", payload.clone())
-        .await
-        .unwrap();
-    transport
-        .publish(Topic::StockCommands, "k", payload)
-        .await
-        .unwrap();
+    transport.publish(Topic::StockCommands, "k", payload.clone()).await.unwrap();
+    transport.publish(Topic::StockCommands, "k", payload).await.unwrap();
 
     for _ in 0..200 {
         if app.stats.handled() + app.stats.duplicates() >= 2 {
@@ -78,11 +58,7 @@ async fn a_command_delivered_twice_has_one_effect() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.stats.handled(), 1, "handled once");
-    assert_eq!(
-        app.stats.duplicates(),
-        1,
-        "second delivery recognised as a duplicate"
-    );
+    assert_eq!(app.stats.duplicates(), 1, "second delivery recognised as a duplicate");
     assert_eq!(app.stock("PEN-004").await, 7, "reserved once");
     let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id = $1")
         .bind(env.message_id)
@@ -124,43 +100,27 @@ async fn a_reply_delivered_twice_advances_the_saga_once() {
     let handled = app.orchestrator_stats.handled();
 
     // A PaymentAuthorized reply carrying the id of the reply the orchestrator already applied.
-    let applied: Uuid =
-        sqlx::query_scalar("SELECT message_id FROM inbox WHERE consumer = 'orchestrator'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let applied: Uuid = sqlx::query_scalar("SELECT message_id FROM inbox WHERE consumer = 'orchestrator'")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
     let mut dup = Envelope::new(
         saga_id,
         order_id,
         "t",
-        Body::Reply(Reply {
-            kind: ReplyKind::PaymentAuthorized,
-            reason: None,
-        }),
+        Body::Reply(Reply { kind: ReplyKind::PaymentAuthorized, reason: None }),
     );
     dup.message_id = applied;
-    app.services
-        .transport
-        .publish(Topic::Replies, "k", Bytes::from(dup.encode()))
-        .await
-        .unwrap();
+    app.services.transport.publish(Topic::Replies, "k", Bytes::from(dup.encode())).await.unwrap();
     for _ in 0..200 {
         if app.orchestrator_stats.duplicates() >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        app.orchestrator_stats.duplicates(),
-        1,
-        "recognised as a duplicate"
-    );
+    assert_eq!(app.orchestrator_stats.duplicates(), 1, "recognised as a duplicate");
     assert_eq!(app.orchestrator_stats.handled(), handled);
-    assert_eq!(
-        events().await,
-        2,
-        "history unchanged: the saga did not advance"
-    );
+    assert_eq!(events().await, 2, "history unchanged: the saga did not advance");
     let step: i32 = sqlx::query_scalar("SELECT step FROM sagas WHERE id = $1")
         .bind(saga_id)
         .fetch_one(app.pool())

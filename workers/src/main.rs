@@ -23,12 +23,6 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
     tracing::info!(broker = ?s.config.broker, "workers started");
-    app::run_workers(
-        s,
-        Arc::new(TestGateway),
-        Arc::new(ConsumerStats::default()),
-        shutdown,
-    )
-    .await;
+    app::run_workers(s, Arc::new(TestGateway), Arc::new(ConsumerStats::default()), shutdown).await;
     Ok(())
 }
