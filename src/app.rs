@@ -148,6 +148,7 @@ pub async fn run_workers(
                 name.to_string(),
                 topic,
                 n,
+                s.config.max_deliveries,
                 handler,
                 shutdown.clone(),
             ))

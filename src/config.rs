@@ -16,6 +16,19 @@ pub struct ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
     Nats,
+    RabbitMq,
+    Kafka,
+}
+
+impl BrokerKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "nats" => Some(BrokerKind::Nats),
+            "rabbitmq" => Some(BrokerKind::RabbitMq),
+            "kafka" => Some(BrokerKind::Kafka),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +39,13 @@ pub struct Config {
     pub mongo_database: String,
     pub broker: BrokerKind,
     pub nats_url: String,
+    pub rabbitmq_url: String,
+    /// Comma-separated `host:port` list.
+    pub kafka_brokers: String,
+    /// Deliveries of one message before it is moved to the dead-letter topic.
+    pub max_deliveries: u64,
+    /// How long a broker waits for an ack before redelivering (NATS).
+    pub ack_wait: Duration,
     /// Prefix of every subject and name of the JetStream stream; lets several deployments (or
     /// tests) share one broker.
     pub broker_namespace: String,
@@ -61,16 +81,12 @@ fn millis(name: &'static str, default: &str) -> Result<Duration, ConfigError> {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let broker = match var("BROKER", "nats").as_str() {
-            "nats" => BrokerKind::Nats,
-            other => {
-                return Err(ConfigError {
-                    name: "BROKER",
-                    value: other.to_string(),
-                    why: "supported: nats".into(),
-                })
-            }
-        };
+        let broker_name = var("BROKER", "nats");
+        let broker = BrokerKind::parse(&broker_name).ok_or_else(|| ConfigError {
+            name: "BROKER",
+            value: broker_name.clone(),
+            why: "supported: nats, rabbitmq, kafka".into(),
+        })?;
         let namespace = var("BROKER_NAMESPACE", "ecommerce_saga");
         if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ConfigError {
@@ -86,6 +102,10 @@ impl Config {
             mongo_database: var("MONGO_DATABASE", "ecommerce_saga"),
             broker,
             nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
+            rabbitmq_url: var("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
+            max_deliveries: parse("MAX_DELIVERIES", "10")?,
+            ack_wait: millis("BROKER_ACK_WAIT_MS", "30000")?,
             broker_namespace: namespace,
             api_addr: parse("API_ADDR", "127.0.0.1:8080")?,
             jwt_issuer: var("JWT_ISSUER", "ecommerce-saga"),

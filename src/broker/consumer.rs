@@ -53,7 +53,16 @@ fn backoff(delivery_count: u64) -> Duration {
     Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(10))
 }
 
-async fn settle(delivery: Delivery, handler: &Handler, consumer: &str) {
+/// How a consumer treats failures.
+#[derive(Clone)]
+struct Settle {
+    transport: Arc<dyn Transport>,
+    consumer: String,
+    max_deliveries: u64,
+}
+
+async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
+    let consumer = s.consumer.as_str();
     let envelope = match Envelope::decode(&delivery.payload) {
         Ok(e) => e,
         Err(e) => {
@@ -79,6 +88,18 @@ async fn settle(delivery: Delivery, handler: &Handler, consumer: &str) {
                     warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
                 }
             }
+            Err(e) if delivery.delivery_count >= s.max_deliveries => {
+                error!(error = %e, attempt = delivery.delivery_count, "handler keeps failing; dead-lettering");
+                match s.transport.publish(Topic::DeadLetters, consumer, delivery.payload.clone()).await {
+                    Ok(()) => {
+                        let _ = delivery.acker.ack().await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "dead-lettering failed; redelivering");
+                        let _ = delivery.acker.nak(backoff(delivery.delivery_count)).await;
+                    }
+                }
+            }
             Err(e) => {
                 let delay = backoff(delivery.delivery_count);
                 warn!(error = %e, attempt = delivery.delivery_count, ?delay, "handler failed; redelivering");
@@ -91,15 +112,18 @@ async fn settle(delivery: Delivery, handler: &Handler, consumer: &str) {
 }
 
 /// Consumes `topic` as `consumer` until `shutdown`, handling up to `concurrency` messages at once.
-/// In-flight messages finish before it returns.
+/// A message that failed `max_deliveries` times goes to [`Topic::DeadLetters`]. In-flight messages
+/// finish before it returns.
 pub async fn run(
     transport: Arc<dyn Transport>,
     consumer: String,
     topic: Topic,
     concurrency: usize,
+    max_deliveries: u64,
     handler: Handler,
     shutdown: CancellationToken,
 ) {
+    let settings = Settle { transport: transport.clone(), consumer: consumer.clone(), max_deliveries };
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         let deliveries = match transport.subscribe(&consumer, topic).await {
@@ -120,9 +144,10 @@ pub async fn run(
             .for_each_concurrent(concurrency, |d| {
                 let handler = handler.clone();
                 let consumer = consumer.clone();
+                let settings = settings.clone();
                 async move {
                     match d {
-                        Ok(d) => settle(d, &handler, &consumer).await,
+                        Ok(d) => settle(d, &handler, &settings).await,
                         Err(e) => warn!(%consumer, error = %e, "delivery error"),
                     }
                 }

@@ -4,7 +4,9 @@
 //! handled by the consumers' inbox, not by the broker.
 
 pub mod consumer;
+pub mod kafka;
 pub mod nats;
+pub mod rabbitmq;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +36,18 @@ pub enum Topic {
     PaymentCommands,
     Replies,
     OrderEvents,
+    /// Messages that failed past the retry limit, kept for inspection.
+    DeadLetters,
 }
+
+/// The application's durable subscriptions: (consumer name, topic). Brokers that route through
+/// queues declare these up front so nothing published before a consumer's first start is lost.
+pub const SUBSCRIPTIONS: [(&str, Topic); 4] = [
+    ("stock-worker", Topic::StockCommands),
+    ("payment-worker", Topic::PaymentCommands),
+    ("cart-worker", Topic::OrderEvents),
+    ("orchestrator", Topic::Replies),
+];
 
 impl Topic {
     pub const ALL: [Topic; 4] =
@@ -46,6 +59,7 @@ impl Topic {
             Topic::PaymentCommands => "cmd.payment",
             Topic::Replies => "reply.orchestrator",
             Topic::OrderEvents => "evt.order",
+            Topic::DeadLetters => "dlq",
         }
     }
 
@@ -88,8 +102,14 @@ pub trait Transport: Send + Sync {
 
 pub async fn connect(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
     match config.broker {
-        BrokerKind::Nats => {
-            Ok(Arc::new(nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace).await?))
-        }
+        BrokerKind::Nats => Ok(Arc::new(
+            nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace, config.ack_wait).await?,
+        )),
+        BrokerKind::RabbitMq => Ok(Arc::new(
+            rabbitmq::RabbitTransport::connect(&config.rabbitmq_url, &config.broker_namespace).await?,
+        )),
+        BrokerKind::Kafka => Ok(Arc::new(
+            kafka::KafkaTransport::connect(&config.kafka_brokers, &config.broker_namespace).await?,
+        )),
     }
 }

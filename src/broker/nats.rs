@@ -14,10 +14,13 @@ pub struct NatsTransport {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: String,
+    /// How long JetStream waits for an ack before redelivering (also how soon a crashed
+    /// consumer's unacked messages come back).
+    ack_wait: Duration,
 }
 
 impl NatsTransport {
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
+    pub async fn connect(url: &str, namespace: &str, ack_wait: Duration) -> Result<Self, BrokerError> {
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
@@ -36,7 +39,7 @@ impl NatsTransport {
         })
         .await
         .map_err(|e| BrokerError::Connect(format!("JetStream stream {stream}: {e}")))?;
-        Ok(Self { client, js, stream })
+        Ok(Self { client, js, stream, ack_wait })
     }
 
     fn subject(&self, topic: Topic) -> String {
@@ -80,7 +83,7 @@ impl Transport for NatsTransport {
                     durable_name: Some(durable.clone()),
                     filter_subject: self.subject(topic),
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait: self.ack_wait,
                     max_ack_pending: 1024,
                     ..Default::default()
                 },

@@ -125,6 +125,7 @@ pub async fn run(
         CONSUMER.to_string(),
         Topic::Replies,
         config.worker_concurrency,
+        config.max_deliveries,
         handler,
         shutdown.clone(),
     ));

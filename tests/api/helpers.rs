@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use ecommerce_saga::app::{self, Services};
 use ecommerce_saga::broker::consumer::ConsumerStats;
+use ecommerce_saga::broker::Topic;
 use ecommerce_saga::catalog::seed;
 use ecommerce_saga::config::Config;
 use ecommerce_saga::payment::TestGateway;
+use ecommerce_saga::saga::messages::{Body, Command, DomainEvent, Envelope};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
@@ -54,6 +56,10 @@ pub fn test_config(name: &str) -> Config {
     c.mongo_database = name.to_string();
     c.broker_namespace = name.to_string();
     c.api_addr = "127.0.0.1:0".parse().unwrap();
+    // The suite runs once per broker: TEST_BROKER=nats|rabbitmq|kafka (default nats).
+    let broker = std::env::var("TEST_BROKER").unwrap_or_else(|_| "nats".into());
+    c.broker =
+        ecommerce_saga::config::BrokerKind::parse(&broker).expect("TEST_BROKER is nats, rabbitmq or kafka");
     c.saga.step_timeout = Duration::from_secs(30);
     c.saga.compensation_timeout = Duration::from_secs(30);
     c.outbox_poll_interval = Duration::from_millis(20);
@@ -114,6 +120,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     };
     for _ in 0..100 {
         if app.http.get(app.url("/healthz")).send().await.is_ok() {
+            app.warm_up().await;
             return app;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -122,6 +129,36 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 impl TestApp {
+    /// Sends a harmless message through every consumer and waits until each handled it, so a test
+    /// does not measure a broker's consumer-group join (Kafka) against a saga's step timeout.
+    async fn warm_up(&self) {
+        let nobody = Uuid::now_v7();
+        let t = &self.services.transport;
+        for (topic, body) in [
+            (Topic::StockCommands, Body::Command(Command::ReleaseStock)),
+            (Topic::PaymentCommands, Body::Command(Command::VoidPayment)),
+            (Topic::OrderEvents, Body::Event(DomainEvent::OrderConfirmed { user_id: nobody, skus: vec![] })),
+        ] {
+            let env = Envelope::new(nobody, nobody, "warm-up", body);
+            t.publish(topic, "warm-up", env.encode().into()).await.expect("publish warm-up");
+        }
+        // Three worker messages; two replies (release, void) reach the orchestrator.
+        for _ in 0..1200 {
+            if self.stats.handled() + self.stats.duplicates() >= 3 && self.orchestrator_stats.handled() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(self.orchestrator_stats.handled() >= 2, "consumers did not start within 60 s");
+        for s in [&self.stats, &self.orchestrator_stats] {
+            s.handled.store(0, std::sync::atomic::Ordering::SeqCst);
+            s.duplicates.store(0, std::sync::atomic::Ordering::SeqCst);
+        }
+        sqlx::query("DELETE FROM stock_reservations").execute(self.pool()).await.unwrap();
+        sqlx::query("DELETE FROM payments").execute(self.pool()).await.unwrap();
+        sqlx::query("DELETE FROM inbox").execute(self.pool()).await.unwrap();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -134,7 +171,10 @@ impl TestApp {
     pub async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), t).await.is_err() {
+                abort.abort(); // e.g. a handler still waiting on a gateway that never answers
+            }
         }
         let _ = self.services.transport.destroy().await;
         let _ = self.services.mongo.db.drop().await;

@@ -1,0 +1,266 @@
+//! Kafka via rdkafka (its bundled librdkafka): an idempotent producer (`acks=all`), one topic per
+//! logical topic, messages keyed by saga id so one saga's messages stay in one partition, in order,
+//! and consumer groups that commit offsets only after the handler committed.
+//!
+//! Kafka has no per-message negative ack: a failed message is re-published to the end of its topic
+//! with an incremented `x-delivery-count` header, then its offset is released. Offsets are committed
+//! per partition up to the lowest message still in flight, so a crash redelivers (never skips) work
+//! that was not finished.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport};
+
+const PARTITIONS: i32 = 3;
+const DELIVERY_COUNT: &str = "x-delivery-count";
+
+pub struct KafkaTransport {
+    brokers: String,
+    namespace: String,
+    producer: FutureProducer,
+}
+
+impl KafkaTransport {
+    pub async fn connect(brokers: &str, namespace: &str) -> Result<Self, BrokerError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "1")
+            .create()
+            .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
+        let t = KafkaTransport { brokers: brokers.to_string(), namespace: namespace.to_string(), producer };
+        let names: Vec<String> = Topic::ALL.iter().map(|topic| t.topic_name(*topic)).collect();
+        let topics: Vec<NewTopic> =
+            names.iter().map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1))).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&topics, &opts)
+            .await
+            .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
+        for r in results {
+            if let Err((name, code)) = r {
+                if code != RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(BrokerError::Connect(format!("creating topic {name}: {code}")));
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    fn topic_name(&self, topic: Topic) -> String {
+        format!("{}.{}", self.namespace, topic.as_str())
+    }
+
+    async fn produce(&self, topic: &str, key: &str, payload: &[u8], count: u64) -> Result<(), BrokerError> {
+        let count = count.to_string();
+        let headers = OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count.as_str()) });
+        self.producer
+            .send(FutureRecord::to(topic).key(key).payload(payload).headers(headers), Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| BrokerError::Publish(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Offsets in flight per partition; the committable offset is the lowest one not yet finished.
+#[derive(Default)]
+struct Tracker {
+    inflight: HashMap<i32, BTreeSet<i64>>,
+    highest: HashMap<i32, i64>,
+    committed: HashMap<i32, i64>,
+}
+
+impl Tracker {
+    fn start(&mut self, partition: i32, offset: i64) {
+        self.inflight.entry(partition).or_default().insert(offset);
+        let h = self.highest.entry(partition).or_insert(offset);
+        *h = (*h).max(offset);
+    }
+
+    /// Marks `offset` finished; returns the offset to commit if it moved forward.
+    fn finish(&mut self, partition: i32, offset: i64) -> Option<i64> {
+        let inflight = self.inflight.entry(partition).or_default();
+        inflight.remove(&offset);
+        let next =
+            inflight.first().copied().unwrap_or(self.highest.get(&partition).copied().unwrap_or(offset) + 1);
+        let committed = self.committed.entry(partition).or_insert(-1);
+        (next > *committed).then(|| {
+            *committed = next;
+            next
+        })
+    }
+}
+
+struct KafkaAcker {
+    consumer: Arc<StreamConsumer>,
+    tracker: Arc<Mutex<Tracker>>,
+    transport: Arc<KafkaTransportHandle>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: String,
+    payload: Bytes,
+    count: u64,
+}
+
+/// What an acker needs to re-publish a failed message.
+struct KafkaTransportHandle {
+    producer: FutureProducer,
+}
+
+impl KafkaAcker {
+    fn release(&self) -> Result<(), BrokerError> {
+        let next = self.tracker.lock().expect("tracker lock").finish(self.partition, self.offset);
+        if let Some(next) = next {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
+                .map_err(|e| BrokerError::Ack(e.to_string()))?;
+            self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| BrokerError::Ack(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Acker for KafkaAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.release()
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        tokio::time::sleep(delay).await;
+        let count = (self.count + 1).to_string();
+        let headers = OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count.as_str()) });
+        self.transport
+            .producer
+            .send(
+                FutureRecord::to(&self.topic).key(&self.key).payload(self.payload.as_ref()).headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| BrokerError::Ack(e.to_string()))?;
+        self.release()
+    }
+}
+
+#[async_trait]
+impl Transport for KafkaTransport {
+    async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError> {
+        self.produce(&self.topic_name(topic), key, &payload, 1).await
+    }
+
+    async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {
+        let name = self.topic_name(topic);
+        let group = format!("{}.{}", self.namespace, consumer);
+        let kafka: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("fetch.wait.max.ms", "50")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .create()
+            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        kafka.subscribe(&[&name]).map_err(|e| BrokerError::Consume(e.to_string()))?;
+        let kafka = Arc::new(kafka);
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let handle = Arc::new(KafkaTransportHandle { producer: self.producer.clone() });
+        let stream = async_stream::stream! {
+            loop {
+                let m = match kafka.recv().await {
+                    Ok(m) => m.detach(),
+                    // A topic just created may not be in the consumer's metadata yet.
+                    Err(rdkafka::error::KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        yield Err(BrokerError::Consume(e.to_string()));
+                        continue;
+                    }
+                };
+                let count = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == DELIVERY_COUNT).and_then(|h| h.value))
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(1u64);
+                tracker.lock().expect("tracker lock").start(m.partition(), m.offset());
+                let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                let acker = KafkaAcker {
+                    consumer: kafka.clone(),
+                    tracker: tracker.clone(),
+                    transport: handle.clone(),
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    payload: payload.clone(),
+                    count,
+                };
+                yield Ok(Delivery { payload, delivery_count: count, acker: Box::new(acker) });
+            }
+        };
+        Ok(stream.boxed())
+    }
+
+    async fn health(&self) -> Result<(), BrokerError> {
+        // librdkafka's metadata call blocks; keep it off the async workers.
+        let producer = self.producer.clone();
+        let brokers = self.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))
+        })
+        .await
+        .map_err(|e| BrokerError::Connect(e.to_string()))?
+    }
+
+    /// Leaves the topics in place. Deleting a topic while any client of it is still alive makes
+    /// librdkafka 2.12 crash in its metadata cache (seen against tansu), and namespaced topics cost
+    /// the broker little; remove a namespace's topics with the broker's own tools.
+    async fn destroy(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tracker;
+
+    #[test]
+    fn commits_only_up_to_the_lowest_unfinished_offset() {
+        let mut t = Tracker::default();
+        for o in 10..13 {
+            t.start(0, o);
+        }
+        assert_eq!(t.finish(0, 11), Some(10), "10 still in flight");
+        assert_eq!(t.finish(0, 12), None);
+        assert_eq!(t.finish(0, 10), Some(13));
+        t.start(1, 5);
+        assert_eq!(t.finish(1, 5), Some(6), "partitions are independent");
+    }
+}

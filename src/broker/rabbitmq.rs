@@ -1,0 +1,201 @@
+//! RabbitMQ via lapin: one durable topic exchange per namespace, one durable quorum queue per
+//! (consumer, topic), persistent messages, publisher confirms, manual acks, a prefetch limit.
+//!
+//! Quorum queues count deliveries (`x-delivery-count`), which the consume loop uses to dead-letter
+//! a message that keeps failing. RabbitMQ has no delayed negative ack, so a nak waits its delay
+//! (holding a prefetch slot) before requeueing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+
+use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport, SUBSCRIPTIONS};
+
+const PREFETCH: u16 = 64;
+
+pub struct RabbitTransport {
+    connection: Connection,
+    /// Publishing channel in confirm mode; lapin channels are safe to share.
+    publisher: Channel,
+    exchange: String,
+    /// Queues this transport declared, deleted by [`Transport::destroy`].
+    queues: Mutex<Vec<String>>,
+}
+
+fn err(kind: fn(String) -> BrokerError) -> impl Fn(lapin::Error) -> BrokerError {
+    move |e| kind(e.to_string())
+}
+
+impl RabbitTransport {
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("ecommerce-saga:{namespace}").into())
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio);
+        let connection = Connection::connect(url, props)
+            .await
+            .map_err(|e| BrokerError::Connect(format!("RabbitMQ at {}: {e}", redact(url))))?;
+        let publisher = connection.create_channel().await.map_err(err(BrokerError::Connect))?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(err(BrokerError::Connect))?;
+        let exchange = namespace.to_string();
+        publisher
+            .exchange_declare(
+                &exchange,
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err(BrokerError::Connect))?;
+        let t = RabbitTransport { connection, publisher, exchange, queues: Mutex::new(Vec::new()) };
+        // Declare the application's queues up front: a message published before its consumer first
+        // subscribed must not be dropped by an exchange with no queue bound.
+        for (consumer, topic) in SUBSCRIPTIONS {
+            t.declare_queue(consumer, topic).await?;
+        }
+        t.declare_queue("dead-letters", Topic::DeadLetters).await?;
+        Ok(t)
+    }
+
+    async fn declare_queue(&self, consumer: &str, topic: Topic) -> Result<String, BrokerError> {
+        let queue = format!("{}.{}.{}", self.exchange, consumer, topic.as_str());
+        let mut args = FieldTable::default();
+        args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString("quorum".into()));
+        self.publisher
+            .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args)
+            .await
+            .map_err(err(BrokerError::Consume))?;
+        self.publisher
+            .queue_bind(
+                &queue,
+                &self.exchange,
+                topic.as_str(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err(BrokerError::Consume))?;
+        let mut queues = self.queues.lock().await;
+        if !queues.contains(&queue) {
+            queues.push(queue.clone());
+        }
+        Ok(queue)
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((_, host)) => format!("amqp://***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn delivery_count(props: &BasicProperties) -> u64 {
+    let previous = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        .and_then(|v| {
+            v.as_long_long_int()
+                .or_else(|| v.as_long_int().map(i64::from))
+                .or_else(|| v.as_long_uint().map(i64::from))
+                .or_else(|| v.as_short_int().map(i64::from))
+        })
+        .unwrap_or(0);
+    previous.max(0) as u64 + 1
+}
+
+struct RabbitAcker(lapin::acker::Acker);
+
+#[async_trait]
+impl Acker for RabbitAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.0.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(err(BrokerError::Ack))
+    }
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
+        tokio::time::sleep(delay).await;
+        self.0
+            .nack(BasicNackOptions { requeue: true, ..Default::default() })
+            .await
+            .map(|_| ())
+            .map_err(err(BrokerError::Ack))
+    }
+}
+
+#[async_trait]
+impl Transport for RabbitTransport {
+    async fn publish(&self, topic: Topic, _key: &str, payload: Bytes) -> Result<(), BrokerError> {
+        let props =
+            BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        let confirm = self
+            .publisher
+            .basic_publish(
+                &self.exchange,
+                topic.as_str(),
+                BasicPublishOptions { mandatory: false, ..Default::default() },
+                &payload,
+                props,
+            )
+            .await
+            .map_err(err(BrokerError::Publish))?
+            .await
+            .map_err(err(BrokerError::Publish))?;
+        if confirm.is_nack() {
+            return Err(BrokerError::Publish("broker refused the message (nack)".into()));
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {
+        let queue = self.declare_queue(consumer, topic).await?;
+        let channel = Arc::new(self.connection.create_channel().await.map_err(err(BrokerError::Consume))?);
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(err(BrokerError::Consume))?;
+        let tag = format!("{consumer}-{}", uuid::Uuid::new_v4().simple());
+        let stream = channel
+            .basic_consume(&queue, &tag, BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(err(BrokerError::Consume))?;
+        // The channel lives as long as the stream: dropping the stream closes it, which requeues
+        // every unacked delivery.
+        Ok(stream
+            .map(move |d| {
+                let _keep = &channel;
+                let d = d.map_err(err(BrokerError::Consume))?;
+                Ok(Delivery {
+                    payload: Bytes::from(d.data),
+                    delivery_count: delivery_count(&d.properties),
+                    acker: Box::new(RabbitAcker(d.acker)),
+                })
+            })
+            .boxed())
+    }
+
+    async fn health(&self) -> Result<(), BrokerError> {
+        if self.connection.status().connected() {
+            Ok(())
+        } else {
+            Err(BrokerError::Connect("RabbitMQ connection is closed".into()))
+        }
+    }
+
+    async fn destroy(&self) -> Result<(), BrokerError> {
+        for queue in self.queues.lock().await.iter() {
+            let _ = self.publisher.queue_delete(queue, QueueDeleteOptions::default()).await;
+        }
+        self.publisher
+            .exchange_delete(&self.exchange, ExchangeDeleteOptions::default())
+            .await
+            .map_err(err(BrokerError::Consume))
+    }
+}
