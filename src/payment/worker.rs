@@ -141,12 +141,21 @@ impl PaymentWorker {
                 .await?
                 .rows_affected();
                 if updated == 0 {
-                    // Voided while the gateway was deciding: release the hold we just got.
-                    warn!("authorization completed after the payment was voided; voiding it");
-                    self.call(self.gateway.void(env.order_id, &auth.reference))
-                        .await
-                        .map_err(|e| AppError::Internal(e.to_string()))?;
-                    return Ok(reply(ReplyKind::PaymentDeclined, Some("payment was voided".into())));
+                    // Someone else moved the row while the gateway was deciding.
+                    let now =
+                        self.load(env.order_id).await?.map(|p| (p.status, p.reason)).unwrap_or_default();
+                    return match now.0.as_str() {
+                        // A concurrent delivery of the same command authorized it (same idempotency key).
+                        "AUTHORIZED" | "CAPTURED" => Ok(reply(ReplyKind::PaymentAuthorized, None)),
+                        "VOIDED" | "REFUNDED" => {
+                            warn!("authorization completed after the payment was voided; voiding it");
+                            self.call(self.gateway.void(env.order_id, &auth.reference))
+                                .await
+                                .map_err(|e| AppError::Internal(e.to_string()))?;
+                            Ok(reply(ReplyKind::PaymentDeclined, Some("payment was voided".into())))
+                        }
+                        _ => Ok(reply(ReplyKind::PaymentDeclined, now.1)),
+                    };
                 }
                 info!("payment authorized");
                 Ok(reply(ReplyKind::PaymentAuthorized, None))
@@ -186,6 +195,11 @@ impl PaymentWorker {
                     .await?
                     .rows_affected();
                 if updated == 0 {
+                    let now = self.load(env.order_id).await?.map(|p| p.status).unwrap_or_default();
+                    if now == "CAPTURED" {
+                        // A concurrent delivery of the same command captured it (same idempotency key).
+                        return Ok(reply(ReplyKind::PaymentCaptured, None));
+                    }
                     // Voided concurrently: the money must not stay captured.
                     self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor))
                         .await
