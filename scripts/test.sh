@@ -23,20 +23,28 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (the fault-injection harness runs these binaries)"
+cargo build --workspace --bins --locked
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 set +e
-# Unit tests, the broker conformance suite (every broker) and the end-to-end suite on NATS ...
-cargo test --workspace --locked "$@" 2>&1 | tee -a "$log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-# ... then the end-to-end suite again on RabbitMQ and on Kafka.
+run() { # a cargo test invocation whose output is kept for the summary
+  "$@" 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+}
+# Unit tests of every crate; the broker conformance suite (every broker); the end-to-end suite on NATS.
+run cargo test --workspace --locked --lib --bins
+run cargo test --locked --test broker --test api "$@"
+# The end-to-end suite again on RabbitMQ and on Kafka.
 for broker in rabbitmq kafka; do
   echo "== end-to-end suite on $broker"
-  TEST_BROKER=$broker cargo test --locked --test api "$@" 2>&1 | tee -a "$log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  run env TEST_BROKER="$broker" cargo test --locked --test api "$@"
 done
+# The fault-injection harness (every broker), printing its summary lines.
+echo "== fault injection"
+run cargo test --locked --test faults "$@" -- --nocapture
 set -e
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }

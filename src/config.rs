@@ -46,6 +46,10 @@ pub struct Config {
     pub max_deliveries: u64,
     /// How long a broker waits for an ack before redelivering (NATS).
     pub ack_wait: Duration,
+    /// Fault injection: publish every message twice (tests and drills only).
+    pub chaos_duplicate: bool,
+    /// Fault injection: the duplicate is published after a random delay up to this.
+    pub chaos_reorder_max: Duration,
     /// Prefix of every subject and name of the JetStream stream; lets several deployments (or
     /// tests) share one broker.
     pub broker_namespace: String,
@@ -106,6 +110,8 @@ impl Config {
             kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
             max_deliveries: parse("MAX_DELIVERIES", "10")?,
             ack_wait: millis("BROKER_ACK_WAIT_MS", "30000")?,
+            chaos_duplicate: parse("CHAOS_DUPLICATE", "false")?,
+            chaos_reorder_max: millis("CHAOS_REORDER_MAX_MS", "200")?,
             broker_namespace: namespace,
             api_addr: parse("API_ADDR", "127.0.0.1:8080")?,
             jwt_issuer: var("JWT_ISSUER", "ecommerce-saga"),

@@ -112,9 +112,16 @@ async fn jwks(State(s): State<HttpState>) -> Response {
 
 /// Ready when PostgreSQL, MongoDB and the broker all answer.
 async fn readyz(State(s): State<HttpState>) -> Response {
-    let pg = sqlx::query("SELECT 1").execute(&s.api.pool).await.map(|_| ()).map_err(|e| e.to_string());
-    let mongo = s.api.mongo.ping().await.map_err(|e| e.to_string());
-    let broker = s.transport.health().await.map_err(|e| e.to_string());
+    // A store that does not answer quickly is as good as gone for a load balancer.
+    async fn within<E: ToString>(f: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), f).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer within 2 s".into()),
+        }
+    }
+    let pg = within(async { sqlx::query("SELECT 1").execute(&s.api.pool).await.map(|_| ()) }).await;
+    let mongo = within(s.api.mongo.ping()).await;
+    let broker = within(s.transport.health()).await;
     let body = serde_json::json!({
         "postgres": pg.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
         "mongo": mongo.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),

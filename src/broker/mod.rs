@@ -3,6 +3,7 @@
 //! transaction commits, and a negative ack that redelivers later. Duplicates are expected and
 //! handled by the consumers' inbox, not by the broker.
 
+pub mod chaos;
 pub mod consumer;
 pub mod kafka;
 pub mod nats;
@@ -101,6 +102,17 @@ pub trait Transport: Send + Sync {
 }
 
 pub async fn connect(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
+    let transport = connect_broker(config).await?;
+    Ok(match config.chaos_duplicate {
+        true => {
+            tracing::warn!("CHAOS_DUPLICATE is on: every message is published twice, some out of order");
+            Arc::new(chaos::ChaosTransport::new(transport, config.chaos_reorder_max))
+        }
+        false => transport,
+    })
+}
+
+async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
     match config.broker {
         BrokerKind::Nats => Ok(Arc::new(
             nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace, config.ack_wait).await?,

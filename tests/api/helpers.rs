@@ -163,6 +163,11 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The test's own PostgreSQL database.
+    pub fn database(&self) -> &str {
+        &self.name
+    }
+
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.services.pool
     }

@@ -4,7 +4,9 @@
 mod auth;
 mod cart;
 mod checkout;
+mod contention;
 mod helpers;
 mod idempotency;
 mod limits;
+mod resilience;
 mod schema;

@@ -1,0 +1,55 @@
+//! Fault injection for tests and drills: wraps a real transport and publishes every message twice,
+//! the second copy after a random delay, so consumers see duplicates and messages out of order.
+//! Enabled only by configuration (`CHAOS_DUPLICATE=true`); never on by default.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::Rng;
+use tracing::debug;
+
+use super::{BrokerError, Deliveries, Topic, Transport};
+
+pub struct ChaosTransport {
+    inner: Arc<dyn Transport>,
+    /// Upper bound of the delay before the duplicate is published.
+    reorder_max: Duration,
+}
+
+impl ChaosTransport {
+    pub fn new(inner: Arc<dyn Transport>, reorder_max: Duration) -> Self {
+        Self { inner, reorder_max }
+    }
+}
+
+#[async_trait]
+impl Transport for ChaosTransport {
+    async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError> {
+        self.inner.publish(topic, key, payload.clone()).await?;
+        let inner = self.inner.clone();
+        let key = key.to_string();
+        let max = self.reorder_max.as_millis() as u64;
+        let delay = Duration::from_millis(if max == 0 { 0 } else { rand::thread_rng().gen_range(0..=max) });
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = inner.publish(topic, &key, payload).await {
+                debug!(error = %e, "chaos duplicate not published");
+            }
+        });
+        Ok(())
+    }
+
+    async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {
+        self.inner.subscribe(consumer, topic).await
+    }
+
+    async fn health(&self) -> Result<(), BrokerError> {
+        self.inner.health().await
+    }
+
+    async fn destroy(&self) -> Result<(), BrokerError> {
+        self.inner.destroy().await
+    }
+}

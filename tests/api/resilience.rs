@@ -1,0 +1,43 @@
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::spawn_app;
+
+async fn ready_status(app: &crate::helpers::TestApp) -> u16 {
+    app.http.get(app.url("/readyz")).send().await.unwrap().status().as_u16()
+}
+
+async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) {
+    for _ in 0..120 {
+        if ready_status(app).await == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("/readyz never answered {status}");
+}
+
+/// While PostgreSQL refuses connections the API reports not-ready; once it is back, the services
+/// reconnect by themselves and checkouts complete again.
+#[tokio::test]
+async fn readiness_follows_the_database_and_services_reconnect() {
+    let app = spawn_app().await;
+    assert_eq!(ready_status(&app).await, 200);
+    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    let db = app.database().to_string();
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    wait_for_status(&app, 503).await;
+
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    wait_for_status(&app, 200).await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let id = app.place(&buyer, "after-outage", "tok_visa").await;
+    assert_eq!(app.wait_terminal(&buyer, &id).await["status"], "CONFIRMED");
+    app.stop().await;
+}

@@ -1,0 +1,380 @@
+//! Fault-injection harness: runs the real binaries (API, two orchestrators, workers) as child
+//! processes against real PostgreSQL, MongoDB-wire server and broker, places N checkouts through the
+//! GraphQL API while it kills (-9, sometimes SIGTERM) and restarts orchestrators and workers at random
+//! moments, drops every PostgreSQL connection once, and publishes every message twice (some out of
+//! order). Then it checks, with counts it prints and asserts, that no saga is lost or stuck, no
+//! payment is doubled and no unit is oversold.
+//!
+//! `FAULT_SAGAS` (default 200) sets N; `TEST_BROKER`-independent: one test per broker. Needs the
+//! binaries built (`cargo build --workspace --bins`, which scripts/test.sh does first).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ecommerce_saga::config::{BrokerKind, Config};
+use rand::Rng;
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn bin(name: &str) -> PathBuf {
+    // target/debug/deps/faults-<hash> → target/debug/<name>
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Cluster {
+    name: String,
+    env: Vec<(String, String)>,
+    logs: PathBuf,
+    children: HashMap<String, Child>,
+    api: String,
+}
+
+impl Cluster {
+    fn spawn(&mut self, role: &str) {
+        let (program, args): (&str, &[&str]) = match role {
+            "api" => ("api", &["serve"]),
+            r if r.starts_with("orchestrator") => ("orchestrator", &[]),
+            _ => ("workers", &[]),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{role}.log")))
+            .unwrap();
+        let child = Command::new(bin(program))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.children.insert(role.to_string(), child);
+    }
+
+    async fn kill(&mut self, role: &str, graceful: bool) {
+        if let Some(mut child) = self.children.remove(role) {
+            if graceful {
+                let pid = child.id().unwrap().to_string();
+                let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
+                if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+            } else {
+                let _ = child.kill().await; // SIGKILL
+            }
+        }
+    }
+}
+
+async fn gql(http: &reqwest::Client, api: &str, token: Option<&str>, query: &str, vars: Value) -> Value {
+    let mut req = http.post(format!("{api}/graphql")).json(&json!({ "query": query, "variables": vars }));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
+        Ok(r) => r.json().await.unwrap_or(json!({ "errors": [{ "message": "unreadable body" }] })),
+        Err(e) => json!({ "errors": [{ "message": e.to_string() }] }),
+    }
+}
+
+const SKUS: [(&str, i32); 4] =
+    [("MUG-001", 100_000), ("TEE-002", 100_000), ("BAG-003", 100_000), ("RARE-9", 25)];
+
+/// One buyer placing `orders` checkouts one after another; returns the order ids it placed.
+async fn buyer(http: reqwest::Client, api: String, n: usize, orders: usize) -> Vec<String> {
+    let email = format!("fault-{n}-{}@example.com", Uuid::new_v4().simple());
+    let token = loop {
+        let r = gql(
+            &http,
+            &api,
+            None,
+            "mutation($e:String!){ register(email:$e, password:\"correct horse\"){ accessToken } }",
+            json!({ "e": email }),
+        )
+        .await;
+        if let Some(t) = r["data"]["register"]["accessToken"].as_str() {
+            break t.to_string();
+        }
+        let r = gql(
+            &http,
+            &api,
+            None,
+            "mutation($e:String!){ login(email:$e, password:\"correct horse\"){ accessToken } }",
+            json!({ "e": email }),
+        )
+        .await;
+        if let Some(t) = r["data"]["login"]["accessToken"].as_str() {
+            break t.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut ids = Vec::new();
+    for i in 0..orders {
+        let (sku, qty, pay) = {
+            let mut rng = rand::thread_rng();
+            let sku = SKUS[rng.gen_range(0..SKUS.len())].0;
+            let pay = match rng.gen_range(0..100) {
+                0..80 => "tok_visa",
+                80..90 => "tok_declined",
+                90..97 => "tok_capture_fails",
+                _ => "tok_timeout",
+            };
+            (sku, rng.gen_range(1..=3), pay)
+        };
+        let key = format!("order-{i}");
+        // Retries are safe: the idempotency key makes placeOrder return the same order.
+        for attempt in 0.. {
+            gql(
+                &http,
+                &api,
+                Some(&token),
+                "mutation($s:String!,$q:Int!){ addToCart(sku:$s, quantity:$q){ itemCount } }",
+                json!({ "s": sku, "q": qty }),
+            )
+            .await;
+            let r = gql(
+                &http,
+                &api,
+                Some(&token),
+                "mutation($k:String!,$t:String!){ placeOrder(idempotencyKey:$k, paymentToken:$t){ id } }",
+                json!({ "k": key, "t": pay }),
+            )
+            .await;
+            if let Some(id) = r["data"]["placeOrder"]["id"].as_str() {
+                ids.push(id.to_string());
+                break;
+            }
+            assert!(attempt < 50, "placeOrder keeps failing: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Empty the cart for the next order (a confirmation may also do it, later).
+        gql(&http, &api, Some(&token), "mutation{ clearCart{ itemCount } }", json!({})).await;
+    }
+    ids
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// The runs share the machine's brokers and cores: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn run(kind: BrokerKind, broker: &str) {
+    let _one_at_a_time = SERIAL.lock().await;
+    let sagas: usize = std::env::var("FAULT_SAGAS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let buyers = 20.min(sagas);
+    let name = format!("f_{}", &Uuid::new_v4().simple().to_string()[..16]);
+    let logs = bin("api").parent().unwrap().join("faults").join(&name);
+    std::fs::create_dir_all(&logs).unwrap();
+
+    // Database, catalog and stock.
+    let mut admin = PgConnection::connect(ADMIN_URL).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let mut config = Config::from_env().unwrap();
+    config.database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    config.mongo_database = name.clone();
+    config.broker = kind;
+    config.broker_namespace = name.clone();
+    ecommerce_saga::postgres::migrate(&config).await.unwrap();
+    let services = ecommerce_saga::app::Services::connect(config.clone()).await.unwrap();
+    let products: Vec<_> = SKUS
+        .iter()
+        .map(|(sku, stock)| {
+            let p = ecommerce_saga::catalog::Product {
+                sku: sku.to_string(),
+                name: sku.to_string(),
+                price: ecommerce_saga::domain::Money { minor: 1_000, currency: "USD".into() },
+            };
+            (p, *stock)
+        })
+        .collect();
+    ecommerce_saga::catalog::seed::seed(&services.pool, &services.mongo, &products).await.unwrap();
+    let pool = services.pool.clone();
+
+    let port = free_port();
+    let api = format!("http://127.0.0.1:{port}");
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", config.database_url.as_str()),
+        ("DATABASE_MAX_CONNECTIONS", "8"),
+        ("MONGO_DATABASE", &name),
+        ("BROKER", broker),
+        ("BROKER_NAMESPACE", &name),
+        ("API_ADDR", &format!("127.0.0.1:{port}")),
+        ("SAGA_STEP_TIMEOUT_MS", "2000"),
+        ("SAGA_STEP_MAX_ATTEMPTS", "3"),
+        ("SAGA_COMPENSATION_TIMEOUT_MS", "2000"),
+        ("SAGA_TIMEOUT_SCAN_MS", "100"),
+        ("PAYMENT_GATEWAY_TIMEOUT_MS", "500"),
+        ("BROKER_ACK_WAIT_MS", "2000"),
+        ("OUTBOX_POLL_MS", "20"),
+        ("CHAOS_DUPLICATE", "true"),
+        ("CHAOS_REORDER_MAX_MS", "300"),
+        ("RUST_LOG", "info,sqlx=warn,async_nats=warn"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut cluster =
+        Cluster { name: name.clone(), env, logs: logs.clone(), children: HashMap::new(), api: api.clone() };
+    for role in ["api", "orchestrator-1", "orchestrator-2", "workers"] {
+        cluster.spawn(role);
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let started = Instant::now();
+    while http.get(format!("{api}/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "API did not start; logs in {}", logs.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Load, with chaos running beside it.
+    let per_buyer = sagas.div_ceil(buyers);
+    let load = tokio::spawn({
+        let (http, api) = (http.clone(), api.clone());
+        async move {
+            let tasks: Vec<_> =
+                (0..buyers).map(|n| tokio::spawn(buyer(http.clone(), api.clone(), n, per_buyer))).collect();
+            let mut ids = Vec::new();
+            for t in tasks {
+                ids.extend(t.await.unwrap());
+            }
+            ids
+        }
+    });
+    let kills = Arc::new(AtomicUsize::new(0));
+    let mut db_dropped = false;
+    while !load.is_finished() {
+        let (wait, victim, graceful, down) = {
+            let mut rng = rand::thread_rng();
+            let victim = ["orchestrator-1", "orchestrator-2", "workers"][rng.gen_range(0..3)];
+            (rng.gen_range(300..1200), victim, rng.gen_bool(0.25), rng.gen_range(100..800))
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        cluster.kill(victim, graceful).await;
+        kills.fetch_add(1, Ordering::Relaxed);
+        if !db_dropped && kills.load(Ordering::Relaxed) == 3 {
+            // Drop every connection the services hold; they must reconnect.
+            sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            db_dropped = true;
+        }
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        cluster.spawn(victim);
+    }
+    let ids = load.await.unwrap();
+
+    // Settle: every saga must reach a terminal state.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let pool = {
+        // The harness's own pool may have been cut by pg_terminate_backend too.
+        pool.close().await;
+        PgPool::connect(&config.database_url).await.unwrap()
+    };
+    loop {
+        let open =
+            count(&pool, "SELECT count(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')").await;
+        if open == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // let duplicates still in flight arrive
+
+    // Invariants.
+    let total = count(&pool, "SELECT count(*) FROM sagas").await;
+    let confirmed = count(&pool, "SELECT count(*) FROM orders WHERE status = 'CONFIRMED'").await;
+    let cancelled = count(&pool, "SELECT count(*) FROM orders WHERE status = 'CANCELLED'").await;
+    let stuck =
+        count(&pool, "SELECT count(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')").await;
+    let mismatched = count(
+        &pool,
+        "SELECT count(*) FROM orders o JOIN sagas s ON s.order_id = o.id
+         WHERE (o.status = 'CONFIRMED') <> (s.status = 'COMPLETED') OR (o.status = 'CANCELLED') <> (s.status = 'COMPENSATED')",
+    )
+    .await;
+    // Captured exactly when confirmed (the payments table holds one row per order).
+    let double_captures = count(
+        &pool,
+        "SELECT count(*) FROM orders o LEFT JOIN payments p ON p.order_id = o.id
+         WHERE (o.status = 'CONFIRMED') <> (p.status IS NOT DISTINCT FROM 'CAPTURED')",
+    )
+    .await;
+    // Stock balances: initial − confirmed quantities = final, per sku; never negative.
+    let mut oversold = count(&pool, "SELECT count(*) FROM stock WHERE available < 0").await;
+    for (sku, initial) in SKUS {
+        let sold: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(l.quantity), 0)::bigint FROM order_lines l JOIN orders o ON o.id = l.order_id
+             WHERE o.status = 'CONFIRMED' AND l.sku = $1",
+        )
+        .bind(sku)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let available: i32 = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if initial as i64 - sold != available as i64 {
+            eprintln!("stock of {sku}: initial {initial} − sold {sold} ≠ available {available}");
+            oversold += 1;
+        }
+    }
+    let lost_messages = count(&pool, "SELECT count(*) FROM outbox").await + (ids.len() as i64 - total).abs();
+    let kills = kills.load(Ordering::Relaxed);
+    println!(
+        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={}",
+        db_dropped as u8
+    );
+
+    for role in ["api", "orchestrator-1", "orchestrator-2", "workers"] {
+        cluster.kill(role, true).await;
+    }
+    let failure = (stuck, double_captures, oversold, lost_messages, mismatched) != (0, 0, 0, 0, 0);
+    assert!(!failure, "invariants violated; logs in {}", cluster.logs.display());
+    assert_eq!(total as usize, ids.len());
+    assert_eq!(confirmed + cancelled, total);
+    assert!(confirmed > 0 && cancelled > 0, "the mix exercises both outcomes");
+    assert!(kills >= 2, "chaos ran");
+    let _ = services.transport.destroy().await;
+    let _ = services.mongo.db.drop().await;
+    pool.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cluster.name))
+        .execute(&mut admin)
+        .await;
+    let _ = std::fs::remove_dir_all(&logs);
+    let _ = &cluster.api;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_duplicates_and_db_drops_on_nats() {
+    run(BrokerKind::Nats, "nats").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_duplicates_and_db_drops_on_rabbitmq() {
+    run(BrokerKind::RabbitMq, "rabbitmq").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_duplicates_and_db_drops_on_kafka() {
+    run(BrokerKind::Kafka, "kafka").await
+}
