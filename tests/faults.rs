@@ -1,8 +1,8 @@
 //! Fault-injection harness: runs the real binaries (API, two orchestrators, workers) as child
 //! processes against real PostgreSQL, MongoDB-wire server and broker, places N checkouts through the
 //! GraphQL API while it kills (-9, sometimes SIGTERM) and restarts orchestrators and workers at random
-//! moments, drops every PostgreSQL connection once, and publishes every message twice (some out of
-//! order). Then it checks, with counts it prints and asserts, that no saga is lost or stuck, no
+//! moments, drops every PostgreSQL connection once, restarts the broker once (where its storage is
+//! durable), and publishes every message twice (some out of order). Then it checks, with counts it prints and asserts, that no saga is lost or stuck, no
 //! payment is doubled and no unit is oversold.
 //!
 //! `FAULT_SAGAS` (default 200) sets N; `TEST_BROKER`-independent: one test per broker. Needs the
@@ -169,6 +169,82 @@ async fn buyer(http: reqwest::Client, api: String, n: usize, orders: usize) -> V
     ids
 }
 
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+async fn wait_port(port: u16, up: bool) {
+    for _ in 0..600 {
+        if port_open(port) == up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("port {port} never became {}", if up { "open" } else { "closed" });
+}
+
+/// Stops a running server with SIGTERM and starts it again with the same command line.
+async fn restart_process(name: &str, port: u16) {
+    let out = Command::new("pgrep").args(["-x", name]).output().await.unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("{name} is not running"))
+        .to_string();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    for _ in 0..300 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_port(port, false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // down for a moment
+                                                          // Started through a shell that backgrounds it, so the server outlives this test process.
+    let started = Command::new("sh")
+        .arg("-c")
+        .arg("\"$@\" </dev/null >/dev/null 2>&1 &")
+        .arg("sh")
+        .args(&args)
+        .status()
+        .await
+        .unwrap();
+    assert!(started.success(), "restarting {name}");
+    wait_port(port, true).await;
+}
+
+/// Stops and starts the broker mid-run; its durable storage must keep every message.
+/// Returns false where this machine's broker has no durable storage (the prebuilt tansu is memory-only).
+async fn restart_broker(kind: BrokerKind) -> bool {
+    match kind {
+        BrokerKind::Nats => {
+            restart_process("nats-server", 4222).await;
+            true
+        }
+        BrokerKind::RabbitMq => {
+            for step in ["stop_app", "start_app"] {
+                let ok = Command::new("rabbitmqctl")
+                    .arg(step)
+                    .stdout(Stdio::null())
+                    .status()
+                    .await
+                    .unwrap()
+                    .success();
+                assert!(ok, "rabbitmqctl {step}");
+            }
+            wait_port(5672, true).await;
+            true
+        }
+        BrokerKind::Kafka => false,
+    }
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
@@ -259,6 +335,7 @@ async fn run(kind: BrokerKind, broker: &str) {
     });
     let kills = Arc::new(AtomicUsize::new(0));
     let mut db_dropped = false;
+    let mut broker_restarts = 0;
     while !load.is_finished() {
         let (wait, victim, graceful, down) = {
             let mut rng = rand::thread_rng();
@@ -268,13 +345,16 @@ async fn run(kind: BrokerKind, broker: &str) {
         tokio::time::sleep(Duration::from_millis(wait)).await;
         cluster.kill(victim, graceful).await;
         kills.fetch_add(1, Ordering::Relaxed);
-        if !db_dropped && kills.load(Ordering::Relaxed) == 3 {
+        if !db_dropped && kills.load(Ordering::Relaxed) == 1 {
             // Drop every connection the services hold; they must reconnect.
             sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
                 .execute(&mut admin)
                 .await
                 .unwrap();
             db_dropped = true;
+        }
+        if broker_restarts == 0 && kills.load(Ordering::Relaxed) == 2 && restart_broker(kind).await {
+            broker_restarts += 1;
         }
         tokio::time::sleep(Duration::from_millis(down)).await;
         cluster.spawn(victim);
@@ -341,7 +421,7 @@ async fn run(kind: BrokerKind, broker: &str) {
     let lost_messages = count(&pool, "SELECT count(*) FROM outbox").await + (ids.len() as i64 - total).abs();
     let kills = kills.load(Ordering::Relaxed);
     println!(
-        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={}",
+        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={} broker_restarts={broker_restarts}",
         db_dropped as u8
     );
 
@@ -354,6 +434,12 @@ async fn run(kind: BrokerKind, broker: &str) {
     assert_eq!(confirmed + cancelled, total);
     assert!(confirmed > 0 && cancelled > 0, "the mix exercises both outcomes");
     assert!(kills >= 2, "chaos ran");
+    assert!(db_dropped, "database connections were dropped");
+    assert_eq!(
+        broker_restarts,
+        u32::from(kind != BrokerKind::Kafka),
+        "the broker was restarted (where durable)"
+    );
     let _ = services.transport.destroy().await;
     let _ = services.mongo.db.drop().await;
     pool.close().await;
@@ -365,16 +451,16 @@ async fn run(kind: BrokerKind, broker: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_duplicates_and_db_drops_on_nats() {
+async fn crashes_restarts_duplicates_and_db_drops_on_nats() {
     run(BrokerKind::Nats, "nats").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_duplicates_and_db_drops_on_rabbitmq() {
+async fn crashes_restarts_duplicates_and_db_drops_on_rabbitmq() {
     run(BrokerKind::RabbitMq, "rabbitmq").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_duplicates_and_db_drops_on_kafka() {
+async fn crashes_restarts_duplicates_and_db_drops_on_kafka() {
     run(BrokerKind::Kafka, "kafka").await
 }

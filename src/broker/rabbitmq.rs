@@ -1,6 +1,9 @@
 //! RabbitMQ via lapin: one durable topic exchange per namespace, one durable quorum queue per
 //! (consumer, topic), persistent messages, publisher confirms, manual acks, a prefetch limit.
 //!
+//! The connection is re-opened (and the topology re-declared) on first use after the broker went
+//! away; the consume loop resubscribes when a subscription ends.
+//!
 //! Quorum queues count deliveries (`x-delivery-count`), which the consume loop uses to dead-letter
 //! a message that keeps failing. RabbitMQ has no delayed negative ack, so a nak waits its delay
 //! (holding a prefetch slot) before requeueing.
@@ -18,19 +21,26 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, RwLock};
 
 use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport, SUBSCRIPTIONS};
 
 const PREFETCH: u16 = 64;
 
 pub struct RabbitTransport {
-    connection: Connection,
-    /// Publishing channel in confirm mode; lapin channels are safe to share.
-    publisher: Channel,
+    url: String,
     exchange: String,
+    /// The live connection; replaced after the broker went away (restart, network cut).
+    conn: RwLock<Option<Conn>>,
     /// Queues this transport declared, deleted by [`Transport::destroy`].
     queues: Mutex<Vec<String>>,
+}
+
+#[derive(Clone)]
+struct Conn {
+    connection: Arc<Connection>,
+    /// Publishing channel in confirm mode; lapin channels are safe to share.
+    publisher: Channel,
 }
 
 fn err(kind: fn(String) -> BrokerError) -> impl Fn(lapin::Error) -> BrokerError {
@@ -39,44 +49,73 @@ fn err(kind: fn(String) -> BrokerError) -> impl Fn(lapin::Error) -> BrokerError 
 
 impl RabbitTransport {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, BrokerError> {
+        let t = RabbitTransport {
+            url: url.to_string(),
+            exchange: namespace.to_string(),
+            conn: RwLock::new(None),
+            queues: Mutex::new(Vec::new()),
+        };
+        t.conn().await?;
+        Ok(t)
+    }
+
+    /// The current connection, reconnecting (and re-declaring the topology) if it was lost.
+    async fn conn(&self) -> Result<Conn, BrokerError> {
+        let usable = |c: &&Conn| c.connection.status().connected() && c.publisher.status().connected();
+        if let Some(c) = self.conn.read().await.as_ref().filter(usable) {
+            return Ok(c.clone());
+        }
+        let mut slot = self.conn.write().await;
+        if let Some(c) = slot.as_ref().filter(usable) {
+            return Ok(c.clone());
+        }
+        let c = self.open().await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn open(&self) -> Result<Conn, BrokerError> {
         let props = ConnectionProperties::default()
-            .with_connection_name(format!("ecommerce-saga:{namespace}").into())
+            .with_connection_name(format!("ecommerce-saga:{}", self.exchange).into())
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
-        let connection = Connection::connect(url, props)
+        let connection = Connection::connect(&self.url, props)
             .await
-            .map_err(|e| BrokerError::Connect(format!("RabbitMQ at {}: {e}", redact(url))))?;
+            .map_err(|e| BrokerError::Connect(format!("RabbitMQ at {}: {e}", redact(&self.url))))?;
         let publisher = connection.create_channel().await.map_err(err(BrokerError::Connect))?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(err(BrokerError::Connect))?;
-        let exchange = namespace.to_string();
         publisher
             .exchange_declare(
-                &exchange,
+                &self.exchange,
                 ExchangeKind::Topic,
                 ExchangeDeclareOptions { durable: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
             .map_err(err(BrokerError::Connect))?;
-        let t = RabbitTransport { connection, publisher, exchange, queues: Mutex::new(Vec::new()) };
         // Declare the application's queues up front: a message published before its consumer first
         // subscribed must not be dropped by an exchange with no queue bound.
         for (consumer, topic) in SUBSCRIPTIONS {
-            t.declare_queue(consumer, topic).await?;
+            self.declare_queue(&publisher, consumer, topic).await?;
         }
-        t.declare_queue("dead-letters", Topic::DeadLetters).await?;
-        Ok(t)
+        self.declare_queue(&publisher, "dead-letters", Topic::DeadLetters).await?;
+        Ok(Conn { connection: Arc::new(connection), publisher })
     }
 
-    async fn declare_queue(&self, consumer: &str, topic: Topic) -> Result<String, BrokerError> {
+    async fn declare_queue(
+        &self,
+        channel: &Channel,
+        consumer: &str,
+        topic: Topic,
+    ) -> Result<String, BrokerError> {
         let queue = format!("{}.{}.{}", self.exchange, consumer, topic.as_str());
         let mut args = FieldTable::default();
         args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString("quorum".into()));
-        self.publisher
+        channel
             .queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, args)
             .await
             .map_err(err(BrokerError::Consume))?;
-        self.publisher
+        channel
             .queue_bind(
                 &queue,
                 &self.exchange,
@@ -138,7 +177,8 @@ impl Transport for RabbitTransport {
     async fn publish(&self, topic: Topic, _key: &str, payload: Bytes) -> Result<(), BrokerError> {
         let props =
             BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-        let confirm = self
+        let conn = self.conn().await?;
+        let result = conn
             .publisher
             .basic_publish(
                 &self.exchange,
@@ -147,10 +187,16 @@ impl Transport for RabbitTransport {
                 &payload,
                 props,
             )
-            .await
-            .map_err(err(BrokerError::Publish))?
-            .await
-            .map_err(err(BrokerError::Publish))?;
+            .await;
+        let confirm = match result {
+            Ok(pending) => pending.await,
+            Err(e) => Err(e),
+        };
+        let confirm = match confirm {
+            Ok(c) => c,
+            // The next call reconnects if the connection or channel broke.
+            Err(e) => return Err(BrokerError::Publish(e.to_string())),
+        };
         if confirm.is_nack() {
             return Err(BrokerError::Publish("broker refused the message (nack)".into()));
         }
@@ -158,8 +204,9 @@ impl Transport for RabbitTransport {
     }
 
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {
-        let queue = self.declare_queue(consumer, topic).await?;
-        let channel = Arc::new(self.connection.create_channel().await.map_err(err(BrokerError::Consume))?);
+        let conn = self.conn().await?;
+        let queue = self.declare_queue(&conn.publisher, consumer, topic).await?;
+        let channel = Arc::new(conn.connection.create_channel().await.map_err(err(BrokerError::Consume))?);
         channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(err(BrokerError::Consume))?;
         let tag = format!("{consumer}-{}", uuid::Uuid::new_v4().simple());
         let stream = channel
@@ -182,18 +229,15 @@ impl Transport for RabbitTransport {
     }
 
     async fn health(&self) -> Result<(), BrokerError> {
-        if self.connection.status().connected() {
-            Ok(())
-        } else {
-            Err(BrokerError::Connect("RabbitMQ connection is closed".into()))
-        }
+        self.conn().await.map(|_| ())
     }
 
     async fn destroy(&self) -> Result<(), BrokerError> {
+        let conn = self.conn().await?;
         for queue in self.queues.lock().await.iter() {
-            let _ = self.publisher.queue_delete(queue, QueueDeleteOptions::default()).await;
+            let _ = conn.publisher.queue_delete(queue, QueueDeleteOptions::default()).await;
         }
-        self.publisher
+        conn.publisher
             .exchange_delete(&self.exchange, ExchangeDeleteOptions::default())
             .await
             .map_err(err(BrokerError::Consume))
