@@ -13,7 +13,7 @@ scripts/services.sh up
 
 # Remove databases left behind by interrupted test runs (each test creates its own t_<id> database).
 if command -v psql >/dev/null; then
-  psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'" |
+  psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%' OR datname LIKE 'f\_%'" |
     while read -r db; do
       [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
     done
