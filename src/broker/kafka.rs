@@ -87,6 +87,8 @@ struct Tracker {
     inflight: HashMap<i32, BTreeSet<i64>>,
     highest: HashMap<i32, i64>,
     committed: HashMap<i32, i64>,
+    /// Offsets that moved forward since the last commit request, per partition.
+    pending: HashMap<i32, i64>,
 }
 
 impl Tracker {
@@ -105,13 +107,64 @@ impl Tracker {
         let committed = self.committed.entry(partition).or_insert(-1);
         (next > *committed).then(|| {
             *committed = next;
+            self.pending.insert(partition, next);
             next
         })
+    }
+
+    /// The offsets to commit now, forgetting them.
+    fn take_pending(&mut self) -> Vec<(i32, i64)> {
+        let mut out: Vec<(i32, i64)> = self.pending.drain().collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// How often finished offsets are committed. Committing once per message costs the broker a write
+/// per message and, on a single-broker cluster, queues fetches and heartbeats behind the commits; a
+/// crash redelivers at most this much finished work, which the inbox deduplicates.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Commits the tracker's finished offsets every `COMMIT_INTERVAL`, and once more when `stop` fires
+/// (the delivery stream was dropped), then lets the consumer go.
+async fn commit_loop(
+    consumer: Arc<StreamConsumer>,
+    tracker: Arc<Mutex<Tracker>>,
+    topic: String,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.cancelled() => true,
+        };
+        let pending = tracker.lock().expect("tracker lock").take_pending();
+        if !pending.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (partition, offset) in &pending {
+                let _ = tpl.add_partition_offset(&topic, *partition, Offset::Offset(*offset));
+            }
+            let mode = if last { CommitMode::Sync } else { CommitMode::Async };
+            let consumer = consumer.clone();
+            let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, mode)).await;
+            if let Ok(Err(e)) = result {
+                tracing::warn!(error = %e, topic, "committing Kafka offsets failed; the next commit covers them");
+                // Put them back unless a later offset was finished meanwhile.
+                let mut t = tracker.lock().expect("tracker lock");
+                for (partition, offset) in pending {
+                    t.pending.entry(partition).or_insert(offset);
+                }
+            }
+        }
+        if last {
+            return;
+        }
     }
 }
 
 struct KafkaAcker {
-    consumer: Arc<StreamConsumer>,
     tracker: Arc<Mutex<Tracker>>,
     transport: Arc<KafkaTransportHandle>,
     topic: String,
@@ -128,14 +181,9 @@ struct KafkaTransportHandle {
 }
 
 impl KafkaAcker {
+    /// Marks the message finished; `commit_loop` commits it with its neighbours.
     fn release(&self) -> Result<(), BrokerError> {
-        let next = self.tracker.lock().expect("tracker lock").finish(self.partition, self.offset);
-        if let Some(next) = next {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next))
-                .map_err(|e| BrokerError::Ack(e.to_string()))?;
-            self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| BrokerError::Ack(e.to_string()))?;
-        }
+        self.tracker.lock().expect("tracker lock").finish(self.partition, self.offset);
         Ok(())
     }
 }
@@ -186,7 +234,13 @@ impl Transport for KafkaTransport {
         let kafka = Arc::new(kafka);
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let handle = Arc::new(KafkaTransportHandle { producer: self.producer.clone() });
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(commit_loop(kafka.clone(), tracker.clone(), name.clone(), stop.clone()));
+        // Owned by the stream (even if it is never polled): dropping the stream stops the commit
+        // loop after a last commit.
+        let stop_commits = stop.drop_guard();
         let stream = async_stream::stream! {
+            let _stop_commits = stop_commits;
             loop {
                 let m = match kafka.recv().await {
                     Ok(m) => m.detach(),
@@ -208,7 +262,6 @@ impl Transport for KafkaTransport {
                 tracker.lock().expect("tracker lock").start(m.partition(), m.offset());
                 let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
                 let acker = KafkaAcker {
-                    consumer: kafka.clone(),
                     tracker: tracker.clone(),
                     transport: handle.clone(),
                     topic: m.topic().to_string(),
@@ -262,5 +315,7 @@ mod tests {
         assert_eq!(t.finish(0, 10), Some(13));
         t.start(1, 5);
         assert_eq!(t.finish(1, 5), Some(6), "partitions are independent");
+        assert_eq!(t.take_pending(), vec![(0, 13), (1, 6)], "the latest offset per partition");
+        assert!(t.take_pending().is_empty());
     }
 }
