@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::KeyRing;
+use crate::auth::{AuthService, KeyRing};
 use crate::broker::consumer::{self, counted, ConsumerStats, Handler};
 use crate::broker::{self, BrokerError, Topic, Transport};
 use crate::cart::worker::{self as cart_worker, CartWorker};
@@ -76,10 +76,18 @@ pub async fn run_api(
         s.config.access_token_ttl,
     )
     .await?;
+    let keys = Arc::new(keys);
+    let auth = Arc::new(AuthService {
+        pool: s.pool.clone(),
+        keys: keys.clone(),
+        refresh_ttl: s.config.refresh_token_ttl,
+        limits: s.config.rate_limits,
+    });
     let api = ApiState {
         pool: s.pool.clone(),
         mongo: s.mongo.clone(),
-        keys: Arc::new(keys),
+        keys,
+        auth,
         saga: s.saga.clone(),
         feed: EventFeed::start(s.pool.clone(), shutdown.clone()),
         config: s.config.clone(),
@@ -92,11 +100,30 @@ pub async fn run_api(
         s.config.outbox_poll_interval,
         shutdown.clone(),
     ));
+    let pruner =
+        tokio::spawn(prune_rate_limits(s.pool.clone(), s.config.rate_limits.window, shutdown.clone()));
     let stop = shutdown.clone();
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+    pruner.abort();
     shutdown.cancel();
     let _ = relay.await;
     Ok(())
+}
+
+/// Removes rate-limit windows that ended, once per window.
+async fn prune_rate_limits(pool: PgPool, window: std::time::Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(window.max(std::time::Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = crate::auth::rate_limit::prune(&pool, window).await {
+            tracing::warn!(error = %e, "pruning rate limits failed");
+        }
+    }
 }
 
 pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: CancellationToken) {

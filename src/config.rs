@@ -31,8 +31,28 @@ impl BrokerKind {
     }
 }
 
+/// Where the service runs; decides the defaults of the development conveniences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// Abuse limits on the account endpoints: fixed windows shared by every API instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub window: Duration,
+    /// Login attempts per e-mail address (existing or not) per window.
+    pub login_per_account: u32,
+    /// Login attempts per client address per window.
+    pub login_per_address: u32,
+    /// Registrations per client address per window.
+    pub register_per_address: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub app_env: AppEnv,
     pub database_url: String,
     pub database_max_connections: u32,
     pub mongo_url: String,
@@ -57,6 +77,10 @@ pub struct Config {
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub rate_limits: RateLimits,
+    /// Take the client address from the first `X-Forwarded-For` entry (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
     pub saga: SagaTiming,
     pub payment_gateway_timeout: Duration,
     pub outbox_poll_interval: Duration,
@@ -64,27 +88,47 @@ pub struct Config {
     pub worker_concurrency: usize,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
+    /// Aliased fields per document.
+    pub graphql_max_aliases: usize,
+    /// Operations per batched request.
+    pub graphql_max_batch: usize,
+    pub graphql_introspection: bool,
+    /// GraphiQL at `GET /graphql`.
+    pub graphql_playground: bool,
     pub http_body_limit: usize,
 }
 
-fn var(name: &'static str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
-}
+/// Where settings come from: the process environment, or a map in tests.
+struct Source<'a>(&'a dyn Fn(&str) -> Option<String>);
 
-fn parse<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    let value = var(name, default);
-    value.parse().map_err(|e: T::Err| ConfigError { name, value, why: e.to_string() })
-}
+impl Source<'_> {
+    /// The value, or `default` when unset or empty.
+    fn var(&self, name: &'static str, default: &str) -> String {
+        (self.0)(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    }
 
-fn millis(name: &'static str, default: &str) -> Result<Duration, ConfigError> {
-    parse::<u64>(name, default).map(Duration::from_millis)
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let value = self.var(name, default);
+        value.parse().map_err(|e: T::Err| ConfigError { name, value, why: e.to_string() })
+    }
+
+    fn millis(&self, name: &'static str, default: &str) -> Result<Duration, ConfigError> {
+        self.parse::<u64>(name, default).map(Duration::from_millis)
+    }
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads every setting through `lookup` (name to value); unset and empty mean the default.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let src = Source(lookup);
+        let var = |name, default| src.var(name, default);
         let broker_name = var("BROKER", "nats");
         let broker = BrokerKind::parse(&broker_name).ok_or_else(|| ConfigError {
             name: "BROKER",
@@ -99,36 +143,96 @@ impl Config {
                 why: "letters, digits and _ only".into(),
             });
         }
+        let env_name = var("APP_ENV", "development");
+        let app_env = match env_name.as_str() {
+            "development" => AppEnv::Development,
+            "production" => AppEnv::Production,
+            _ => {
+                return Err(ConfigError {
+                    name: "APP_ENV",
+                    value: env_name,
+                    why: "development or production".into(),
+                })
+            }
+        };
+        let dev_default = if app_env == AppEnv::Development { "true" } else { "false" };
         Ok(Config {
+            app_env,
             database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ecommerce_saga"),
-            database_max_connections: parse("DATABASE_MAX_CONNECTIONS", "10")?,
+            database_max_connections: src.parse("DATABASE_MAX_CONNECTIONS", "10")?,
             mongo_url: var("MONGO_URL", "mongodb://127.0.0.1:27017"),
             mongo_database: var("MONGO_DATABASE", "ecommerce_saga"),
             broker,
             nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
             rabbitmq_url: var("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
-            max_deliveries: parse("MAX_DELIVERIES", "10")?,
-            ack_wait: millis("BROKER_ACK_WAIT_MS", "30000")?,
-            chaos_duplicate: parse("CHAOS_DUPLICATE", "false")?,
-            chaos_reorder_max: millis("CHAOS_REORDER_MAX_MS", "200")?,
+            max_deliveries: src.parse("MAX_DELIVERIES", "10")?,
+            ack_wait: src.millis("BROKER_ACK_WAIT_MS", "30000")?,
+            chaos_duplicate: src.parse("CHAOS_DUPLICATE", "false")?,
+            chaos_reorder_max: src.millis("CHAOS_REORDER_MAX_MS", "200")?,
             broker_namespace: namespace,
-            api_addr: parse("API_ADDR", "127.0.0.1:8080")?,
+            api_addr: src.parse("API_ADDR", "127.0.0.1:8080")?,
             jwt_issuer: var("JWT_ISSUER", "ecommerce-saga"),
             jwt_audience: var("JWT_AUDIENCE", "ecommerce-saga-api"),
-            access_token_ttl: Duration::from_secs(parse("ACCESS_TOKEN_TTL_SECS", "900")?),
-            saga: SagaTiming {
-                step_timeout: millis("SAGA_STEP_TIMEOUT_MS", "5000")?,
-                max_attempts: parse("SAGA_STEP_MAX_ATTEMPTS", "3")?,
-                compensation_timeout: millis("SAGA_COMPENSATION_TIMEOUT_MS", "5000")?,
+            access_token_ttl: Duration::from_secs(src.parse("ACCESS_TOKEN_TTL_SECS", "900")?),
+            refresh_token_ttl: Duration::from_secs(src.parse("REFRESH_TOKEN_TTL_SECS", "2592000")?),
+            rate_limits: RateLimits {
+                window: Duration::from_secs(src.parse("RATE_LIMIT_WINDOW_SECS", "300")?),
+                login_per_account: src.parse("LOGIN_MAX_PER_ACCOUNT", "10")?,
+                login_per_address: src.parse("LOGIN_MAX_PER_ADDRESS", "100")?,
+                register_per_address: src.parse("REGISTER_MAX_PER_ADDRESS", "20")?,
             },
-            payment_gateway_timeout: millis("PAYMENT_GATEWAY_TIMEOUT_MS", "3000")?,
-            outbox_poll_interval: millis("OUTBOX_POLL_MS", "50")?,
-            timeout_scan_interval: millis("SAGA_TIMEOUT_SCAN_MS", "250")?,
-            worker_concurrency: parse("WORKER_CONCURRENCY", "16")?,
-            graphql_max_depth: parse("GRAPHQL_MAX_DEPTH", "12")?,
-            graphql_max_complexity: parse("GRAPHQL_MAX_COMPLEXITY", "1000")?,
-            http_body_limit: parse("HTTP_BODY_LIMIT_BYTES", "65536")?,
+            trust_forwarded_for: src.parse("TRUST_FORWARDED_FOR", "false")?,
+            saga: SagaTiming {
+                step_timeout: src.millis("SAGA_STEP_TIMEOUT_MS", "5000")?,
+                max_attempts: src.parse("SAGA_STEP_MAX_ATTEMPTS", "3")?,
+                compensation_timeout: src.millis("SAGA_COMPENSATION_TIMEOUT_MS", "5000")?,
+            },
+            payment_gateway_timeout: src.millis("PAYMENT_GATEWAY_TIMEOUT_MS", "3000")?,
+            outbox_poll_interval: src.millis("OUTBOX_POLL_MS", "50")?,
+            timeout_scan_interval: src.millis("SAGA_TIMEOUT_SCAN_MS", "250")?,
+            worker_concurrency: src.parse("WORKER_CONCURRENCY", "16")?,
+            graphql_max_depth: src.parse("GRAPHQL_MAX_DEPTH", "12")?,
+            graphql_max_complexity: src.parse("GRAPHQL_MAX_COMPLEXITY", "1000")?,
+            graphql_max_aliases: src.parse("GRAPHQL_MAX_ALIASES", "30")?,
+            graphql_max_batch: src.parse("GRAPHQL_MAX_BATCH", "10")?,
+            graphql_introspection: src.parse("GRAPHQL_INTROSPECTION", dev_default)?,
+            graphql_playground: src.parse("GRAPHQL_PLAYGROUND", dev_default)?,
+            http_body_limit: src.parse("HTTP_BODY_LIMIT_BYTES", "65536")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn introspection_and_playground_default_on_in_development_and_off_in_production() {
+        let dev = config(&[]).unwrap();
+        assert_eq!(dev.app_env, AppEnv::Development);
+        assert!(dev.graphql_introspection && dev.graphql_playground);
+        let prod = config(&[("APP_ENV", "production")]).unwrap();
+        assert!(!prod.graphql_introspection && !prod.graphql_playground);
+        let opted_in = config(&[("APP_ENV", "production"), ("GRAPHQL_INTROSPECTION", "true")]).unwrap();
+        assert!(opted_in.graphql_introspection && !opted_in.graphql_playground);
+        let empty = config(&[("APP_ENV", "production"), ("GRAPHQL_PLAYGROUND", "")]).unwrap();
+        assert!(!empty.graphql_playground, "empty means the default");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = config(&[("APP_ENV", "staging")]).unwrap_err();
+        assert_eq!(e.name, "APP_ENV");
+        let e = config(&[("LOGIN_MAX_PER_ACCOUNT", "-1")]).unwrap_err();
+        assert_eq!(e.name, "LOGIN_MAX_PER_ACCOUNT");
+        let e = config(&[("BROKER", "kafkaesque")]).unwrap_err();
+        assert_eq!(e.name, "BROKER");
     }
 }

@@ -15,6 +15,8 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("too many attempts; try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("document store error: {0}")]

@@ -5,17 +5,18 @@ use std::sync::Arc;
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use async_graphql::{BatchRequest, BatchResponse, ServerError};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::Instrument;
 
 use crate::broker::Transport;
-use crate::graphql::{error::ensure_codes, ApiState, AppSchema, Caller, TraceId};
+use crate::graphql::{error::ensure_codes, ApiState, AppSchema, Caller, ClientAddr, TraceId};
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -24,10 +25,14 @@ pub struct HttpState {
     pub transport: Arc<dyn Transport>,
 }
 
+/// The API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`: the client
+/// address feeds the login and register limits.
 pub fn router(state: HttpState) -> Router {
     let limit = state.api.config.http_body_limit;
+    let graphql_route =
+        if state.api.config.graphql_playground { get(graphiql).post(graphql) } else { post(graphql) };
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", graphql_route)
         .route("/graphql/ws", get(subscriptions))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
@@ -40,29 +45,61 @@ pub fn router(state: HttpState) -> Router {
 async fn caller(api: &ApiState, token: Option<&str>) -> Caller {
     match token {
         None => Caller::Anonymous,
-        Some(t) => match api.keys.verify(t).await {
-            Ok(c) => Caller::User(crate::auth::AuthUser { id: c.sub, email: c.email }),
+        Some(t) => match api.auth.authenticate(t).await {
+            Ok((user, session)) => Caller::User(user, session),
             Err(e) => Caller::BadToken(e),
         },
     }
+}
+
+/// The peer address, or the first `X-Forwarded-For` hop when the deployment says a proxy sets it.
+fn client_addr(api: &ApiState, peer: Option<std::net::SocketAddr>, headers: &HeaderMap) -> ClientAddr {
+    let forwarded = api
+        .config
+        .trust_forwarded_for
+        .then(|| headers.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim().parse().ok())
+        .flatten();
+    ClientAddr(
+        forwarded.or(peer.map(|p| p.ip())).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+    )
 }
 
 fn bearer(value: &str) -> Option<&str> {
     value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
 }
 
-async fn graphql(State(s): State<HttpState>, headers: HeaderMap, req: GraphQLRequest) -> GraphQLResponse {
+async fn graphql(
+    State(s): State<HttpState>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    req: GraphQLBatchRequest,
+) -> GraphQLResponse {
+    let batch = req.into_inner();
+    if let BatchRequest::Batch(requests) = &batch {
+        let max = s.api.config.graphql_max_batch;
+        if requests.len() > max {
+            let e =
+                ServerError::new(format!("Batch has too many operations ({} > {max})", requests.len()), None);
+            let mut resp = async_graphql::Response::from_errors(vec![e]);
+            ensure_codes(&mut resp.errors);
+            return resp.into();
+        }
+    }
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let caller = caller(&s.api, token).await;
+    let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let user_id = match &caller {
-        Caller::User(u) => u.id.to_string(),
+        Caller::User(u, _) => u.id.to_string(),
         _ => String::new(),
     };
     let span = tracing::info_span!("graphql", trace_id = %trace, user_id = %user_id);
-    let req = req.into_inner().data(caller).data(TraceId(trace));
-    let mut resp = s.schema.execute(req).instrument(span).await;
-    ensure_codes(&mut resp.errors);
+    let batch = batch.data(caller).data(client).data(TraceId(trace));
+    let mut resp = s.schema.execute_batch(batch).instrument(span).await;
+    match &mut resp {
+        BatchResponse::Single(r) => ensure_codes(&mut r.errors),
+        BatchResponse::Batch(rs) => rs.iter_mut().for_each(|r| ensure_codes(&mut r.errors)),
+    }
     resp.into()
 }
 

@@ -304,6 +304,9 @@ async fn run(kind: BrokerKind, broker: &str) {
         ("OUTBOX_POLL_MS", "20"),
         ("CHAOS_DUPLICATE", "true"),
         ("CHAOS_REORDER_MAX_MS", "300"),
+        // Every buyer registers from 127.0.0.1.
+        ("REGISTER_MAX_PER_ADDRESS", "1000000"),
+        ("LOGIN_MAX_PER_ADDRESS", "1000000"),
         ("RUST_LOG", "info,sqlx=warn,async_nats=warn"),
     ]
     .iter()

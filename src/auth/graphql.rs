@@ -1,7 +1,7 @@
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 
 use super::service;
-use crate::graphql::{gql, state, user};
+use crate::graphql::{client_addr, gql, session_id, state, user};
 
 #[derive(SimpleObject)]
 #[graphql(name = "User")]
@@ -12,11 +12,16 @@ pub struct UserGql {
 
 #[derive(SimpleObject)]
 pub struct AuthPayload {
-    /// A JWT to send as `Authorization: Bearer <token>` (and in `connection_init` for subscriptions).
+    /// A short-lived JWT to send as `Authorization: Bearer <token>` (and in `connection_init` for
+    /// subscriptions).
     pub access_token: String,
     pub token_type: String,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Exchanges for a new pair with `refreshSession`, once: it rotates on every use, and using a
+    /// spent one ends the session.
+    pub refresh_token: String,
+    pub refresh_expires_at: chrono::DateTime<chrono::Utc>,
     pub user: UserGql,
 }
 
@@ -26,6 +31,8 @@ impl From<service::Session> for AuthPayload {
             access_token: s.access_token,
             token_type: "Bearer".into(),
             expires_at: s.expires_at as i64,
+            refresh_token: s.refresh_token,
+            refresh_expires_at: s.refresh_expires_at,
             user: UserGql { id: ID(s.user.id.to_string()), email: s.user.email },
         }
     }
@@ -48,14 +55,29 @@ pub struct AuthMutation;
 
 #[Object]
 impl AuthMutation {
-    /// Creates an account and signs it in.
+    /// Creates an account and signs it in. Limited per client address.
     async fn register(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let s = state(ctx);
-        Ok(service::register(&s.pool, &s.keys, &email, &password).await.map_err(gql)?.into())
+        Ok(s.auth.register(client_addr(ctx), &email, &password).await.map_err(gql)?.into())
     }
 
+    /// Signs in. Limited per account and per client address (`TOO_MANY_REQUESTS`, with
+    /// `extensions.retryAfterSeconds`).
     async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let s = state(ctx);
-        Ok(service::login(&s.pool, &s.keys, &email, &password).await.map_err(gql)?.into())
+        Ok(s.auth.login(client_addr(ctx), &email, &password).await.map_err(gql)?.into())
+    }
+
+    /// Spends a refresh token for a new access and refresh token of the same session.
+    async fn refresh_session(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload> {
+        let s = state(ctx);
+        Ok(s.auth.refresh(&refresh_token).await.map_err(gql)?.into())
+    }
+
+    /// Ends the caller's session: its refresh token and every access token it issued stop working.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
+        let session = session_id(ctx)?;
+        state(ctx).auth.logout(session).await.map_err(gql)?;
+        Ok(true)
     }
 }

@@ -35,6 +35,8 @@ pub struct Claims {
     pub nbf: u64,
     pub exp: u64,
     pub jti: Uuid,
+    /// The session the token belongs to; logging out (or refresh-token reuse) revokes it.
+    pub sid: Uuid,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub enum TokenError {
     UnknownKey,
     #[error("token has expired")]
     Expired,
+    #[error("session has ended")]
+    Revoked,
     #[error("token is invalid: {0}")]
     Invalid(String),
 }
@@ -166,7 +170,7 @@ impl KeyRing {
     }
 
     /// Issues an access token for `user`; returns it with its expiry (unix seconds).
-    pub async fn issue(&self, user_id: Uuid, email: &str) -> Result<(String, u64), KeyError> {
+    pub async fn issue(&self, user_id: Uuid, email: &str, sid: Uuid) -> Result<(String, u64), KeyError> {
         self.refresh_if_stale(false).await?;
         let loaded = self.loaded.read().await;
         let key =
@@ -181,6 +185,7 @@ impl KeyRing {
             nbf: iat,
             exp: iat + self.ttl.as_secs(),
             jti: Uuid::new_v4(),
+            sid,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
@@ -212,6 +217,7 @@ impl KeyRing {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // `decode` also refuses HS*/RS* tokens here: the key is an Ed25519 key and only EdDSA is allowed.
         jsonwebtoken::decode::<Claims>(token, &key, &validation).map(|d| d.claims).map_err(|e| {
             match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,

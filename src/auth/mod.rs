@@ -4,9 +4,11 @@
 pub mod graphql;
 pub mod keys;
 pub mod password;
+pub mod rate_limit;
 pub mod service;
 
 pub use keys::{Claims, KeyRing, TokenError};
+pub use service::AuthService;
 
 use uuid::Uuid;
 

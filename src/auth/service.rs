@@ -1,57 +1,239 @@
-//! Register and log in.
+//! Register, log in, refresh, log out, and authenticate a request.
+//!
+//! A login starts a session. The session hands out a short-lived access token (a JWT carrying the
+//! session id as `sid`) and an opaque refresh token, stored only as its SHA-256. Each refresh spends
+//! the presented token and returns a new pair; presenting a spent token again means it was copied,
+//! so the whole session is revoked, and with it every access token that carries its `sid`.
 
-use sqlx::{PgPool, Row};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{password, AuthUser, KeyRing};
+use super::{password, rate_limit, AuthUser, KeyRing, TokenError};
+use crate::config::RateLimits;
 use crate::domain::{Email, Password};
 use crate::error::{AppError, AppResult};
+
+const REFUSED: AppError = AppError::InvalidCredentials("invalid email or password");
+const BAD_REFRESH: AppError = AppError::InvalidCredentials("refresh token is invalid or has expired");
+/// Refresh tokens are `rt_` and 43 base64url characters (32 random bytes).
+const REFRESH_PREFIX: &str = "rt_";
 
 pub struct Session {
     pub user: AuthUser,
     pub access_token: String,
     pub expires_at: u64,
+    pub refresh_token: String,
+    pub refresh_expires_at: chrono::DateTime<chrono::Utc>,
 }
 
-async fn session(keys: &KeyRing, user: AuthUser) -> AppResult<Session> {
-    let (access_token, expires_at) =
-        keys.issue(user.id, &user.email).await.map_err(|e| AppError::Internal(e.to_string()))?;
-    Ok(Session { user, access_token, expires_at })
+/// Accounts and sessions, shared by every request.
+pub struct AuthService {
+    pub pool: PgPool,
+    pub keys: Arc<KeyRing>,
+    pub refresh_ttl: std::time::Duration,
+    pub limits: RateLimits,
 }
 
-pub async fn register(pool: &PgPool, keys: &KeyRing, email: &str, password: &str) -> AppResult<Session> {
-    let email = Email::parse(email)?;
-    let password = Password::parse(password)?;
-    let hash = password::hash(password.expose().to_string()).await?;
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(email.as_str())
+fn new_refresh_token() -> (String, Vec<u8>) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = digest(&token);
+    (token, hash)
+}
+
+fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+impl AuthService {
+    /// Stores a fresh refresh token for `session` and signs an access token for it.
+    async fn issue(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        user: AuthUser,
+        session: Uuid,
+    ) -> AppResult<Session> {
+        let (refresh_token, hash) = new_refresh_token();
+        let refresh_expires_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
+             VALUES ($1, $2, now() + $3 * interval '1 second') RETURNING expires_at",
+        )
         .bind(hash)
-        .execute(pool)
-        .await
-        .map_err(|e| {
-            AppError::from_unique(e, "users_email_key", "an account with this email already exists")
-        })?;
-    session(keys, AuthUser { id, email: email.as_str().to_string() }).await
+        .bind(session)
+        .bind(self.refresh_ttl.as_secs() as f64)
+        .fetch_one(&mut **tx)
+        .await?;
+        let (access_token, expires_at) = self
+            .keys
+            .issue(user.id, &user.email, session)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Session { user, access_token, expires_at, refresh_token, refresh_expires_at })
+    }
+
+    async fn start_session(&self, user: AuthUser) -> AppResult<Session> {
+        let mut tx = self.pool.begin().await?;
+        let session = Uuid::now_v7();
+        sqlx::query("INSERT INTO sessions (id, user_id) VALUES ($1, $2)")
+            .bind(session)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+        let s = self.issue(&mut tx, user, session).await?;
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    pub async fn register(&self, client: IpAddr, email: &str, password: &str) -> AppResult<Session> {
+        let l = self.limits;
+        rate_limit::hit(&self.pool, &format!("register:addr:{client}"), l.register_per_address, l.window)
+            .await?;
+        let email = Email::parse(email)?;
+        let password = Password::parse(password)?;
+        let hash = password::hash(password.expose().to_string()).await?;
+        let id = Uuid::now_v7();
+        sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(email.as_str())
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                AppError::from_unique(e, "users_email_key", "an account with this email already exists")
+            })?;
+        self.start_session(AuthUser { id, email: email.as_str().to_string() }).await
+    }
+
+    /// Unknown e-mail and wrong password answer alike, after the same argon2 work, and count
+    /// against the same per-account budget, so neither the answer, its timing nor the rate limit
+    /// tells whether an account exists.
+    pub async fn login(&self, client: IpAddr, email: &str, password: &str) -> AppResult<Session> {
+        let l = self.limits;
+        rate_limit::hit(&self.pool, &format!("login:addr:{client}"), l.login_per_address, l.window).await?;
+        let normalized = Email::parse(email).map(|e| e.as_str().to_string());
+        let account_key = match &normalized {
+            Ok(e) => format!("login:acct:{e}"),
+            Err(_) => format!("login:acct:{}", email.trim().to_lowercase()),
+        };
+        rate_limit::hit(&self.pool, &account_key, l.login_per_account, l.window).await?;
+        let row = match &normalized {
+            Ok(e) => {
+                sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
+                    .bind(e)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            Err(_) => None,
+        };
+        let (id, hash) = match row {
+            Some(r) => (Some(r.get::<Uuid, _>("id")), r.get::<String, _>("password_hash")),
+            None => (None, password::dummy_hash().to_string()),
+        };
+        let ok = password::verify(password.to_string(), hash).await?;
+        match (id, ok, normalized) {
+            (Some(id), true, Ok(email)) => self.start_session(AuthUser { id, email }).await,
+            _ => Err(REFUSED),
+        }
+    }
+
+    /// Spends `refresh_token` and returns a new pair. A spent token presented again revokes its
+    /// session (the reuse is the sign of a stolen token; the legitimate holder signs in again).
+    pub async fn refresh(&self, refresh_token: &str) -> AppResult<Session> {
+        if !refresh_token.starts_with(REFRESH_PREFIX) || refresh_token.len() > 64 {
+            return Err(BAD_REFRESH);
+        }
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT t.session_id, t.used_at IS NOT NULL AS spent, t.expires_at <= now() AS expired,
+                    s.revoked_at IS NOT NULL AS revoked, u.id AS user_id, u.email
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
+             WHERE t.token_hash = $1
+             FOR UPDATE OF t",
+        )
+        .bind(digest(refresh_token))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(BAD_REFRESH);
+        };
+        let session: Uuid = row.get("session_id");
+        if row.get::<bool, _>("revoked") || row.get::<bool, _>("expired") {
+            return Err(BAD_REFRESH);
+        }
+        if row.get::<bool, _>("spent") {
+            revoke(&mut tx, session, "refresh token reused").await?;
+            tx.commit().await?;
+            tracing::warn!(session_id = %session, "spent refresh token presented again; session revoked");
+            return Err(BAD_REFRESH);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1")
+            .bind(digest(refresh_token))
+            .execute(&mut *tx)
+            .await?;
+        let user = AuthUser { id: row.get("user_id"), email: row.get("email") };
+        let s = self.issue(&mut tx, user, session).await?;
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    /// Ends the session: its refresh tokens and the access tokens it issued stop working.
+    pub async fn logout(&self, session: Uuid) -> AppResult<()> {
+        let mut tx = self.pool.begin().await?;
+        revoke(&mut tx, session, "logout").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Verifies an access token and that its session is still open.
+    pub async fn authenticate(&self, token: &str) -> Result<(AuthUser, Uuid), TokenError> {
+        let claims = self.keys.verify(token).await?;
+        let open: Option<bool> = sqlx::query_scalar("SELECT revoked_at IS NULL FROM sessions WHERE id = $1")
+            .bind(claims.sid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "session lookup failed");
+                TokenError::Invalid("session could not be checked".into())
+            })?;
+        match open {
+            Some(true) => Ok((AuthUser { id: claims.sub, email: claims.email }, claims.sid)),
+            _ => Err(TokenError::Revoked),
+        }
+    }
 }
 
-pub async fn login(pool: &PgPool, keys: &KeyRing, email: &str, password: &str) -> AppResult<Session> {
-    const REFUSED: AppError = AppError::InvalidCredentials("invalid email or password");
-    let Ok(email) = Email::parse(email) else {
-        return Err(REFUSED);
-    };
-    let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
-        .bind(email.as_str())
-        .fetch_optional(pool)
-        .await?;
-    let (id, hash) = match row {
-        Some(r) => (Some(r.get::<Uuid, _>("id")), r.get::<String, _>("password_hash")),
-        None => (None, password::dummy_hash().to_string()),
-    };
-    let ok = password::verify(password.to_string(), hash).await?;
-    match (id, ok) {
-        (Some(id), true) => session(keys, AuthUser { id, email: email.as_str().to_string() }).await,
-        _ => Err(REFUSED),
+async fn revoke(tx: &mut Transaction<'_, Postgres>, session: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(session)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_tokens_are_random_prefixed_and_stored_only_as_a_digest() {
+        let (a, ha) = new_refresh_token();
+        let (b, hb) = new_refresh_token();
+        assert_ne!(a, b);
+        assert!(a.starts_with(REFRESH_PREFIX) && a.len() == 3 + 43, "{a}");
+        assert_eq!(ha.len(), 32);
+        assert_eq!(ha, digest(&a));
+        assert_ne!(ha, hb);
+        assert!(!ha.windows(8).any(|w| a.as_bytes().windows(8).any(|x| x == w)), "digest, not the token");
     }
 }

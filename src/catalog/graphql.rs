@@ -50,6 +50,8 @@ pub struct CatalogQuery;
 
 #[Object]
 impl CatalogQuery {
+    /// Up to `first` (1 to 100) products; costs `first` times its selection in query complexity.
+    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
     async fn products(
         &self,
         ctx: &Context<'_>,

@@ -11,6 +11,7 @@ pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const NOT_FOUND: &str = "NOT_FOUND";
 pub const CONFLICT: &str = "CONFLICT";
 pub const INTERNAL: &str = "INTERNAL";
+pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
 
 pub fn code_of(e: &AppError) -> &'static str {
     match e {
@@ -19,6 +20,7 @@ pub fn code_of(e: &AppError) -> &'static str {
         AppError::BadInput(_) => BAD_USER_INPUT,
         AppError::NotFound(_) => NOT_FOUND,
         AppError::Conflict(_) => CONFLICT,
+        AppError::TooManyRequests { .. } => TOO_MANY_REQUESTS,
         AppError::Database(_) | AppError::Mongo(_) | AppError::Broker(_) | AppError::Internal(_) => INTERNAL,
     }
 }
@@ -32,7 +34,16 @@ pub fn gql(e: AppError) -> Error {
     } else {
         e.to_string()
     };
-    Error::new(message).extend_with(|_, ext| ext.set("code", code))
+    let retry_after = match e {
+        AppError::TooManyRequests { retry_after_secs } => Some(retry_after_secs),
+        _ => None,
+    };
+    Error::new(message).extend_with(|_, ext| {
+        ext.set("code", code);
+        if let Some(secs) = retry_after {
+            ext.set("retryAfterSeconds", secs);
+        }
+    })
 }
 
 /// Errors raised by the GraphQL engine itself (parse, validation, limits, variable coercion) are the

@@ -1,6 +1,7 @@
 //! The GraphQL backend-for-frontend: schema assembly, request context, limits.
 
 pub mod error;
+pub mod limits;
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, MergedObject, Schema};
 use sqlx::PgPool;
 
-use crate::auth::{AuthUser, KeyRing, TokenError};
+use crate::auth::{AuthService, AuthUser, KeyRing, TokenError};
 use crate::catalog::loader::{ProductLoader, StockLoader};
 use crate::config::Config;
 use crate::error::AppError;
@@ -24,6 +25,7 @@ pub struct ApiState {
     pub pool: PgPool,
     pub mongo: Mongo,
     pub keys: Arc<KeyRing>,
+    pub auth: Arc<AuthService>,
     pub saga: Arc<SagaDefinition>,
     pub feed: EventFeed,
     pub config: Arc<Config>,
@@ -33,9 +35,14 @@ pub struct ApiState {
 #[derive(Debug, Clone)]
 pub enum Caller {
     Anonymous,
-    User(AuthUser),
+    /// A verified access token: the user and the session it belongs to.
+    User(AuthUser, uuid::Uuid),
     BadToken(TokenError),
 }
+
+/// The client's network address (the peer, or the first `X-Forwarded-For` hop when trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
 
 /// Per-request trace id, carried into the saga and across the broker.
 #[derive(Debug, Clone)]
@@ -66,7 +73,11 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
         .limit_depth(config.graphql_max_depth)
         .limit_complexity(config.graphql_max_complexity)
         .limit_recursive_depth(32)
-        .limit_directives(8);
+        .limit_directives(8)
+        .extension(limits::AliasLimit { max: config.graphql_max_aliases });
+    if !config.graphql_introspection {
+        builder = builder.disable_introspection();
+    }
     if let Some(state) = state {
         builder = builder
             .data(DataLoader::new(ProductLoader { mongo: state.mongo.clone() }, tokio::spawn))
@@ -89,14 +100,29 @@ pub fn state<'a>(ctx: &Context<'a>) -> &'a ApiState {
 /// The authenticated caller, or `UNAUTHENTICATED`.
 pub fn user<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error> {
     match ctx.data_opt::<Caller>() {
-        Some(Caller::User(u)) => Ok(u),
+        Some(Caller::User(u, _)) => Ok(u),
         Some(Caller::BadToken(e)) => Err(gql(AppError::InvalidCredentials(match e {
             TokenError::Expired => "access token has expired",
             TokenError::UnknownKey => "access token was signed by an unknown key",
+            TokenError::Revoked => "session has ended; sign in again",
             _ => "access token is invalid",
         }))),
         _ => Err(gql(AppError::Unauthenticated)),
     }
+}
+
+/// The caller's session, or `UNAUTHENTICATED`.
+pub fn session_id(ctx: &Context<'_>) -> Result<uuid::Uuid, async_graphql::Error> {
+    user(ctx)?;
+    match ctx.data_opt::<Caller>() {
+        Some(Caller::User(_, sid)) => Ok(*sid),
+        _ => Err(gql(AppError::Unauthenticated)),
+    }
+}
+
+/// Where the request came from; loopback when the transport did not say.
+pub fn client_addr(ctx: &Context<'_>) -> std::net::IpAddr {
+    ctx.data_opt::<ClientAddr>().map(|a| a.0).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 pub fn trace_id(ctx: &Context<'_>) -> String {

@@ -149,7 +149,9 @@ impl OrderQuery {
         Ok(OrderGql(service::get(&state(ctx).pool, u.id, id).await.map_err(gql)?))
     }
 
-    /// The signed-in user's orders, newest first.
+    /// The signed-in user's orders, newest first (1 to 100); costs `first` times its selection in
+    /// query complexity.
+    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
     async fn orders(&self, ctx: &Context<'_>, #[graphql(default = 20)] first: i32) -> Result<Vec<OrderGql>> {
         let u = user(ctx)?;
         if !(1..=100).contains(&first) {

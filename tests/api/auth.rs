@@ -36,6 +36,12 @@ fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
+/// The claims of a token, unverified.
+fn payload(token: &str) -> serde_json::Value {
+    let part = token.split('.').nth(1).expect("a JWT has three parts");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn register_login_and_credential_errors() {
     let app = spawn_app().await;
@@ -127,18 +133,46 @@ async fn users_cannot_see_or_subscribe_to_each_others_orders_or_carts() {
 }
 
 #[tokio::test]
-async fn tampered_expired_wrong_kid_and_unsigned_tokens_are_refused() {
+async fn tampered_expired_early_confused_wrong_kid_and_unsigned_tokens_are_refused() {
     let app = spawn_app().await;
     let buyer = app.register().await;
     let claims = |exp: u64| {
         json!({ "sub": buyer.id, "email": buyer.email, "iss": "ecommerce-saga", "aud": "ecommerce-saga-api",
-                "iat": now() - 10, "nbf": now() - 10, "exp": exp, "jti": uuid::Uuid::new_v4() })
+                "iat": now() - 10, "nbf": now() - 10, "exp": exp, "jti": uuid::Uuid::new_v4(),
+                "sid": payload(&buyer.token)["sid"] })
     };
     // Control: a token built the same way, valid, is accepted (so the refusals below mean something).
     let good = sign_with_server_key(&app, claims(now() + 300), None).await;
     assert_eq!(me(&app, &good).await["data"]["me"]["id"], buyer.id.as_str());
 
+    // A few seconds of clock skew are tolerated, minutes are not.
+    let skewed = sign_with_server_key(&app, claims(now() - 5), None).await;
+    assert_eq!(me(&app, &skewed).await["data"]["me"]["id"], buyer.id.as_str(), "within the leeway");
     let expired = sign_with_server_key(&app, claims(now() - 3600), None).await;
+    let expired_2m = sign_with_server_key(&app, claims(now() - 120), None).await;
+    let mut early = claims(now() + 7200);
+    early["nbf"] = json!(now() + 3600);
+    early["iat"] = json!(now() + 3600);
+    let not_yet_valid = sign_with_server_key(&app, early, None).await;
+    let mut no_sid = claims(now() + 300);
+    no_sid.as_object_mut().unwrap().remove("sid");
+    let no_sid = sign_with_server_key(&app, no_sid, None).await;
+    let mut other_sid = claims(now() + 300);
+    other_sid["sid"] = json!(uuid::Uuid::new_v4());
+    let other_sid = sign_with_server_key(&app, other_sid, None).await;
+
+    // Algorithm confusion: HS256 with the published public key as the HMAC secret, same kid.
+    let jwks: serde_json::Value =
+        app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwk = &jwks["keys"][0];
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = jwk["kid"].as_str().map(str::to_string);
+    let x = jwk["x"].as_str().unwrap();
+    let hs256_x =
+        jsonwebtoken::encode(&hs, &claims(now() + 300), &EncodingKey::from_secret(x.as_bytes())).unwrap();
+    let raw_public = URL_SAFE_NO_PAD.decode(x).unwrap();
+    let hs256_raw =
+        jsonwebtoken::encode(&hs, &claims(now() + 300), &EncodingKey::from_secret(&raw_public)).unwrap();
     let wrong_kid = sign_with_server_key(&app, claims(now() + 300), Some("not-a-key")).await;
     let mut wrong_aud = claims(now() + 300);
     wrong_aud["aud"] = json!("someone-else");
@@ -160,6 +194,12 @@ async fn tampered_expired_wrong_kid_and_unsigned_tokens_are_refused() {
 
     for (name, token) in [
         ("expired", expired),
+        ("expired 2 minutes ago", expired_2m),
+        ("not yet valid", not_yet_valid),
+        ("no session id", no_sid),
+        ("unknown session id", other_sid),
+        ("HS256 keyed with the JWK x", hs256_x),
+        ("HS256 keyed with the raw public key", hs256_raw),
         ("wrong kid", wrong_kid),
         ("wrong aud", wrong_aud),
         ("wrong iss", wrong_iss),

@@ -40,6 +40,7 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub token: String,
+    pub refresh_token: String,
 }
 
 fn init_logs() {
@@ -64,6 +65,9 @@ pub fn test_config(name: &str) -> Config {
     c.saga.compensation_timeout = Duration::from_secs(30);
     c.outbox_poll_interval = Duration::from_millis(20);
     c.timeout_scan_interval = Duration::from_millis(100);
+    // Every test client is 127.0.0.1; tests of the limits set their own.
+    c.rate_limits.register_per_address = 1_000_000;
+    c.rate_limits.login_per_address = 1_000_000;
     c
 }
 
@@ -214,7 +218,7 @@ impl TestApp {
         let d = self
             .data(
                 None,
-                "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken user { id email } } }",
+                "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken refreshToken user { id email } } }",
                 json!({ "e": email, "p": "correct horse battery" }),
             )
             .await;
@@ -222,6 +226,7 @@ impl TestApp {
             id: d["register"]["user"]["id"].as_str().unwrap().to_string(),
             email,
             token: d["register"]["accessToken"].as_str().unwrap().to_string(),
+            refresh_token: d["register"]["refreshToken"].as_str().unwrap().to_string(),
         }
     }
 

@@ -10,3 +10,4 @@ mod idempotency;
 mod limits;
 mod resilience;
 mod schema;
+mod security;

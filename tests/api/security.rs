@@ -1,0 +1,294 @@
+//! Sessions, abuse limits and what errors may say. Each test fails if its protection is removed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{code, spawn_app, spawn_app_with, TestApp};
+
+const REFRESH: &str =
+    "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken refreshToken } }";
+const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
+const REGISTER: &str =
+    "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken } }";
+
+async fn me(app: &TestApp, token: &str) -> Value {
+    app.gql(Some(token), "{ me { id } }", json!({})).await
+}
+
+async fn refresh(app: &TestApp, token: &str) -> Value {
+    app.gql(None, REFRESH, json!({ "t": token })).await
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+
+    let first = refresh(&app, &buyer.refresh_token).await;
+    let access2 = first["data"]["refreshSession"]["accessToken"].as_str().expect("refreshed").to_string();
+    let refresh2 = first["data"]["refreshSession"]["refreshToken"].as_str().unwrap().to_string();
+    assert_ne!(refresh2, buyer.refresh_token, "the refresh token rotates");
+    assert_eq!(me(&app, &access2).await["data"]["me"]["id"], buyer.id.as_str());
+
+    // Only a digest is stored.
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_tokens WHERE encode(token_hash, 'escape') LIKE '%rt_%'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
+
+    // The spent token presented again: refused, and the whole session ends with it.
+    let reused = refresh(&app, &buyer.refresh_token).await;
+    assert_eq!(code(&reused), "UNAUTHENTICATED", "{reused}");
+    assert_eq!(code(&refresh(&app, &refresh2).await), "UNAUTHENTICATED", "the rotated token is revoked too");
+    for token in [&buyer.token, &access2] {
+        let body = me(&app, token).await;
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+        let mut ws = app.ws(Some(token)).await;
+        let first = ws.init_result().await;
+        assert!(first.as_ref().is_none_or(|m| m["type"] != "connection_ack"), "ws accepted {first:?}");
+    }
+
+    // Garbage, and someone else's format, are refused without a lookup that could fail loudly.
+    for bad in ["", "rt_", "rt_AAAA", "eyJhbGciOi.x.y", &"rt_x".repeat(100)] {
+        assert_eq!(code(&refresh(&app, bad).await), "UNAUTHENTICATED", "{bad:?}");
+    }
+    // A new login is a new session and works.
+    let login = app.gql(None, LOGIN, json!({ "e": buyer.email, "p": "correct horse battery" })).await;
+    let fresh = login["data"]["login"]["accessToken"].as_str().expect("login works").to_string();
+    assert_eq!(me(&app, &fresh).await["data"]["me"]["id"], buyer.id.as_str());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_only_that_session() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let login = app.gql(None, LOGIN, json!({ "e": buyer.email, "p": "correct horse battery" })).await;
+    let other_session = login["data"]["login"]["accessToken"].as_str().unwrap().to_string();
+
+    let anon = app.gql(None, "mutation { logout }", json!({})).await;
+    assert_eq!(code(&anon), "UNAUTHENTICATED");
+    let out = app.data(Some(&buyer.token), "mutation { logout }", json!({})).await;
+    assert_eq!(out["logout"], true);
+
+    let body = me(&app, &buyer.token).await;
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("session has ended"), "{body}");
+    assert_eq!(code(&refresh(&app, &buyer.refresh_token).await), "UNAUTHENTICATED");
+    assert_eq!(me(&app, &other_session).await["data"]["me"]["id"], buyer.id.as_str(), "other session lives");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_is_limited_per_account_whether_or_not_it_exists() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_per_account = 3;
+        c.rate_limits.window = Duration::from_secs(60);
+    })
+    .await;
+    let buyer = app.register().await;
+    for email in [buyer.email.as_str(), "nobody-here@example.com"] {
+        for _ in 0..3 {
+            let wrong = app.gql(None, LOGIN, json!({ "e": email, "p": "wrong password" })).await;
+            assert_eq!(code(&wrong), "UNAUTHENTICATED", "{wrong}");
+        }
+        // Over the limit even with the right password, and the same for an unknown account.
+        let limited = app.gql(None, LOGIN, json!({ "e": email, "p": "correct horse battery" })).await;
+        assert_eq!(code(&limited), "TOO_MANY_REQUESTS", "{email}: {limited}");
+        let wait = limited["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap();
+        assert!((1..=60).contains(&wait), "{limited}");
+    }
+    // Case and spaces do not make a new budget.
+    let upper =
+        app.gql(None, LOGIN, json!({ "e": format!(" {} ", buyer.email.to_uppercase()), "p": "x" })).await;
+    assert_eq!(code(&upper), "TOO_MANY_REQUESTS");
+    // Another account is not affected.
+    let other = app.register().await;
+    let ok = app.gql(None, LOGIN, json!({ "e": other.email, "p": "correct horse battery" })).await;
+    assert!(ok["data"]["login"]["accessToken"].is_string(), "{ok}");
+
+    // When the window has passed, the account can log in again.
+    sqlx::query("UPDATE rate_limits SET window_start = now() - interval '61 seconds'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let again = app.gql(None, LOGIN, json!({ "e": buyer.email, "p": "correct horse battery" })).await;
+    assert!(again["data"]["login"]["accessToken"].is_string(), "{again}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_and_register_are_limited_per_client_address() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.login_per_address = 4;
+        c.rate_limits.register_per_address = 2;
+        c.trust_forwarded_for = true;
+    })
+    .await;
+    let post = |query: &'static str, vars: Value, from: &'static str| {
+        let req = app.http.post(app.url("/graphql")).header("x-forwarded-for", from);
+        async move {
+            req.json(&json!({ "query": query, "variables": vars }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..4 {
+        let r =
+            post(LOGIN, json!({ "e": format!("n{i}@example.com"), "p": "wrong password" }), "203.0.113.7")
+                .await;
+        assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    }
+    let r = post(LOGIN, json!({ "e": "n9@example.com", "p": "wrong password" }), "203.0.113.7").await;
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "{r}");
+    let r = post(LOGIN, json!({ "e": "n9@example.com", "p": "wrong password" }), "198.51.100.1").await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "another address has its own budget: {r}");
+
+    let users_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(app.pool()).await.unwrap();
+    for i in 0..2 {
+        let r = post(
+            REGISTER,
+            json!({ "e": format!("r{i}@example.com"), "p": "correct horse battery" }),
+            "203.0.113.8",
+        )
+        .await;
+        assert!(r["data"]["register"]["accessToken"].is_string(), "{r}");
+    }
+    let r =
+        post(REGISTER, json!({ "e": "r2@example.com", "p": "correct horse battery" }), "203.0.113.8").await;
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "{r}");
+    let users_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(app.pool()).await.unwrap();
+    assert_eq!(users_after, users_before + 2, "the refused registration created nothing");
+    app.stop().await;
+}
+
+/// Median of the durations of `n` runs of `f`.
+async fn median<F: std::future::Future<Output = Value>>(n: usize, mut f: impl FnMut() -> F) -> Duration {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let body = f().await;
+        times.push(t.elapsed());
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    }
+    times.sort();
+    times[n / 2]
+}
+
+#[tokio::test]
+async fn unknown_accounts_and_wrong_passwords_look_alike() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let wrong = app.gql(None, LOGIN, json!({ "e": buyer.email, "p": "wrong password" })).await;
+    let unknown = app.gql(None, LOGIN, json!({ "e": "ghost@example.com", "p": "wrong password" })).await;
+    let malformed = app.gql(None, LOGIN, json!({ "e": "not an email", "p": "wrong password" })).await;
+    for body in [&wrong, &unknown, &malformed] {
+        assert_eq!(body["errors"], wrong["errors"], "same error, word for word");
+    }
+    // Both paths do the argon2 work: without the dummy hash an unknown account answers ~20x faster.
+    // (A ratio of two medians on one machine, not a speed threshold.)
+    let known = median(5, || app.gql(None, LOGIN, json!({ "e": buyer.email, "p": "wrong password" }))).await;
+    let ghost =
+        median(5, || app.gql(None, LOGIN, json!({ "e": "ghost@example.com", "p": "wrong password" }))).await;
+    assert!(
+        ghost.as_secs_f64() > known.as_secs_f64() * 0.4,
+        "unknown account answered in {ghost:?}, existing one in {known:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn introspection_and_playground_are_off_when_configured() {
+    let dev = spawn_app().await;
+    let page = dev.http.get(dev.url("/graphql")).send().await.unwrap();
+    assert_eq!(page.status(), 200, "GraphiQL in development");
+    let types = dev.gql(None, "{ __schema { types { name } } }", json!({})).await;
+    assert!(types["data"]["__schema"]["types"].is_array(), "{types}");
+    dev.stop().await;
+
+    let prod = spawn_app_with(|c| {
+        c.graphql_introspection = false;
+        c.graphql_playground = false;
+    })
+    .await;
+    let page = prod.http.get(prod.url("/graphql")).send().await.unwrap();
+    assert!(page.status().is_client_error(), "no GraphiQL: {}", page.status());
+    let types = prod.gql(None, "{ __schema { types { name } } }", json!({})).await;
+    assert!(types["data"]["__schema"].is_null(), "{types}");
+    let typename = prod.gql(None, "{ __type(name: \"Order\") { fields { name } } }", json!({})).await;
+    assert!(typename["data"]["__type"].is_null(), "{typename}");
+    // The API itself still works.
+    assert!(prod.data(None, "{ products { sku } }", json!({})).await["products"].is_array());
+    prod.stop().await;
+}
+
+#[tokio::test]
+async fn aliases_complexity_and_batches_are_limited() {
+    let app = spawn_app().await;
+    let aliased = |n: usize| {
+        format!(
+            "{{ {} }}",
+            (0..n).map(|i| format!("a{i}: products(first: 1) {{ sku }}")).collect::<Vec<_>>().join(" ")
+        )
+    };
+    assert!(app.gql(None, &aliased(30), json!({})).await.get("errors").is_none());
+    let too_many = app.gql(None, &aliased(31), json!({})).await;
+    assert_eq!(code(&too_many), "BAD_USER_INPUT");
+    assert!(too_many["errors"][0]["message"].as_str().unwrap().contains("aliases"), "{too_many}");
+    // A login per alias does not multiply attempts past the limit either.
+    let logins = format!(
+        "mutation {{ {} }}",
+        (0..31)
+            .map(|i| format!("l{i}: login(email: \"x@example.com\", password: \"p\") {{ accessToken }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_eq!(code(&app.gql(None, &logins, json!({})).await), "BAD_USER_INPUT");
+
+    // Lists cost `first` times their selection: 100 products with everything, three times, is too much.
+    let expensive = "{ a: products(first: 100) { sku name price { amountMinor currency } stockLevel }
+                       b: products(first: 100) { sku name price { amountMinor currency } stockLevel } }";
+    let body = app.gql(None, expensive, json!({})).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("complex"), "{body}");
+
+    let batch = |n: usize| {
+        json!((0..n).map(|_| json!({ "query": "{ products(first: 1) { sku } }" })).collect::<Vec<_>>())
+    };
+    let two: Value =
+        app.http.post(app.url("/graphql")).json(&batch(2)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(two.as_array().map(Vec::len), Some(2), "{two}");
+    let eleven: Value =
+        app.http.post(app.url("/graphql")).json(&batch(11)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(code(&eleven), "BAD_USER_INPUT", "{eleven}");
+    assert!(eleven["errors"][0]["message"].as_str().unwrap().contains("Batch"), "{eleven}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn internal_errors_say_nothing_about_the_internals() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    // Break the store under the API: the orders table disappears.
+    sqlx::query("ALTER TABLE orders RENAME TO orders_hidden").execute(app.pool()).await.unwrap();
+    let body = app.gql(Some(&buyer.token), "{ orders { id } }", json!({})).await;
+    assert_eq!(code(&body), "INTERNAL", "{body}");
+    let text = body.to_string();
+    assert_eq!(body["errors"][0]["message"], "internal error");
+    // (`orders` itself appears as the GraphQL path of the error, which is the client's own field.)
+    for leak in ["relation", "SELECT", "sqlx", "database", "postgres", "42P01", "panicked", ".rs:"] {
+        assert!(!text.contains(leak), "{leak:?} leaked: {text}");
+    }
+    sqlx::query("ALTER TABLE orders_hidden RENAME TO orders").execute(app.pool()).await.unwrap();
+    app.stop().await;
+}
