@@ -44,7 +44,8 @@ mod tests {
     #[tokio::test]
     async fn hashes_verify_and_are_argon2id() {
         let h = super::hash("correct horse".into()).await.unwrap();
-        assert!(h.starts_with("$argon2id$"));
+        // argon2id, version 19, 19 MiB, 2 passes, 1 lane (OWASP's minimum for argon2id).
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(super::verify("correct horse".into(), h.clone()).await.unwrap());
         assert!(!super::verify("wrong horse".into(), h).await.unwrap());
     }

@@ -269,3 +269,42 @@ async fn jwks_verifies_issued_tokens_and_rotation_keeps_old_tokens_valid() {
     assert_eq!(code(&me(&app, &buyer.token).await), "UNAUTHENTICATED");
     app.stop().await;
 }
+
+/// Runs `scripts/verify-jwt.py` (Python + OpenSSL, no code shared with the API) against the JWKS URL.
+async fn verify_elsewhere(app: &crate::helpers::TestApp, token: &str) -> (bool, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify-jwt.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(["--jwks", &app.url("/.well-known/jwks.json"), "--iss", "ecommerce-saga"])
+        .args(["--aud", "ecommerce-saga-api", token])
+        .output()
+        .await
+        .expect("python3 runs");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test]
+async fn a_separate_process_that_knows_only_the_jwks_url_verifies_tokens() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let (ok, out) = verify_elsewhere(&app, &buyer.token).await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), buyer.id);
+
+    // The same verifier refuses a forged payload and a token for another audience.
+    let parts: Vec<&str> = buyer.token.split('.').collect();
+    let mut claims = payload(&buyer.token);
+    claims["sub"] = json!(uuid::Uuid::new_v4());
+    let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
+    let (ok, out) = verify_elsewhere(&app, &forged).await;
+    assert!(!ok && out.contains("bad signature"), "{out}");
+    let mut other = payload(&buyer.token);
+    other["aud"] = json!("another-api");
+    let other = sign_with_server_key(&app, other, None).await;
+    let (ok, out) = verify_elsewhere(&app, &other).await;
+    assert!(!ok && out.contains("wrong audience"), "{out}");
+    app.stop().await;
+}

@@ -1,10 +1,12 @@
 //! End-to-end tests through the HTTP/WebSocket API against real PostgreSQL, a MongoDB-wire server
 //! and NATS JetStream (start them with `scripts/services.sh up`).
 
+mod access;
 mod auth;
 mod cart;
 mod checkout;
 mod contention;
+mod fuzz;
 mod helpers;
 mod idempotency;
 mod limits;

@@ -1,0 +1,210 @@
+//! Access control, table-driven: every root field of the schema (read from introspection, so a
+//! new field fails this test until it is classified here) is called anonymously and as user A
+//! against user B's resources. Nested fields are reachable only through these roots.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{code, spawn_app, TestApp, User};
+
+/// What a field may do for a caller who is not the resource's owner.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Needs no account and shows nothing of anyone's (catalog, sign-in).
+    Public,
+    /// Needs an account; acts only on the caller's own data, never names another user's.
+    Own,
+    /// Takes a resource id; another user's id is `NOT_FOUND` (not `FORBIDDEN`: existence is not revealed).
+    ById,
+}
+
+struct Case {
+    root: &'static str,
+    field: &'static str,
+    rule: Rule,
+    /// The document A sends; `$bob_order` is B's order id.
+    doc: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case { root: "Query", field: "me", rule: Rule::Own, doc: "{ me { id email } }" },
+    Case { root: "Query", field: "products", rule: Rule::Public, doc: "{ products { sku stockLevel } }" },
+    Case { root: "Query", field: "product", rule: Rule::Public, doc: "{ product(sku: \"MUG-001\") { sku } }" },
+    Case { root: "Query", field: "cart", rule: Rule::Own, doc: "{ cart { itemCount items { sku quantity } } }" },
+    Case {
+        root: "Query",
+        field: "order",
+        rule: Rule::ById,
+        doc: "query($bob_order: ID!) { order(id: $bob_order) { id status saga { id events { type } } } }",
+    },
+    Case { root: "Query", field: "orders", rule: Rule::Own, doc: "{ orders { id idempotencyKey } }" },
+    Case {
+        root: "Mutation",
+        field: "register",
+        rule: Rule::Public,
+        doc: "mutation { register(email: \"new-acl-user@example.com\", password: \"long enough pw\") { user { id } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "login",
+        rule: Rule::Public,
+        doc: "mutation { login(email: \"nobody@example.com\", password: \"whatever pw\") { accessToken } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "refreshSession",
+        rule: Rule::Public,
+        doc: "mutation { refreshSession(refreshToken: \"rt_not-a-real-token\") { accessToken } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "addToCart",
+        rule: Rule::Own,
+        doc: "mutation { addToCart(sku: \"TEE-002\", quantity: 1) { itemCount } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "updateCartItem",
+        rule: Rule::Own,
+        doc: "mutation { updateCartItem(sku: \"TEE-002\", quantity: 3) { itemCount } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "removeFromCart",
+        rule: Rule::Own,
+        doc: "mutation { removeFromCart(sku: \"TEE-002\") { itemCount } }",
+    },
+    Case { root: "Mutation", field: "clearCart", rule: Rule::Own, doc: "mutation { clearCart { itemCount } }" },
+    Case {
+        root: "Mutation",
+        field: "placeOrder",
+        rule: Rule::Own,
+        // B's idempotency key: keys are per user, so this is a new order of A's, not B's.
+        doc: "mutation { placeOrder(idempotencyKey: \"bob-acl-1\", paymentToken: \"tok_visa\") { id } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "cancelOrder",
+        rule: Rule::ById,
+        doc: "mutation($bob_order: ID!) { cancelOrder(orderId: $bob_order) { id status } }",
+    },
+    Case {
+        root: "OrderSubscription",
+        field: "orderEvents",
+        rule: Rule::ById,
+        doc: "subscription($bob_order: ID!) { orderEvents(orderId: $bob_order) { type } }",
+    },
+    // Last: it ends A's session.
+    Case { root: "Mutation", field: "logout", rule: Rule::Own, doc: "mutation { logout }" },
+];
+
+/// Root type name → field names, with the argument names of each field.
+async fn schema_roots(app: &TestApp) -> Vec<(String, String, Vec<String>)> {
+    let q = "{ __schema {
+        queryType { name fields { name args { name } } }
+        mutationType { name fields { name args { name } } }
+        subscriptionType { name fields { name args { name } } } } }";
+    let s = app.data(None, q, json!({})).await["__schema"].clone();
+    let mut out = Vec::new();
+    for root in ["queryType", "mutationType", "subscriptionType"] {
+        let t = &s[root];
+        for f in t["fields"].as_array().unwrap() {
+            let args =
+                f["args"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().into()).collect();
+            out.push((t["name"].as_str().unwrap().into(), f["name"].as_str().unwrap().into(), args));
+        }
+    }
+    out
+}
+
+/// Runs a case's document as `token` (subscriptions over the websocket); returns the errors'
+/// codes and the data, as one JSON value for inspection.
+async fn run(app: &TestApp, case: &Case, token: Option<&str>, bob_order: &str) -> Value {
+    let vars = if case.doc.contains("$bob_order") { json!({ "bob_order": bob_order }) } else { json!({}) };
+    if case.root != "OrderSubscription" {
+        return app.gql(token, case.doc, vars).await;
+    }
+    let mut ws = app.ws(token).await;
+    ws.expect_ack().await;
+    ws.subscribe(bob_order).await;
+    match ws.collect().await {
+        Ok(events) => json!({ "data": events }),
+        Err(errors) => json!({ "errors": errors }),
+    }
+}
+
+/// The message of a field refused because the caller has no account.
+const NEEDS_ACCOUNT: &str = "authentication required";
+
+/// What of B must never show up in A's answers.
+fn assert_nothing_of(bob: &User, bob_order: &str, body: &Value, what: &str) {
+    let text = body.to_string();
+    for secret in [bob.id.as_str(), bob.email.as_str(), bob_order, "bob-acl-1"] {
+        assert!(!text.contains(secret), "{what}: B's {secret} leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn every_root_field_refuses_other_users_resources() {
+    let app = spawn_app().await;
+    let alice = app.register().await;
+    let bob = app.register().await;
+    app.add_to_cart(&bob, "MUG-001", 2).await;
+    let bob_order = app.place(&bob, "bob-acl-1", "tok_visa").await;
+    let bob_final = app.wait_terminal(&bob, &bob_order).await;
+    app.add_to_cart(&bob, "BAG-003", 1).await;
+    let bob_cart = app.cart(&bob).await;
+
+    // The table covers the schema exactly, and no field takes an argument naming a user.
+    let fields = schema_roots(&app).await;
+    let in_schema: BTreeSet<(String, String)> =
+        fields.iter().map(|(r, f, _)| (r.clone(), f.clone())).collect();
+    let in_table: BTreeSet<(String, String)> =
+        CASES.iter().map(|c| (c.root.into(), c.field.into())).collect();
+    assert_eq!(in_schema, in_table, "classify every root field in CASES");
+    for (root, field, args) in &fields {
+        for a in args {
+            assert!(!a.to_lowercase().contains("user") && a != "owner", "{root}.{field}({a}) names a user");
+        }
+    }
+
+    for case in CASES {
+        let what = format!("{}.{}", case.root, case.field);
+        // Anonymous: only public fields answer.
+        // (A public field may still refuse bad credentials, but never for want of an account.)
+        let anon = run(&app, case, None, &bob_order).await;
+        let wants_account = anon.to_string().contains(NEEDS_ACCOUNT);
+        match case.rule {
+            Rule::Public => assert!(!wants_account, "{what} is public: {anon}"),
+            Rule::Own | Rule::ById => {
+                assert_eq!(code(&anon), "UNAUTHENTICATED", "{what}: {anon}");
+                assert!(wants_account, "{what}: {anon}");
+            }
+        }
+        assert_nothing_of(&bob, &bob_order, &anon, &what);
+
+        // As A against B's resources.
+        if case.field == "placeOrder" {
+            app.add_to_cart(&alice, "PEN-004", 1).await;
+        }
+        let as_alice = run(&app, case, Some(&alice.token), &bob_order).await;
+        match case.rule {
+            Rule::ById => assert_eq!(code(&as_alice), "NOT_FOUND", "{what}: {as_alice}"),
+            // A's own data: works (so the checks on B's data below mean something).
+            Rule::Own => assert!(as_alice.get("errors").is_none(), "{what}: {as_alice}"),
+            Rule::Public => {}
+        }
+        assert_nothing_of(&bob, &bob_order, &as_alice, &what);
+    }
+
+    // B's data is as it was: A's cart mutations, cancel, logout and order placement touched only A.
+    assert_eq!(app.cart(&bob).await, bob_cart, "B's cart unchanged");
+    let after = app.order(&bob, &bob_order).await["data"]["order"].clone();
+    assert_eq!(after["status"], bob_final["status"]);
+    assert_eq!(after["cancelReason"], bob_final["cancelReason"]);
+    let bob_orders = app.data(Some(&bob.token), "{ orders { id } }", json!({})).await;
+    assert_eq!(bob_orders["orders"].as_array().unwrap().len(), 1, "A's placeOrder made no order for B");
+    assert_eq!(app.data(Some(&bob.token), "{ me { id } }", json!({})).await["me"]["id"], bob.id.as_str());
+    app.stop().await;
+}
