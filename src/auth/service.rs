@@ -54,15 +54,21 @@ fn digest(token: &str) -> Vec<u8> {
 }
 
 impl AuthService {
-    /// Stores a fresh refresh token for `session` and signs an access token for it.
-    async fn issue(
+    /// Signs an access token for `user` in `session`. Never called while a transaction is open:
+    /// signing may read the key set from the pool, and a transaction waiting on a second
+    /// connection from a small pool can starve it.
+    async fn sign(&self, user: &AuthUser, session: Uuid) -> AppResult<(String, u64)> {
+        self.keys.issue(user.id, &user.email, session).await.map_err(|e| AppError::Internal(e.to_string()))
+    }
+
+    /// Stores a fresh refresh token for `session`; returns it and its expiry.
+    async fn store_refresh_token(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        user: AuthUser,
         session: Uuid,
-    ) -> AppResult<Session> {
+    ) -> AppResult<(String, chrono::DateTime<chrono::Utc>)> {
         let (refresh_token, hash) = new_refresh_token();
-        let refresh_expires_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        let expires_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
             "INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
              VALUES ($1, $2, now() + $3 * interval '1 second') RETURNING expires_at",
         )
@@ -71,25 +77,21 @@ impl AuthService {
         .bind(self.refresh_ttl.as_secs() as f64)
         .fetch_one(&mut **tx)
         .await?;
-        let (access_token, expires_at) = self
-            .keys
-            .issue(user.id, &user.email, session)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Session { user, access_token, expires_at, refresh_token, refresh_expires_at })
+        Ok((refresh_token, expires_at))
     }
 
     async fn start_session(&self, user: AuthUser) -> AppResult<Session> {
-        let mut tx = self.pool.begin().await?;
         let session = Uuid::now_v7();
+        let (access_token, expires_at) = self.sign(&user, session).await?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO sessions (id, user_id) VALUES ($1, $2)")
             .bind(session)
             .bind(user.id)
             .execute(&mut *tx)
             .await?;
-        let s = self.issue(&mut tx, user, session).await?;
+        let (refresh_token, refresh_expires_at) = self.store_refresh_token(&mut tx, session).await?;
         tx.commit().await?;
-        Ok(s)
+        Ok(Session { user, access_token, expires_at, refresh_token, refresh_expires_at })
     }
 
     pub async fn register(&self, client: IpAddr, email: &str, password: &str) -> AppResult<Session> {
@@ -179,9 +181,11 @@ impl AuthService {
             .execute(&mut *tx)
             .await?;
         let user = AuthUser { id: row.get("user_id"), email: row.get("email") };
-        let s = self.issue(&mut tx, user, session).await?;
+        let (refresh_token, refresh_expires_at) = self.store_refresh_token(&mut tx, session).await?;
         tx.commit().await?;
-        Ok(s)
+        // Signed after the commit (see `sign`). Should signing fail now, the client signs in again.
+        let (access_token, expires_at) = self.sign(&user, session).await?;
+        Ok(Session { user, access_token, expires_at, refresh_token, refresh_expires_at })
     }
 
     /// Ends the session: its refresh tokens and the access tokens it issued stop working.

@@ -226,7 +226,8 @@ async fn jwks_verifies_issued_tokens_and_rotation_keeps_old_tokens_valid() {
     let buyer: User = app.register().await;
 
     let resp = app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap();
-    assert!(resp.headers().get("cache-control").is_some());
+    let cache = resp.headers().get("cache-control").expect("cache-control").to_str().unwrap().to_string();
+    assert!(cache.contains("public") && cache.contains("max-age="), "{cache}");
     let jwks: serde_json::Value = resp.json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
