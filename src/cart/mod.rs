@@ -64,6 +64,17 @@ impl Cart {
     pub fn clear(&mut self) {
         self.items.clear();
     }
+
+    /// Takes an order's units out of the cart: each line loses the quantity that was ordered, and
+    /// goes when nothing is left. Units of the same sku added after the order was placed stay.
+    pub fn take_ordered(&mut self, ordered: &[(String, i32)]) {
+        for (sku, quantity) in ordered {
+            if let Some(item) = self.items.iter_mut().find(|i| &i.sku == sku) {
+                item.quantity -= quantity;
+            }
+        }
+        self.items.retain(|i| i.quantity > 0);
+    }
 }
 
 #[cfg(test)]
@@ -75,6 +86,21 @@ mod tests {
     }
     fn q(n: i64) -> Quantity {
         Quantity::parse(n).unwrap()
+    }
+
+    #[test]
+    fn taking_an_order_out_keeps_units_added_after_it() {
+        let mut c = Cart::default();
+        c.add(&sku("MUG-001"), q(3)).unwrap();
+        c.add(&sku("TEE-002"), q(1)).unwrap();
+        c.add(&sku("BAG-003"), q(2)).unwrap();
+        // Ordered: 2 mugs (1 more was added since), the tee, and a pen no longer in the cart.
+        c.take_ordered(&[("MUG-001".into(), 2), ("TEE-002".into(), 1), ("PEN-004".into(), 1)]);
+        let left: Vec<_> = c.items.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
+        assert_eq!(left, vec![("MUG-001", 1), ("BAG-003", 2)]);
+        // A line emptied meanwhile by the buyer cannot go negative.
+        c.take_ordered(&[("BAG-003".into(), 5)]);
+        assert_eq!(c.items.len(), 1);
     }
 
     #[test]

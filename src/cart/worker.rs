@@ -1,4 +1,4 @@
-//! Empties the ordered items from a buyer's cart when the order is confirmed.
+//! Takes the ordered units out of a buyer's cart when the order is confirmed.
 
 use tracing::info;
 
@@ -20,10 +20,14 @@ impl CartWorker {
 
     /// Idempotent through the cart's `applied_orders` guard; returns `false` for a duplicate.
     pub async fn handle(&self, envelope: Envelope) -> Result<bool, AppError> {
-        let Body::Event(DomainEvent::OrderConfirmed { user_id, skus }) = &envelope.body else {
+        let Body::Event(DomainEvent::OrderConfirmed { user_id, skus, lines }) = &envelope.body else {
             return Ok(true);
         };
-        let applied = carts::apply_order(&self.mongo, *user_id, envelope.order_id, skus).await?;
+        let applied = if lines.is_empty() {
+            carts::apply_order(&self.mongo, *user_id, envelope.order_id, skus).await?
+        } else {
+            carts::take_order(&self.mongo, *user_id, envelope.order_id, lines).await?
+        };
         if applied {
             info!("ordered items removed from cart");
         }

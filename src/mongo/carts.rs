@@ -62,7 +62,46 @@ pub async fn save(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb
     Ok(r.matched_count == 1)
 }
 
-/// Removes an order's skus from the buyer's cart once, however often the event is delivered.
+/// Takes an order's units out of the buyer's cart once, however often the event is delivered:
+/// a compare-and-set on the cart's version that also records the order as applied.
+pub async fn take_order(
+    m: &Mongo,
+    user_id: Uuid,
+    order_id: Uuid,
+    lines: &[(String, i32)],
+) -> Result<bool, mongodb::error::Error> {
+    let id = user_id.to_string();
+    let order = order_id.to_string();
+    loop {
+        let applied = coll(m).find_one(doc! { "_id": &id, "applied_orders": &order }).await?;
+        if applied.is_some() {
+            return Ok(false);
+        }
+        let mut cart = load(m, user_id).await?;
+        if cart.version == 0 {
+            return Ok(false); // no cart: nothing to take out
+        }
+        cart.take_ordered(lines);
+        let items: Vec<Document> =
+            cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
+        let r = coll(m)
+            .update_one(
+                doc! { "_id": &id, "version": cart.version, "applied_orders": { "$ne": &order } },
+                doc! {
+                    "$set": { "items": items, "version": cart.version + 1 },
+                    "$push": { "applied_orders": { "$each": [&order], "$slice": -100 } },
+                },
+            )
+            .await?;
+        if r.modified_count == 1 {
+            return Ok(true);
+        }
+        // The buyer changed the cart meanwhile (or a twin delivery won): look again.
+    }
+}
+
+/// Removes an order's skus from the buyer's cart once, however often the event is delivered
+/// (messages from versions that did not send quantities).
 pub async fn apply_order(
     m: &Mongo,
     user_id: Uuid,

@@ -97,8 +97,16 @@ pub struct Reply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DomainEvent {
-    /// The cart service removes the ordered skus from the buyer's cart.
-    OrderConfirmed { user_id: Uuid, skus: Vec<String> },
+    /// The cart service takes the ordered units out of the buyer's cart.
+    OrderConfirmed {
+        user_id: Uuid,
+        /// Every ordered sku (kept for consumers of older messages).
+        skus: Vec<String>,
+        /// (sku, quantity) per order line; absent in messages from older versions, which
+        /// remove the skus' lines whole.
+        #[serde(default)]
+        lines: Vec<(String, i32)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

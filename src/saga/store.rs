@@ -181,7 +181,8 @@ pub async fn apply(
                 .execute(&mut **tx)
                 .await?;
             let skus = saga.payload.lines.iter().map(|l| l.sku.clone()).collect();
-            let event = DomainEvent::OrderConfirmed { user_id: saga.user_id, skus };
+            let lines = saga.payload.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+            let event = DomainEvent::OrderConfirmed { user_id: saga.user_id, skus, lines };
             let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
             outbox::enqueue(tx, &envelope).await?;
         }

@@ -194,3 +194,33 @@ async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_c
     assert_eq!(code(&too_late), "CONFLICT");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn confirming_takes_only_the_ordered_units_out_of_the_cart() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 2).await;
+    let id = app.place(&buyer, "more-later", "tok_visa").await;
+    // The buyer adds another mug while the order is being processed.
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED");
+
+    // Wait until the cart worker has applied the confirmation.
+    let carts = app.services.mongo.db.collection::<mongodb::bson::Document>("carts");
+    for _ in 0..100 {
+        let applied =
+            carts.find_one(mongodb::bson::doc! { "_id": &buyer.id, "applied_orders": &id }).await.unwrap();
+        if applied.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cart = app.cart(&buyer).await;
+    assert_eq!(
+        cart["items"],
+        serde_json::json!([{ "sku": "MUG-001", "quantity": 1 }]),
+        "the later mug stays: {cart}"
+    );
+    app.stop().await;
+}

@@ -141,7 +141,10 @@ impl TestApp {
         for (topic, body) in [
             (Topic::StockCommands, Body::Command(Command::ReleaseStock)),
             (Topic::PaymentCommands, Body::Command(Command::VoidPayment)),
-            (Topic::OrderEvents, Body::Event(DomainEvent::OrderConfirmed { user_id: nobody, skus: vec![] })),
+            (
+                Topic::OrderEvents,
+                Body::Event(DomainEvent::OrderConfirmed { user_id: nobody, skus: vec![], lines: vec![] }),
+            ),
         ] {
             let env = Envelope::new(nobody, nobody, "warm-up", body);
             t.publish(topic, "warm-up", env.encode().into()).await.expect("publish warm-up");
