@@ -27,7 +27,11 @@ enum Command {
     /// Create the database if needed and apply migrations.
     Migrate,
     /// Load the demo catalog and its stock levels (idempotent).
-    Seed,
+    Seed {
+        /// Set every product's stock to this instead of the demo levels (for load tests).
+        #[arg(long)]
+        stock: Option<i32>,
+    },
     /// Add a new signing key; the old one keeps verifying until its tokens expire.
     RotateKeys,
     /// Print the GraphQL schema (SDL).
@@ -47,9 +51,12 @@ async fn main() -> anyhow::Result<()> {
             })?;
             tracing::info!("migrations applied");
         }
-        Command::Seed => {
+        Command::Seed { stock } => {
             let s = Services::connect(config).await?;
-            let products = ecommerce_saga::catalog::seed::demo_products();
+            let mut products = ecommerce_saga::catalog::seed::demo_products();
+            if let Some(level) = stock {
+                products.iter_mut().for_each(|(_, s)| *s = level);
+            }
             ecommerce_saga::catalog::seed::seed(&s.pool, &s.mongo, &products).await?;
             tracing::info!(products = products.len(), "demo catalog seeded");
         }

@@ -10,6 +10,7 @@ mod fuzz;
 mod helpers;
 mod idempotency;
 mod limits;
+mod loadgen;
 mod resilience;
 mod schema;
 mod security;
