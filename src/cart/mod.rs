@@ -75,6 +75,21 @@ impl Cart {
         }
         self.items.retain(|i| i.quantity > 0);
     }
+
+    /// Puts a cancelled order's units back, merged with what the buyer added since; a line never
+    /// exceeds [`Quantity::MAX`] and the cart never exceeds [`MAX_LINES`] lines (the excess is dropped).
+    pub fn put_back(&mut self, ordered: &[(String, i32)]) {
+        for (sku, quantity) in ordered {
+            let room = self.items.len() < MAX_LINES;
+            match self.items.iter_mut().find(|i| &i.sku == sku) {
+                Some(item) => item.quantity = (item.quantity + quantity).min(Quantity::MAX),
+                None if room => {
+                    self.items.push(CartItem { sku: sku.clone(), quantity: (*quantity).min(Quantity::MAX) })
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +101,15 @@ mod tests {
     }
     fn q(n: i64) -> Quantity {
         Quantity::parse(n).unwrap()
+    }
+
+    #[test]
+    fn putting_a_cancelled_order_back_merges_and_caps() {
+        let mut c = Cart::default();
+        c.add(&sku("MUG-001"), q(98)).unwrap();
+        c.put_back(&[("MUG-001".into(), 5), ("TEE-002".into(), 2)]);
+        let items: Vec<_> = c.items.iter().map(|i| (i.sku.as_str(), i.quantity)).collect();
+        assert_eq!(items, vec![("MUG-001", 99), ("TEE-002", 2)]);
     }
 
     #[test]

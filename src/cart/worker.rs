@@ -1,4 +1,6 @@
-//! Takes the ordered units out of a buyer's cart when the order is confirmed.
+//! Keeps carts in step with orders: a confirmed order's units are out of the cart (the API takes
+//! them out when the order is placed; this catches the case where it could not), and a cancelled
+//! order's units go back in.
 
 use tracing::info;
 
@@ -18,18 +20,24 @@ impl CartWorker {
         Self { mongo }
     }
 
-    /// Idempotent through the cart's `applied_orders` guard; returns `false` for a duplicate.
+    /// Idempotent through the cart's `applied_orders` / `restored_orders` guards; returns `false`
+    /// for a duplicate.
     pub async fn handle(&self, envelope: Envelope) -> Result<bool, AppError> {
-        let Body::Event(DomainEvent::OrderConfirmed { user_id, skus, lines }) = &envelope.body else {
-            return Ok(true);
-        };
-        let applied = if lines.is_empty() {
-            carts::apply_order(&self.mongo, *user_id, envelope.order_id, skus).await?
-        } else {
-            carts::take_order(&self.mongo, *user_id, envelope.order_id, lines).await?
+        let order = envelope.order_id;
+        let applied = match &envelope.body {
+            Body::Event(DomainEvent::OrderConfirmed { user_id, skus, lines }) if lines.is_empty() => {
+                carts::apply_order(&self.mongo, *user_id, order, skus).await?
+            }
+            Body::Event(DomainEvent::OrderConfirmed { user_id, lines, .. }) => {
+                carts::take_order(&self.mongo, *user_id, order, lines).await?
+            }
+            Body::Event(DomainEvent::OrderCancelled { user_id, lines }) => {
+                carts::restore_order(&self.mongo, *user_id, order, lines).await?
+            }
+            _ => return Ok(true),
         };
         if applied {
-            info!("ordered items removed from cart");
+            info!("cart updated for the order");
         }
         Ok(applied)
     }

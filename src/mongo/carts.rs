@@ -100,6 +100,49 @@ pub async fn take_order(
     }
 }
 
+/// Puts a cancelled order's units back into the cart, once, and only if they were taken out.
+/// An order not taken out yet is marked as settled, so a late take-out does nothing.
+pub async fn restore_order(
+    m: &Mongo,
+    user_id: Uuid,
+    order_id: Uuid,
+    lines: &[(String, i32)],
+) -> Result<bool, mongodb::error::Error> {
+    let id = user_id.to_string();
+    let order = order_id.to_string();
+    loop {
+        let Some(doc) = coll(m).find_one(doc! { "_id": &id }).await? else {
+            return Ok(false); // no cart: the order's units were never in one we keep
+        };
+        let has = |field: &str| {
+            doc.get_array(field).map(|a| a.iter().any(|v| v.as_str() == Some(&order))).unwrap_or(false)
+        };
+        if has("restored_orders") {
+            return Ok(false);
+        }
+        let taken_out = has("applied_orders");
+        let mut cart = load(m, user_id).await?;
+        if taken_out {
+            cart.put_back(lines);
+        }
+        let items: Vec<Document> =
+            cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
+        let mut push = doc! { "restored_orders": { "$each": [&order], "$slice": -100 } };
+        if !taken_out {
+            push.insert("applied_orders", doc! { "$each": [&order], "$slice": -100 });
+        }
+        let r = coll(m)
+            .update_one(
+                doc! { "_id": &id, "version": cart.version, "restored_orders": { "$ne": &order } },
+                doc! { "$set": { "items": items, "version": cart.version + 1 }, "$push": push },
+            )
+            .await?;
+        if r.modified_count == 1 {
+            return Ok(taken_out);
+        }
+    }
+}
+
 /// Removes an order's skus from the buyer's cart once, however often the event is delivered
 /// (messages from versions that did not send quantities).
 pub async fn apply_order(

@@ -163,6 +163,13 @@ pub async fn place(
     store::apply(&mut tx, &saga, &start).await?;
     tx.commit().await?;
     tracing::info!(%order_id, saga_id = %saga.id, "order placed");
+    // The ordered units leave the cart now, so the next order cannot include them again; a
+    // cancelled order puts them back (cart worker). Should this fail (or the process die here),
+    // the cart worker takes them out when the order is confirmed.
+    let ordered: Vec<(String, i32)> = lines.iter().map(|(sku, q, _)| (sku.clone(), *q)).collect();
+    if let Err(e) = carts::take_order(mongo, user_id, order_id, &ordered).await {
+        tracing::warn!(%order_id, error = %e, "ordered items not taken out of the cart yet");
+    }
     get(pool, user_id, order_id).await
 }
 

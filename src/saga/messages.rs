@@ -107,6 +107,8 @@ pub enum DomainEvent {
         #[serde(default)]
         lines: Vec<(String, i32)>,
     },
+    /// The cart service puts the order's units back into the buyer's cart.
+    OrderCancelled { user_id: Uuid, lines: Vec<(String, i32)> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

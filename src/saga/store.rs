@@ -194,6 +194,10 @@ pub async fn apply(
             .bind(reason)
             .execute(&mut **tx)
             .await?;
+            let lines = saga.payload.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+            let event = DomainEvent::OrderCancelled { user_id: saga.user_id, lines };
+            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
+            outbox::enqueue(tx, &envelope).await?;
         }
         None => {}
     }
