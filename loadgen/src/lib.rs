@@ -104,6 +104,8 @@ pub struct Report {
     pub outcomes: BTreeMap<String, u64>,
     /// What went wrong, by step and code; empty in a clean run.
     pub errors: BTreeMap<String, u64>,
+    /// The first message seen for each kind of error.
+    pub error_samples: BTreeMap<String, String>,
     pub late_arrivals: u64,
 }
 
@@ -125,7 +127,7 @@ impl Report {
         format!(
             "mode={} buyers={} placed={} completed={} elapsed={:.2}s sagas_per_sec={:.1}\n\
              latency_ms p50={} p95={} p99={} max={} mean={}\n\
-             outcomes: {}\nerrors: {}\nlate_arrivals={}",
+             outcomes: {}\nerrors: {}{}\nlate_arrivals={}",
             self.mode,
             self.buyers,
             self.placed,
@@ -139,6 +141,7 @@ impl Report {
             l.mean,
             join(&self.outcomes),
             join(&self.errors),
+            self.error_samples.iter().map(|(k, m)| format!("\n  {k}: {m}")).collect::<String>(),
             self.late_arrivals
         )
     }
@@ -169,7 +172,7 @@ async fn gql(
     let status = resp.status();
     let body: Value = resp.json().await.map_err(|_| format!("http:{}", status.as_u16()))?;
     match body["errors"][0]["extensions"]["code"].as_str() {
-        Some(code) => Err(code.to_string()),
+        Some(code) => Err(format!("{code}|{}", body["errors"][0]["message"].as_str().unwrap_or_default())),
         None => Ok(body["data"].clone()),
     }
 }
@@ -209,7 +212,7 @@ async fn new_buyer(http: &reqwest::Client, url: &str, run: &str, i: usize) -> Re
     let email = format!("loadgen-{run}-{i}@example.com");
     let q = "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken } }";
     let data = gql(http, url, None, q, json!({ "e": email, "p": PASSWORD })).await.map_err(|code| {
-        if code == "TOO_MANY_REQUESTS" {
+        if code.starts_with("TOO_MANY_REQUESTS") {
             "registration is rate-limited per address: start the API with REGISTER_MAX_PER_ADDRESS \
              (and LOGIN_MAX_PER_ADDRESS) above the number of buyers"
                 .to_string()
@@ -287,6 +290,7 @@ struct Tally {
     latencies: Vec<Duration>,
     outcomes: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
+    error_samples: BTreeMap<String, String>,
     last_done: Option<Instant>,
 }
 
@@ -322,7 +326,11 @@ impl Shared {
                 t.latencies.push(latency);
                 *t.outcomes.entry(outcome).or_default() += 1;
             }
-            Err(e) => *t.errors.entry(e).or_default() += 1,
+            Err(e) => {
+                let (key, message) = e.split_once('|').unwrap_or((&e, ""));
+                *t.errors.entry(key.to_string()).or_default() += 1;
+                t.error_samples.entry(key.to_string()).or_insert_with(|| message.to_string());
+            }
         }
         t.last_done = Some(Instant::now());
         self.bar.inc(1);
@@ -433,6 +441,7 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         latency_ms: Percentiles::of(&mut t.latencies),
         outcomes: std::mem::take(&mut t.outcomes),
         errors: std::mem::take(&mut t.errors),
+        error_samples: std::mem::take(&mut t.error_samples),
         late_arrivals: shared.late.load(Ordering::Relaxed),
     })
 }

@@ -22,7 +22,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport};
+use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport};
 
 const PARTITIONS: i32 = 3;
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -214,6 +214,30 @@ impl Acker for KafkaAcker {
 impl Transport for KafkaTransport {
     async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError> {
         self.produce(&self.topic_name(topic), key, &payload, 1).await
+    }
+
+    /// Queues every message with the (idempotent, so per-partition ordered) producer, then awaits
+    /// the deliveries.
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        let count = "1";
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for m in messages {
+            let topic = self.topic_name(m.topic);
+            let headers = OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count) });
+            let record = FutureRecord::to(&topic).key(&m.key).payload(m.payload.as_ref()).headers(headers);
+            // Fails at once if the producer queue is full (it holds far more than one batch).
+            let delivery =
+                self.producer.send_result(record).map_err(|(e, _)| BrokerError::Publish(e.to_string()))?;
+            deliveries.push(delivery);
+        }
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(BrokerError::Publish(e.to_string())),
+                Err(_) => return Err(BrokerError::Publish("producer dropped the message".into())),
+            }
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {

@@ -87,11 +87,29 @@ pub struct Delivery {
 
 pub type Deliveries = BoxStream<'static, Result<Delivery, BrokerError>>;
 
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: Topic,
+    pub key: String,
+    pub payload: Bytes,
+}
+
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Returns once the broker has durably accepted the message. `key` keeps one saga's messages
     /// together on brokers that partition.
     async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError>;
+    /// Publishes `messages` in this order; returns once the broker durably accepted all of them.
+    /// On an error some may have been accepted (the caller publishes them again; consumers
+    /// deduplicate). Brokers with pipelined confirms override this to send everything first and
+    /// then wait for the confirms: one round trip per batch instead of one per message.
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        for m in messages {
+            self.publish(m.topic, &m.key, m.payload.clone()).await?;
+        }
+        Ok(())
+    }
     /// A durable subscription: `consumer` names it, so a restarted consumer resumes where it left off
     /// and several instances with the same name share the work.
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError>;

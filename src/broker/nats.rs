@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport};
+use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport};
 
 pub struct NatsTransport {
     client: async_nats::Client,
@@ -69,6 +69,23 @@ impl Transport for NatsTransport {
             .await
             .map_err(|e| BrokerError::Publish(e.to_string()))?;
         ack.await.map_err(|e| BrokerError::Publish(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Sends every message (in order, on the one connection), then awaits the acks.
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        let mut acks = Vec::with_capacity(messages.len());
+        for m in messages {
+            let ack = self
+                .js
+                .publish(self.subject(m.topic), m.payload.clone())
+                .await
+                .map_err(|e| BrokerError::Publish(e.to_string()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| BrokerError::Publish(e.to_string()))?;
+        }
         Ok(())
     }
 

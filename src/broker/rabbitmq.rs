@@ -23,7 +23,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, RwLock};
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport, SUBSCRIPTIONS};
+use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, SUBSCRIPTIONS};
 
 const PREFETCH: u16 = 64;
 
@@ -199,6 +199,35 @@ impl Transport for RabbitTransport {
         };
         if confirm.is_nack() {
             return Err(BrokerError::Publish("broker refused the message (nack)".into()));
+        }
+        Ok(())
+    }
+
+    /// Publishes every message on the confirm channel, then awaits the confirms.
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        let conn = self.conn().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            let props =
+                BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+            let pending = conn
+                .publisher
+                .basic_publish(
+                    &self.exchange,
+                    m.topic.as_str(),
+                    BasicPublishOptions { mandatory: false, ..Default::default() },
+                    &m.payload,
+                    props,
+                )
+                .await
+                .map_err(|e| BrokerError::Publish(e.to_string()))?;
+            confirms.push(pending);
+        }
+        for pending in confirms {
+            let confirm = pending.await.map_err(|e| BrokerError::Publish(e.to_string()))?;
+            if confirm.is_nack() {
+                return Err(BrokerError::Publish("broker refused the message (nack)".into()));
+            }
         }
         Ok(())
     }

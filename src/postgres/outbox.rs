@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::broker::{Topic, Transport};
+use crate::broker::{Outgoing, Topic, Transport};
 use crate::saga::messages::Envelope;
 
 pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) -> Result<(), sqlx::Error> {
@@ -37,18 +38,19 @@ pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) ->
         return Ok(0);
     }
     let mut ids = Vec::with_capacity(rows.len());
+    let mut messages = Vec::with_capacity(rows.len());
     for row in &rows {
+        ids.push(row.get::<i64, _>("id"));
         let topic: String = row.get("topic");
         let Some(topic) = Topic::parse(&topic) else {
             warn!(%topic, "outbox row with unknown topic; dropping");
-            ids.push(row.get::<i64, _>("id"));
             continue;
         };
-        let key: String = row.get("key");
         let payload: Vec<u8> = row.get("payload");
-        transport.publish(topic, &key, Bytes::from(payload)).await?;
-        ids.push(row.get::<i64, _>("id"));
+        messages.push(Outgoing { topic, key: row.get("key"), payload: Bytes::from(payload) });
     }
+    // In id order, so one saga's messages leave in the order they were written.
+    transport.publish_batch(&messages).await?;
     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
     tx.commit().await?;
     debug!(published = ids.len(), "outbox relayed");
@@ -63,7 +65,9 @@ pub enum RelayError {
     Broker(#[from] crate::broker::BrokerError),
 }
 
-/// Relays until `shutdown`; polls every `interval` while idle and drains without pausing while busy.
+/// Relays until `shutdown`. Drains without pausing while rows come; when idle, waits for the
+/// insert trigger's `NOTIFY outbox` (a committed row), or `interval` as a fallback should a
+/// notification be missed (the listening connection is re-established after a failure).
 pub async fn run_relay(
     pool: PgPool,
     transport: Arc<dyn Transport>,
@@ -71,26 +75,48 @@ pub async fn run_relay(
     shutdown: CancellationToken,
 ) {
     let mut failures = 0u32;
+    let mut listener: Option<PgListener> = None;
     while !shutdown.is_cancelled() {
-        let wait = match relay_once(&pool, transport.as_ref(), 256).await {
-            Ok(n) if n > 0 => {
+        if listener.is_none() {
+            listener = listen(&pool).await;
+        }
+        match relay_once(&pool, transport.as_ref(), 256).await {
+            Ok(n) => {
                 failures = 0;
-                continue;
-            }
-            Ok(_) => {
-                failures = 0;
-                interval
+                if n > 0 {
+                    continue;
+                }
             }
             Err(e) => {
+                // Back off without listening: notifications would cut the backoff short.
                 failures += 1;
                 let wait = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                 warn!(error = %e, ?wait, "outbox relay failed; retrying");
-                wait
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let listener_lost = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+            r = notified => r.is_err(),
+            _ = tokio::time::sleep(interval) => false,
+        };
+        if listener_lost {
+            listener = None;
         }
     }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut l = PgListener::connect_with(pool).await.ok()?;
+    l.listen("outbox").await.ok()?;
+    Some(l)
 }

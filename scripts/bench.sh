@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Benchmarks ecommerce-saga on this machine and prints the tables of docs/benchmarks.md.
+#
+#   scripts/bench.sh [broker ...]        (default: nats rabbitmq kafka)
+#
+# For each broker: the release binaries (one API, N orchestrators, N workers) against PostgreSQL,
+# the Mongo-wire server and the broker, all on this machine; `loadgen` (closed loop with
+# BENCH_BUYERS buyers for throughput, then open loop at each of BENCH_RATES orders/s for latency);
+# scaling with BENCH_SCALE orchestrator+worker instances (NATS only unless BENCH_SCALE_ALL=1); memory
+# per process. Before anything else, pgbench on the same PostgreSQL, for the ceiling.
+#
+# Settings (environment): BENCH_SECS (20), BENCH_BUYERS (64), BENCH_RATES ("100 250 500"),
+# BENCH_SCALE ("1 2 4"), BENCH_OUT (results directory, default $CARGO_TARGET_DIR/bench),
+# BENCH_BIN (use the binaries in this directory instead of building), BENCH_PGBENCH=0 (skip pgbench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}"
+SECS="${BENCH_SECS:-20}"
+BUYERS="${BENCH_BUYERS:-64}"
+RATES="${BENCH_RATES:-100 250 500}"
+SCALE="${BENCH_SCALE:-1 2 4}"
+OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench}"
+BROKERS=("$@")
+[ ${#BROKERS[@]} -eq 0 ] && BROKERS=(nats rabbitmq kafka)
+PG=(-h 127.0.0.1 -U postgres)
+ADDR=127.0.0.1:18080
+
+scripts/services.sh up >&2
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN="$BENCH_BIN" # binaries built elsewhere (e.g. an older commit, for a before/after)
+else
+  cargo build --release --workspace --bins >&2
+  BIN="$CARGO_TARGET_DIR/release"
+fi
+mkdir -p "$OUT"
+RESULTS="$OUT/results-$(date +%Y%m%d-%H%M%S).jsonl"
+echo "results: $RESULTS" >&2
+
+record() { # record <json fields...> : appends one line to the results file
+  python3 -c 'import json,sys; d={}; [d.update(json.loads(a)) for a in sys.argv[1:]]; print(json.dumps(d))' "$@" >>"$RESULTS"
+}
+
+# --- pgbench: the ceiling for a PostgreSQL-backed saga store --------------------------------------
+if [ "${BENCH_PGBENCH:-1}" != 0 ]; then
+echo "== pgbench (TPC-B-like, scale 10, 8 clients, ${SECS}s)" >&2
+psql "${PG[@]}" -d postgres -qc "DROP DATABASE IF EXISTS bench_pgbench" >/dev/null
+psql "${PG[@]}" -d postgres -qc "CREATE DATABASE bench_pgbench" >/dev/null
+pgbench "${PG[@]}" -i -q -s 10 bench_pgbench >/dev/null 2>&1
+TPS="$(pgbench "${PG[@]}" -c 8 -j 2 -T "$SECS" bench_pgbench 2>/dev/null | awk '/^tps/ { print $3; exit }')"
+record "{\"kind\": \"pgbench\", \"tps\": $TPS}"
+echo "pgbench tps=$TPS" >&2
+fi
+
+# --- the system ------------------------------------------------------------------------------------
+PIDS=()
+stop_system() {
+  [ ${#PIDS[@]} -gt 0 ] && kill "${PIDS[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  PIDS=()
+}
+trap stop_system EXIT
+
+start_system() { # start_system <broker> <instances>
+  local broker="$1" n="$2" db="bench_$1"
+  psql "${PG[@]}" -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" MONGO_DATABASE="$db" BROKER="$broker"
+  export BROKER_NAMESPACE="${db}_$(date +%s)" API_ADDR="$ADDR" RUST_LOG=warn
+  export REGISTER_MAX_PER_ADDRESS=100000000 LOGIN_MAX_PER_ADDRESS=100000000
+  "$BIN/api" migrate >&2
+  "$BIN/api" seed --stock 1000000000 >&2
+  ROLE_PIDS=()
+  "$BIN/api" serve >"$OUT/api.log" 2>&1 & PIDS+=($!); API_PID=$!
+  for i in $(seq "$n"); do
+    "$BIN/orchestrator" >"$OUT/orchestrator-$i.log" 2>&1 & PIDS+=($!); ROLE_PIDS+=("orchestrator:$!")
+    "$BIN/workers" >"$OUT/workers-$i.log" 2>&1 & PIDS+=($!); ROLE_PIDS+=("workers:$!")
+  done
+  for _ in $(seq 300); do
+    curl -fs "http://$ADDR/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "the system did not become ready; see $OUT/*.log" >&2
+  return 1
+}
+
+load() { # load <label json> <loadgen args...>
+  local label="$1"
+  shift
+  local report
+  report="$("$BIN/loadgen" --url "http://$ADDR" --json "$@" || true)"
+  [ -n "$report" ] || { echo "loadgen failed: $*" >&2; return 1; }
+  record "$label" "$report"
+  python3 - "$report" >&2 <<'PY'
+import json, sys
+r = json.loads(sys.argv[1]); l = r["latency_ms"]
+print("  %12s completed=%s sagas/s=%s p50=%s p95=%s p99=%s max=%s errors=%s" % (r["mode"], r["completed"], r["sagas_per_sec"], l["p50"], l["p95"], l["p99"], l["max"], sum(r["errors"].values())))
+PY
+}
+
+rss_mb() { ps -o rss= -p "$1" 2>/dev/null | awk '{ printf "%.1f", $1 / 1024 }'; }
+
+for broker in "${BROKERS[@]}"; do
+  echo "== $broker" >&2
+  start_system "$broker" 1
+  # Warm-up (consumer groups joined, connections pooled, caches filled); not recorded.
+  "$BIN/loadgen" --url "http://$ADDR" --json --buyers 16 --orders 300 >/dev/null || true
+  load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers "$BUYERS" --duration "$SECS"
+  for rate in $RATES; do
+    load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers "$BUYERS" --rate "$rate" --duration "$SECS"
+  done
+  mem="{\"kind\": \"memory\", \"broker\": \"$broker\", \"api_mb\": $(rss_mb "$API_PID")"
+  for rp in "${ROLE_PIDS[@]}"; do mem="$mem, \"${rp%%:*}_mb\": $(rss_mb "${rp##*:}")"; done
+  record "$mem}"
+  stop_system
+  if [ "$broker" = nats ] || [ -n "${BENCH_SCALE_ALL:-}" ]; then
+    for n in $SCALE; do
+      [ "$n" = 1 ] && continue
+      echo "== $broker with $n orchestrators and $n workers" >&2
+      start_system "$broker" "$n"
+      "$BIN/loadgen" --url "http://$ADDR" --json --buyers 16 --orders 300 >/dev/null || true
+      load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": $n}" --buyers "$BUYERS" --duration "$SECS"
+      stop_system
+    done
+  fi
+done
+
+python3 scripts/bench-table.py "$RESULTS"
