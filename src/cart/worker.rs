@@ -29,7 +29,7 @@ impl CartWorker {
                 carts::apply_order(&self.mongo, *user_id, order, skus).await?
             }
             Body::Event(DomainEvent::OrderConfirmed { user_id, lines, .. }) => {
-                carts::take_order(&self.mongo, *user_id, order, lines).await?
+                carts::take_order(&self.mongo, *user_id, order, lines, None).await?
             }
             Body::Event(DomainEvent::OrderCancelled { user_id, lines }) => {
                 carts::restore_order(&self.mongo, *user_id, order, lines).await?

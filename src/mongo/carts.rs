@@ -14,9 +14,11 @@ fn coll(m: &Mongo) -> mongodb::Collection<Document> {
 }
 
 pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Error> {
-    let Some(d) = coll(m).find_one(doc! { "_id": user_id.to_string() }).await? else {
-        return Ok(Cart::default());
-    };
+    let d = coll(m).find_one(doc! { "_id": user_id.to_string() }).await?;
+    Ok(d.as_ref().map(from_doc).unwrap_or_default())
+}
+
+fn from_doc(d: &Document) -> Cart {
     let items = d
         .get_array("items")
         .map(|a| {
@@ -31,7 +33,12 @@ pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Erro
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Cart { items, version: d.get_i64("version").unwrap_or(0) })
+    Cart { items, version: d.get_i64("version").unwrap_or(0) }
+}
+
+/// Whether the cart document lists `order` in its `field` (`applied_orders`, `restored_orders`).
+fn marks(d: &Document, field: &str, order: &str) -> bool {
+    d.get_array(field).map(|a| a.iter().any(|v| v.as_str() == Some(order))).unwrap_or(false)
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -62,24 +69,33 @@ pub async fn save(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb
     Ok(r.matched_count == 1)
 }
 
-/// Takes an order's units out of the buyer's cart once, however often the event is delivered:
-/// a compare-and-set on the cart's version that also records the order as applied.
+/// Takes an order's units out of the buyer's cart once, however often it is asked: a
+/// compare-and-set on the cart's version that also records the order as applied. `known` is the
+/// cart as the caller just read it (placing the order), which saves a read when nobody changed it.
 pub async fn take_order(
     m: &Mongo,
     user_id: Uuid,
     order_id: Uuid,
     lines: &[(String, i32)],
+    mut known: Option<Cart>,
 ) -> Result<bool, mongodb::error::Error> {
     let id = user_id.to_string();
     let order = order_id.to_string();
     loop {
-        let applied = coll(m).find_one(doc! { "_id": &id, "applied_orders": &order }).await?;
-        if applied.is_some() {
-            return Ok(false);
-        }
-        let mut cart = load(m, user_id).await?;
+        let mut cart = match known.take() {
+            Some(cart) => cart,
+            None => {
+                let Some(d) = coll(m).find_one(doc! { "_id": &id }).await? else {
+                    return Ok(false); // no cart: nothing to take out
+                };
+                if marks(&d, "applied_orders", &order) {
+                    return Ok(false);
+                }
+                from_doc(&d)
+            }
+        };
         if cart.version == 0 {
-            return Ok(false); // no cart: nothing to take out
+            return Ok(false);
         }
         cart.take_ordered(lines);
         let items: Vec<Document> =
@@ -111,17 +127,14 @@ pub async fn restore_order(
     let id = user_id.to_string();
     let order = order_id.to_string();
     loop {
-        let Some(doc) = coll(m).find_one(doc! { "_id": &id }).await? else {
+        let Some(d) = coll(m).find_one(doc! { "_id": &id }).await? else {
             return Ok(false); // no cart: the order's units were never in one we keep
         };
-        let has = |field: &str| {
-            doc.get_array(field).map(|a| a.iter().any(|v| v.as_str() == Some(&order))).unwrap_or(false)
-        };
-        if has("restored_orders") {
+        if marks(&d, "restored_orders", &order) {
             return Ok(false);
         }
-        let taken_out = has("applied_orders");
-        let mut cart = load(m, user_id).await?;
+        let taken_out = marks(&d, "applied_orders", &order);
+        let mut cart = from_doc(&d);
         if taken_out {
             cart.put_back(lines);
         }

@@ -167,7 +167,7 @@ pub async fn place(
     // cancelled order puts them back (cart worker). Should this fail (or the process die here),
     // the cart worker takes them out when the order is confirmed.
     let ordered: Vec<(String, i32)> = lines.iter().map(|(sku, q, _)| (sku.clone(), *q)).collect();
-    if let Err(e) = carts::take_order(mongo, user_id, order_id, &ordered).await {
+    if let Err(e) = carts::take_order(mongo, user_id, order_id, &ordered, Some(cart)).await {
         tracing::warn!(%order_id, error = %e, "ordered items not taken out of the cart yet");
     }
     get(pool, user_id, order_id).await
