@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ecommerce-saga/target
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: services up migrate-up seed run-api run-worker run-orchestrator run-all test lint build schema
+.PHONY: services up migrate-up seed run-api run-worker run-orchestrator run-all test lint build schema loadgen bench
 
 services:          ## install/start PostgreSQL, NATS and the MongoDB-wire server
 	scripts/services.sh up
@@ -40,3 +40,9 @@ build:
 
 schema:            ## regenerate schema/schema.graphql from the code
 	cargo run -q --bin api -- print-schema > schema/schema.graphql
+
+loadgen:           ## 1000 checkouts through the running API (see loadgen --help)
+	cargo run --release --bin loadgen -- --orders 1000
+
+bench:             ## the benchmark tables of docs/benchmarks.md (release build, every broker)
+	scripts/bench.sh

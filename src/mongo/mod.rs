@@ -12,6 +12,8 @@ use crate::config::Config;
 pub struct Mongo {
     pub client: Client,
     pub db: Database,
+    /// Products read in the last [`catalog::CACHE_TTL`], shared by this process's clones.
+    pub(crate) products: std::sync::Arc<std::sync::Mutex<catalog::Cache>>,
 }
 
 impl Mongo {
@@ -21,7 +23,7 @@ impl Mongo {
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
         let client = Client::with_options(options)?;
         let db = client.database(&config.mongo_database);
-        Ok(Mongo { client, db })
+        Ok(Mongo { client, db, products: Default::default() })
     }
 
     pub async fn ping(&self) -> Result<(), mongodb::error::Error> {
