@@ -24,6 +24,17 @@ for broker in dict.fromkeys(r["broker"] for r in loads):
             outcomes[k] = outcomes.get(k, 0) + v
     print(f"\nOutcomes: {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}\n")
 
+engine = [r for r in rows if r["kind"] == "engine"]
+if engine:
+    print("### The saga engine alone (`api bench-engine`: no API, no MongoDB)\n")
+    print("| broker | orchestrator + worker instances | sagas | sagas/s | sagas/s ÷ pgbench TPS | p50 ms | p95 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in engine:
+        ratio = f"{r['sagas_per_sec'] / tps:.3f}" if tps else "-"
+        print(f"| {r['broker']} | {r['instances']} | {r['sagas']} | {r['sagas_per_sec']} | {ratio} | {r['latency_ms_p50']} "
+              f"| {r['latency_ms_p95']} | {r['latency_ms_p99']} | {r['latency_ms_max']} |")
+    print()
+
 mem = [r for r in rows if r["kind"] == "memory"]
 if mem:
     print("### Memory (RSS after the loads, MB)\n")

@@ -7,7 +7,8 @@
 # the Mongo-wire server and the broker, all on this machine; `loadgen` (closed loop with
 # BENCH_BUYERS buyers for throughput, then open loop at each of BENCH_RATES orders/s for latency);
 # scaling with BENCH_SCALE orchestrator+worker instances (NATS only unless BENCH_SCALE_ALL=1); memory
-# per process. Before anything else, pgbench on the same PostgreSQL, for the ceiling.
+# per process; and `api bench-engine`, the saga engine without the API and MongoDB. Before anything
+# else, pgbench on the same PostgreSQL, for the ceiling.
 #
 # Settings (environment): BENCH_SECS (20), BENCH_BUYERS (64), BENCH_RATES ("100 250 500"),
 # BENCH_SCALE ("1 2 4"), BENCH_OUT (results directory, default $CARGO_TARGET_DIR/bench),
@@ -107,6 +108,12 @@ for broker in "${BROKERS[@]}"; do
   for rate in $RATES; do
     load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers "$BUYERS" --rate "$rate" --duration "$SECS"
   done
+  # The engine alone: orders written straight to PostgreSQL, no API and no MongoDB on the path.
+  engine="$("$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+  if [ -n "$engine" ]; then
+    record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": 1}" "$engine"
+    echo "  engine: $engine" >&2
+  fi
   mem="{\"kind\": \"memory\", \"broker\": \"$broker\", \"api_mb\": $(rss_mb "$API_PID")"
   for rp in "${ROLE_PIDS[@]}"; do mem="$mem, \"${rp%%:*}_mb\": $(rss_mb "${rp##*:}")"; done
   record "$mem}"
@@ -118,6 +125,8 @@ for broker in "${BROKERS[@]}"; do
       start_system "$broker" "$n"
       "$BIN/loadgen" --url "http://$ADDR" --json --buyers 16 --orders 300 >/dev/null || true
       load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": $n}" --buyers "$BUYERS" --duration "$SECS"
+      engine="$("$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+      [ -n "$engine" ] && record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": $n}" "$engine"
       stop_system
     done
   fi

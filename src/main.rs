@@ -36,6 +36,24 @@ enum Command {
     RotateKeys,
     /// Print the GraphQL schema (SDL).
     PrintSchema,
+    /// Benchmark the saga engine alone (PostgreSQL, broker, orchestrator, workers; no API, no
+    /// MongoDB): write orders the way placeOrder does and wait until every saga ended. The
+    /// orchestrator and workers must be running.
+    BenchEngine {
+        #[arg(long, default_value_t = 2000)]
+        sagas: u64,
+        /// Concurrent order writers.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// A sku with stock (e.g. after `api seed --stock 1000000000`).
+        #[arg(long, default_value = "MUG-001")]
+        sku: String,
+        /// Seconds to wait for the last saga.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -59,6 +77,23 @@ async fn main() -> anyhow::Result<()> {
             }
             ecommerce_saga::catalog::seed::seed(&s.pool, &s.mongo, &products).await?;
             tracing::info!(products = products.len(), "demo catalog seeded");
+        }
+        Command::BenchEngine { sagas, concurrency, sku, timeout, json } => {
+            let s = Services::connect(config).await?;
+            let report = ecommerce_saga::order::engine_bench::run(
+                &s.pool,
+                &s.saga,
+                &sku,
+                sagas,
+                concurrency,
+                std::time::Duration::from_secs(timeout),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report:?}");
+            }
         }
         Command::RotateKeys => {
             let s = Services::connect(config).await?;

@@ -1,6 +1,7 @@
 //! Orders: placing one turns the cart into an order and starts its checkout saga in the same
 //! transaction; the saga decides whether it ends CONFIRMED or CANCELLED.
 
+pub mod engine_bench;
 pub mod graphql;
 pub mod service;
 

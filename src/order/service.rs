@@ -115,6 +115,33 @@ pub async fn place(
     }
     let total = total.expect("non-empty cart");
 
+    let Some(order_id) = create(pool, def, user_id, &key, &token, &lines, &total, trace_id).await? else {
+        // A concurrent request with the same key won the race.
+        return by_key(pool, user_id, &key).await?.ok_or(AppError::NotFound("order"));
+    };
+    // The ordered units leave the cart now, so the next order cannot include them again; a
+    // cancelled order puts them back (cart worker). Should this fail (or the process die here),
+    // the cart worker takes them out when the order is confirmed.
+    let ordered: Vec<(String, i32)> = lines.iter().map(|(sku, q, _)| (sku.clone(), *q)).collect();
+    if let Err(e) = carts::take_order(mongo, user_id, order_id, &ordered, Some(cart)).await {
+        tracing::warn!(%order_id, error = %e, "ordered items not taken out of the cart yet");
+    }
+    get(pool, user_id, order_id).await
+}
+
+/// Writes an order with `lines` (sku, quantity, unit price), its saga and the saga's first command,
+/// in one transaction. `None` when the user already has an order with this key.
+#[allow(clippy::too_many_arguments)]
+pub async fn create(
+    pool: &PgPool,
+    def: &SagaDefinition,
+    user_id: Uuid,
+    key: &IdempotencyKey,
+    token: &PaymentToken,
+    lines: &[(String, i32, i64)],
+    total: &Money,
+    trace_id: &str,
+) -> AppResult<Option<Uuid>> {
     let order_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
@@ -130,9 +157,8 @@ pub async fn place(
     .await?
     .rows_affected();
     if inserted == 0 {
-        // A concurrent request with the same key won the race.
         tx.rollback().await?;
-        return by_key(pool, user_id, &key).await?.ok_or(AppError::NotFound("order"));
+        return Ok(None);
     }
     for (i, (sku, quantity, price)) in lines.iter().enumerate() {
         sqlx::query("INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)")
@@ -163,14 +189,7 @@ pub async fn place(
     store::apply(&mut tx, &saga, &start).await?;
     tx.commit().await?;
     tracing::info!(%order_id, saga_id = %saga.id, "order placed");
-    // The ordered units leave the cart now, so the next order cannot include them again; a
-    // cancelled order puts them back (cart worker). Should this fail (or the process die here),
-    // the cart worker takes them out when the order is confirmed.
-    let ordered: Vec<(String, i32)> = lines.iter().map(|(sku, q, _)| (sku.clone(), *q)).collect();
-    if let Err(e) = carts::take_order(mongo, user_id, order_id, &ordered, Some(cart)).await {
-        tracing::warn!(%order_id, error = %e, "ordered items not taken out of the cart yet");
-    }
-    get(pool, user_id, order_id).await
+    Ok(Some(order_id))
 }
 
 /// Cancels an order whose saga has not finished; compensation runs in the background.
