@@ -98,22 +98,36 @@ pub async fn take_order(
             return Ok(false);
         }
         cart.take_ordered(lines);
-        let items: Vec<Document> =
-            cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
-        let r = coll(m)
-            .update_one(
-                doc! { "_id": &id, "version": cart.version, "applied_orders": { "$ne": &order } },
-                doc! {
-                    "$set": { "items": items, "version": cart.version + 1 },
-                    "$push": { "applied_orders": { "$each": [&order], "$slice": -100 } },
-                },
-            )
-            .await?;
-        if r.modified_count == 1 {
+        if save_marked(m, &id, &cart, "applied_orders", &order, &["applied_orders"]).await? {
             return Ok(true);
         }
         // The buyer changed the cart meanwhile (or a twin delivery won): look again.
     }
+}
+
+/// Saves `cart` if its version is unchanged and `guard` does not list `order` yet, adding `order`
+/// to each of `marks` (the last 100 are kept). `false` when someone else changed the cart first.
+async fn save_marked(
+    m: &Mongo,
+    id: &str,
+    cart: &Cart,
+    guard: &str,
+    order: &str,
+    marks: &[&str],
+) -> Result<bool, mongodb::error::Error> {
+    let items: Vec<Document> =
+        cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
+    let mut push = Document::new();
+    for field in marks {
+        push.insert(*field, doc! { "$each": [order], "$slice": -100 });
+    }
+    let r = coll(m)
+        .update_one(
+            doc! { "_id": id, "version": cart.version, guard: { "$ne": order } },
+            doc! { "$set": { "items": items, "version": cart.version + 1 }, "$push": push },
+        )
+        .await?;
+    Ok(r.modified_count == 1)
 }
 
 /// Puts a cancelled order's units back into the cart, once, and only if they were taken out.
@@ -138,19 +152,10 @@ pub async fn restore_order(
         if taken_out {
             cart.put_back(lines);
         }
-        let items: Vec<Document> =
-            cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
-        let mut push = doc! { "restored_orders": { "$each": [&order], "$slice": -100 } };
-        if !taken_out {
-            push.insert("applied_orders", doc! { "$each": [&order], "$slice": -100 });
-        }
-        let r = coll(m)
-            .update_one(
-                doc! { "_id": &id, "version": cart.version, "restored_orders": { "$ne": &order } },
-                doc! { "$set": { "items": items, "version": cart.version + 1 }, "$push": push },
-            )
-            .await?;
-        if r.modified_count == 1 {
+        // Not taken out yet: mark it applied too, so a late take-out leaves the cart alone.
+        let marks_to_add: &[&str] =
+            if taken_out { &["restored_orders"] } else { &["restored_orders", "applied_orders"] };
+        if save_marked(m, &id, &cart, "restored_orders", &order, marks_to_add).await? {
             return Ok(taken_out);
         }
     }

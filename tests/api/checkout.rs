@@ -38,14 +38,7 @@ async fn happy_path_confirms_captures_decrements_stock_and_empties_cart() {
     assert_eq!(app.payment_status(&id).await.as_deref(), Some("CAPTURED"));
 
     // The cart worker empties the cart asynchronously, after confirmation.
-    let mut cart = app.cart(&buyer).await;
-    for _ in 0..100 {
-        if cart["itemCount"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cart = app.cart(&buyer).await;
-    }
+    let cart = app.wait_cart(&buyer, |c| c["itemCount"] == 0).await;
     assert_eq!(cart["itemCount"], 0, "cart emptied: {cart}");
     app.stop().await;
 }
@@ -80,14 +73,7 @@ async fn declined_payment_cancels_restores_stock_and_puts_the_items_back() {
     assert_eq!(app.stock("BAG-003").await, 20, "stock restored");
     assert_eq!(app.payment_status(&id).await.as_deref(), Some("DECLINED"), "nothing captured");
     // The cart worker puts the order's units back, next to the one added meanwhile.
-    let mut cart = app.cart(&buyer).await;
-    for _ in 0..100 {
-        if cart["itemCount"] == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cart = app.cart(&buyer).await;
-    }
+    let cart = app.wait_cart(&buyer, |c| c["itemCount"] == 4).await;
     assert_eq!(cart["items"], json!([{ "sku": "BAG-003", "quantity": 4 }]), "{cart}");
     app.stop().await;
 }

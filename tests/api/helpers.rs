@@ -287,6 +287,19 @@ impl TestApp {
         panic!("order {id} never finished: {}", self.order(user, id).await);
     }
 
+    /// Polls the user's cart until `done` says so (at most 10 s); returns the last one seen.
+    pub async fn wait_cart(&self, user: &User, done: impl Fn(&Value) -> bool) -> Value {
+        let mut cart = self.cart(user).await;
+        for _ in 0..100 {
+            if done(&cart) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cart = self.cart(user).await;
+        }
+        cart
+    }
+
     pub async fn stock(&self, sku: &str) -> i32 {
         sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
             .bind(sku)
