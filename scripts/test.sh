@@ -37,8 +37,8 @@ run() { # a cargo test invocation whose output is kept for the summary
 # Unit tests of every crate; the broker conformance suite (every broker); the end-to-end suite on NATS.
 run cargo test --workspace --locked --lib --bins
 run cargo test --locked --test broker --test api "$@"
-# The end-to-end suite again on RabbitMQ and on Kafka.
-for broker in rabbitmq kafka; do
+# The end-to-end suite again on RabbitMQ, on Kafka, and on the in-process transport (`api all`).
+for broker in rabbitmq kafka memory; do
   echo "== end-to-end suite on $broker"
   run env TEST_BROKER="$broker" cargo test --locked --test api "$@"
 done

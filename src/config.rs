@@ -18,6 +18,8 @@ pub enum BrokerKind {
     Nats,
     RabbitMq,
     Kafka,
+    /// In-process queues: every role in one process (`api all`), nothing durable.
+    Memory,
 }
 
 impl BrokerKind {
@@ -26,6 +28,7 @@ impl BrokerKind {
             "nats" => Some(BrokerKind::Nats),
             "rabbitmq" => Some(BrokerKind::RabbitMq),
             "kafka" => Some(BrokerKind::Kafka),
+            "memory" => Some(BrokerKind::Memory),
             _ => None,
         }
     }
@@ -121,6 +124,21 @@ impl Source<'_> {
 }
 
 impl Config {
+    /// Refuses the in-process broker for a role running in its own process: it would talk to
+    /// nobody.
+    pub fn require_shared_broker(&self, role: &str) -> Result<(), ConfigError> {
+        if self.broker == BrokerKind::Memory {
+            return Err(ConfigError {
+                name: "BROKER",
+                value: "memory".into(),
+                why: format!(
+                    "the in-process broker only connects roles in one process (`api all`), not {role}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(&|name| std::env::var(name).ok())
     }
@@ -133,7 +151,7 @@ impl Config {
         let broker = BrokerKind::parse(&broker_name).ok_or_else(|| ConfigError {
             name: "BROKER",
             value: broker_name.clone(),
-            why: "supported: nats, rabbitmq, kafka".into(),
+            why: "supported: nats, rabbitmq, kafka, memory (api all only)".into(),
         })?;
         let namespace = var("BROKER_NAMESPACE", "ecommerce_saga");
         if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

@@ -22,7 +22,8 @@ struct Cli {
 enum Command {
     /// Serve the GraphQL API (default).
     Serve,
-    /// Run the API, the orchestrator and the workers in this process.
+    /// Run the API, the orchestrator and the workers in this process (over in-process queues
+    /// unless BROKER names a broker).
     All,
     /// Create the database if needed and apply migrations.
     Migrate,
@@ -60,7 +61,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     app::init_tracing();
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    // All roles in one process: unless a broker is named, they talk through in-process queues.
+    if matches!(cli.command, Some(Command::All)) && std::env::var("BROKER").map_or(true, |b| b.is_empty()) {
+        config.broker = ecommerce_saga::config::BrokerKind::Memory;
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::PrintSchema => print!("{}", ecommerce_saga::graphql::sdl()),
         Command::Migrate => {
@@ -102,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{kid}");
         }
         Command::Serve => {
+            config.require_shared_broker("`api serve`")?;
             let s = Services::connect(config).await?;
             let shutdown = CancellationToken::new();
             app::cancel_on_signal(shutdown.clone());

@@ -1,5 +1,5 @@
 //! Broker conformance: the guarantees the saga relies on, checked against each real broker
-//! (NATS JetStream, RabbitMQ, Kafka via tansu) through the same transport trait.
+//! (NATS JetStream, RabbitMQ, Kafka via tansu) and the in-process transport, through the same trait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -189,4 +189,9 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(nats => BrokerKind::Nats, rabbitmq => BrokerKind::RabbitMq, kafka => BrokerKind::Kafka);
+conformance!(
+    nats => BrokerKind::Nats,
+    rabbitmq => BrokerKind::RabbitMq,
+    kafka => BrokerKind::Kafka,
+    memory => BrokerKind::Memory,
+);

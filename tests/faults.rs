@@ -244,6 +244,7 @@ async fn restart_broker(kind: BrokerKind) -> bool {
             true
         }
         BrokerKind::Kafka => false, // not in this harness (see the note at the end of this file)
+        BrokerKind::Memory => false, // separate processes cannot share in-process queues
     }
 }
 

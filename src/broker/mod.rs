@@ -6,6 +6,7 @@
 pub mod chaos;
 pub mod consumer;
 pub mod kafka;
+pub mod memory;
 pub mod nats;
 pub mod rabbitmq;
 
@@ -141,5 +142,6 @@ async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerErr
         BrokerKind::Kafka => Ok(Arc::new(
             kafka::KafkaTransport::connect(&config.kafka_brokers, &config.broker_namespace).await?,
         )),
+        BrokerKind::Memory => Ok(Arc::new(memory::MemoryTransport::connect(&config.broker_namespace))),
     }
 }

@@ -19,7 +19,9 @@ struct Cli {}
 async fn main() -> anyhow::Result<()> {
     Cli::parse();
     app::init_tracing();
-    let s = Services::connect(Config::from_env()?).await?;
+    let config = Config::from_env()?;
+    config.require_shared_broker("the workers binary")?;
+    let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
     tracing::info!(broker = ?s.config.broker, "workers started");
