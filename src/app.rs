@@ -60,6 +60,39 @@ impl Services {
         let saga = Arc::new(SagaDefinition::checkout(config.saga));
         Ok(Services { config: Arc::new(config), pool, mongo, transport, saga })
     }
+
+    /// Logs one line saying what this process runs and what it is connected to, with versions.
+    pub async fn announce(&self, roles: &str) {
+        let c = &self.config;
+        let pg_version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|_| "unknown".into());
+        let mongo_version = self
+            .mongo
+            .db
+            .run_command(mongodb::bson::doc! { "buildInfo": 1 })
+            .await
+            .ok()
+            .and_then(|d| d.get_str("version").ok().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        let broker = match c.broker {
+            crate::config::BrokerKind::Nats => format!("NATS JetStream at {}", c.nats_url),
+            crate::config::BrokerKind::RabbitMq => "RabbitMQ".to_string(), // the URL carries credentials
+            crate::config::BrokerKind::Kafka => format!("Kafka at {}", c.kafka_brokers),
+            crate::config::BrokerKind::Memory => "in-process queues".to_string(),
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            roles,
+            broker = %broker,
+            namespace = %c.broker_namespace,
+            postgres = %format!("{} (server {pg_version})", crate::postgres::describe(&c.database_url)),
+            mongo = %format!("database {} (server {mongo_version})", c.mongo_database),
+            env = ?c.app_env,
+            "ecommerce-saga starting"
+        );
+    }
 }
 
 /// Serves the API on `listener` until `shutdown`. Also relays the outbox (the API writes each

@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             app::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
+            s.announce("api").await;
             announce(&listener, "api")?;
             app::run_api(s, listener, shutdown).await?;
         }
@@ -120,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             app::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
+            s.announce("api + orchestrator + workers").await;
             announce(&listener, "api + orchestrator + workers")?;
             let orchestrator = tokio::spawn(app::run_orchestrator(
                 s.clone(),

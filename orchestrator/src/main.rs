@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
-    tracing::info!(broker = ?s.config.broker, "orchestrator started");
+    s.announce("orchestrator").await;
     app::run_orchestrator(s, Default::default(), shutdown).await;
     Ok(())
 }

@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
-    tracing::info!(broker = ?s.config.broker, "workers started");
+    s.announce("workers").await;
     app::run_workers(s, Arc::new(TestGateway), Arc::new(ConsumerStats::default()), shutdown).await;
     Ok(())
 }
