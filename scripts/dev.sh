@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Starts the whole system on this machine: services, migrations, demo catalog, then the
-# orchestrator and workers in the background and the API in the foreground. Ctrl-C stops all three.
+# Starts the whole system on this machine: services, migrations, demo catalog, then the API, the
+# orchestrator and the workers in ONE process (`api all`), talking through in-process queues unless
+# BROKER names a broker (nats, rabbitmq, kafka). Ctrl-C stops it.
+#
+#   scripts/dev.sh              all-in-one (the default)
+#   scripts/dev.sh --separate   the three roles as separate processes (BROKER defaults to nats)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}"
@@ -12,27 +16,37 @@ BIN="$CARGO_TARGET_DIR/debug"
 "$BIN/api" migrate
 "$BIN/api" seed
 
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-"$BIN/orchestrator" & pids+=($!)
-"$BIN/workers" & pids+=($!)
-
 ADDR="${API_ADDR:-127.0.0.1:8080}"
-cat <<MSG
+example() {
+  cat <<MSG
 
-  ecommerce-saga is starting: API + orchestrator + workers (broker: ${BROKER:-nats})
+  ecommerce-saga is starting: $1
   GraphQL playground:  http://$ADDR/graphql
   Subscriptions:       ws://$ADDR/graphql/ws  (connection_init: {"authorization": "Bearer <token>"})
   JWKS:                http://$ADDR/.well-known/jwks.json
 
   Try, in the playground:
-    mutation { register(email: "ann@example.com", password: "correct horse") { accessToken } }
+    mutation { register(email: "ann@example.com", password: "correct horse") { accessToken refreshToken } }
     # set header {"Authorization": "Bearer <accessToken>"}, then
     mutation { addToCart(sku: "MUG-001", quantity: 2) { itemCount total { amountMinor currency } } }
     mutation { placeOrder(idempotencyKey: "first-order", paymentToken: "tok_visa") { id status } }
     subscription { orderEvents(orderId: "<id>") { sequence type detail } }
+  (paymentToken tok_declined, tok_capture_fails or tok_timeout shows a compensation)
 
 MSG
+}
+
+if [ "${1:-}" != "--separate" ]; then
+  example "API + orchestrator + workers in one process (broker: ${BROKER:-in-process queues})"
+  exec "$BIN/api" all
+fi
+
+export BROKER="${BROKER:-nats}"
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+"$BIN/orchestrator" & pids+=($!)
+"$BIN/workers" & pids+=($!)
+example "API, orchestrator and workers as separate processes (broker: $BROKER)"
 "$BIN/api" serve & pids+=($!)
 wait -n "${pids[@]}"
