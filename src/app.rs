@@ -126,7 +126,8 @@ pub async fn run_api(
         config: s.config.clone(),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
-    let app = router(HttpState { api, schema, transport: s.transport.clone() });
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let app = router(HttpState { api, schema, transport: s.transport.clone(), metrics });
     let relay = tokio::spawn(crate::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),

@@ -23,6 +23,7 @@ pub struct HttpState {
     pub api: ApiState,
     pub schema: AppSchema,
     pub transport: Arc<dyn Transport>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`: the client
@@ -37,6 +38,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .with_state(state)
@@ -74,7 +76,14 @@ async fn graphql(
     headers: HeaderMap,
     req: GraphQLBatchRequest,
 ) -> GraphQLResponse {
+    let started = std::time::Instant::now();
     let batch = req.into_inner();
+    let operation = match &batch {
+        BatchRequest::Single(r) => {
+            crate::metrics::operation_name(r.operation_name.as_deref(), &r.query).map(str::to_string)
+        }
+        BatchRequest::Batch(_) => Some("batch".to_string()),
+    };
     if let BatchRequest::Batch(requests) = &batch {
         let max = s.api.config.graphql_max_batch;
         if requests.len() > max {
@@ -100,7 +109,22 @@ async fn graphql(
         BatchResponse::Single(r) => ensure_codes(&mut r.errors),
         BatchResponse::Batch(rs) => rs.iter_mut().for_each(|r| ensure_codes(&mut r.errors)),
     }
+    s.metrics.observe_graphql(operation.as_deref(), started.elapsed().as_secs_f64());
     resp.into()
+}
+
+/// Prometheus metrics (OpenMetrics text).
+async fn metrics(State(s): State<HttpState>) -> Response {
+    match s.metrics.render(&s.api.pool).await {
+        Ok(text) => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "metrics unavailable");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }
 
 async fn graphiql() -> Html<String> {

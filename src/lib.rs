@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod mongo;
 pub mod order;
 pub mod payment;

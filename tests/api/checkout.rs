@@ -223,3 +223,28 @@ async fn confirming_takes_only_the_ordered_units_out_of_the_cart() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_report_requests_sagas_and_outbox_lag() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let id = app.place(&buyer, "metrics-1", "tok_declined").await;
+    app.wait_terminal(&buyer, &id).await;
+    let named = app.gql(Some(&buyer.token), "query MyOrders { orders { id } }", json!({})).await;
+    assert!(named.get("errors").is_none(), "{named}");
+
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for expected in [
+        "ecommerce_saga_graphql_request_duration_seconds_count{operation=\"MyOrders\"} 1",
+        "ecommerce_saga_graphql_request_duration_seconds_count{operation=\"anonymous\"}",
+        "ecommerce_saga_sagas{status=\"COMPENSATED\",reason=\"PAYMENT_DECLINED\"} 1",
+        "ecommerce_saga_outbox_pending ",
+        "ecommerce_saga_outbox_oldest_age_seconds ",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+    app.stop().await;
+}
