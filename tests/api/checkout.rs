@@ -154,9 +154,13 @@ async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_c
     app.add_to_cart(&buyer, "BAG-003", 2).await;
     let id = app.place(&buyer, "cancel-1", "tok_timeout").await;
 
-    // Wait until stock is reserved (the saga is at the payment step).
-    for _ in 0..100 {
-        if app.stock("BAG-003").await == 18 {
+    // Wait until the saga has recorded the reservation, so it is at the payment step (the stock
+    // level alone can drop before the orchestrator has seen the reply; a cancel then compensates
+    // from the first step and never touches payment).
+    for _ in 0..300 {
+        let order = app.order(&buyer, &id).await;
+        let events = order["data"]["order"]["saga"]["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|e| e["type"] == "STOCK_RESERVED") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
