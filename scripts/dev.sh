@@ -16,6 +16,15 @@ BIN="$CARGO_TARGET_DIR/debug"
 "$BIN/api" migrate
 "$BIN/api" seed
 
+# An operator account for the saga monitor; its password is generated once and kept outside the clone.
+OPERATOR_EMAIL="${OPERATOR_EMAIL:-operator@example.com}"
+OPERATOR_FILE="$HOME/.cache/ecommerce-saga/dev-operator-password"
+if [ ! -s "$OPERATOR_FILE" ]; then
+  mkdir -p "$(dirname "$OPERATOR_FILE")"
+  (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$OPERATOR_FILE")
+fi
+"$BIN/api" create-operator --email "$OPERATOR_EMAIL" <"$OPERATOR_FILE"
+
 ADDR="${API_ADDR:-127.0.0.1:8080}"
 example() {
   cat <<MSG
@@ -24,6 +33,9 @@ example() {
   GraphQL playground:  http://$ADDR/graphql
   Subscriptions:       ws://$ADDR/graphql/ws  (connection_init: {"authorization": "Bearer <token>"})
   JWKS:                http://$ADDR/.well-known/jwks.json
+  Saga monitor:        http://$ADDR/monitor
+                       sign in as $OPERATOR_EMAIL / $(cat "$OPERATOR_FILE")
+  Metrics:             http://$ADDR/metrics
 
   Try, in the playground:
     mutation { register(email: "ann@example.com", password: "correct horse") { accessToken refreshToken } }

@@ -4,6 +4,8 @@
 #
 #   scripts/services.sh up      install what is missing, start what is stopped, wait until ready
 #   scripts/services.sh status  print what is reachable
+#   scripts/services.sh browser install what the browser test of the monitor page needs:
+#                               Debian's chromium and playwright-core (npm, tests/browser)
 #
 # PostgreSQL, NATS (JetStream) and RabbitMQ come from Debian packages on the dev/CI machines; a
 # missing one is installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, and the
@@ -123,6 +125,21 @@ mongo_up() {
   wait_port SecantusDB 127.0.0.1 "$MONGO_PORT" 60
 }
 
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+browser_up() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian's chromium (headless browser for the monitor page test)"
+    apt_install chromium
+  fi
+  local dir="$ROOT/tests/browser"
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.installed" ]; then
+    log "installing playwright-core (npm ci in tests/browser)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules/.installed)
+  fi
+  echo "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), playwright-core $(node -p 'require("'"$dir"'/node_modules/playwright-core/package.json").version')"
+}
+
 status() {
   for s in "PostgreSQL 5432" "NATS 4222" "RabbitMQ 5672" "Kafka(tansu) 9092" "MongoDB-wire $MONGO_PORT"; do
     set -- $s
@@ -140,8 +157,9 @@ case "${1:-up}" in
     status
     ;;
   status) status ;;
+  browser) browser_up ;;
   *)
-    echo "usage: $0 up|status" >&2
+    echo "usage: $0 up|status|browser" >&2
     exit 2
     ;;
 esac

@@ -10,6 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 scripts/services.sh up
+scripts/services.sh browser
 
 # Remove databases left behind by interrupted test runs (each test creates its own t_<id> database).
 if command -v psql >/dev/null; then

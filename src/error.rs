@@ -7,8 +7,9 @@ pub enum AppError {
     Unauthenticated,
     #[error("{0}")]
     InvalidCredentials(&'static str),
-    #[error("not allowed")]
-    Forbidden,
+    /// Authenticated, but the account lacks what the field needs (e.g. "the operator role is required").
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     BadInput(String),
     #[error("{0} not found")]

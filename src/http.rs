@@ -1,5 +1,5 @@
 //! The API's HTTP surface: GraphQL (POST), GraphiQL (GET), subscriptions over graphql-transport-ws,
-//! the JWKS, and health/readiness probes.
+//! the JWKS, health/readiness probes, metrics and the saga monitor page.
 
 use std::sync::Arc;
 
@@ -39,6 +39,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::monitor::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .with_state(state)

@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod mongo;
+pub mod monitor;
 pub mod order;
 pub mod payment;
 pub mod postgres;

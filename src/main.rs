@@ -35,6 +35,17 @@ enum Command {
     },
     /// Add a new signing key; the old one keeps verifying until its tokens expire.
     RotateKeys,
+    /// Create an operator account if it does not exist (password read from standard input, one
+    /// line), and give it the operator role. An existing account keeps its password.
+    CreateOperator {
+        #[arg(long)]
+        email: String,
+    },
+    /// Give an account a role (`operator`: the saga monitor at /monitor and operator queries).
+    /// It shows in tokens issued from then on: sign in again.
+    GrantRole { email: String, role: String },
+    /// Take a role away; it stops counting on the account's next request.
+    RevokeRole { email: String, role: String },
     /// Print the GraphQL schema (SDL).
     PrintSchema,
     /// Benchmark the saga engine alone (PostgreSQL, broker, orchestrator, workers; no API, no
@@ -100,6 +111,29 @@ async fn main() -> anyhow::Result<()> {
                 println!("{report:?}");
             }
         }
+        Command::CreateOperator { email } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+            let pool = ecommerce_saga::postgres::connect(&config).await.with_context(|| {
+                format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
+            })?;
+            match ecommerce_saga::auth::service::create_account(
+                &pool,
+                &email,
+                password.trim_end_matches(['\r', '\n']),
+            )
+            .await
+            {
+                Ok(_) => println!("created {email}"),
+                Err(ecommerce_saga::error::AppError::Conflict(_)) => {
+                    println!("{email} exists; password unchanged")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            set_role(&config, &email, "operator", true).await?;
+        }
+        Command::GrantRole { email, role } => set_role(&config, &email, &role, true).await?,
+        Command::RevokeRole { email, role } => set_role(&config, &email, &role, false).await?,
         Command::RotateKeys => {
             let s = Services::connect(config).await?;
             let kid = ecommerce_saga::auth::keys::rotate(&s.pool, s.config.access_token_ttl).await?;
@@ -145,5 +179,21 @@ fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, roles, "listening");
     eprintln!("GraphQL playground: http://{addr}/graphql   (subscriptions: ws://{addr}/graphql/ws)");
+    Ok(())
+}
+
+async fn set_role(
+    config: &ecommerce_saga::config::Config,
+    email: &str,
+    role: &str,
+    grant: bool,
+) -> anyhow::Result<()> {
+    let role = ecommerce_saga::auth::Role::parse(role)
+        .with_context(|| format!("unknown role {role:?}; known: operator"))?;
+    let pool = ecommerce_saga::postgres::connect(config).await.with_context(|| {
+        format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
+    })?;
+    ecommerce_saga::auth::service::set_role(&pool, email, role, grant).await?;
+    println!("{} {} {email}", if grant { "granted" } else { "revoked" }, role.as_str());
     Ok(())
 }

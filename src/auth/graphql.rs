@@ -8,6 +8,18 @@ use crate::graphql::{client_addr, gql, session_id, state, user};
 pub struct UserGql {
     pub id: ID,
     pub email: String,
+    /// Roles beyond a buyer's: `operator` sees every saga.
+    pub roles: Vec<String>,
+}
+
+impl From<&super::AuthUser> for UserGql {
+    fn from(u: &super::AuthUser) -> Self {
+        UserGql {
+            id: ID(u.id.to_string()),
+            email: u.email.clone(),
+            roles: u.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -33,7 +45,7 @@ impl From<service::Session> for AuthPayload {
             expires_at: s.expires_at as i64,
             refresh_token: s.refresh_token,
             refresh_expires_at: s.refresh_expires_at,
-            user: UserGql { id: ID(s.user.id.to_string()), email: s.user.email },
+            user: UserGql::from(&s.user),
         }
     }
 }
@@ -45,8 +57,7 @@ pub struct AuthQuery;
 impl AuthQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<UserGql> {
-        let u = user(ctx)?;
-        Ok(UserGql { id: ID(u.id.to_string()), email: u.email.clone() })
+        Ok(UserGql::from(user(ctx)?))
     }
 }
 

@@ -17,6 +17,8 @@ use sqlx::{PgPool, Row};
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
+use super::Role;
+
 /// PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows.
 const ED25519_PKCS8_PREFIX: [u8; 16] =
     [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
@@ -37,6 +39,9 @@ pub struct Claims {
     pub jti: Uuid,
     /// The session the token belongs to; logging out (or refresh-token reuse) revokes it.
     pub sid: Uuid,
+    /// Roles held when the token was issued (`operator`); absent for none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -170,7 +175,13 @@ impl KeyRing {
     }
 
     /// Issues an access token for `user`; returns it with its expiry (unix seconds).
-    pub async fn issue(&self, user_id: Uuid, email: &str, sid: Uuid) -> Result<(String, u64), KeyError> {
+    pub async fn issue(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        roles: &[Role],
+        sid: Uuid,
+    ) -> Result<(String, u64), KeyError> {
         self.refresh_if_stale(false).await?;
         let loaded = self.loaded.read().await;
         let key =
@@ -186,6 +197,7 @@ impl KeyRing {
             exp: iat + self.ttl.as_secs(),
             jti: Uuid::new_v4(),
             sid,
+            roles: roles.iter().map(|r| r.as_str().to_string()).collect(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());

@@ -17,4 +17,52 @@ use uuid::Uuid;
 pub struct AuthUser {
     pub id: Uuid,
     pub email: String,
+    pub roles: Vec<Role>,
+}
+
+impl AuthUser {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// What an account may do beyond its own data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sees every saga (the monitor page, operator queries and subscriptions).
+    Operator,
+}
+
+impl Role {
+    pub const ALL: [Role; 1] = [Role::Operator];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The roles named in both lists (token and database), unknown names dropped.
+    pub fn granted(in_token: &[String], in_database: &[String]) -> Vec<Role> {
+        in_token.iter().filter(|r| in_database.contains(r)).filter_map(|r| Role::parse(r)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Role;
+
+    #[test]
+    fn a_role_counts_only_when_token_and_database_both_name_it() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(Role::granted(&s(&["operator"]), &s(&["operator"])), vec![Role::Operator]);
+        assert!(Role::granted(&s(&["operator"]), &s(&[])).is_empty(), "revoked since the token was issued");
+        assert!(Role::granted(&s(&[]), &s(&["operator"])).is_empty(), "granted after: sign in again");
+        assert!(Role::granted(&s(&["root"]), &s(&["root"])).is_empty(), "unknown role");
+        assert_eq!(Role::parse("operator"), Some(Role::Operator));
+    }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{password, rate_limit, AuthUser, KeyRing, TokenError};
+use super::{password, rate_limit, AuthUser, KeyRing, Role, TokenError};
 use crate::config::RateLimits;
 use crate::domain::{Email, Password};
 use crate::error::{AppError, AppResult};
@@ -58,7 +58,10 @@ impl AuthService {
     /// signing may read the key set from the pool, and a transaction waiting on a second
     /// connection from a small pool can starve it.
     async fn sign(&self, user: &AuthUser, session: Uuid) -> AppResult<(String, u64)> {
-        self.keys.issue(user.id, &user.email, session).await.map_err(|e| AppError::Internal(e.to_string()))
+        self.keys
+            .issue(user.id, &user.email, &user.roles, session)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))
     }
 
     /// Stores a fresh refresh token for `session`; returns it and its expiry.
@@ -98,20 +101,8 @@ impl AuthService {
         let l = self.limits;
         rate_limit::hit(&self.pool, &format!("register:addr:{client}"), l.register_per_address, l.window)
             .await?;
-        let email = Email::parse(email)?;
-        let password = Password::parse(password)?;
-        let hash = password::hash(password.expose().to_string()).await?;
-        let id = Uuid::now_v7();
-        sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(email.as_str())
-            .bind(hash)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                AppError::from_unique(e, "users_email_key", "an account with this email already exists")
-            })?;
-        self.start_session(AuthUser { id, email: email.as_str().to_string() }).await
+        let (id, email) = create_account(&self.pool, email, password).await?;
+        self.start_session(AuthUser { id, email, roles: Vec::new() }).await
     }
 
     /// Unknown e-mail and wrong password answer alike, after the same argon2 work, and count
@@ -128,20 +119,27 @@ impl AuthService {
         rate_limit::hit(&self.pool, &account_key, l.login_per_account, l.window).await?;
         let row = match &normalized {
             Ok(e) => {
-                sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
+                sqlx::query("SELECT id, password_hash, roles FROM users WHERE email = $1")
                     .bind(e)
                     .fetch_optional(&self.pool)
                     .await?
             }
             Err(_) => None,
         };
-        let (id, hash) = match row {
-            Some(r) => (Some(r.get::<Uuid, _>("id")), r.get::<String, _>("password_hash")),
-            None => (None, password::dummy_hash().to_string()),
+        let (id, hash, roles) = match row {
+            Some(r) => (
+                Some(r.get::<Uuid, _>("id")),
+                r.get::<String, _>("password_hash"),
+                r.get::<Vec<String>, _>("roles"),
+            ),
+            None => (None, password::dummy_hash().to_string(), Vec::new()),
         };
         let ok = password::verify(password.to_string(), hash).await?;
         match (id, ok, normalized) {
-            (Some(id), true, Ok(email)) => self.start_session(AuthUser { id, email }).await,
+            (Some(id), true, Ok(email)) => {
+                let roles = roles.iter().filter_map(|r| Role::parse(r)).collect();
+                self.start_session(AuthUser { id, email, roles }).await
+            }
             _ => Err(REFUSED),
         }
     }
@@ -155,7 +153,7 @@ impl AuthService {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT t.session_id, t.used_at IS NOT NULL AS spent, t.expires_at <= now() AS expired,
-                    s.revoked_at IS NOT NULL AS revoked, u.id AS user_id, u.email
+                    s.revoked_at IS NOT NULL AS revoked, u.id AS user_id, u.email, u.roles
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
              WHERE t.token_hash = $1
              FOR UPDATE OF t",
@@ -180,7 +178,8 @@ impl AuthService {
             .bind(digest(refresh_token))
             .execute(&mut *tx)
             .await?;
-        let user = AuthUser { id: row.get("user_id"), email: row.get("email") };
+        let roles = row.get::<Vec<String>, _>("roles").iter().filter_map(|r| Role::parse(r)).collect();
+        let user = AuthUser { id: row.get("user_id"), email: row.get("email"), roles };
         let (refresh_token, refresh_expires_at) = self.store_refresh_token(&mut tx, session).await?;
         tx.commit().await?;
         // Signed after the commit (see `sign`). Should signing fail now, the client signs in again.
@@ -196,21 +195,70 @@ impl AuthService {
         Ok(())
     }
 
-    /// Verifies an access token and that its session is still open.
+    /// Verifies an access token and that its session is still open. A role counts only if the
+    /// account still holds it.
     pub async fn authenticate(&self, token: &str) -> Result<(AuthUser, Uuid), TokenError> {
         let claims = self.keys.verify(token).await?;
-        let open: Option<bool> = sqlx::query_scalar("SELECT revoked_at IS NULL FROM sessions WHERE id = $1")
-            .bind(claims.sid)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "session lookup failed");
-                TokenError::Invalid("session could not be checked".into())
-            })?;
-        match open {
-            Some(true) => Ok((AuthUser { id: claims.sub, email: claims.email }, claims.sid)),
+        let row = sqlx::query(
+            "SELECT s.revoked_at IS NULL AS open, u.roles
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = $1 AND s.user_id = $2",
+        )
+        .bind(claims.sid)
+        .bind(claims.sub)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "session lookup failed");
+            TokenError::Invalid("session could not be checked".into())
+        })?;
+        match row {
+            Some(r) if r.get::<bool, _>("open") => {
+                let roles = Role::granted(&claims.roles, &r.get::<Vec<String>, _>("roles"));
+                Ok((AuthUser { id: claims.sub, email: claims.email, roles }, claims.sid))
+            }
             _ => Err(TokenError::Revoked),
         }
+    }
+}
+
+/// Creates an account (no session); returns its id and normalized e-mail. `CONFLICT` if the
+/// e-mail is taken.
+pub async fn create_account(pool: &PgPool, email: &str, password: &str) -> AppResult<(Uuid, String)> {
+    let email = Email::parse(email)?;
+    let password = Password::parse(password)?;
+    let hash = password::hash(password.expose().to_string()).await?;
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(email.as_str())
+        .bind(hash)
+        .execute(pool)
+        .await
+        .map_err(|e| {
+            AppError::from_unique(e, "users_email_key", "an account with this email already exists")
+        })?;
+    Ok((id, email.as_str().to_string()))
+}
+
+/// Grants (`grant = true`) or removes a role; `NotFound` when no account has this e-mail.
+/// A grant shows in tokens issued afterwards (sign in again); a removal counts at once.
+pub async fn set_role(pool: &PgPool, email: &str, role: Role, grant: bool) -> AppResult<()> {
+    let email = Email::parse(email)?;
+    let sql = if grant {
+        "UPDATE users SET roles = array_append(roles, $2) WHERE email = $1 AND NOT ($2 = ANY(roles))"
+    } else {
+        "UPDATE users SET roles = array_remove(roles, $2) WHERE email = $1"
+    };
+    sqlx::query(sql).bind(email.as_str()).bind(role.as_str()).execute(pool).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)")
+        .bind(email.as_str())
+        .fetch_one(pool)
+        .await?;
+    if exists {
+        Ok(())
+    } else {
+        Err(AppError::NotFound("account"))
     }
 }
 

@@ -16,7 +16,7 @@ pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
 pub fn code_of(e: &AppError) -> &'static str {
     match e {
         AppError::Unauthenticated | AppError::InvalidCredentials(_) => UNAUTHENTICATED,
-        AppError::Forbidden => FORBIDDEN,
+        AppError::Forbidden(_) => FORBIDDEN,
         AppError::BadInput(_) => BAD_USER_INPUT,
         AppError::NotFound(_) => NOT_FOUND,
         AppError::Conflict(_) => CONFLICT,

@@ -6,10 +6,10 @@ pub mod limits;
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 use sqlx::PgPool;
 
-use crate::auth::{AuthService, AuthUser, KeyRing, TokenError};
+use crate::auth::{AuthService, AuthUser, KeyRing, Role, TokenError};
 use crate::catalog::loader::{ProductLoader, StockLoader};
 use crate::config::Config;
 use crate::error::AppError;
@@ -54,6 +54,7 @@ pub struct Query(
     crate::catalog::graphql::CatalogQuery,
     crate::cart::graphql::CartQuery,
     crate::order::graphql::OrderQuery,
+    crate::saga::graphql::SagaQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -63,7 +64,8 @@ pub struct Mutation(
     crate::order::graphql::OrderMutation,
 );
 
-pub type Subscription = crate::order::graphql::OrderSubscription;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(crate::order::graphql::OrderSubscription, crate::saga::graphql::SagaSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
@@ -108,6 +110,16 @@ pub fn user<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error>
             _ => "access token is invalid",
         }))),
         _ => Err(gql(AppError::Unauthenticated)),
+    }
+}
+
+/// The authenticated caller if it holds the operator role; `FORBIDDEN` if it does not.
+pub fn operator<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error> {
+    let u = user(ctx)?;
+    if u.has(Role::Operator) {
+        Ok(u)
+    } else {
+        Err(gql(AppError::Forbidden("the operator role is required")))
     }
 }
 

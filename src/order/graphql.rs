@@ -1,5 +1,5 @@
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, Enum, Object, Result, SimpleObject, Subscription, ID};
+use async_graphql::{Context, Enum, Object, Result, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
@@ -9,7 +9,8 @@ use crate::catalog::graphql::{MoneyGql, ProductGql};
 use crate::catalog::loader::ProductLoader;
 use crate::error::AppError;
 use crate::graphql::{gql, state, trace_id, user};
-use crate::saga::store::{self, SagaEventRow};
+use crate::saga::graphql::{SagaEventGql, SagaGql};
+use crate::saga::store;
 
 #[derive(Enum, Copy, Clone, PartialEq, Eq)]
 #[graphql(name = "OrderStatus")]
@@ -26,50 +27,6 @@ impl From<OrderStatus> for OrderStatusGql {
             OrderStatus::Confirmed => OrderStatusGql::Confirmed,
             OrderStatus::Cancelled => OrderStatusGql::Cancelled,
         }
-    }
-}
-
-/// One entry of a saga's history.
-#[derive(SimpleObject)]
-#[graphql(name = "SagaEvent")]
-pub struct SagaEventGql {
-    /// 1, 2, 3, ... in the order the saga recorded them.
-    pub sequence: i32,
-    /// `ORDER_PLACED`, `STOCK_RESERVED`, ..., `COMPLETED` or `COMPENSATED`.
-    #[graphql(name = "type")]
-    pub kind: String,
-    pub detail: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-impl From<SagaEventRow> for SagaEventGql {
-    fn from(e: SagaEventRow) -> Self {
-        SagaEventGql { sequence: e.seq, kind: e.kind, detail: e.detail, at: e.created_at }
-    }
-}
-
-pub struct SagaGql {
-    id: Uuid,
-    status: String,
-    failure_reason: Option<String>,
-}
-
-#[Object(name = "Saga")]
-impl SagaGql {
-    async fn id(&self) -> ID {
-        ID(self.id.to_string())
-    }
-    /// `RUNNING`, `COMPENSATING`, `COMPLETED` or `COMPENSATED`.
-    async fn status(&self) -> &str {
-        &self.status
-    }
-    async fn failure_reason(&self) -> Option<&str> {
-        self.failure_reason.as_deref()
-    }
-    /// The step history, oldest first.
-    async fn events(&self, ctx: &Context<'_>) -> Result<Vec<SagaEventGql>> {
-        let events = store::events_after(&state(ctx).pool, self.id, 0).await.map_err(|e| gql(e.into()))?;
-        Ok(events.into_iter().map(Into::into).collect())
     }
 }
 
@@ -129,7 +86,7 @@ impl OrderGql {
     }
     async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
         let s = store::summary_by_order(&state(ctx).pool, self.0.id).await.map_err(|e| gql(e.into()))?;
-        Ok(s.map(|s| SagaGql { id: s.id, status: s.status, failure_reason: s.failure_reason }))
+        Ok(s.map(SagaGql))
     }
 }
 

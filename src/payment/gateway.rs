@@ -43,8 +43,12 @@ pub trait PaymentGateway: Send + Sync {
 /// | `tok_declined`         | declined `card_declined` | -        |
 /// | `tok_capture_fails`    | approved                 | declined |
 /// | `tok_timeout`          | never answers            | -        |
+/// | `tok_slow`             | approved after 2 s       | approved |
 #[derive(Debug, Default, Clone)]
 pub struct TestGateway;
+
+/// How long `tok_slow` takes to authorize.
+pub const SLOW_AUTHORIZE: Duration = Duration::from_secs(2);
 
 impl TestGateway {
     fn reference(order_id: Uuid, token: &str) -> String {
@@ -67,6 +71,11 @@ impl PaymentGateway for TestGateway {
                 // Models a provider that accepted the connection and never answers.
                 tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
                 Err(GatewayError::Unavailable("no answer".into()))
+            }
+            "tok_slow" => {
+                // A slow provider that answers within the step timeout: the saga is seen running.
+                tokio::time::sleep(SLOW_AUTHORIZE).await;
+                Ok(Authorization { reference: Self::reference(order_id, token) })
             }
             _ => Ok(Authorization { reference: Self::reference(order_id, token) }),
         }
@@ -108,5 +117,8 @@ mod tests {
         let pending =
             tokio::time::timeout(Duration::from_millis(50), g.authorize(id, "tok_timeout", 1, "USD")).await;
         assert!(pending.is_err(), "tok_timeout must never answer");
+        let started = std::time::Instant::now();
+        g.authorize(id, "tok_slow", 1, "USD").await.unwrap();
+        assert!(started.elapsed() >= SLOW_AUTHORIZE, "tok_slow answers, late");
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::store::{self, SagaEventRow};
+use super::store::{self, SagaEventRow, SagaSummary};
 
 #[derive(Clone)]
 pub struct EventFeed {
@@ -25,6 +25,14 @@ pub struct EventFeed {
 
 /// A stream re-reads at least this often, so a missed notification delays, never loses, an event.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// A change stream gathers notifications this long before it reads, so a busy system costs each
+/// subscriber at most one query per window.
+const CHANGE_BATCH: Duration = Duration::from_millis(100);
+/// `updated_at` is a transaction's start time, so a transition can commit with a time older than
+/// one already seen; a change stream re-reads this far back.
+const COMMIT_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+/// Rows read per change-stream query.
+const CHANGE_PAGE: i64 = 500;
 
 impl EventFeed {
     pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
@@ -72,6 +80,63 @@ impl EventFeed {
                     }
                 })
                 .await;
+            }
+        }
+    }
+}
+
+impl EventFeed {
+    /// Every change of every saga from now on (optionally only sagas whose new status is
+    /// `status`), each as the saga's summary after the change. A saga that changes several times
+    /// within a moment may be reported once, with its latest state.
+    pub fn changes(
+        &self,
+        status: Option<String>,
+    ) -> impl Stream<Item = Result<SagaSummary, sqlx::Error>> + Send + 'static {
+        let pool = self.pool.clone();
+        let mut wake = self.wake.subscribe();
+        async_stream::try_stream! {
+            let mut watermark: chrono::DateTime<chrono::Utc> =
+                sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
+            // Sagas reported, with the event count reported; forgotten once out of the re-read window.
+            let mut seen: std::collections::HashMap<Uuid, (i32, chrono::DateTime<chrono::Utc>)> =
+                Default::default();
+            loop {
+                let woken = tokio::time::timeout(FALLBACK_POLL, async {
+                    loop {
+                        match wake.recv().await {
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                        }
+                    }
+                })
+                .await
+                .is_ok();
+                if woken {
+                    tokio::time::sleep(CHANGE_BATCH).await;
+                    while wake.try_recv().is_ok() {}
+                }
+                let mut from = watermark - COMMIT_SKEW;
+                loop {
+                    let rows = store::changed_since(&pool, from, CHANGE_PAGE).await?;
+                    let full = rows.len() as i64 == CHANGE_PAGE;
+                    let before = from;
+                    for saga in rows {
+                        from = saga.updated_at;
+                        watermark = watermark.max(saga.updated_at);
+                        if seen.get(&saga.id).is_some_and(|(count, _)| *count >= saga.event_count) {
+                            continue;
+                        }
+                        seen.insert(saga.id, (saga.event_count, saga.updated_at));
+                        if status.as_deref().is_none_or(|s| s == saga.status) {
+                            yield saga;
+                        }
+                    }
+                    if !full || from == before {
+                        break;
+                    }
+                }
+                seen.retain(|_, (_, at)| *at > watermark - COMMIT_SKEW * 2);
             }
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod definition;
 pub mod feed;
+pub mod graphql;
 pub mod machine;
 pub mod messages;
 pub mod orchestrator;

@@ -230,29 +230,69 @@ pub async fn events_after<'e>(
         .collect()
 }
 
+/// A saga as operators and order owners see it, without its payload.
 #[derive(Debug, Clone)]
 pub struct SagaSummary {
     pub id: Uuid,
+    pub order_id: Uuid,
     pub status: String,
     pub step: i32,
     pub failure_reason: Option<String>,
+    pub event_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SUMMARY_COLUMNS: &str =
+    "id, order_id, status, step, failure_reason, event_count, created_at, updated_at";
+
+fn row_to_summary(r: &sqlx::postgres::PgRow) -> Result<SagaSummary, sqlx::Error> {
+    Ok(SagaSummary {
+        id: r.try_get("id")?,
+        order_id: r.try_get("order_id")?,
+        status: r.try_get("status")?,
+        step: r.try_get("step")?,
+        failure_reason: r.try_get("failure_reason")?,
+        event_count: r.try_get("event_count")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
 }
 
 pub async fn summary_by_order<'e>(
     db: impl PgExecutor<'e>,
     order_id: Uuid,
 ) -> Result<Option<SagaSummary>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, status, step, failure_reason FROM sagas WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(db)
-        .await?;
-    row.map(|r| {
-        Ok(SagaSummary {
-            id: r.try_get("id")?,
-            status: r.try_get("status")?,
-            step: r.try_get("step")?,
-            failure_reason: r.try_get("failure_reason")?,
-        })
-    })
-    .transpose()
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE order_id = $1");
+    sqlx::query(&sql).bind(order_id).fetch_optional(db).await?.as_ref().map(row_to_summary).transpose()
+}
+
+pub async fn summary<'e>(db: impl PgExecutor<'e>, saga_id: Uuid) -> Result<Option<SagaSummary>, sqlx::Error> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE id = $1");
+    sqlx::query(&sql).bind(saga_id).fetch_optional(db).await?.as_ref().map(row_to_summary).transpose()
+}
+
+/// The newest `limit` sagas, optionally only those with `status`.
+pub async fn recent<'e>(
+    db: impl PgExecutor<'e>,
+    limit: i64,
+    status: Option<&str>,
+) -> Result<Vec<SagaSummary>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM sagas WHERE ($2::text IS NULL OR status = $2)
+         ORDER BY created_at DESC, id DESC LIMIT $1"
+    );
+    sqlx::query(&sql).bind(limit).bind(status).fetch_all(db).await?.iter().map(row_to_summary).collect()
+}
+
+/// Sagas changed at or after `since` (by `updated_at`, the time of their last transition's transaction),
+/// oldest change first, at most `limit`.
+pub async fn changed_since<'e>(
+    db: impl PgExecutor<'e>,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<SagaSummary>, sqlx::Error> {
+    let sql =
+        format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE updated_at >= $1 ORDER BY updated_at LIMIT $2");
+    sqlx::query(&sql).bind(since).bind(limit).fetch_all(db).await?.iter().map(row_to_summary).collect()
 }

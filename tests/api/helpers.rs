@@ -222,7 +222,7 @@ impl TestApp {
             .data(
                 None,
                 "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken refreshToken user { id email } } }",
-                json!({ "e": email, "p": "correct horse battery" }),
+                json!({ "e": email, "p": Self::PASSWORD }),
             )
             .await;
         User {
@@ -231,6 +231,33 @@ impl TestApp {
             token: d["register"]["accessToken"].as_str().unwrap().to_string(),
             refresh_token: d["register"]["refreshToken"].as_str().unwrap().to_string(),
         }
+    }
+
+    /// The password of every account `register` creates.
+    pub const PASSWORD: &'static str = "correct horse battery";
+
+    /// A new account with the operator role, signed in again so its token carries the role.
+    pub async fn operator(&self) -> User {
+        let mut user = self.register().await;
+        ecommerce_saga::auth::service::set_role(
+            self.pool(),
+            &user.email,
+            ecommerce_saga::auth::Role::Operator,
+            true,
+        )
+        .await
+        .expect("grant operator");
+        let d = self
+            .data(
+                None,
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken user { roles } } }",
+                json!({ "e": user.email, "p": Self::PASSWORD }),
+            )
+            .await;
+        assert_eq!(d["login"]["user"]["roles"], json!(["operator"]));
+        user.token = d["login"]["accessToken"].as_str().unwrap().to_string();
+        user.refresh_token = d["login"]["refreshToken"].as_str().unwrap().to_string();
+        user
     }
 
     pub async fn add_to_cart(&self, user: &User, sku: &str, quantity: i64) -> Value {
@@ -266,7 +293,7 @@ impl TestApp {
     pub async fn order(&self, user: &User, id: &str) -> Value {
         self.gql(
             Some(&user.token),
-            "query($id: ID!) { order(id: $id) { id status cancelReason total { amountMinor } lines { sku quantity product { name } } saga { status failureReason events { sequence type detail } } } }",
+            "query($id: ID!) { order(id: $id) { id status cancelReason total { amountMinor } lines { sku quantity product { name } } saga { id status failureReason events { sequence type detail } } } }",
             json!({ "id": id }),
         )
         .await
@@ -379,6 +406,26 @@ impl Ws {
             }
         });
         self.socket.send(Message::Text(msg.to_string().into())).await.unwrap();
+    }
+
+    /// Starts subscription `id` with any document.
+    pub async fn start(&mut self, id: &str, query: &str, variables: Value) {
+        let msg =
+            json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } });
+        self.socket.send(Message::Text(msg.to_string().into())).await.unwrap();
+    }
+
+    /// The next `next` payload (data or errors), or the `error` message's payload; `None` once closed.
+    pub async fn next_payload(&mut self) -> Option<Value> {
+        loop {
+            let m = self.next_json().await?;
+            match m["type"].as_str() {
+                Some("next") => return Some(m["payload"].clone()),
+                Some("error") => return Some(json!({ "errors": m["payload"] })),
+                Some("complete") => return None,
+                _ => continue,
+            }
+        }
     }
 
     /// Event types until `complete`; `Err` with the error payload if the subscription failed.

@@ -11,6 +11,7 @@ mod helpers;
 mod idempotency;
 mod limits;
 mod loadgen;
+mod monitor;
 mod resilience;
 mod schema;
 mod security;

@@ -1,0 +1,240 @@
+// Saga monitor: signs in, lists recent sagas, keeps them live over the `sagaChanges`
+// subscription (graphql-transport-ws), and shows one saga's timeline. No framework, no build step.
+"use strict";
+
+const MAX_ROWS = 200;
+const SAGA_FIELDS = "id orderId orderStatus status step failureReason eventCount createdAt updatedAt";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: null,
+  sagas: new Map(), // saga id -> { saga, row }
+  selected: null,
+  socket: null,
+  retry: 0,
+};
+
+async function graphql(query, variables = {}) {
+  const headers = { "content-type": "application/json" };
+  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  const res = await fetch("/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+  const body = await res.json();
+  if (body.errors && body.errors.length) {
+    const e = body.errors[0];
+    const err = new Error(e.message);
+    err.code = e.extensions && e.extensions.code;
+    throw err;
+  }
+  return body.data;
+}
+
+function showError(message) {
+  $("error").textContent = message || "";
+}
+
+function time(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour12: false });
+}
+
+function ms(a, b) {
+  const d = new Date(b) - new Date(a);
+  return d < 1000 ? `${d} ms` : `${(d / 1000).toFixed(2)} s`;
+}
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  if (className) td.className = className;
+  return td;
+}
+
+function renderRow(saga, row) {
+  const order = cell(`${saga.orderId.slice(0, 8)}…`, "order");
+  order.title = saga.orderId;
+  row.replaceChildren(
+    order,
+    cell(saga.orderStatus, `order-status order-${saga.orderStatus}`),
+    cell(saga.status, `status status-${saga.status}`),
+    cell(saga.step, "step"),
+    cell(saga.failureReason || "", "reason"),
+    cell(saga.eventCount, "events"),
+    cell(time(saga.createdAt), "created"),
+    cell(time(saga.updatedAt), "updated"),
+  );
+  row.dataset.sagaId = saga.id;
+  row.dataset.orderId = saga.orderId;
+  row.dataset.status = saga.status;
+  row.dataset.orderStatus = saga.orderStatus;
+}
+
+// Inserts or updates a saga; an older copy (fewer events) never overwrites a newer one.
+function upsert(saga, live) {
+  const known = state.sagas.get(saga.id);
+  if (known && known.saga.eventCount > saga.eventCount) return;
+  const tbody = $("sagas").tBodies[0];
+  let row = known && known.row;
+  if (!row) {
+    row = document.createElement("tr");
+    row.addEventListener("click", () => select(saga.id));
+    const created = new Date(saga.createdAt);
+    const before = [...tbody.rows].find((r) => new Date(state.sagas.get(r.dataset.sagaId).saga.createdAt) < created);
+    tbody.insertBefore(row, before || null);
+  }
+  renderRow(saga, row);
+  if (live) {
+    row.classList.remove("flash");
+    void row.offsetWidth; // restart the animation
+    row.classList.add("flash");
+  }
+  state.sagas.set(saga.id, { saga, row });
+  while (tbody.rows.length > MAX_ROWS) {
+    const last = tbody.rows[tbody.rows.length - 1];
+    state.sagas.delete(last.dataset.sagaId);
+    last.remove();
+  }
+  $("empty").hidden = state.sagas.size > 0;
+  renderSummary();
+  if (state.selected === saga.id) loadDetail(saga.id);
+}
+
+function renderSummary() {
+  const counts = {};
+  for (const { saga } of state.sagas.values()) counts[saga.status] = (counts[saga.status] || 0) + 1;
+  const parts = Object.keys(counts).sort().map((status) => {
+    const span = document.createElement("span");
+    span.className = `count status-${status}`;
+    span.dataset.status = status;
+    span.textContent = `${status} ${counts[status]}`;
+    return span;
+  });
+  $("summary").replaceChildren(...parts);
+}
+
+async function select(id) {
+  state.selected = id;
+  for (const { row } of state.sagas.values()) row.classList.toggle("selected", row.dataset.sagaId === id);
+  await loadDetail(id);
+}
+
+async function loadDetail(id) {
+  try {
+    const data = await graphql(
+      `query Saga($id: ID!) { saga(id: $id) { ${SAGA_FIELDS} events { sequence type detail at } } }`,
+      { id },
+    );
+    if (state.selected !== id) return;
+    const s = data.saga;
+    $("detail").hidden = false;
+    $("detail-id").textContent = s.id;
+    $("detail-order").textContent = s.orderId;
+    $("detail-status").textContent = s.status;
+    $("detail-status").className = `status status-${s.status}`;
+    $("detail-reason").textContent = s.failureReason || "—";
+    const last = s.events.length ? s.events[s.events.length - 1].at : s.updatedAt;
+    $("detail-duration").textContent = ms(s.createdAt, last);
+    let compensating = false;
+    const items = s.events.map((e, i) => {
+      const li = document.createElement("li");
+      li.dataset.type = e.type;
+      if (e.type === "CANCEL_REQUESTED" || /REJECTED|DECLINED|FAILED|TIMED_OUT/.test(e.type)) compensating = true;
+      const name = document.createElement("strong");
+      name.textContent = e.type;
+      if (compensating && i > 0) name.className = "compensation";
+      const took = document.createElement("span");
+      took.className = "took";
+      took.textContent = i === 0 ? time(e.at) : `+${ms(s.events[i - 1].at, e.at)}`;
+      li.append(name, took);
+      if (e.detail) {
+        const why = document.createElement("span");
+        why.className = "why";
+        why.textContent = e.detail;
+        li.append(why);
+      }
+      return li;
+    });
+    $("timeline").replaceChildren(...items);
+  } catch (e) {
+    showError(`Could not load saga ${id}: ${e.message}`);
+  }
+}
+
+function setConnection(s) {
+  $("connection").dataset.state = s;
+  $("connection").textContent = s;
+}
+
+// Subscribes first, then loads the table, so no change between the two is missed.
+function connect() {
+  setConnection("connecting");
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql/ws`;
+  const socket = new WebSocket(url, "graphql-transport-ws");
+  state.socket = socket;
+  socket.onopen = () => {
+    socket.send(JSON.stringify({ type: "connection_init", payload: { authorization: `Bearer ${state.token}` } }));
+  };
+  socket.onmessage = async (event) => {
+    const msg = JSON.parse(event.data);
+    switch (msg.type) {
+      case "connection_ack":
+        socket.send(JSON.stringify({
+          id: "changes",
+          type: "subscribe",
+          payload: { query: `subscription Changes { sagaChanges { ${SAGA_FIELDS} } }` },
+        }));
+        try {
+          const data = await graphql(`query Recent { recentSagas(first: 100) { ${SAGA_FIELDS} } }`);
+          for (const saga of data.recentSagas.slice().reverse()) upsert(saga, false);
+          state.retry = 0;
+          showError("");
+          setConnection("live");
+        } catch (e) {
+          showError(`Could not load sagas: ${e.message}`);
+        }
+        break;
+      case "next":
+        if (msg.payload.errors) showError(msg.payload.errors[0].message);
+        else upsert(msg.payload.data.sagaChanges, true);
+        break;
+      case "error":
+        showError(msg.payload[0] ? msg.payload[0].message : "subscription refused");
+        break;
+      case "ping":
+        socket.send(JSON.stringify({ type: "pong" }));
+        break;
+    }
+  };
+  socket.onclose = () => {
+    if (state.socket !== socket || !state.token) return;
+    setConnection("offline");
+    const wait = Math.min(10000, 500 * 2 ** state.retry++);
+    setTimeout(connect, wait);
+  };
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const data = await graphql(
+      "mutation SignIn($email: String!, $password: String!) { login(email: $email, password: $password) { accessToken user { email roles } } }",
+      { email: $("email").value, password: $("password").value },
+    );
+    const { accessToken, user } = data.login;
+    if (!user.roles.includes("operator")) {
+      $("login-error").textContent =
+        `${user.email} does not have the operator role. Grant it with "api grant-role ${user.email} operator", then sign in again.`;
+      return;
+    }
+    state.token = accessToken;
+    $("who").textContent = user.email;
+    $("login").hidden = true;
+    $("monitor").hidden = false;
+    connect();
+  } catch (e) {
+    $("login-error").textContent = e.message;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", signIn);
+});

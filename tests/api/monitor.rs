@@ -1,0 +1,220 @@
+//! The saga monitor: operator-only queries and change stream, and the page itself driven in
+//! headless Chromium (Debian's `chromium` with `playwright-core`, installed by
+//! `scripts/services.sh up`).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::helpers::{code, spawn_app, TestApp};
+
+const SAGA: &str = "id orderId orderStatus status step failureReason eventCount";
+
+#[tokio::test]
+async fn operators_see_every_saga_live_and_buyers_are_forbidden() {
+    let app = spawn_app().await;
+    let op = app.operator().await;
+    let buyer = app.register().await;
+
+    let mut ws = app.ws(Some(&op.token)).await;
+    ws.expect_ack().await;
+    ws.start("all", &format!("subscription {{ sagaChanges {{ {SAGA} }} }}"), json!({})).await;
+    let mut done_only = app.ws(Some(&op.token)).await;
+    done_only.expect_ack().await;
+    done_only
+        .start("done", "subscription { sagaChanges(status: \"COMPLETED\") { orderId status } }", json!({}))
+        .await;
+    // Subscriptions start before the order; give the streams a moment to read their start time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let order = app.place(&buyer, "monitor-1", "tok_visa").await;
+
+    // The change stream follows the saga to its end: status never goes back, the event count grows.
+    let mut seen = Vec::new();
+    loop {
+        let p = ws.next_payload().await.expect("stream open");
+        let s = &p["data"]["sagaChanges"];
+        assert!(p.get("errors").is_none(), "{p}");
+        if s["orderId"] != order.as_str() {
+            continue;
+        }
+        if let Some(prev) = seen.last() {
+            let prev: &Value = prev;
+            assert!(s["eventCount"].as_i64() > prev["eventCount"].as_i64(), "{prev} then {s}");
+        }
+        seen.push(s.clone());
+        if s["status"] == "COMPLETED" {
+            break;
+        }
+        assert_eq!(s["orderStatus"], "PENDING", "{s}");
+    }
+    let last = seen.last().unwrap();
+    assert_eq!(last["orderStatus"], "CONFIRMED");
+    assert_eq!(last["step"], "DONE");
+    let p = done_only.next_payload().await.expect("filtered stream open");
+    assert_eq!(p["data"]["sagaChanges"], json!({ "orderId": order, "status": "COMPLETED" }), "{p}");
+
+    // The table and one saga's timeline.
+    let recent =
+        app.data(Some(&op.token), &format!("{{ recentSagas(first: 10) {{ {SAGA} }} }}"), json!({})).await;
+    let row = recent["recentSagas"].as_array().unwrap().iter().find(|s| s["orderId"] == order.as_str());
+    let row = row.expect("the order's saga is listed").clone();
+    let saga = app
+        .data(
+            Some(&op.token),
+            "query($id: ID!) { saga(id: $id) { orderId events { sequence type at } } }",
+            json!({ "id": row["id"] }),
+        )
+        .await;
+    let types: Vec<&str> =
+        saga["saga"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"ORDER_PLACED"));
+    assert_eq!(types.last(), Some(&"COMPLETED"));
+    let completed =
+        app.data(Some(&op.token), "{ recentSagas(status: \"COMPENSATED\") { orderId } }", json!({})).await;
+    assert_eq!(completed["recentSagas"], json!([]), "status filter");
+
+    // Refusals: buyers, anonymous callers, bad input, unknown ids.
+    for doc in ["{ recentSagas { id } }", "query($id: ID!) { saga(id: $id) { id } }"] {
+        let vars = json!({ "id": row["id"] });
+        assert_eq!(code(&app.gql(Some(&buyer.token), doc, vars.clone()).await), "FORBIDDEN", "{doc}");
+        assert_eq!(code(&app.gql(None, doc, vars).await), "UNAUTHENTICATED", "{doc}");
+    }
+    let mut buyer_ws = app.ws(Some(&buyer.token)).await;
+    buyer_ws.expect_ack().await;
+    buyer_ws.start("x", "subscription { sagaChanges { id } }", json!({})).await;
+    let refused = buyer_ws.next_payload().await.expect("an answer");
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let bad = app.gql(Some(&op.token), "{ recentSagas(status: \"DONE\") { id } }", json!({})).await;
+    assert_eq!(code(&bad), "BAD_USER_INPUT", "{bad}");
+    let bad = app.gql(Some(&op.token), "{ recentSagas(first: 0) { id } }", json!({})).await;
+    assert_eq!(code(&bad), "BAD_USER_INPUT", "{bad}");
+    let missing = app
+        .gql(Some(&op.token), "query($id: ID!) { saga(id: $id) { id } }", json!({ "id": uuid::Uuid::nil() }))
+        .await;
+    assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
+
+    // Taking the role away counts at the next request, even with a token that names it.
+    ecommerce_saga::auth::service::set_role(
+        app.pool(),
+        &op.email,
+        ecommerce_saga::auth::Role::Operator,
+        false,
+    )
+    .await
+    .unwrap();
+    let after = app.gql(Some(&op.token), "{ recentSagas { id } }", json!({})).await;
+    assert_eq!(code(&after), "FORBIDDEN", "{after}");
+    let me = app.data(Some(&op.token), "{ me { roles } }", json!({})).await;
+    assert_eq!(me["me"]["roles"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_assets_are_served_with_a_strict_content_security_policy() {
+    let app = spawn_app().await;
+    for (path, kind) in [
+        ("/monitor", "text/html"),
+        ("/monitor/monitor.js", "text/javascript"),
+        ("/monitor/monitor.css", "text/css"),
+    ] {
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let h = res.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    let html = app.http.get(app.url("/monitor")).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains("<script>") && !html.contains("style="), "no inline code the CSP would block");
+    app.stop().await;
+}
+
+/// Where the browser check lives, and its screenshot under the target directory.
+fn browser_paths() -> (PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = if target.is_absolute() { target } else { root.join(target) };
+    std::fs::create_dir_all(&target).unwrap();
+    (root.join("tests/browser"), target.join("monitor.png"))
+}
+
+#[tokio::test]
+async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
+    let (dir, screenshot) = browser_paths();
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed in {}: run scripts/services.sh up",
+        dir.display()
+    );
+    let _ = std::fs::remove_file(&screenshot);
+    let app: TestApp = spawn_app().await;
+    let op = app.operator().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "TEE-002", 2).await;
+
+    let mut child = tokio::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("monitor.mjs")
+        .arg(app.url("/monitor"))
+        .args([&op.email, &buyer.email, TestApp::PASSWORD])
+        .arg(&screenshot)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (Node.js 20 is on the machine)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+
+    let ready = tokio::time::timeout(Duration::from_secs(90), out.next_line()).await;
+    match ready {
+        Ok(Ok(Some(line))) if line == "READY" => {}
+        other => return fail(&mut stderr, format!("no READY from the page: {other:?}")).await,
+    }
+
+    // Slow authorization keeps the order PENDING on the page for a while before it confirms.
+    let order = app.place(&buyer, "monitor-browser-1", "tok_slow").await;
+    stdin.write_all(format!("{order}\n").as_bytes()).await.unwrap();
+    stdin.flush().await.unwrap();
+
+    let mut lines = Vec::new();
+    let finished = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Ok(Some(l)) = out.next_line().await {
+            lines.push(l);
+        }
+        child.wait().await
+    })
+    .await;
+    match finished {
+        Ok(Ok(status)) if status.success() => {}
+        other => {
+            return fail(&mut stderr, format!("browser check failed: {other:?}; stdout: {lines:?}")).await
+        }
+    }
+    assert_eq!(lines.last().map(String::as_str), Some("DONE"), "{lines:?}");
+    let png = std::fs::read(&screenshot).expect("screenshot saved");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot: {} bytes", png.len());
+    let final_status = app.order(&buyer, &order).await["data"]["order"]["status"].clone();
+    assert_eq!(final_status, "CONFIRMED");
+    app.stop().await;
+}
+
+/// Fails the test with the browser check's stderr.
+async fn fail(stderr: &mut tokio::process::ChildStderr, what: String) {
+    let mut err = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_string(stderr, &mut err),
+    )
+    .await;
+    panic!("{what}\n--- browser check stderr ---\n{err}");
+}
