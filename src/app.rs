@@ -7,12 +7,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthService, KeyRing};
-use crate::broker::consumer::{self, counted, ConsumerStats, Handler};
+use crate::broker::consumer::{self, counted, ConsumerSpec, ConsumerStats, Handler};
 use crate::broker::{self, BrokerError, Topic, Transport};
 use crate::cart::worker::{self as cart_worker, CartWorker};
 use crate::config::Config;
 use crate::graphql::{build_schema, ApiState};
 use crate::http::{router, HttpState};
+use crate::metrics::Metrics;
 use crate::mongo::Mongo;
 use crate::payment::worker::{self as payment_worker, PaymentWorker};
 use crate::payment::PaymentGateway;
@@ -34,6 +35,8 @@ pub enum StartupError {
     Keys(#[from] crate::auth::keys::KeyError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot serve metrics on {addr}: {source} (set {var} to another address, or to `off`)")]
+    MetricsListen { addr: std::net::SocketAddr, var: &'static str, source: std::io::Error },
 }
 
 /// Connections every role needs.
@@ -44,6 +47,8 @@ pub struct Services {
     pub mongo: Mongo,
     pub transport: Arc<dyn Transport>,
     pub saga: Arc<SagaDefinition>,
+    /// This process's metrics, shared by its roles.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Services {
@@ -58,7 +63,8 @@ impl Services {
         mongo.ping().await.map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
         let transport = broker::connect(&config).await?;
         let saga = Arc::new(SagaDefinition::checkout(config.saga));
-        Ok(Services { config: Arc::new(config), pool, mongo, transport, saga })
+        let metrics = Arc::new(Metrics::new());
+        Ok(Services { config: Arc::new(config), pool, mongo, transport, saga, metrics })
     }
 
     /// Logs one line saying what this process runs and what it is connected to, with versions.
@@ -126,8 +132,7 @@ pub async fn run_api(
         config: s.config.clone(),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let app = router(HttpState { api, schema, transport: s.transport.clone(), metrics });
+    let app = router(HttpState { api, schema, transport: s.transport.clone(), metrics: s.metrics.clone() });
     let relay = tokio::spawn(crate::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),
@@ -146,6 +151,28 @@ pub async fn run_api(
     Ok(())
 }
 
+/// Serves `/metrics` (and `/healthz`) on `addr` until `shutdown`, for a role without the API.
+/// `var` names the setting, for the error when the address is taken. Returns the bound address.
+pub async fn serve_metrics(
+    s: &Services,
+    addr: std::net::SocketAddr,
+    var: &'static str,
+    shutdown: CancellationToken,
+) -> Result<std::net::SocketAddr, StartupError> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| StartupError::MetricsListen { addr, var, source })?;
+    let bound = listener.local_addr()?;
+    let app = crate::http::metrics_router(s.metrics.clone(), s.pool.clone());
+    tokio::spawn(async move {
+        let stop = shutdown.cancelled_owned();
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::warn!(error = %e, "metrics listener failed");
+        }
+    });
+    tracing::info!(%bound, "serving /metrics");
+    Ok(bound)
+}
+
 /// Removes rate-limit windows that ended, once per window.
 async fn prune_rate_limits(pool: PgPool, window: std::time::Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(window.max(std::time::Duration::from_secs(1)));
@@ -161,7 +188,17 @@ async fn prune_rate_limits(pool: PgPool, window: std::time::Duration, shutdown: 
 }
 
 pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: CancellationToken) {
-    orchestrator::run(s.pool.clone(), s.transport.clone(), s.saga.clone(), &s.config, stats, shutdown).await
+    s.metrics.track_consumer(orchestrator::CONSUMER, stats.clone());
+    orchestrator::run(
+        s.pool.clone(),
+        s.transport.clone(),
+        s.saga.clone(),
+        &s.config,
+        stats,
+        s.metrics.clone(),
+        shutdown,
+    )
+    .await
 }
 
 /// Runs the stock, payment and cart workers and an outbox relay until `shutdown`.
@@ -175,6 +212,7 @@ pub async fn run_workers(
     let payment = PaymentWorker::new(s.pool.clone(), gateway, s.config.payment_gateway_timeout);
     let cart = CartWorker::new(s.mongo.clone());
     let n = s.config.worker_concurrency;
+    s.metrics.track_consumer("workers", stats.clone());
     let consumers: Vec<(&str, Topic, Handler)> = vec![
         (
             stock_worker::CONSUMER,
@@ -204,15 +242,14 @@ pub async fn run_workers(
     let mut tasks: Vec<_> = consumers
         .into_iter()
         .map(|(name, topic, handler)| {
-            tokio::spawn(consumer::run(
-                s.transport.clone(),
-                name.to_string(),
+            let spec = ConsumerSpec {
+                name: name.to_string(),
                 topic,
-                n,
-                s.config.max_deliveries,
-                handler,
-                shutdown.clone(),
-            ))
+                concurrency: n,
+                max_deliveries: s.config.max_deliveries,
+                metrics: s.metrics.clone(),
+            };
+            tokio::spawn(consumer::run(s.transport.clone(), spec, handler, shutdown.clone()))
         })
         .collect();
     tasks.push(tokio::spawn(crate::postgres::outbox::run_relay(

@@ -77,6 +77,10 @@ pub struct Config {
     /// tests) share one broker.
     pub broker_namespace: String,
     pub api_addr: SocketAddr,
+    /// Where the orchestrator binary serves `/metrics`; `None` (`off`) for nowhere.
+    pub orchestrator_metrics_addr: Option<SocketAddr>,
+    /// Where the workers binary serves `/metrics`; `None` (`off`) for nowhere.
+    pub workers_metrics_addr: Option<SocketAddr>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
@@ -116,6 +120,14 @@ impl Source<'_> {
     {
         let value = self.var(name, default);
         value.parse().map_err(|e: T::Err| ConfigError { name, value, why: e.to_string() })
+    }
+
+    /// An address, or `None` when the value is `off`.
+    fn addr_or_off(&self, name: &'static str, default: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.var(name, default) == "off" {
+            return Ok(None);
+        }
+        self.parse(name, default).map(Some)
     }
 
     fn millis(&self, name: &'static str, default: &str) -> Result<Duration, ConfigError> {
@@ -190,6 +202,8 @@ impl Config {
             chaos_reorder_max: src.millis("CHAOS_REORDER_MAX_MS", "200")?,
             broker_namespace: namespace,
             api_addr: src.parse("API_ADDR", "127.0.0.1:8080")?,
+            orchestrator_metrics_addr: src.addr_or_off("ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:9101")?,
+            workers_metrics_addr: src.addr_or_off("WORKERS_METRICS_ADDR", "127.0.0.1:9102")?,
             jwt_issuer: var("JWT_ISSUER", "ecommerce-saga"),
             jwt_audience: var("JWT_AUDIENCE", "ecommerce-saga-api"),
             access_token_ttl: Duration::from_secs(src.parse("ACCESS_TOKEN_TTL_SECS", "900")?),
@@ -242,6 +256,32 @@ mod tests {
         assert!(opted_in.graphql_introspection && !opted_in.graphql_playground);
         let empty = config(&[("APP_ENV", "production"), ("GRAPHQL_PLAYGROUND", "")]).unwrap();
         assert!(!empty.graphql_playground, "empty means the default");
+    }
+
+    /// `.env.example` names every variable the code reads, and its values are the defaults.
+    #[test]
+    fn env_example_lists_every_variable_with_its_default() {
+        let example: std::collections::HashMap<String, String> = include_str!("../.env.example")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let read = std::sync::Mutex::new(Vec::new());
+        let defaults = Config::from_lookup(&|name| {
+            read.lock().unwrap().push(name.to_string());
+            None
+        })
+        .unwrap();
+        for name in read.lock().unwrap().iter() {
+            assert!(example.contains_key(name), "{name} is read but missing from .env.example");
+        }
+        let from_example = Config::from_lookup(&|name| example.get(name).cloned()).unwrap();
+        assert_eq!(
+            format!("{defaults:?}"),
+            format!("{from_example:?}"),
+            ".env.example values differ from defaults"
+        );
     }
 
     #[test]

@@ -116,7 +116,11 @@ async fn graphql(
 
 /// Prometheus metrics (OpenMetrics text).
 async fn metrics(State(s): State<HttpState>) -> Response {
-    match s.metrics.render(&s.api.pool).await {
+    render_metrics(&s.metrics, &s.api.pool).await
+}
+
+async fn render_metrics(metrics: &crate::metrics::Metrics, pool: &sqlx::PgPool) -> Response {
+    match metrics.render(pool).await {
         Ok(text) => {
             ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
                 .into_response()
@@ -126,6 +130,13 @@ async fn metrics(State(s): State<HttpState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// `/metrics` and `/healthz` alone, for the roles that serve no API (orchestrator, workers).
+pub fn metrics_router(metrics: Arc<crate::metrics::Metrics>, pool: sqlx::PgPool) -> Router {
+    Router::new()
+        .route("/metrics", get(move || async move { render_metrics(&metrics, &pool).await }))
+        .route("/healthz", get(|| async { "ok" }))
 }
 
 async fn graphiql() -> Html<String> {

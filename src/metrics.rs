@@ -1,12 +1,15 @@
-//! Prometheus metrics of the API, at `GET /metrics` (OpenMetrics text).
+//! Prometheus metrics of every role, at `GET /metrics` (OpenMetrics text): on the API's port, and
+//! on `ORCHESTRATOR_METRICS_ADDR` / `WORKERS_METRICS_ADDR` for the separate binaries.
 //!
-//! Request durations are measured as requests happen. Saga and outbox figures are read from
-//! PostgreSQL when scraped, so every API replica reports the same, whole-system numbers.
+//! What a process does (GraphQL requests, messages consumed, saga transitions, step latencies) is
+//! counted as it happens, in that process. Saga and outbox totals are read from PostgreSQL when
+//! scraped, so every process reports the same whole-system numbers for them.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -22,6 +25,46 @@ struct OperationLabels {
 struct SagaLabels {
     status: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    /// `ORDER_PLACED`, `STOCK_RESERVED`, ..., `COMPLETED`, `COMPENSATED`.
+    event: String,
+    /// The saga's failure reason once it has one (`OUT_OF_STOCK`, ...), else empty.
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    /// The command the reply answers: `RESERVE_STOCK`, `VOID_PAYMENT`, ...
+    command: String,
+    /// The reply: `STOCK_RESERVED`, `PAYMENT_DECLINED`, ...
+    reply: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    consumer: String,
+    /// `ok`, `failed` (redelivered later), `dead_lettered`; `new` / `duplicate` (inbox).
+    outcome: String,
+}
+
+/// `ReserveStock` → `RESERVE_STOCK`.
+pub fn screaming_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// The operation's name: the request's `operationName`, else the name written in the document
@@ -51,6 +94,18 @@ pub struct Metrics {
     sagas: Family<SagaLabels, Gauge>,
     outbox_pending: Gauge,
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    saga_events: Family<EventLabels, Counter>,
+    step_duration: Family<StepLabels, Histogram>,
+    message_age: Family<ConsumerLabels, Histogram>,
+    handle_duration: Family<OutcomeLabels, Histogram>,
+    messages: Family<OutcomeLabels, Counter>,
+    /// Inbox counts of consumers, copied into `messages` at scrape.
+    consumers: Mutex<Vec<(String, Arc<crate::broker::consumer::ConsumerStats>)>>,
+}
+
+fn latency_buckets() -> Histogram {
+    // 1 ms .. ~33 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 impl Default for Metrics {
@@ -84,7 +139,83 @@ impl Metrics {
             "Age of the oldest unpublished message (outbox lag)",
             outbox_oldest.clone(),
         );
-        Metrics { registry, graphql, operations: Mutex::default(), sagas, outbox_pending, outbox_oldest }
+        let saga_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "saga_events",
+            "Saga history events this process recorded (COMPLETED and COMPENSATED count finished sagas), with the failure reason",
+            saga_events.clone(),
+        );
+        let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(latency_buckets);
+        registry.register(
+            "saga_step_duration_seconds",
+            "From sending a step's command (its latest attempt) to handling its reply, by command and reply",
+            step_duration.clone(),
+        );
+        let message_age = Family::<ConsumerLabels, Histogram>::new_with_constructor(latency_buckets);
+        registry.register(
+            "consumer_message_age_seconds",
+            "Consumer lag: age of a message (since written to the outbox) when its consumer starts handling it",
+            message_age.clone(),
+        );
+        let handle_duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(latency_buckets);
+        registry.register(
+            "consumer_handle_duration_seconds",
+            "Time a consumer spent handling a message, by outcome",
+            handle_duration.clone(),
+        );
+        let messages = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "consumer_messages",
+            "Messages consumed, by outcome: ok, failed, dead_lettered; and, from the inbox, new or duplicate",
+            messages.clone(),
+        );
+        Metrics {
+            registry,
+            graphql,
+            operations: Mutex::default(),
+            sagas,
+            outbox_pending,
+            outbox_oldest,
+            saga_events,
+            step_duration,
+            message_age,
+            handle_duration,
+            messages,
+            consumers: Mutex::default(),
+        }
+    }
+
+    /// Counts the events of a committed transition.
+    pub fn saga_events<'a>(&self, events: impl IntoIterator<Item = &'a str>, reason: Option<&str>) {
+        for event in events {
+            let labels =
+                EventLabels { event: event.to_string(), reason: reason.unwrap_or_default().to_string() };
+            self.saga_events.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A reply handled `seconds` after its command was sent.
+    pub fn step_duration(&self, command: &str, reply: &str, seconds: f64) {
+        let labels = StepLabels { command: command.to_string(), reply: reply.to_string() };
+        self.step_duration.get_or_create(&labels).observe(seconds.max(0.0));
+    }
+
+    /// A consumer started handling a message `age_seconds` after it was written.
+    pub fn message_age(&self, consumer: &str, age_seconds: f64) {
+        let labels = ConsumerLabels { consumer: consumer.to_string() };
+        self.message_age.get_or_create(&labels).observe(age_seconds.max(0.0));
+    }
+
+    /// A consumer finished with a message: `ok`, `failed` or `dead_lettered`.
+    pub fn message_handled(&self, consumer: &str, outcome: &'static str, seconds: f64) {
+        let labels = OutcomeLabels { consumer: consumer.to_string(), outcome: outcome.to_string() };
+        self.handle_duration.get_or_create(&labels).observe(seconds);
+        self.messages.get_or_create(&labels).inc();
+    }
+
+    /// Reports `stats` (new and duplicate messages, as the inbox decided) under `consumer`.
+    pub fn track_consumer(&self, consumer: &str, stats: Arc<crate::broker::consumer::ConsumerStats>) {
+        self.consumers.lock().expect("consumers").push((consumer.to_string(), stats));
     }
 
     /// Records one GraphQL request. Client-chosen names are labels only while there are few.
@@ -124,6 +255,13 @@ impl Metrics {
         .await?;
         self.outbox_pending.set(outbox.get::<i64, _>("n"));
         self.outbox_oldest.set(outbox.get::<f64, _>("age"));
+        for (consumer, stats) in self.consumers.lock().expect("consumers").iter() {
+            for (outcome, now) in [("new", stats.handled()), ("duplicate", stats.duplicates())] {
+                let labels = OutcomeLabels { consumer: consumer.clone(), outcome: outcome.to_string() };
+                let counter = self.messages.get_or_create(&labels);
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         Ok(out)
@@ -132,7 +270,13 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::operation_name;
+    use super::{operation_name, screaming_snake};
+
+    #[test]
+    fn labels_are_screaming_snake_case() {
+        assert_eq!(screaming_snake("ReserveStock"), "RESERVE_STOCK");
+        assert_eq!(screaming_snake("PaymentCaptureFailed"), "PAYMENT_CAPTURE_FAILED");
+    }
 
     #[test]
     fn operation_names_come_from_the_request_or_the_document() {

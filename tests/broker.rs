@@ -67,8 +67,14 @@ fn spawn_consumer(
     handler: Handler,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
-    let task =
-        tokio::spawn(consumer::run(t, name.to_string(), topic, 4, max_deliveries, handler, stop.clone()));
+    let spec = consumer::ConsumerSpec {
+        name: name.to_string(),
+        topic,
+        concurrency: 4,
+        max_deliveries,
+        metrics: Default::default(),
+    };
+    let task = tokio::spawn(consumer::run(t, spec, handler, stop.clone()));
     (stop, task)
 }
 

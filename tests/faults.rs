@@ -255,10 +255,8 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 /// The runs share the machine's brokers and cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn run(kind: BrokerKind, broker: &str) {
-    let _one_at_a_time = SERIAL.lock().await;
-    let sagas: usize = std::env::var("FAULT_SAGAS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let buyers = 20.min(sagas);
+/// A fresh database (migrated, catalog and stock seeded), broker namespace and log directory.
+async fn prepare(kind: BrokerKind) -> (String, Config, ecommerce_saga::app::Services, PathBuf, PgConnection) {
     let name = format!("f_{}", &Uuid::new_v4().simple().to_string()[..16]);
     let logs = bin("api").parent().unwrap().join("faults").join(&name);
     std::fs::create_dir_all(&logs).unwrap();
@@ -285,6 +283,14 @@ async fn run(kind: BrokerKind, broker: &str) {
         })
         .collect();
     ecommerce_saga::catalog::seed::seed(&services.pool, &services.mongo, &products).await.unwrap();
+    (name, config, services, logs, admin)
+}
+
+async fn run(kind: BrokerKind, broker: &str) {
+    let _one_at_a_time = SERIAL.lock().await;
+    let sagas: usize = std::env::var("FAULT_SAGAS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let buyers = 20.min(sagas);
+    let (name, config, services, logs, mut admin) = prepare(kind).await;
     let pool = services.pool.clone();
 
     let port = free_port();
@@ -309,6 +315,9 @@ async fn run(kind: BrokerKind, broker: &str) {
         ("REGISTER_MAX_PER_ADDRESS", "1000000"),
         ("LOGIN_MAX_PER_ADDRESS", "1000000"),
         ("RUST_LOG", "info,sqlx=warn,async_nats=warn"),
+        // Several orchestrators and workers run at once: each serves its metrics on a free port.
+        ("ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:0"),
+        ("WORKERS_METRICS_ADDR", "127.0.0.1:0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -481,3 +490,165 @@ async fn crashes_restarts_duplicates_and_db_drops_on_rabbitmq() {
 // Kafka is not in this harness yet: against tansu (the Kafka-protocol broker available here), consumer
 // groups whose members were restarted stopped receiving messages for seconds to minutes, so sagas
 // timed out or stalled. See docs/brokers.md; the end-to-end and conformance suites do run on Kafka.
+
+/// The value of the series `series` (name with labels, as encoded) in a Prometheus text page.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{page}"))
+}
+
+/// The orchestrator and workers binaries serve their own `/metrics`: step latencies, saga events,
+/// consumer lag and inbox counts. A metrics port already taken stops a binary at start with an
+/// error that names the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_binaries_serve_their_own_metrics() {
+    let (name, config, services, logs, mut admin) = prepare(BrokerKind::Nats).await;
+    let (api_port, orchestrator_port, workers_port) = (free_port(), free_port(), free_port());
+    let api = format!("http://127.0.0.1:{api_port}");
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", config.database_url.clone()),
+        ("MONGO_DATABASE", name.clone()),
+        ("BROKER", "nats".into()),
+        ("BROKER_NAMESPACE", name.clone()),
+        ("API_ADDR", format!("127.0.0.1:{api_port}")),
+        ("ORCHESTRATOR_METRICS_ADDR", format!("127.0.0.1:{orchestrator_port}")),
+        ("WORKERS_METRICS_ADDR", format!("127.0.0.1:{workers_port}")),
+        ("RUST_LOG", "info,sqlx=warn,async_nats=warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut cluster = Cluster {
+        name: name.clone(),
+        env: env.clone(),
+        logs: logs.clone(),
+        children: HashMap::new(),
+        api: api.clone(),
+    };
+    for role in ["api", "orchestrator-1", "workers"] {
+        cluster.spawn(role);
+    }
+    for port in [api_port, orchestrator_port, workers_port] {
+        wait_port(port, true).await;
+    }
+
+    // One checkout through the API.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let r = gql(
+        &http,
+        &api,
+        None,
+        "mutation { register(email: \"metrics@example.com\", password: \"correct horse\") { accessToken } }",
+        json!({}),
+    )
+    .await;
+    let token = r["data"]["register"]["accessToken"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    gql(
+        &http,
+        &api,
+        Some(&token),
+        "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } }",
+        json!({}),
+    )
+    .await;
+    let r = gql(
+        &http,
+        &api,
+        Some(&token),
+        "mutation { placeOrder(idempotencyKey: \"m-1\", paymentToken: \"tok_visa\") { id } }",
+        json!({}),
+    )
+    .await;
+    assert!(r["data"]["placeOrder"]["id"].is_string(), "{r}");
+    let started = Instant::now();
+    while count(&services.pool, "SELECT count(*) FROM sagas WHERE status = 'COMPLETED'").await < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "saga did not complete; logs in {}",
+            logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let scrape = |port: u16| {
+        let http = http.clone();
+        async move {
+            let res = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.text().await.unwrap()
+        }
+    };
+    // The orchestrator counts a committed transition after its commit, so poll briefly for it.
+    let mut orchestrator = scrape(orchestrator_port).await;
+    for _ in 0..50 {
+        if orchestrator.contains("event=\"COMPLETED\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        orchestrator = scrape(orchestrator_port).await;
+    }
+    assert_eq!(
+        metric(&orchestrator, "ecommerce_saga_saga_events_total{event=\"COMPLETED\",reason=\"\"}"),
+        1.0
+    );
+    for (command, reply) in [
+        ("RESERVE_STOCK", "STOCK_RESERVED"),
+        ("AUTHORIZE_PAYMENT", "PAYMENT_AUTHORIZED"),
+        ("CAPTURE_PAYMENT", "PAYMENT_CAPTURED"),
+    ] {
+        let series = format!(
+            "ecommerce_saga_saga_step_duration_seconds_count{{command=\"{command}\",reply=\"{reply}\"}}"
+        );
+        assert_eq!(metric(&orchestrator, &series), 1.0, "{series}");
+    }
+    assert_eq!(
+        metric(
+            &orchestrator,
+            "ecommerce_saga_consumer_messages_total{consumer=\"orchestrator\",outcome=\"new\"}"
+        ),
+        3.0,
+        "three replies, each applied once"
+    );
+    assert_eq!(metric(&orchestrator, "ecommerce_saga_sagas{status=\"COMPLETED\",reason=\"\"}"), 1.0);
+
+    let workers = scrape(workers_port).await;
+    assert!(
+        metric(&workers, "ecommerce_saga_consumer_message_age_seconds_count{consumer=\"stock-worker\"}")
+            >= 1.0
+    );
+    assert!(
+        metric(&workers, "ecommerce_saga_consumer_handle_duration_seconds_count{consumer=\"payment-worker\",outcome=\"ok\"}")
+            >= 2.0,
+        "authorize and capture"
+    );
+    assert!(
+        metric(&workers, "ecommerce_saga_consumer_messages_total{consumer=\"workers\",outcome=\"new\"}")
+            >= 3.0
+    );
+
+    // A second orchestrator on the same metrics address stops at start and says why.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(bin("orchestrator")).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output(),
+    )
+    .await
+    .expect("a second orchestrator exits")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot serve metrics on 127.0.0.1:{orchestrator_port}"))
+            && stderr.contains("ORCHESTRATOR_METRICS_ADDR"),
+        "{stderr}"
+    );
+
+    for role in ["api", "orchestrator-1", "workers"] {
+        cluster.kill(role, true).await;
+    }
+    let _ = services.transport.destroy().await;
+    let _ = services.mongo.db.drop().await;
+    services.pool.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
     s.announce("orchestrator").await;
+    if let Some(addr) = s.config.orchestrator_metrics_addr {
+        app::serve_metrics(&s, addr, "ORCHESTRATOR_METRICS_ADDR", shutdown.clone()).await?;
+    }
     app::run_orchestrator(s, Default::default(), shutdown).await;
     Ok(())
 }

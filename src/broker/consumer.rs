@@ -12,6 +12,7 @@ use tracing::{error, info_span, warn, Instrument};
 
 use super::{Delivery, Topic, Transport};
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::saga::messages::Envelope;
 
 pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
@@ -53,12 +54,33 @@ fn backoff(delivery_count: u64) -> Duration {
     Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(10))
 }
 
-/// How a consumer treats failures.
+/// How a consumer treats failures, and where it reports.
 #[derive(Clone)]
 struct Settle {
     transport: Arc<dyn Transport>,
     consumer: String,
     max_deliveries: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// What a consumer consumes and how.
+#[derive(Clone)]
+pub struct ConsumerSpec {
+    /// The durable subscription's name; instances with the same name share the work.
+    pub name: String,
+    pub topic: Topic,
+    /// Messages handled at once.
+    pub concurrency: usize,
+    /// Deliveries before a message is dead-lettered.
+    pub max_deliveries: u64,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How old a message is: its id is a UUIDv7, stamped when it was written to the outbox.
+fn age_seconds(envelope: &Envelope) -> Option<f64> {
+    let (secs, nanos) = envelope.message_id.get_timestamp()?.to_unix();
+    let written = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
+    Some(std::time::SystemTime::now().duration_since(written).unwrap_or_default().as_secs_f64())
 }
 
 async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
@@ -72,6 +94,10 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
             return;
         }
     };
+    if let Some(age) = age_seconds(&envelope) {
+        s.metrics.message_age(consumer, age);
+    }
+    let started = std::time::Instant::now();
     let span = info_span!(
         "handle",
         consumer,
@@ -83,6 +109,7 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
     async {
         match handler(envelope).await {
             Ok(()) => {
+                s.metrics.message_handled(consumer, "ok", started.elapsed().as_secs_f64());
                 if let Err(e) = delivery.acker.ack().await {
                     // The effect is committed and recorded in the inbox; a redelivery is a no-op.
                     warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
@@ -90,6 +117,7 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
             }
             Err(e) if delivery.delivery_count >= s.max_deliveries => {
                 error!(error = %e, attempt = delivery.delivery_count, "handler keeps failing; dead-lettering");
+                s.metrics.message_handled(consumer, "dead_lettered", started.elapsed().as_secs_f64());
                 match s.transport.publish(Topic::DeadLetters, consumer, delivery.payload.clone()).await {
                     Ok(()) => {
                         let _ = delivery.acker.ack().await;
@@ -101,6 +129,7 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
                 }
             }
             Err(e) => {
+                s.metrics.message_handled(consumer, "failed", started.elapsed().as_secs_f64());
                 let delay = backoff(delivery.delivery_count);
                 warn!(error = %e, attempt = delivery.delivery_count, ?delay, "handler failed; redelivering");
                 let _ = delivery.acker.nak(delay).await;
@@ -111,19 +140,18 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
     .await
 }
 
-/// Consumes `topic` as `consumer` until `shutdown`, handling up to `concurrency` messages at once.
-/// A message that failed `max_deliveries` times goes to [`Topic::DeadLetters`]. In-flight messages
+/// Consumes `spec.topic` as `spec.name` until `shutdown`, handling up to `spec.concurrency` messages
+/// at once. A message that failed `spec.max_deliveries` times goes to [`Topic::DeadLetters`]. In-flight messages
 /// finish before it returns.
 pub async fn run(
     transport: Arc<dyn Transport>,
-    consumer: String,
-    topic: Topic,
-    concurrency: usize,
-    max_deliveries: u64,
+    spec: ConsumerSpec,
     handler: Handler,
     shutdown: CancellationToken,
 ) {
-    let settings = Settle { transport: transport.clone(), consumer: consumer.clone(), max_deliveries };
+    let ConsumerSpec { name: consumer, topic, concurrency, max_deliveries, metrics } = spec;
+    let settings =
+        Settle { transport: transport.clone(), consumer: consumer.clone(), max_deliveries, metrics };
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         let deliveries = match transport.subscribe(&consumer, topic).await {

@@ -184,6 +184,7 @@ pub async fn create(
         },
         trace_id: trace_id.to_string(),
         event_count: 0,
+        updated_at: chrono::Utc::now(),
     };
     store::insert(&mut tx, &saga, def.name).await?;
     store::apply(&mut tx, &saga, &start).await?;

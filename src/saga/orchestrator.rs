@@ -15,9 +15,10 @@ use tracing::{info, info_span, warn, Instrument};
 use super::machine::{self, Input};
 use super::messages::{Body, Envelope};
 use super::{store, SagaDefinition};
-use crate::broker::consumer::{self, counted, ConsumerStats};
+use crate::broker::consumer::{self, counted, ConsumerSpec, ConsumerStats};
 use crate::broker::{Topic, Transport};
 use crate::error::AppError;
+use crate::metrics::{screaming_snake, Metrics};
 use crate::postgres::inbox;
 
 pub const CONSUMER: &str = "orchestrator";
@@ -26,11 +27,17 @@ pub const CONSUMER: &str = "orchestrator";
 pub struct Orchestrator {
     pool: PgPool,
     def: Arc<SagaDefinition>,
+    metrics: Arc<Metrics>,
 }
 
 impl Orchestrator {
-    pub fn new(pool: PgPool, def: Arc<SagaDefinition>) -> Self {
-        Self { pool, def }
+    pub fn new(pool: PgPool, def: Arc<SagaDefinition>, metrics: Arc<Metrics>) -> Self {
+        Self { pool, def, metrics }
+    }
+
+    /// Counts a committed transition's events.
+    fn record(&self, t: &machine::Transition) {
+        self.metrics.saga_events(t.events.iter().map(|(k, _)| k.as_str()), t.state.failure_reason.as_deref());
     }
 
     /// Returns `false` when the reply was a duplicate and nothing was done.
@@ -50,9 +57,10 @@ impl Orchestrator {
             return Ok(true);
         };
         let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
-        match machine::handle(&self.def, &saga.state, &input) {
+        let t = machine::handle(&self.def, &saga.state, &input);
+        match &t {
             Some(t) => {
-                store::apply(&mut tx, &saga, &t).await?;
+                store::apply(&mut tx, &saga, t).await?;
                 info!(reply = ?reply.kind, status = t.state.status.as_str(), "saga advanced");
             }
             None => {
@@ -60,6 +68,15 @@ impl Orchestrator {
             }
         }
         tx.commit().await?;
+        if let Some(t) = t {
+            self.record(&t);
+            let waited = (chrono::Utc::now() - saga.updated_at).to_std().unwrap_or_default();
+            self.metrics.step_duration(
+                &screaming_snake(&format!("{:?}", reply.kind.answers())),
+                &screaming_snake(&format!("{:?}", reply.kind)),
+                waited.as_secs_f64(),
+            );
+        }
         Ok(true)
     }
 
@@ -67,6 +84,7 @@ impl Orchestrator {
     pub async fn fire_timeouts(&self) -> Result<usize, AppError> {
         let mut tx = self.pool.begin().await?;
         let expired = store::lock_expired(&mut tx, 100).await?;
+        let mut fired = Vec::new();
         for saga in &expired {
             let span = info_span!("timeout", saga_id = %saga.id, order_id = %saga.order_id, trace_id = %saga.trace_id);
             let _g = span.enter();
@@ -74,6 +92,7 @@ impl Orchestrator {
                 Some(t) => {
                     info!(status = t.state.status.as_str(), attempt = t.state.attempt, "step timed out");
                     store::apply(&mut tx, saga, &t).await?;
+                    fired.push(t);
                 }
                 None => {
                     // A terminal saga keeps no deadline; clear a stray one so it is not scanned again.
@@ -85,6 +104,7 @@ impl Orchestrator {
             }
         }
         tx.commit().await?;
+        fired.iter().for_each(|t| self.record(t));
         Ok(expired.len())
     }
 }
@@ -112,23 +132,23 @@ pub async fn run(
     def: Arc<SagaDefinition>,
     config: &crate::config::Config,
     stats: Arc<ConsumerStats>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let orchestrator = Orchestrator::new(pool.clone(), def);
+    let orchestrator = Orchestrator::new(pool.clone(), def, metrics.clone());
     let o = orchestrator.clone();
     let handler = counted(stats, move |env| {
         let o = o.clone();
         Box::pin(async move { o.handle_reply(env).await })
     });
-    let consumer = tokio::spawn(consumer::run(
-        transport.clone(),
-        CONSUMER.to_string(),
-        Topic::Replies,
-        config.worker_concurrency,
-        config.max_deliveries,
-        handler,
-        shutdown.clone(),
-    ));
+    let spec = ConsumerSpec {
+        name: CONSUMER.to_string(),
+        topic: Topic::Replies,
+        concurrency: config.worker_concurrency,
+        max_deliveries: config.max_deliveries,
+        metrics,
+    };
+    let consumer = tokio::spawn(consumer::run(transport.clone(), spec, handler, shutdown.clone()));
     let relay = tokio::spawn(crate::postgres::outbox::run_relay(
         pool.clone(),
         transport.clone(),

@@ -28,6 +28,8 @@ pub struct SagaRow {
     pub payload: SagaPayload,
     pub trace_id: String,
     pub event_count: i32,
+    /// When the last transition committed (its command, if any, was sent then).
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +62,7 @@ pub fn command_for(kind: CommandKind, p: &SagaPayload) -> Command {
 }
 
 const SAGA_COLUMNS: &str =
-    "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count";
+    "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count, updated_at";
 
 fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -79,6 +81,7 @@ fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
         payload: serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(e.into()))?,
         trace_id: row.try_get("trace_id")?,
         event_count: row.try_get("event_count")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 

@@ -25,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     app::cancel_on_signal(shutdown.clone());
     s.announce("workers").await;
+    if let Some(addr) = s.config.workers_metrics_addr {
+        app::serve_metrics(&s, addr, "WORKERS_METRICS_ADDR", shutdown.clone()).await?;
+    }
     app::run_workers(s, Arc::new(TestGateway), Arc::new(ConsumerStats::default()), shutdown).await;
     Ok(())
 }
