@@ -77,6 +77,8 @@ pub struct Config {
     /// tests) share one broker.
     pub broker_namespace: String,
     pub api_addr: SocketAddr,
+    /// An OpenTelemetry collector (OTLP/HTTP) to export spans to, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: Option<String>,
     /// Where the orchestrator binary serves `/metrics`; `None` (`off`) for nowhere.
     pub orchestrator_metrics_addr: Option<SocketAddr>,
     /// Where the workers binary serves `/metrics`; `None` (`off`) for nowhere.
@@ -202,6 +204,7 @@ impl Config {
             chaos_reorder_max: src.millis("CHAOS_REORDER_MAX_MS", "200")?,
             broker_namespace: namespace,
             api_addr: src.parse("API_ADDR", "127.0.0.1:8080")?,
+            otlp_endpoint: Some(var("OTEL_EXPORTER_OTLP_ENDPOINT", "")).filter(|v| !v.is_empty()),
             orchestrator_metrics_addr: src.addr_or_off("ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:9101")?,
             workers_metrics_addr: src.addr_or_off("WORKERS_METRICS_ADDR", "127.0.0.1:9102")?,
             jwt_issuer: var("JWT_ISSUER", "ecommerce-saga"),

@@ -98,12 +98,20 @@ async fn graphql(
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let caller = caller(&s.api, token).await;
     let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
-    let trace = uuid::Uuid::new_v4().simple().to_string();
+    // The client's trace when it sends a W3C `traceparent`; otherwise a new one.
+    let incoming = headers
+        .get(crate::broker::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::telemetry::TraceParent::parse);
     let user_id = match &caller {
         Caller::User(u, _) => u.id.to_string(),
         _ => String::new(),
     };
-    let span = tracing::info_span!("graphql", trace_id = %trace, user_id = %user_id);
+    let span = tracing::info_span!("graphql", trace_id = tracing::field::Empty, user_id = %user_id);
+    let trace = crate::telemetry::join(&span, incoming.as_ref())
+        .or(incoming.map(|t| t.trace_id))
+        .unwrap_or_else(crate::telemetry::new_trace_id);
+    span.record("trace_id", trace.as_str());
     let batch = batch.data(caller).data(client).data(TraceId(trace));
     let mut resp = s.schema.execute_batch(batch).instrument(span).await;
     match &mut resp {

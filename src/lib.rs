@@ -22,3 +22,4 @@ pub mod payment;
 pub mod postgres;
 pub mod saga;
 pub mod stock;
+pub mod telemetry;

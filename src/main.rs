@@ -71,8 +71,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    app::init_tracing();
     let mut config = Config::from_env()?;
+    // Spans are exported by the long-running roles; short commands only log.
+    let service = match cli.command {
+        None | Some(Command::Serve) => Some("api"),
+        Some(Command::All) => Some("ecommerce-saga"),
+        _ => None,
+    };
+    let telemetry = ecommerce_saga::telemetry::init(
+        service.unwrap_or("api"),
+        service.and(config.otlp_endpoint.as_deref()),
+    )?;
     // All roles in one process: unless a broker is named, they talk through in-process queues.
     if matches!(cli.command, Some(Command::All)) && std::env::var("BROKER").map_or(true, |b| b.is_empty()) {
         config.broker = ecommerce_saga::config::BrokerKind::Memory;
@@ -172,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
             let _ = tokio::join!(orchestrator, workers);
         }
     }
+    telemetry.shutdown().await;
     Ok(())
 }
 

@@ -147,6 +147,49 @@ async fn no_loss_when_the_consumer_restarts(kind: BrokerKind) {
     t.destroy().await.unwrap();
 }
 
+/// The W3C trace context travels as a `traceparent` header, also on a redelivery.
+async fn trace_context_travels_in_headers(kind: BrokerKind) {
+    let c = config(kind);
+    let t = connect(&c).await;
+    drop(t.subscribe("tracer", Topic::StockCommands).await.unwrap());
+    let saga = Uuid::now_v7();
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let out = |n: usize, traceparent: Option<&str>| broker::Outgoing {
+        topic: Topic::StockCommands,
+        key: saga.to_string(),
+        payload: Bytes::from(message(saga, n).encode()),
+        traceparent: traceparent.map(str::to_string),
+    };
+    t.publish_batch(&[out(0, Some(tp)), out(1, None)]).await.unwrap();
+
+    let mut stream = t.subscribe("tracer", Topic::StockCommands).await.unwrap();
+    let mut seen = HashMap::new();
+    let mut redelivered = None;
+    while seen.len() < 2 || redelivered.is_none() {
+        let d = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("delivery in time")
+            .expect("stream open")
+            .expect("delivery");
+        let k: usize = Envelope::decode(&d.payload).unwrap().trace_id.parse().unwrap();
+        if k == 0 && seen.contains_key(&0) {
+            redelivered = Some(d.traceparent.clone());
+            d.acker.ack().await.unwrap();
+            continue;
+        }
+        seen.insert(k, d.traceparent.clone());
+        if k == 0 {
+            d.acker.nak(Duration::ZERO).await.unwrap();
+        } else {
+            d.acker.ack().await.unwrap();
+        }
+    }
+    assert_eq!(seen[&0].as_deref(), Some(tp));
+    assert_eq!(seen[&1], None, "no header when none was sent");
+    assert_eq!(redelivered, Some(Some(tp.to_string())), "kept on redelivery");
+    t.destroy().await.unwrap();
+}
+
 async fn dead_letters_after_the_retry_limit(kind: BrokerKind) {
     let c = config(kind);
     let t = connect(&c).await;
@@ -189,6 +232,8 @@ macro_rules! conformance {
             async fn redelivery_after_handler_error() { super::redelivery_after_handler_error($kind).await }
             #[tokio::test]
             async fn no_loss_when_the_consumer_restarts() { super::no_loss_when_the_consumer_restarts($kind).await }
+            #[tokio::test]
+            async fn trace_context_travels_in_headers() { super::trace_context_travels_in_headers($kind).await }
             #[tokio::test]
             async fn dead_letters_after_the_retry_limit() { super::dead_letters_after_the_retry_limit($kind).await }
         }

@@ -652,3 +652,157 @@ async fn separate_binaries_serve_their_own_metrics() {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// An OTLP/HTTP (JSON) receiver standing in for an OpenTelemetry collector: keeps every span.
+async fn otlp_receiver() -> (u16, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    let spans: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let doc: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                for rs in doc["resourceSpans"].as_array().into_iter().flatten() {
+                    let service = rs["resource"]["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a["key"] == "service.name")
+                        .and_then(|a| a["value"]["stringValue"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                        for span in ss["spans"].as_array().into_iter().flatten() {
+                            kept.lock().unwrap().push((service.clone(), span.clone()));
+                        }
+                    }
+                }
+                ([("content-type", "application/json")], "{}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, spans)
+}
+
+/// One order is one trace: the client's `traceparent` on `placeOrder` names the trace, and the
+/// spans the API, the workers and the orchestrator export (separate processes, NATS between them)
+/// all carry it, each hop parented by the span that sent its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_is_one_trace_across_processes() {
+    let (name, config, services, logs, mut admin) = prepare(BrokerKind::Nats).await;
+    let (otlp_port, spans) = otlp_receiver().await;
+    let api_port = free_port();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", config.database_url.clone()),
+        ("MONGO_DATABASE", name.clone()),
+        ("BROKER", "nats".into()),
+        ("BROKER_NAMESPACE", name.clone()),
+        ("API_ADDR", format!("127.0.0.1:{api_port}")),
+        ("ORCHESTRATOR_METRICS_ADDR", "off".into()),
+        ("WORKERS_METRICS_ADDR", "off".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{otlp_port}")),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+        ("RUST_LOG", "info,sqlx=warn,async_nats=warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut cluster =
+        Cluster { name: name.clone(), env, logs: logs.clone(), children: HashMap::new(), api: api.clone() };
+    for role in ["api", "orchestrator-1", "workers"] {
+        cluster.spawn(role);
+    }
+    wait_port(api_port, true).await;
+
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let r = gql(
+        &http,
+        &api,
+        None,
+        "mutation { register(email: \"traced@example.com\", password: \"correct horse\") { accessToken } }",
+        json!({}),
+    )
+    .await;
+    let token = r["data"]["register"]["accessToken"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    gql(
+        &http,
+        &api,
+        Some(&token),
+        "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } }",
+        json!({}),
+    )
+    .await;
+    let trace_id = Uuid::new_v4().simple().to_string();
+    let client_span = "00f067aa0ba902b7";
+    let r: Value = http
+        .post(format!("{api}/graphql"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .json(&json!({ "query": "mutation { placeOrder(idempotencyKey: \"t-1\", paymentToken: \"tok_visa\") { id } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["data"]["placeOrder"]["id"].is_string(), "{r}");
+    let stored: String =
+        sqlx::query_scalar("SELECT trace_id FROM sagas").fetch_one(&services.pool).await.unwrap();
+    assert_eq!(stored, trace_id, "the saga keeps the client's trace");
+
+    // Spans arrive in batches; wait for every role's, through the last reply and the cart update.
+    let started = Instant::now();
+    let ours = loop {
+        let ours: Vec<(String, Value)> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s["traceId"] == trace_id.as_str())
+            .cloned()
+            .collect();
+        let handled =
+            |service: &str| ours.iter().filter(|(svc, s)| svc == service && s["name"] == "handle").count();
+        // Orchestrator: 3 replies. Workers: reserve, authorize, capture, and the confirmation event.
+        if handled("orchestrator") >= 3 && handled("workers") >= 4 {
+            break ours;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "spans of trace {trace_id} so far: {ours:#?}\nlogs in {}",
+            logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut summary: Vec<String> =
+        ours.iter().map(|(svc, s)| format!("{svc}/{}", s["name"].as_str().unwrap())).collect();
+    summary.sort();
+    println!("trace {trace_id}: {} spans: {}", ours.len(), summary.join(" "));
+    let ids: std::collections::HashSet<&str> =
+        ours.iter().map(|(_, s)| s["spanId"].as_str().unwrap()).collect();
+    for (service, span) in &ours {
+        let parent = span["parentSpanId"].as_str().unwrap_or_default();
+        assert!(
+            parent == client_span || ids.contains(parent),
+            "{service} span {} has parent {parent:?}, outside the trace: {ours:#?}",
+            span["name"]
+        );
+    }
+    let root: Vec<_> = ours.iter().filter(|(_, s)| s["parentSpanId"] == client_span).collect();
+    assert_eq!(root.len(), 1, "the API's request span is the only child of the client's: {root:#?}");
+    assert_eq!(root[0].0, "api");
+    assert_eq!(root[0].1["name"], "graphql");
+
+    for role in ["api", "orchestrator-1", "workers"] {
+        cluster.kill(role, true).await;
+    }
+    let _ = services.transport.destroy().await;
+    let _ = services.mongo.db.drop().await;
+    services.pool.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+    let _ = std::fs::remove_dir_all(&logs);
+}

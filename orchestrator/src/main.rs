@@ -14,8 +14,8 @@ struct Cli {}
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     Cli::parse();
-    app::init_tracing();
     let config = Config::from_env()?;
+    let telemetry = ecommerce_saga::telemetry::init("orchestrator", config.otlp_endpoint.as_deref())?;
     config.require_shared_broker("the orchestrator binary")?;
     let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
@@ -25,5 +25,6 @@ async fn main() -> anyhow::Result<()> {
         app::serve_metrics(&s, addr, "ORCHESTRATOR_METRICS_ADDR", shutdown.clone()).await?;
     }
     app::run_orchestrator(s, Default::default(), shutdown).await;
+    telemetry.shutdown().await;
     Ok(())
 }

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rand::Rng;
 use tracing::debug;
 
-use super::{BrokerError, Deliveries, Topic, Transport};
+use super::{BrokerError, Deliveries, Outgoing, Topic, Transport};
 
 pub struct ChaosTransport {
     inner: Arc<dyn Transport>,
@@ -26,18 +25,21 @@ impl ChaosTransport {
 
 #[async_trait]
 impl Transport for ChaosTransport {
-    async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError> {
-        self.inner.publish(topic, key, payload.clone()).await?;
-        let inner = self.inner.clone();
-        let key = key.to_string();
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        self.inner.publish_batch(messages).await?;
         let max = self.reorder_max.as_millis() as u64;
-        let delay = Duration::from_millis(if max == 0 { 0 } else { rand::thread_rng().gen_range(0..=max) });
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Err(e) = inner.publish(topic, &key, payload).await {
-                debug!(error = %e, "chaos duplicate not published");
-            }
-        });
+        for m in messages {
+            let inner = self.inner.clone();
+            let m = m.clone();
+            let delay =
+                Duration::from_millis(if max == 0 { 0 } else { rand::thread_rng().gen_range(0..=max) });
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Err(e) = inner.publish_batch(std::slice::from_ref(&m)).await {
+                    debug!(error = %e, "chaos duplicate not published");
+                }
+            });
+        }
         Ok(())
     }
 

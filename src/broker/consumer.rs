@@ -14,6 +14,7 @@ use super::{Delivery, Topic, Transport};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::saga::messages::Envelope;
+use crate::telemetry::TraceParent;
 
 pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
 
@@ -98,14 +99,21 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
         s.metrics.message_age(consumer, age);
     }
     let started = std::time::Instant::now();
+    // The context the message was sent in (its header; else the envelope's trace).
+    let parent = delivery
+        .traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .or_else(|| TraceParent::derived(&envelope.trace_id, envelope.message_id));
     let span = info_span!(
         "handle",
         consumer,
         message_id = %envelope.message_id,
         saga_id = %envelope.saga_id,
         order_id = %envelope.order_id,
-        trace_id = %envelope.trace_id,
+        trace_id = %parent.as_ref().map_or(envelope.trace_id.as_str(), |p| p.trace_id.as_str()),
     );
+    crate::telemetry::join(&span, parent.as_ref());
     async {
         match handler(envelope).await {
             Ok(()) => {

@@ -22,7 +22,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport};
+use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, TRACEPARENT};
 
 const PARTITIONS: i32 = 3;
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -68,16 +68,6 @@ impl KafkaTransport {
 
     fn topic_name(&self, topic: Topic) -> String {
         format!("{}.{}", self.namespace, topic.as_str())
-    }
-
-    async fn produce(&self, topic: &str, key: &str, payload: &[u8], count: u64) -> Result<(), BrokerError> {
-        let count = count.to_string();
-        let headers = OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count.as_str()) });
-        self.producer
-            .send(FutureRecord::to(topic).key(key).payload(payload).headers(headers), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| BrokerError::Publish(e.to_string()))?;
-        Ok(())
     }
 }
 
@@ -173,6 +163,14 @@ struct KafkaAcker {
     key: String,
     payload: Bytes,
     count: u64,
+    traceparent: Option<String>,
+}
+
+fn with_traceparent(headers: OwnedHeaders, traceparent: Option<&str>) -> OwnedHeaders {
+    match traceparent {
+        Some(tp) => headers.insert(Header { key: TRACEPARENT, value: Some(tp) }),
+        None => headers,
+    }
 }
 
 /// What an acker needs to re-publish a failed message.
@@ -197,7 +195,10 @@ impl Acker for KafkaAcker {
     async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
         tokio::time::sleep(delay).await;
         let count = (self.count + 1).to_string();
-        let headers = OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count.as_str()) });
+        let headers = with_traceparent(
+            OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count.as_str()) }),
+            self.traceparent.as_deref(),
+        );
         self.transport
             .producer
             .send(
@@ -212,10 +213,6 @@ impl Acker for KafkaAcker {
 
 #[async_trait]
 impl Transport for KafkaTransport {
-    async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError> {
-        self.produce(&self.topic_name(topic), key, &payload, 1).await
-    }
-
     /// Queues every message with the (idempotent, so per-partition ordered) producer, then awaits
     /// the deliveries.
     async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
@@ -223,7 +220,10 @@ impl Transport for KafkaTransport {
         let mut deliveries = Vec::with_capacity(messages.len());
         for m in messages {
             let topic = self.topic_name(m.topic);
-            let headers = OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count) });
+            let headers = with_traceparent(
+                OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count) }),
+                m.traceparent.as_deref(),
+            );
             let record = FutureRecord::to(&topic).key(&m.key).payload(m.payload.as_ref()).headers(headers);
             // Fails at once if the producer queue is full (it holds far more than one batch).
             let delivery =
@@ -278,11 +278,13 @@ impl Transport for KafkaTransport {
                         continue;
                     }
                 };
-                let count = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == DELIVERY_COUNT).and_then(|h| h.value))
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                    .unwrap_or(1u64);
+                let header = |name: &str| {
+                    m.headers()
+                        .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+                        .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string))
+                };
+                let count = header(DELIVERY_COUNT).and_then(|v| v.parse().ok()).unwrap_or(1u64);
+                let traceparent = header(TRACEPARENT);
                 tracker.lock().expect("tracker lock").start(m.partition(), m.offset());
                 let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
                 let acker = KafkaAcker {
@@ -294,8 +296,9 @@ impl Transport for KafkaTransport {
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
                     payload: payload.clone(),
                     count,
+                    traceparent: traceparent.clone(),
                 };
-                yield Ok(Delivery { payload, delivery_count: count, acker: Box::new(acker) });
+                yield Ok(Delivery { payload, traceparent, delivery_count: count, acker: Box::new(acker) });
             }
         };
         Ok(stream.boxed())

@@ -18,10 +18,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Topic, Transport, SUBSCRIPTIONS};
+use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, SUBSCRIPTIONS};
 
 struct Message {
     payload: Bytes,
+    traceparent: Option<String>,
     delivery_count: u64,
 }
 
@@ -117,18 +118,24 @@ impl Acker for MemoryAcker {
 
 #[async_trait]
 impl Transport for MemoryTransport {
-    async fn publish(&self, topic: Topic, _key: &str, payload: Bytes) -> Result<(), BrokerError> {
-        let queues: Vec<Queue> = self
-            .broker
-            .queues
-            .lock()
-            .expect("queues")
-            .get(&topic)
-            .map(|q| q.values().cloned().collect())
-            .unwrap_or_default();
-        for q in queues {
-            q.tx.send(Message { payload: payload.clone(), delivery_count: 1 })
-                .map_err(|_| BrokerError::Publish("queue closed".into()))?;
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        for m in messages {
+            let queues: Vec<Queue> = self
+                .broker
+                .queues
+                .lock()
+                .expect("queues")
+                .get(&m.topic)
+                .map(|q| q.values().cloned().collect())
+                .unwrap_or_default();
+            for q in queues {
+                let message = Message {
+                    payload: m.payload.clone(),
+                    traceparent: m.traceparent.clone(),
+                    delivery_count: 1,
+                };
+                q.tx.send(message).map_err(|_| BrokerError::Publish("queue closed".into()))?;
+            }
         }
         Ok(())
     }
@@ -139,6 +146,7 @@ impl Transport for MemoryTransport {
             let message = queue.rx.lock().await.recv().await?;
             let delivery = Delivery {
                 payload: message.payload.clone(),
+                traceparent: message.traceparent.clone(),
                 delivery_count: message.delivery_count,
                 acker: Box::new(MemoryAcker { queue: queue.tx.clone(), message: Some(message) }),
             };

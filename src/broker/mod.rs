@@ -81,6 +81,8 @@ pub trait Acker: Send {
 
 pub struct Delivery {
     pub payload: Bytes,
+    /// The W3C trace context the message was published with (the `traceparent` header).
+    pub traceparent: Option<String>,
     /// How many times the broker has delivered this message, this time included (1 = first).
     pub delivery_count: u64,
     pub acker: Box<dyn Acker>,
@@ -94,23 +96,25 @@ pub struct Outgoing {
     pub topic: Topic,
     pub key: String,
     pub payload: Bytes,
+    /// Sent as the `traceparent` header.
+    pub traceparent: Option<String>,
 }
+
+/// The header every transport carries the trace context in.
+pub const TRACEPARENT: &str = "traceparent";
 
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Returns once the broker has durably accepted the message. `key` keeps one saga's messages
     /// together on brokers that partition.
-    async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError>;
-    /// Publishes `messages` in this order; returns once the broker durably accepted all of them.
-    /// On an error some may have been accepted (the caller publishes them again; consumers
-    /// deduplicate). Brokers with pipelined confirms override this to send everything first and
-    /// then wait for the confirms: one round trip per batch instead of one per message.
-    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
-        for m in messages {
-            self.publish(m.topic, &m.key, m.payload.clone()).await?;
-        }
-        Ok(())
+    async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError> {
+        self.publish_batch(&[Outgoing { topic, key: key.to_string(), payload, traceparent: None }]).await
     }
+    /// Publishes `messages` in this order, each with its headers; returns once the broker durably
+    /// accepted all of them. On an error some may have been accepted (the caller publishes them
+    /// again; consumers deduplicate). Brokers with pipelined confirms send everything first and
+    /// then wait for the confirms: one round trip per batch instead of one per message.
+    async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError>;
     /// A durable subscription: `consumer` names it, so a restarted consumer resumes where it left off
     /// and several instances with the same name share the work.
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError>;

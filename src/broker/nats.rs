@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream, AckKind};
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport};
+use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, TRACEPARENT};
 
 pub struct NatsTransport {
     client: async_nats::Client,
@@ -62,23 +61,17 @@ impl Acker for NatsAcker {
 
 #[async_trait]
 impl Transport for NatsTransport {
-    async fn publish(&self, topic: Topic, _key: &str, payload: Bytes) -> Result<(), BrokerError> {
-        let ack = self
-            .js
-            .publish(self.subject(topic), payload)
-            .await
-            .map_err(|e| BrokerError::Publish(e.to_string()))?;
-        ack.await.map_err(|e| BrokerError::Publish(e.to_string()))?;
-        Ok(())
-    }
-
     /// Sends every message (in order, on the one connection), then awaits the acks.
     async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(tp) = &m.traceparent {
+                headers.insert(TRACEPARENT, tp.as_str());
+            }
             let ack = self
                 .js
-                .publish(self.subject(m.topic), m.payload.clone())
+                .publish_with_headers(self.subject(m.topic), headers, m.payload.clone())
                 .await
                 .map_err(|e| BrokerError::Publish(e.to_string()))?;
             acks.push(ack);
@@ -112,7 +105,14 @@ impl Transport for NatsTransport {
             .map(|m| {
                 let m = m.map_err(|e| BrokerError::Consume(e.to_string()))?;
                 let delivery_count = m.info().map(|i| i.delivered as u64).unwrap_or(1);
-                Ok(Delivery { payload: m.payload.clone(), delivery_count, acker: Box::new(NatsAcker(m)) })
+                let traceparent =
+                    m.headers.as_ref().and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str().to_string());
+                Ok(Delivery {
+                    payload: m.payload.clone(),
+                    traceparent,
+                    delivery_count,
+                    acker: Box::new(NatsAcker(m)),
+                })
             })
             .boxed())
     }

@@ -23,7 +23,9 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, RwLock};
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, SUBSCRIPTIONS};
+use super::{
+    Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, SUBSCRIPTIONS, TRACEPARENT,
+};
 
 const PREFETCH: u16 = 64;
 
@@ -174,42 +176,18 @@ impl Acker for RabbitAcker {
 
 #[async_trait]
 impl Transport for RabbitTransport {
-    async fn publish(&self, topic: Topic, _key: &str, payload: Bytes) -> Result<(), BrokerError> {
-        let props =
-            BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-        let conn = self.conn().await?;
-        let result = conn
-            .publisher
-            .basic_publish(
-                &self.exchange,
-                topic.as_str(),
-                BasicPublishOptions { mandatory: false, ..Default::default() },
-                &payload,
-                props,
-            )
-            .await;
-        let confirm = match result {
-            Ok(pending) => pending.await,
-            Err(e) => Err(e),
-        };
-        let confirm = match confirm {
-            Ok(c) => c,
-            // The next call reconnects if the connection or channel broke.
-            Err(e) => return Err(BrokerError::Publish(e.to_string())),
-        };
-        if confirm.is_nack() {
-            return Err(BrokerError::Publish("broker refused the message (nack)".into()));
-        }
-        Ok(())
-    }
-
     /// Publishes every message on the confirm channel, then awaits the confirms.
     async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
         let conn = self.conn().await?;
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
-            let props =
+            let mut props =
                 BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+            if let Some(tp) = &m.traceparent {
+                let mut headers = FieldTable::default();
+                headers.insert(ShortString::from(TRACEPARENT), AMQPValue::LongString(tp.as_str().into()));
+                props = props.with_headers(headers);
+            }
             let pending = conn
                 .publisher
                 .basic_publish(
@@ -248,7 +226,11 @@ impl Transport for RabbitTransport {
             .map(move |d| {
                 let _keep = &channel;
                 let d = d.map_err(err(BrokerError::Consume))?;
+                let traceparent = d.properties.headers().as_ref().and_then(|h| {
+                    h.inner().get(TRACEPARENT).and_then(|v| v.as_long_string()).map(|s| s.to_string())
+                });
                 Ok(Delivery {
+                    traceparent,
                     payload: Bytes::from(d.data),
                     delivery_count: delivery_count(&d.properties),
                     acker: Box::new(RabbitAcker(d.acker)),

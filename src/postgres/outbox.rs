@@ -13,15 +13,20 @@ use tracing::{debug, warn};
 
 use crate::broker::{Outgoing, Topic, Transport};
 use crate::saga::messages::Envelope;
+use crate::telemetry::TraceParent;
 
 pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (message_id, topic, key, payload) VALUES ($1, $2, $3, $4)")
-        .bind(envelope.message_id)
-        .bind(envelope.topic().as_str())
-        .bind(envelope.saga_id.to_string())
-        .bind(envelope.encode())
-        .execute(&mut **tx)
-        .await?;
+    let traceparent = TraceParent::for_message(&envelope.trace_id, envelope.message_id).map(|t| t.header());
+    sqlx::query(
+        "INSERT INTO outbox (message_id, topic, key, payload, traceparent) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(envelope.message_id)
+    .bind(envelope.topic().as_str())
+    .bind(envelope.saga_id.to_string())
+    .bind(envelope.encode())
+    .bind(traceparent)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -29,11 +34,12 @@ pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) ->
 /// relays (one per process) share the table without publishing the same row twice in normal operation.
 pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    let rows =
-        sqlx::query("SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED")
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT id, topic, key, payload, traceparent FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(batch)
+    .fetch_all(&mut *tx)
+    .await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -47,7 +53,12 @@ pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) ->
             continue;
         };
         let payload: Vec<u8> = row.get("payload");
-        messages.push(Outgoing { topic, key: row.get("key"), payload: Bytes::from(payload) });
+        messages.push(Outgoing {
+            topic,
+            key: row.get("key"),
+            payload: Bytes::from(payload),
+            traceparent: row.get("traceparent"),
+        });
     }
     // In id order, so one saga's messages leave in the order they were written.
     transport.publish_batch(&messages).await?;

@@ -20,6 +20,7 @@ use crate::broker::{Topic, Transport};
 use crate::error::AppError;
 use crate::metrics::{screaming_snake, Metrics};
 use crate::postgres::inbox;
+use crate::telemetry::TraceParent;
 
 pub const CONSUMER: &str = "orchestrator";
 
@@ -87,6 +88,7 @@ impl Orchestrator {
         let mut fired = Vec::new();
         for saga in &expired {
             let span = info_span!("timeout", saga_id = %saga.id, order_id = %saga.order_id, trace_id = %saga.trace_id);
+            crate::telemetry::join(&span, TraceParent::derived(&saga.trace_id, saga.id).as_ref());
             let _g = span.enter();
             match machine::handle(&self.def, &saga.state, &Input::Timeout) {
                 Some(t) => {

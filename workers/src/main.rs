@@ -18,8 +18,8 @@ struct Cli {}
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     Cli::parse();
-    app::init_tracing();
     let config = Config::from_env()?;
+    let telemetry = ecommerce_saga::telemetry::init("workers", config.otlp_endpoint.as_deref())?;
     config.require_shared_broker("the workers binary")?;
     let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
@@ -29,5 +29,6 @@ async fn main() -> anyhow::Result<()> {
         app::serve_metrics(&s, addr, "WORKERS_METRICS_ADDR", shutdown.clone()).await?;
     }
     app::run_workers(s, Arc::new(TestGateway), Arc::new(ConsumerStats::default()), shutdown).await;
+    telemetry.shutdown().await;
     Ok(())
 }
