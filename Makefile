@@ -34,6 +34,8 @@ test:              ## every check and test, services started first
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo build --bin api
+	scripts/lint-docker.sh $(BIN)/api
 
 build:
 	cargo build --workspace --release
