@@ -62,7 +62,7 @@ impl Services {
             .map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
         mongo.ping().await.map_err(|source| StartupError::Mongo { url: config.mongo_url.clone(), source })?;
         let transport = broker::connect(&config).await?;
-        let saga = Arc::new(SagaDefinition::checkout(config.saga));
+        let saga = Arc::new(SagaDefinition::checkout(config.saga.clone()));
         let metrics = Arc::new(Metrics::new());
         Ok(Services { config: Arc::new(config), pool, mongo, transport, saga, metrics })
     }
@@ -130,6 +130,7 @@ pub async fn run_api(
         saga: s.saga.clone(),
         feed: EventFeed::start(s.pool.clone(), shutdown.clone()),
         config: s.config.clone(),
+        metrics: s.metrics.clone(),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
     let app = router(HttpState { api, schema, transport: s.transport.clone(), metrics: s.metrics.clone() });

@@ -137,6 +137,21 @@ impl Source<'_> {
     }
 }
 
+/// `SAGA_NEEDS_ATTENTION_STEPS`: comma-separated names of checkout steps.
+fn steps(value: &str) -> Result<Vec<String>, ConfigError> {
+    let known = ["RESERVE_STOCK", "AUTHORIZE_PAYMENT", "CAPTURE_PAYMENT"];
+    let names: Vec<String> =
+        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        Some(bad) => Err(ConfigError {
+            name: "SAGA_NEEDS_ATTENTION_STEPS",
+            value: value.to_string(),
+            why: format!("unknown step {bad}; steps are {}", known.join(", ")),
+        }),
+        None => Ok(names),
+    }
+}
+
 impl Config {
     /// Refuses the in-process broker for a role running in its own process: it would talk to
     /// nobody.
@@ -222,6 +237,9 @@ impl Config {
                 step_timeout: src.millis("SAGA_STEP_TIMEOUT_MS", "5000")?,
                 max_attempts: src.parse("SAGA_STEP_MAX_ATTEMPTS", "3")?,
                 compensation_timeout: src.millis("SAGA_COMPENSATION_TIMEOUT_MS", "5000")?,
+                retry_backoff: src.millis("SAGA_STEP_RETRY_BACKOFF_MS", "500")?,
+                compensation_max_attempts: src.parse("SAGA_COMPENSATION_MAX_ATTEMPTS", "20")?,
+                needs_attention_steps: steps(&var("SAGA_NEEDS_ATTENTION_STEPS", ""))?,
             },
             payment_gateway_timeout: src.millis("PAYMENT_GATEWAY_TIMEOUT_MS", "3000")?,
             outbox_poll_interval: src.millis("OUTBOX_POLL_MS", "50")?,
@@ -278,6 +296,12 @@ mod tests {
         .unwrap();
         for name in read.lock().unwrap().iter() {
             assert!(example.contains_key(name), "{name} is read but missing from .env.example");
+        }
+        // And says what each means: every group of variables (lines between blank lines) has a comment.
+        for block in include_str!("../.env.example").split("\n\n") {
+            let has_comment = block.lines().any(|l| l.trim_start().starts_with('#'));
+            let vars: Vec<&str> = block.lines().filter(|l| !l.starts_with('#') && l.contains('=')).collect();
+            assert!(vars.is_empty() || has_comment, "undocumented in .env.example: {vars:?}");
         }
         let from_example = Config::from_lookup(&|name| example.get(name).cloned()).unwrap();
         assert_eq!(

@@ -44,6 +44,14 @@ struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepairLabels {
+    /// `RETRY_STEP`, `RESUME`, `FORCE_COMPENSATE`, `FORCE_COMPLETE`.
+    action: String,
+    /// `applied`, `replayed` (same idempotency key), `refused` (CONFLICT), `failed`.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConsumerLabels {
     consumer: String,
 }
@@ -99,6 +107,7 @@ pub struct Metrics {
     message_age: Family<ConsumerLabels, Histogram>,
     handle_duration: Family<OutcomeLabels, Histogram>,
     messages: Family<OutcomeLabels, Counter>,
+    repairs: Family<RepairLabels, Counter>,
     /// Inbox counts of consumers, copied into `messages` at scrape.
     consumers: Mutex<Vec<(String, Arc<crate::broker::consumer::ConsumerStats>)>>,
 }
@@ -169,7 +178,14 @@ impl Metrics {
             "Messages consumed, by outcome: ok, failed, dead_lettered; and, from the inbox, new or duplicate",
             messages.clone(),
         );
+        let repairs = Family::<RepairLabels, Counter>::default();
+        registry.register(
+            "saga_repairs",
+            "Operator actions on sagas, by action and outcome (applied, replayed, refused, failed)",
+            repairs.clone(),
+        );
         Metrics {
+            repairs,
             registry,
             graphql,
             operations: Mutex::default(),
@@ -213,6 +229,12 @@ impl Metrics {
         self.messages.get_or_create(&labels).inc();
     }
 
+    /// An operator action's outcome.
+    pub fn saga_repair(&self, action: &str, outcome: &str) {
+        let labels = RepairLabels { action: action.to_string(), outcome: outcome.to_string() };
+        self.repairs.get_or_create(&labels).inc();
+    }
+
     /// Reports `stats` (new and duplicate messages, as the inbox decided) under `consumer`.
     pub fn track_consumer(&self, consumer: &str, stats: Arc<crate::broker::consumer::ConsumerStats>) {
         self.consumers.lock().expect("consumers").push((consumer.to_string(), stats));
@@ -249,7 +271,9 @@ impl Metrics {
             self.sagas.get_or_create(&labels).set(r.get::<i64, _>("n"));
         }
         let outbox = sqlx::query(
-            "SELECT count(*) AS n, coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS age FROM outbox",
+            "SELECT count(*) AS n,
+                    coalesce(EXTRACT(EPOCH FROM now() - min(available_at) FILTER (WHERE available_at <= now())), 0)::float8 AS age
+             FROM outbox",
         )
         .fetch_one(pool)
         .await?;

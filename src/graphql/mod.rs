@@ -29,6 +29,7 @@ pub struct ApiState {
     pub saga: Arc<SagaDefinition>,
     pub feed: EventFeed,
     pub config: Arc<Config>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Who is calling, decided once per request (or websocket connection).
@@ -62,6 +63,7 @@ pub struct Mutation(
     crate::auth::graphql::AuthMutation,
     crate::cart::graphql::CartMutation,
     crate::order::graphql::OrderMutation,
+    crate::saga::graphql::SagaMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -206,7 +206,8 @@ pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id
             return Err(AppError::Conflict("the order is already cancelled".into()))
         }
         crate::saga::SagaStatus::Compensating => {} // already cancelling: idempotent
-        crate::saga::SagaStatus::Running => {
+        // A paused saga that was running compensates; one paused while compensating already is.
+        crate::saga::SagaStatus::Running | crate::saga::SagaStatus::NeedsAttention => {
             orchestrator::cancel(&mut tx, def, &saga).await?;
         }
     }

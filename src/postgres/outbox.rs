@@ -16,15 +16,27 @@ use crate::saga::messages::Envelope;
 use crate::telemetry::TraceParent;
 
 pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) -> Result<(), sqlx::Error> {
+    enqueue_after(tx, envelope, Duration::ZERO).await
+}
+
+/// Like [`enqueue`], but the relay publishes the message only once `delay` has passed (a retry's
+/// backoff). It is committed now, so a crash cannot lose it.
+pub async fn enqueue_after(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+    delay: Duration,
+) -> Result<(), sqlx::Error> {
     let traceparent = TraceParent::for_message(&envelope.trace_id, envelope.message_id).map(|t| t.header());
     sqlx::query(
-        "INSERT INTO outbox (message_id, topic, key, payload, traceparent) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO outbox (message_id, topic, key, payload, traceparent, available_at)
+         VALUES ($1, $2, $3, $4, $5, now() + $6::bigint * interval '1 millisecond')",
     )
     .bind(envelope.message_id)
     .bind(envelope.topic().as_str())
     .bind(envelope.saga_id.to_string())
     .bind(envelope.encode())
     .bind(traceparent)
+    .bind(delay.as_millis() as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -35,7 +47,8 @@ pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) ->
 pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT id, topic, key, payload, traceparent FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "SELECT id, topic, key, payload, traceparent FROM outbox WHERE available_at <= now()
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(batch)
     .fetch_all(&mut *tx)

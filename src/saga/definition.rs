@@ -28,10 +28,16 @@ pub enum EventKind {
     PaymentVoided,
     OrderCancelled,
     Compensated,
+    /// Retries (or compensation attempts) ran out; the saga waits for an operator.
+    NeedsAttention,
+    OperatorRetried,
+    OperatorResumed,
+    OperatorCompensated,
+    OperatorCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::OrderPlaced,
         EventKind::StockReserved,
         EventKind::StockRejected,
@@ -49,6 +55,11 @@ impl EventKind {
         EventKind::PaymentVoided,
         EventKind::OrderCancelled,
         EventKind::Compensated,
+        EventKind::NeedsAttention,
+        EventKind::OperatorRetried,
+        EventKind::OperatorResumed,
+        EventKind::OperatorCompensated,
+        EventKind::OperatorCompleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +81,11 @@ impl EventKind {
             EventKind::PaymentVoided => "PAYMENT_VOIDED",
             EventKind::OrderCancelled => "ORDER_CANCELLED",
             EventKind::Compensated => "COMPENSATED",
+            EventKind::NeedsAttention => "NEEDS_ATTENTION",
+            EventKind::OperatorRetried => "OPERATOR_RETRIED",
+            EventKind::OperatorResumed => "OPERATOR_RESUMED",
+            EventKind::OperatorCompensated => "OPERATOR_COMPENSATED",
+            EventKind::OperatorCompleted => "OPERATOR_COMPLETED",
         }
     }
 
@@ -81,6 +97,15 @@ impl EventKind {
     pub fn is_terminal(self) -> bool {
         matches!(self, EventKind::Completed | EventKind::Compensated)
     }
+}
+
+/// What a step does when its retries run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExhausted {
+    /// Undo the completed steps (and this one, whose outcome is unknown).
+    Compensate,
+    /// Stop and wait for an operator (`retrySagaStep`, `resumeSaga`, `forceCompensateSaga`, ...).
+    NeedsAttention,
 }
 
 /// One remote step of a saga.
@@ -99,6 +124,21 @@ pub struct StepDef {
     /// How long the first attempt waits for a reply; attempt `n` waits `n` times as long.
     pub timeout: Duration,
     pub max_attempts: u32,
+    /// Pause before re-sending: attempt `n` (from 2) is sent `backoff * 2^(n-2)` after the
+    /// previous one timed out, at most `timeout`.
+    pub backoff: Duration,
+    pub on_exhausted: OnExhausted,
+}
+
+impl StepDef {
+    /// The pause before sending attempt `attempt` (none before the first).
+    pub fn backoff_before(&self, attempt: u32) -> Duration {
+        if attempt <= 1 {
+            return Duration::ZERO;
+        }
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(2).min(16));
+        self.backoff.saturating_mul(factor).min(self.timeout)
+    }
 }
 
 /// A saga: remote steps run in order, compensated in reverse.
@@ -111,14 +151,22 @@ pub struct SagaDefinition {
     pub compensation_timeout: Duration,
     /// Upper bound on the wait between compensation attempts.
     pub max_compensation_backoff: Duration,
+    /// Compensation attempts before the saga stops in `NEEDS_ATTENTION`; 0 = never stop trying.
+    pub compensation_max_attempts: u32,
 }
 
-/// Timing knobs, from configuration.
-#[derive(Debug, Clone, Copy)]
+/// Timing and retry knobs, from configuration.
+#[derive(Debug, Clone)]
 pub struct SagaTiming {
     pub step_timeout: Duration,
     pub max_attempts: u32,
     pub compensation_timeout: Duration,
+    /// See [`StepDef::backoff`].
+    pub retry_backoff: Duration,
+    /// See [`SagaDefinition::compensation_max_attempts`].
+    pub compensation_max_attempts: u32,
+    /// Steps (by name) that stop in `NEEDS_ATTENTION` instead of compensating when retries run out.
+    pub needs_attention_steps: Vec<String>,
 }
 
 impl Default for SagaTiming {
@@ -127,6 +175,9 @@ impl Default for SagaTiming {
             step_timeout: Duration::from_secs(5),
             max_attempts: 3,
             compensation_timeout: Duration::from_secs(5),
+            retry_backoff: Duration::from_millis(500),
+            compensation_max_attempts: 20,
+            needs_attention_steps: Vec::new(),
         }
     }
 }
@@ -149,6 +200,13 @@ impl SagaDefinition {
     /// Capture has no compensation of its own: voiding the payment (authorize's compensation) refunds
     /// a capture that went through, so one command covers both and cannot race with itself.
     pub fn checkout(t: SagaTiming) -> Self {
+        let on_exhausted = |name: &str| {
+            if t.needs_attention_steps.iter().any(|s| s == name) {
+                OnExhausted::NeedsAttention
+            } else {
+                OnExhausted::Compensate
+            }
+        };
         SagaDefinition {
             name: "checkout",
             steps: vec![
@@ -162,6 +220,8 @@ impl SagaDefinition {
                     timeout_reason: "STOCK_TIMEOUT",
                     timeout: t.step_timeout,
                     max_attempts: t.max_attempts,
+                    backoff: t.retry_backoff,
+                    on_exhausted: OnExhausted::Compensate,
                 },
                 StepDef {
                     name: "AUTHORIZE_PAYMENT",
@@ -173,6 +233,8 @@ impl SagaDefinition {
                     timeout_reason: "PAYMENT_TIMEOUT",
                     timeout: t.step_timeout,
                     max_attempts: t.max_attempts,
+                    backoff: t.retry_backoff,
+                    on_exhausted: OnExhausted::Compensate,
                 },
                 StepDef {
                     name: "CAPTURE_PAYMENT",
@@ -184,10 +246,26 @@ impl SagaDefinition {
                     timeout_reason: "CAPTURE_TIMEOUT",
                     timeout: t.step_timeout,
                     max_attempts: t.max_attempts,
+                    backoff: t.retry_backoff,
+                    on_exhausted: OnExhausted::Compensate,
                 },
             ],
             compensation_timeout: t.compensation_timeout,
             max_compensation_backoff: t.compensation_timeout * 6,
+            compensation_max_attempts: t.compensation_max_attempts,
         }
+        .with_exhaustion(on_exhausted)
+    }
+
+    /// Sets each step's [`OnExhausted`] by its name.
+    fn with_exhaustion(mut self, by_name: impl Fn(&str) -> OnExhausted) -> Self {
+        for step in &mut self.steps {
+            step.on_exhausted = by_name(step.name);
+        }
+        self
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepDef> {
+        self.steps.iter().find(|s| s.name == name)
     }
 }

@@ -1,11 +1,13 @@
 //! Sagas in GraphQL: the `Saga` type (an order's saga for its owner, any saga for operators), and
 //! the operator-only queries and change stream behind the monitor page.
 
+use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Object, Result, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
+use super::machine::OperatorAction;
 use super::store::{self, SagaEventRow, SagaSummary};
 use crate::error::AppError;
 use crate::graphql::{gql, operator, state};
@@ -40,7 +42,7 @@ impl SagaGql {
     async fn order_id(&self) -> ID {
         ID(self.0.order_id.to_string())
     }
-    /// `RUNNING`, `COMPENSATING`, `COMPLETED` or `COMPENSATED`.
+    /// `RUNNING`, `COMPENSATING`, `NEEDS_ATTENTION`, `COMPLETED` or `COMPENSATED`.
     async fn status(&self) -> &str {
         &self.0.status
     }
@@ -77,10 +79,88 @@ impl SagaGql {
     async fn event_count(&self) -> i32 {
         self.0.event_count
     }
+    /// Attempt of the command in flight (1-based).
+    async fn attempt(&self) -> i32 {
+        self.0.attempt
+    }
+    /// While `NEEDS_ATTENTION`: what went wrong (e.g. `CAPTURE_PAYMENT got no reply after 3 attempts`).
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    /// What happens next, or what an operator can do; `null` once finished.
+    async fn next_action(&self, ctx: &Context<'_>) -> Option<String> {
+        next_action(&state(ctx).saga, &self.0)
+    }
+    /// Operators only: every operator action on this saga, oldest first.
+    async fn audit_log(&self, ctx: &Context<'_>) -> Result<Vec<AuditEntryGql>> {
+        operator(ctx)?;
+        let entries = super::operator::audit(&state(ctx).pool, self.0.id).await.map_err(|e| gql(e.into()))?;
+        Ok(entries.into_iter().map(AuditEntryGql).collect())
+    }
     /// The step history, oldest first.
     async fn events(&self, ctx: &Context<'_>) -> Result<Vec<SagaEventGql>> {
         let events = store::events_after(&state(ctx).pool, self.0.id, 0).await.map_err(|e| gql(e.into()))?;
         Ok(events.into_iter().map(Into::into).collect())
+    }
+}
+
+/// The next step in words, for people.
+fn next_action(def: &super::SagaDefinition, s: &SagaSummary) -> Option<String> {
+    let step = usize::try_from(s.step).ok().and_then(|i| def.steps.get(i));
+    let name = step.map_or("?", |st| st.name);
+    let compensation = step
+        .and_then(|st| st.compensation)
+        .map_or("?".to_string(), |c| crate::metrics::screaming_snake(&format!("{c:?}")));
+    match super::SagaStatus::parse(&s.status)? {
+        super::SagaStatus::Running => Some(format!(
+            "waiting for the reply to {name} (attempt {}); when attempts run out it {}",
+            s.attempt,
+            match step.map(|st| st.on_exhausted) {
+                Some(super::definition::OnExhausted::NeedsAttention) => "stops for an operator",
+                _ => "compensates",
+            }
+        )),
+        super::SagaStatus::Compensating => {
+            Some(format!("waiting for {compensation} to undo {name} (attempt {})", s.attempt))
+        }
+        super::SagaStatus::NeedsAttention if s.interrupted.as_deref() == Some("COMPENSATING") => {
+            Some(format!(
+                "operator: retrySagaStep sends {compensation} again; resumeSaga if {name} was undone by hand"
+            ))
+        }
+        super::SagaStatus::NeedsAttention => Some(format!(
+            "operator: retrySagaStep sends {name} again; resumeSaga if it took effect; \
+             forceCompensateSaga undoes the order; forceCompleteSaga confirms it"
+        )),
+        super::SagaStatus::Completed | super::SagaStatus::Compensated => None,
+    }
+}
+
+/// One operator action in a saga's audit log.
+pub struct AuditEntryGql(super::operator::AuditEntry);
+
+#[Object(name = "SagaAuditEntry")]
+impl AuditEntryGql {
+    /// `RETRY_STEP`, `RESUME`, `FORCE_COMPENSATE` or `FORCE_COMPLETE`.
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+    /// The operator's e-mail.
+    async fn actor(&self) -> &str {
+        &self.0.actor_email
+    }
+    async fn reason(&self) -> &str {
+        &self.0.reason
+    }
+    /// The saga before the action: status, step, attempt, failureReason, interrupted, lastError.
+    async fn before(&self) -> async_graphql::Json<serde_json::Value> {
+        async_graphql::Json(self.0.before.clone())
+    }
+    async fn after(&self) -> async_graphql::Json<serde_json::Value> {
+        async_graphql::Json(self.0.after.clone())
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
     }
 }
 
@@ -92,9 +172,9 @@ fn check_status(status: &Option<String>) -> Result<()> {
     match status.as_deref() {
         None => Ok(()),
         Some(s) if super::SagaStatus::parse(s).is_some() => Ok(()),
-        Some(_) => {
-            Err(gql(AppError::bad_input("status must be RUNNING, COMPENSATING, COMPLETED or COMPENSATED")))
-        }
+        Some(_) => Err(gql(AppError::bad_input(
+            "status must be RUNNING, COMPENSATING, NEEDS_ATTENTION, COMPLETED or COMPENSATED",
+        ))),
     }
 }
 
@@ -123,6 +203,44 @@ impl SagaQuery {
         Ok(sagas.into_iter().map(SagaGql).collect())
     }
 
+    /// Operators only: sagas matching `filter`, newest first, a page of `first` (1 to 100) after
+    /// the cursor `after`; e.g. `{ status: "NEEDS_ATTENTION" }` or `{ unchangedForMinutes: 10 }`.
+    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    async fn sagas(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<SagaFilterInput>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<Connection<String, SagaGql, SagaConnectionTotal, EmptyFields>> {
+        operator(ctx)?;
+        if !(1..=100).contains(&first) {
+            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
+        }
+        let s = state(ctx);
+        let f = filter.unwrap_or_default().to_filter(&s.saga)?;
+        let after = match after {
+            None => None,
+            Some(c) => Some(
+                super::operator::Cursor::decode(&c)
+                    .ok_or_else(|| gql(AppError::bad_input("after is not a cursor")))?,
+            ),
+        };
+        let (sagas, more) =
+            super::operator::find(&s.pool, &f, first as i64, after).await.map_err(|e| gql(e.into()))?;
+        let total = super::operator::count(&s.pool, &f).await.map_err(|e| gql(e.into()))?;
+        let mut page = Connection::with_additional_fields(
+            after.is_some(),
+            more,
+            SagaConnectionTotal { total_count: total },
+        );
+        page.edges.extend(sagas.into_iter().map(|saga| {
+            let cursor = super::operator::Cursor { created_at: saga.created_at, id: saga.id }.encode();
+            Edge::new(cursor, SagaGql(saga))
+        }));
+        Ok(page)
+    }
+
     /// Operators only: any saga by id.
     async fn saga(&self, ctx: &Context<'_>, id: ID) -> Result<SagaGql> {
         operator(ctx)?;
@@ -148,5 +266,244 @@ impl SagaSubscription {
         operator(ctx)?;
         check_status(&status)?;
         Ok(state(ctx).feed.changes(status).map(|r| r.map(SagaGql).map_err(|e| gql(e.into()))))
+    }
+}
+
+/// Which sagas to list or repair; every field narrows the set.
+#[derive(async_graphql::InputObject, Default)]
+#[graphql(name = "SagaFilter")]
+pub struct SagaFilterInput {
+    /// `RUNNING`, `COMPENSATING`, `NEEDS_ATTENTION`, `COMPLETED` or `COMPENSATED`.
+    pub status: Option<String>,
+    /// The step the saga is at: `RESERVE_STOCK`, `AUTHORIZE_PAYMENT` or `CAPTURE_PAYMENT`.
+    pub step: Option<String>,
+    /// Text in the last error or the failure reason (case-insensitive).
+    pub error_contains: Option<String>,
+    pub order_id: Option<ID>,
+    /// Started more than this many minutes ago.
+    pub older_than_minutes: Option<i32>,
+    /// In the same state for more than this many minutes (stuck).
+    pub unchanged_for_minutes: Option<i32>,
+}
+
+impl SagaFilterInput {
+    fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.step.is_none()
+            && self.error_contains.is_none()
+            && self.order_id.is_none()
+            && self.older_than_minutes.is_none()
+            && self.unchanged_for_minutes.is_none()
+    }
+
+    fn to_filter(&self, def: &super::SagaDefinition) -> Result<super::operator::Filter> {
+        check_status(&self.status)?;
+        let step = match &self.step {
+            None => None,
+            Some(name) => Some(def.steps.iter().position(|s| s.name == name).ok_or_else(|| {
+                gql(AppError::bad_input("step must be RESERVE_STOCK, AUTHORIZE_PAYMENT or CAPTURE_PAYMENT"))
+            })? as i32),
+        };
+        for minutes in [self.older_than_minutes, self.unchanged_for_minutes].into_iter().flatten() {
+            if !(0..=525_600).contains(&minutes) {
+                return Err(gql(AppError::bad_input("minutes must be between 0 and 525600")));
+            }
+        }
+        if self.error_contains.as_ref().is_some_and(|t| t.is_empty() || t.len() > 200) {
+            return Err(gql(AppError::bad_input("errorContains must be 1 to 200 characters")));
+        }
+        let order_id = match &self.order_id {
+            None => None,
+            Some(id) => {
+                Some(id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid order id")))?)
+            }
+        };
+        Ok(super::operator::Filter {
+            status: self.status.clone(),
+            step,
+            error_contains: self.error_contains.clone(),
+            order_id,
+            older_than_minutes: self.older_than_minutes,
+            unchanged_for_minutes: self.unchanged_for_minutes,
+        })
+    }
+}
+
+/// An operator's repair action.
+#[derive(async_graphql::Enum, Copy, Clone, PartialEq, Eq)]
+#[graphql(name = "SagaAction")]
+pub enum SagaActionGql {
+    /// Send the paused step's command (or compensation) again.
+    RetryStep,
+    /// The paused step (or compensation) took effect: continue after it.
+    Resume,
+    /// Undo the order: compensate from the current step.
+    ForceCompensate,
+    /// Confirm the order and end the saga.
+    ForceComplete,
+}
+
+impl From<SagaActionGql> for OperatorAction {
+    fn from(a: SagaActionGql) -> Self {
+        match a {
+            SagaActionGql::RetryStep => OperatorAction::RetryStep,
+            SagaActionGql::Resume => OperatorAction::Resume,
+            SagaActionGql::ForceCompensate => OperatorAction::ForceCompensate,
+            SagaActionGql::ForceComplete => OperatorAction::ForceComplete,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct SagaActionResult {
+    /// The saga after the action.
+    pub saga: SagaGql,
+    /// `true` when this idempotency key had been used on this saga before: nothing was done now.
+    pub replayed: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct BulkRefusal {
+    pub saga_id: ID,
+    pub reason: String,
+}
+
+#[derive(SimpleObject)]
+pub struct BulkRepairResult {
+    pub dry_run: bool,
+    /// Sagas matching the filter (at most 500 are considered).
+    pub matched: i32,
+    /// How many of them the action applies to in their current state.
+    pub applicable: i32,
+    /// Applied now (0 on a dry run).
+    pub applied: i32,
+    /// The matching sagas the action does not apply to, and why.
+    pub refused: Vec<BulkRefusal>,
+}
+
+#[derive(SimpleObject)]
+pub struct SagaConnectionTotal {
+    /// Sagas matching the filter, on every page.
+    pub total_count: i64,
+}
+
+fn actor(ctx: &Context<'_>) -> Result<super::operator::Actor> {
+    let u = operator(ctx)?;
+    Ok(super::operator::Actor { id: u.id, email: u.email.clone() })
+}
+
+async fn apply(
+    ctx: &Context<'_>,
+    action: OperatorAction,
+    saga_id: ID,
+    reason: String,
+    key: String,
+) -> Result<SagaActionResult> {
+    let actor = actor(ctx)?;
+    let id = parse_saga_id(&saga_id)?;
+    let s = state(ctx);
+    let result = super::operator::act(&s.pool, &s.saga, id, action, &reason, &key, &actor).await;
+    let outcome = match &result {
+        Ok(a) if a.replayed => "replayed",
+        Ok(_) => "applied",
+        Err(AppError::Conflict(_)) => "refused",
+        Err(_) => "failed",
+    };
+    s.metrics.saga_repair(action.as_str(), outcome);
+    let applied = result.map_err(gql)?;
+    Ok(SagaActionResult { saga: SagaGql(applied.saga), replayed: applied.replayed })
+}
+
+#[derive(Default)]
+pub struct SagaMutation;
+
+/// Operator repairs. Each takes the reason to record and an idempotency key (the same key on
+/// the same saga applies once), is written to the saga's audit log, and is refused with
+/// `CONFLICT` when the saga's state does not allow it.
+#[Object]
+impl SagaMutation {
+    /// Operators only: a `NEEDS_ATTENTION` saga sends its step's command (or compensation) again.
+    async fn retry_saga_step(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::RetryStep, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: a `NEEDS_ATTENTION` saga continues as if its step (or compensation) had
+    /// succeeded (checked by the operator).
+    async fn resume_saga(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::Resume, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: a running (or paused forward) saga compensates from its current step.
+    async fn force_compensate_saga(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::ForceCompensate, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: a running (or paused forward) saga completes and its order is confirmed.
+    async fn force_complete_saga(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::ForceComplete, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: `action` on every saga matching `filter` (at most 500; a filter is
+    /// required). `dryRun` (the default) only counts what would be done.
+    async fn bulk_repair_sagas(
+        &self,
+        ctx: &Context<'_>,
+        filter: SagaFilterInput,
+        action: SagaActionGql,
+        reason: String,
+        idempotency_key: String,
+        #[graphql(default = true)] dry_run: bool,
+    ) -> Result<BulkRepairResult> {
+        let actor = actor(ctx)?;
+        if filter.is_empty() {
+            return Err(gql(AppError::bad_input("a bulk action needs a filter")));
+        }
+        let s = state(ctx);
+        let f = filter.to_filter(&s.saga)?;
+        let action = OperatorAction::from(action);
+        let out =
+            super::operator::bulk(&s.pool, &s.saga, &f, action, &reason, &idempotency_key, &actor, dry_run)
+                .await
+                .map_err(gql)?;
+        if !dry_run {
+            for _ in 0..out.applied {
+                s.metrics.saga_repair(action.as_str(), "applied");
+            }
+        }
+        Ok(BulkRepairResult {
+            dry_run,
+            matched: out.matched as i32,
+            applicable: out.applicable as i32,
+            applied: out.applied as i32,
+            refused: out
+                .refused
+                .into_iter()
+                .map(|(id, reason)| BulkRefusal { saga_id: ID(id.to_string()), reason })
+                .collect(),
+        })
     }
 }

@@ -45,6 +45,17 @@ pub enum ReplyKind {
 }
 
 impl ReplyKind {
+    pub const ALL: [ReplyKind; 8] = [
+        ReplyKind::StockReserved,
+        ReplyKind::StockRejected,
+        ReplyKind::StockReleased,
+        ReplyKind::PaymentAuthorized,
+        ReplyKind::PaymentDeclined,
+        ReplyKind::PaymentCaptured,
+        ReplyKind::PaymentCaptureFailed,
+        ReplyKind::PaymentVoided,
+    ];
+
     /// The command this reply answers.
     pub fn answers(self) -> CommandKind {
         match self {

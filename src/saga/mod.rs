@@ -6,6 +6,7 @@ pub mod feed;
 pub mod graphql;
 pub mod machine;
 pub mod messages;
+pub mod operator;
 pub mod orchestrator;
 pub mod store;
 

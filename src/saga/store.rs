@@ -62,7 +62,8 @@ pub fn command_for(kind: CommandKind, p: &SagaPayload) -> Command {
 }
 
 const SAGA_COLUMNS: &str =
-    "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count, updated_at";
+    "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count, updated_at, \
+     interrupted_status, last_error";
 
 fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -77,6 +78,11 @@ fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
             step: row.try_get::<i32, _>("step")? as usize,
             attempt: row.try_get::<i32, _>("attempt")? as u32,
             failure_reason: row.try_get("failure_reason")?,
+            interrupted: row
+                .try_get::<Option<String>, _>("interrupted_status")?
+                .as_deref()
+                .and_then(SagaStatus::parse),
+            last_error: row.try_get("last_error")?,
         },
         payload: serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(e.into()))?,
         trace_id: row.try_get("trace_id")?,
@@ -144,7 +150,8 @@ pub async fn apply(
     sqlx::query(
         "UPDATE sagas SET status = $2, step = $3, attempt = $4, failure_reason = $5,
              deadline = now() + $6::bigint * interval '1 millisecond',
-             event_count = event_count + $7, updated_at = now()
+             event_count = event_count + $7, updated_at = now(),
+             interrupted_status = $8, last_error = $9
          WHERE id = $1",
     )
     .bind(saga.id)
@@ -154,6 +161,8 @@ pub async fn apply(
     .bind(&t.state.failure_reason)
     .bind(deadline_ms)
     .bind(t.events.len() as i32)
+    .bind(t.state.interrupted.map(|s| s.as_str()))
+    .bind(&t.state.last_error)
     .execute(&mut **tx)
     .await?;
 
@@ -174,7 +183,7 @@ pub async fn apply(
             saga.trace_id.clone(),
             Body::Command(command_for(kind, &saga.payload)),
         );
-        outbox::enqueue(tx, &envelope).await?;
+        outbox::enqueue_after(tx, &envelope, t.delay).await?;
     }
 
     match &t.outcome {
@@ -244,12 +253,17 @@ pub struct SagaSummary {
     pub event_count: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub attempt: i32,
+    /// While `NEEDS_ATTENTION`: what was interrupted, and what went wrong.
+    pub interrupted: Option<String>,
+    pub last_error: Option<String>,
 }
 
-const SUMMARY_COLUMNS: &str =
-    "id, order_id, status, step, failure_reason, event_count, created_at, updated_at";
+pub const SUMMARY_COLUMNS: &str =
+    "id, order_id, status, step, failure_reason, event_count, created_at, updated_at, \
+     attempt, interrupted_status, last_error";
 
-fn row_to_summary(r: &sqlx::postgres::PgRow) -> Result<SagaSummary, sqlx::Error> {
+pub fn row_to_summary(r: &sqlx::postgres::PgRow) -> Result<SagaSummary, sqlx::Error> {
     Ok(SagaSummary {
         id: r.try_get("id")?,
         order_id: r.try_get("order_id")?,
@@ -259,6 +273,9 @@ fn row_to_summary(r: &sqlx::postgres::PgRow) -> Result<SagaSummary, sqlx::Error>
         event_count: r.try_get("event_count")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        attempt: r.try_get("attempt")?,
+        interrupted: r.try_get("interrupted_status")?,
+        last_error: r.try_get("last_error")?,
     })
 }
 

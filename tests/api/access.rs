@@ -110,6 +110,42 @@ const CASES: &[Case] = &[
         doc: "query($bob_saga: ID!) { saga(id: $bob_saga) { id orderId events { type } } }",
     },
     Case {
+        root: "Mutation",
+        field: "retrySagaStep",
+        rule: Rule::Operator,
+        doc: "mutation($bob_saga: ID!) { retrySagaStep(sagaId: $bob_saga, reason: \"acl\", idempotencyKey: \"acl\") { saga { id status } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "resumeSaga",
+        rule: Rule::Operator,
+        doc: "mutation($bob_saga: ID!) { resumeSaga(sagaId: $bob_saga, reason: \"acl\", idempotencyKey: \"acl\") { saga { id status } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "forceCompensateSaga",
+        rule: Rule::Operator,
+        doc: "mutation($bob_saga: ID!) { forceCompensateSaga(sagaId: $bob_saga, reason: \"acl\", idempotencyKey: \"acl\") { saga { id status } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "forceCompleteSaga",
+        rule: Rule::Operator,
+        doc: "mutation($bob_saga: ID!) { forceCompleteSaga(sagaId: $bob_saga, reason: \"acl\", idempotencyKey: \"acl\") { saga { id status } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "bulkRepairSagas",
+        rule: Rule::Operator,
+        doc: "mutation { bulkRepairSagas(filter: { status: \"COMPLETED\" }, action: FORCE_COMPENSATE, reason: \"acl\", idempotencyKey: \"acl\", dryRun: false) { matched applied } }",
+    },
+    Case {
+        root: "Query",
+        field: "sagas",
+        rule: Rule::Operator,
+        doc: "{ sagas(first: 5) { totalCount edges { node { id orderId auditLog { action } } } } }",
+    },
+    Case {
         root: "Subscription",
         field: "sagaChanges",
         rule: Rule::Operator,

@@ -12,6 +12,7 @@ mod idempotency;
 mod limits;
 mod loadgen;
 mod monitor;
+mod operator;
 mod resilience;
 mod schema;
 mod security;
