@@ -128,7 +128,7 @@ pub async fn run_api(
         keys,
         auth,
         saga: s.saga.clone(),
-        feed: EventFeed::start(s.pool.clone(), shutdown.clone()),
+        feed: EventFeed::start(s.pool.clone(), s.transport.clone(), s.metrics.clone(), shutdown.clone()),
         config: s.config.clone(),
         metrics: s.metrics.clone(),
     };

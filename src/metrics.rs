@@ -108,6 +108,7 @@ pub struct Metrics {
     handle_duration: Family<OutcomeLabels, Histogram>,
     messages: Family<OutcomeLabels, Counter>,
     repairs: Family<RepairLabels, Counter>,
+    live_updates: Counter,
     /// Inbox counts of consumers, copied into `messages` at scrape.
     consumers: Mutex<Vec<(String, Arc<crate::broker::consumer::ConsumerStats>)>>,
 }
@@ -184,7 +185,14 @@ impl Metrics {
             "Operator actions on sagas, by action and outcome (applied, replayed, refused, failed)",
             repairs.clone(),
         );
+        let live_updates = Counter::default();
+        registry.register(
+            "live_updates_received",
+            "Saga change notices this API instance received from the broker (they wake live subscriptions)",
+            live_updates.clone(),
+        );
         Metrics {
+            live_updates,
             repairs,
             registry,
             graphql,
@@ -227,6 +235,16 @@ impl Metrics {
         let labels = OutcomeLabels { consumer: consumer.to_string(), outcome: outcome.to_string() };
         self.handle_duration.get_or_create(&labels).observe(seconds);
         self.messages.get_or_create(&labels).inc();
+    }
+
+    /// A saga change notice arrived from the broker.
+    pub fn live_update(&self) {
+        self.live_updates.inc();
+    }
+
+    /// Saga change notices received so far.
+    pub fn live_updates(&self) -> u64 {
+        self.live_updates.get()
     }
 
     /// An operator action's outcome.

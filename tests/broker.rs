@@ -190,6 +190,57 @@ async fn trace_context_travels_in_headers(kind: BrokerKind) {
     t.destroy().await.unwrap();
 }
 
+/// A broadcast topic gives every live subscriber every message, in order.
+async fn broadcast_reaches_every_subscriber(kind: BrokerKind) {
+    let c = config(kind);
+    let t = connect(&c).await;
+    let mut a = t.subscribe_broadcast(Topic::SagaChanges).await.unwrap();
+    let mut b = t.subscribe_broadcast(Topic::SagaChanges).await.unwrap();
+    let saga = Uuid::now_v7();
+    let send = |n: usize| {
+        let t = t.clone();
+        async move {
+            t.publish(Topic::SagaChanges, &saga.to_string(), Bytes::from(message(saga, n).encode()))
+                .await
+                .unwrap()
+        }
+    };
+    let number =
+        |d: broker::Delivery| -> usize { Envelope::decode(&d.payload).unwrap().trace_id.parse().unwrap() };
+    // Subscriptions may take a moment to be live (a Kafka group's assignment): ping until both hear.
+    let mut ping = 1000;
+    for stream in [&mut a, &mut b] {
+        loop {
+            send(ping).await;
+            ping += 1;
+            if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                number(d.unwrap());
+                break;
+            }
+            assert!(ping < 1200, "a broadcast subscriber heard nothing");
+        }
+    }
+    for n in 0..5 {
+        send(n).await;
+    }
+    for stream in [&mut a, &mut b] {
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let d = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("broadcast in time")
+                .expect("stream open")
+                .unwrap();
+            let n = number(d);
+            if n < 1000 {
+                got.push(n);
+            }
+        }
+        assert_eq!(got, (0..5).collect::<Vec<_>>(), "every subscriber gets every message in order");
+    }
+    t.destroy().await.unwrap();
+}
+
 async fn dead_letters_after_the_retry_limit(kind: BrokerKind) {
     let c = config(kind);
     let t = connect(&c).await;
@@ -232,6 +283,8 @@ macro_rules! conformance {
             async fn redelivery_after_handler_error() { super::redelivery_after_handler_error($kind).await }
             #[tokio::test]
             async fn no_loss_when_the_consumer_restarts() { super::no_loss_when_the_consumer_restarts($kind).await }
+            #[tokio::test]
+            async fn broadcast_reaches_every_subscriber() { super::broadcast_reaches_every_subscriber($kind).await }
             #[tokio::test]
             async fn trace_context_travels_in_headers() { super::trace_context_travels_in_headers($kind).await }
             #[tokio::test]

@@ -767,8 +767,10 @@ async fn one_order_is_one_trace_across_processes() {
             .collect();
         let handled =
             |service: &str| ours.iter().filter(|(svc, s)| svc == service && s["name"] == "handle").count();
-        // Orchestrator: 3 replies. Workers: reserve, authorize, capture, and the confirmation event.
-        if handled("orchestrator") >= 3 && handled("workers") >= 4 {
+        // The API's request; orchestrator: 3 replies; workers: reserve, authorize, capture, and the
+        // confirmation event. Each process exports on its own schedule.
+        let request = ours.iter().any(|(svc, s)| svc == "api" && s["name"] == "graphql");
+        if request && handled("orchestrator") >= 3 && handled("workers") >= 4 {
             break ours;
         }
         assert!(

@@ -47,6 +47,10 @@ impl Transport for ChaosTransport {
         self.inner.subscribe(consumer, topic).await
     }
 
+    async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError> {
+        self.inner.subscribe_broadcast(topic).await
+    }
+
     async fn health(&self) -> Result<(), BrokerError> {
         self.inner.health().await
     }

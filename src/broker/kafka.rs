@@ -22,7 +22,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, TRACEPARENT};
+use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, TRACEPARENT};
 
 const PARTITIONS: i32 = 3;
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -48,7 +48,8 @@ impl KafkaTransport {
             .create()
             .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
         let t = KafkaTransport { brokers: brokers.to_string(), namespace: namespace.to_string(), producer };
-        let names: Vec<String> = Topic::ALL.iter().map(|topic| t.topic_name(*topic)).collect();
+        let names: Vec<String> =
+            Topic::ALL.iter().chain([&Topic::SagaChanges]).map(|topic| t.topic_name(*topic)).collect();
         let topics: Vec<NewTopic> =
             names.iter().map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1))).collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -299,6 +300,42 @@ impl Transport for KafkaTransport {
                     traceparent: traceparent.clone(),
                 };
                 yield Ok(Delivery { payload, traceparent, delivery_count: count, acker: Box::new(acker) });
+            }
+        };
+        Ok(stream.boxed())
+    }
+
+    async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError> {
+        let name = self.topic_name(topic);
+        // A group of its own: every subscriber reads every partition, from what comes next.
+        let group = format!("{}.live.{}", self.namespace, uuid::Uuid::new_v4().simple());
+        let kafka: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        kafka.subscribe(&[&name]).map_err(|e| BrokerError::Consume(e.to_string()))?;
+        let stream = async_stream::stream! {
+            loop {
+                match kafka.recv().await {
+                    Ok(m) => {
+                        let traceparent = m
+                            .headers()
+                            .and_then(|h| h.iter().find(|h| h.key == TRACEPARENT).and_then(|h| h.value))
+                            .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string));
+                        let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                        yield Ok(Delivery { payload, traceparent, delivery_count: 1, acker: Box::new(NoAck) });
+                    }
+                    Err(rdkafka::error::KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => yield Err(BrokerError::Consume(e.to_string())),
+                }
             }
         };
         Ok(stream.boxed())

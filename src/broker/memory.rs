@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, SUBSCRIPTIONS};
+use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, SUBSCRIPTIONS};
 
 struct Message {
     payload: Bytes,
@@ -50,6 +50,21 @@ impl Broker {
     fn queue(&self, topic: Topic, consumer: &str) -> Queue {
         let mut q = self.queues.lock().expect("queues");
         q.entry(topic).or_default().entry(consumer.to_string()).or_insert_with(Queue::new).clone()
+    }
+}
+
+/// Unregisters a broadcast subscriber's queue when its stream goes away.
+struct LiveQueue {
+    broker: Arc<Broker>,
+    topic: Topic,
+    name: String,
+}
+
+impl Drop for LiveQueue {
+    fn drop(&mut self) {
+        if let Some(q) = self.broker.queues.lock().expect("queues").get_mut(&self.topic) {
+            q.remove(&self.name);
+        }
     }
 }
 
@@ -151,6 +166,24 @@ impl Transport for MemoryTransport {
                 acker: Box::new(MemoryAcker { queue: queue.tx.clone(), message: Some(message) }),
             };
             Some((Ok(delivery), queue))
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError> {
+        // A queue of its own, removed when the stream is dropped.
+        let name = format!("live-{}", uuid::Uuid::new_v4().simple());
+        let queue = self.broker.queue(topic, &name);
+        let guard = LiveQueue { broker: self.broker.clone(), topic, name };
+        let stream = futures::stream::unfold((queue, guard), |(queue, guard)| async move {
+            let message = queue.rx.lock().await.recv().await?;
+            let delivery = Delivery {
+                payload: message.payload,
+                traceparent: message.traceparent,
+                delivery_count: 1,
+                acker: Box::new(NoAck),
+            };
+            Some((Ok(delivery), (queue, guard)))
         });
         Ok(stream.boxed())
     }

@@ -40,6 +40,9 @@ pub enum Topic {
     OrderEvents,
     /// Messages that failed past the retry limit, kept for inspection.
     DeadLetters,
+    /// Saga changes, broadcast to every live subscriber ([`Transport::subscribe_broadcast`]);
+    /// not durable: a subscriber gets what is published while it listens.
+    SagaChanges,
 }
 
 /// The application's durable subscriptions: (consumer name, topic). Brokers that route through
@@ -62,11 +65,12 @@ impl Topic {
             Topic::Replies => "reply.orchestrator",
             Topic::OrderEvents => "evt.order",
             Topic::DeadLetters => "dlq",
+            Topic::SagaChanges => "evt.saga",
         }
     }
 
     pub fn parse(s: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.as_str() == s)
+        Topic::ALL.into_iter().chain([Topic::DeadLetters, Topic::SagaChanges]).find(|t| t.as_str() == s)
     }
 }
 
@@ -89,6 +93,19 @@ pub struct Delivery {
 }
 
 pub type Deliveries = BoxStream<'static, Result<Delivery, BrokerError>>;
+
+/// The acker of a broadcast delivery: nothing to settle.
+pub struct NoAck;
+
+#[async_trait]
+impl Acker for NoAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+    async fn nak(self: Box<Self>, _delay: Duration) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
 
 /// A message to publish.
 #[derive(Debug, Clone)]
@@ -118,6 +135,10 @@ pub trait Transport: Send + Sync {
     /// A durable subscription: `consumer` names it, so a restarted consumer resumes where it left off
     /// and several instances with the same name share the work.
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError>;
+    /// Every message published to `topic` from now on, to this subscriber alone (each subscriber
+    /// gets each message; none is redelivered; acks do nothing). For notifications whose loss a
+    /// reader tolerates (live subscriptions re-read the database).
+    async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError>;
     /// Ok when the broker is reachable.
     async fn health(&self) -> Result<(), BrokerError>;
     /// Removes everything this namespace created (used by tests).

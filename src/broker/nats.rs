@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream, A
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, TRACEPARENT};
+use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, TRACEPARENT};
 
 pub struct NatsTransport {
     client: async_nats::Client,
@@ -44,6 +44,11 @@ impl NatsTransport {
     fn subject(&self, topic: Topic) -> String {
         format!("{}.{}", self.stream, topic.as_str())
     }
+
+    /// Broadcast topics are plain NATS subjects outside the stream: nothing is stored for them.
+    fn live_subject(&self, topic: Topic) -> String {
+        format!("live.{}.{}", self.stream, topic.as_str())
+    }
 }
 
 struct NatsAcker(jetstream::Message);
@@ -64,10 +69,19 @@ impl Transport for NatsTransport {
     /// Sends every message (in order, on the one connection), then awaits the acks.
     async fn publish_batch(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
         let mut acks = Vec::with_capacity(messages.len());
+        let mut broadcast = false;
         for m in messages {
             let mut headers = async_nats::HeaderMap::new();
             if let Some(tp) = &m.traceparent {
                 headers.insert(TRACEPARENT, tp.as_str());
+            }
+            if m.topic == Topic::SagaChanges {
+                self.client
+                    .publish_with_headers(self.live_subject(m.topic), headers, m.payload.clone())
+                    .await
+                    .map_err(|e| BrokerError::Publish(e.to_string()))?;
+                broadcast = true;
+                continue;
             }
             let ack = self
                 .js
@@ -79,7 +93,25 @@ impl Transport for NatsTransport {
         for ack in acks {
             ack.await.map_err(|e| BrokerError::Publish(e.to_string()))?;
         }
+        if broadcast {
+            self.client.flush().await.map_err(|e| BrokerError::Publish(e.to_string()))?;
+        }
         Ok(())
+    }
+
+    async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError> {
+        let sub = self
+            .client
+            .subscribe(self.live_subject(topic))
+            .await
+            .map_err(|e| BrokerError::Consume(e.to_string()))?;
+        Ok(sub
+            .map(|m| {
+                let traceparent =
+                    m.headers.as_ref().and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str().to_string());
+                Ok(Delivery { payload: m.payload, traceparent, delivery_count: 1, acker: Box::new(NoAck) })
+            })
+            .boxed())
     }
 
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {

@@ -24,7 +24,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::{Mutex, RwLock};
 
 use super::{
-    Acker, BrokerError, Deliveries, Delivery, Outgoing, Topic, Transport, SUBSCRIPTIONS, TRACEPARENT,
+    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, SUBSCRIPTIONS, TRACEPARENT,
 };
 
 const PREFETCH: u16 = 64;
@@ -234,6 +234,55 @@ impl Transport for RabbitTransport {
                     payload: Bytes::from(d.data),
                     delivery_count: delivery_count(&d.properties),
                     acker: Box::new(RabbitAcker(d.acker)),
+                })
+            })
+            .boxed())
+    }
+
+    async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError> {
+        let conn = self.conn().await?;
+        let channel = Arc::new(conn.connection.create_channel().await.map_err(err(BrokerError::Consume))?);
+        // A server-named queue of this subscriber's own, gone with its channel.
+        let queue = channel
+            .queue_declare(
+                "",
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err(BrokerError::Consume))?;
+        channel
+            .queue_bind(
+                queue.name().as_str(),
+                &self.exchange,
+                topic.as_str(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err(BrokerError::Consume))?;
+        let tag = format!("live-{}", uuid::Uuid::new_v4().simple());
+        let stream = channel
+            .basic_consume(
+                queue.name().as_str(),
+                &tag,
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err(BrokerError::Consume))?;
+        Ok(stream
+            .map(move |d| {
+                let _keep = &channel;
+                let d = d.map_err(err(BrokerError::Consume))?;
+                let traceparent = d.properties.headers().as_ref().and_then(|h| {
+                    h.inner().get(TRACEPARENT).and_then(|v| v.as_long_string()).map(|s| s.to_string())
+                });
+                Ok(Delivery {
+                    traceparent,
+                    payload: Bytes::from(d.data),
+                    delivery_count: 1,
+                    acker: Box::new(NoAck),
                 })
             })
             .boxed())

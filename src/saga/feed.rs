@@ -1,21 +1,28 @@
 //! Saga history as a live stream, for subscriptions.
 //!
-//! Events are rows in `saga_events`; an insert trigger sends `NOTIFY saga_events, '<saga id>'`.
-//! Each API process listens once and wakes the streams of that saga, which re-read from their last
-//! sequence number. So a late subscriber first gets the recorded history, every subscriber sees
-//! events in order without gaps, and it works whichever process recorded them.
+//! Events are rows in `saga_events`. Every transition also publishes a `SagaChanged` message
+//! (through the outbox, in the transition's transaction) to the broadcast topic
+//! [`Topic::SagaChanges`]; each API instance subscribes once and wakes the streams of that saga,
+//! which re-read from their last sequence number. So a late subscriber first gets the recorded
+//! history, every subscriber sees events in order without gaps, and it works whichever process
+//! or instance recorded them. Should a notification be lost, streams re-read every second.
 
 use std::time::Duration;
 
 use futures::Stream;
-use sqlx::postgres::PgListener;
+use std::sync::Arc;
+
+use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::messages::Envelope;
 use super::store::{self, SagaEventRow, SagaSummary};
+use crate::broker::{BrokerError, Topic, Transport};
+use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct EventFeed {
@@ -35,13 +42,19 @@ const COMMIT_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 const CHANGE_PAGE: i64 = 500;
 
 impl EventFeed {
-    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
+    /// Starts listening to the broker's saga changes.
+    pub fn start(
+        pool: PgPool,
+        transport: Arc<dyn Transport>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (wake, _) = broadcast::channel(1024);
-        let feed = EventFeed { pool: pool.clone(), wake: wake.clone() };
+        let feed = EventFeed { pool, wake: wake.clone() };
         tokio::spawn(async move {
             while !shutdown.is_cancelled() {
-                if let Err(e) = listen(&pool, &wake, &shutdown).await {
-                    warn!(error = %e, "saga event listener failed; reconnecting");
+                if let Err(e) = listen(transport.as_ref(), &wake, &metrics, &shutdown).await {
+                    warn!(error = %e, "saga change subscription failed; resubscribing");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -143,19 +156,23 @@ impl EventFeed {
 }
 
 async fn listen(
-    pool: &PgPool,
+    transport: &dyn Transport,
     wake: &broadcast::Sender<Uuid>,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
-) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen("saga_events").await?;
+) -> Result<(), BrokerError> {
+    let mut changes = transport.subscribe_broadcast(Topic::SagaChanges).await?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            n = listener.recv() => {
-                let n = n?;
-                if let Ok(id) = n.payload().parse::<Uuid>() {
-                    let _ = wake.send(id);
+            next = changes.next() => {
+                let delivery = match next {
+                    Some(d) => d?,
+                    None => return Err(BrokerError::Consume("saga change stream ended".into())),
+                };
+                if let Ok(envelope) = Envelope::decode(&delivery.payload) {
+                    metrics.live_update();
+                    let _ = wake.send(envelope.saga_id);
                 }
             }
         }

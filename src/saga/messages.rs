@@ -128,6 +128,15 @@ pub enum Body {
     Command(Command),
     Reply(Reply),
     Event(DomainEvent),
+    /// A saga changed (broadcast to every API instance, for live subscriptions).
+    Changed(SagaChanged),
+}
+
+/// What a saga looks like after a transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaChanged {
+    pub status: String,
+    pub event_count: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +160,7 @@ impl Envelope {
             Body::Command(c) => c.kind().topic(),
             Body::Reply(_) => Topic::Replies,
             Body::Event(_) => Topic::OrderEvents,
+            Body::Changed(_) => Topic::SagaChanges,
         }
     }
 

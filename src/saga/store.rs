@@ -7,7 +7,7 @@ use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::machine::{OrderOutcome, SagaState, SagaStatus, Transition};
-use super::messages::{Body, Command, CommandKind, DomainEvent, Envelope, StockLine};
+use super::messages::{Body, Command, CommandKind, DomainEvent, Envelope, SagaChanged, StockLine};
 use crate::postgres::outbox;
 
 /// What the saga needs to build its commands; written once when the order is placed.
@@ -175,6 +175,17 @@ pub async fn apply(
             .execute(&mut **tx)
             .await?;
     }
+
+    // Every API instance hears of the change through the broker and wakes its live subscriptions.
+    let changed = SagaChanged {
+        status: t.state.status.as_str().to_string(),
+        event_count: saga.event_count + t.events.len() as i32,
+    };
+    outbox::enqueue(
+        tx,
+        &Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Changed(changed)),
+    )
+    .await?;
 
     if let Some(kind) = t.command {
         let envelope = Envelope::new(

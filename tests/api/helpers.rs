@@ -32,6 +32,7 @@ pub struct TestApp {
     /// Counts of the orchestrator's reply consumer.
     pub orchestrator_stats: Arc<ConsumerStats>,
     name: String,
+    config: Config,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -119,6 +120,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         stats,
         orchestrator_stats,
         name,
+        config,
         shutdown,
         tasks,
     };
@@ -164,6 +166,26 @@ impl TestApp {
         sqlx::query("DELETE FROM stock_reservations").execute(self.pool()).await.unwrap();
         sqlx::query("DELETE FROM payments").execute(self.pool()).await.unwrap();
         sqlx::query("DELETE FROM inbox").execute(self.pool()).await.unwrap();
+    }
+
+    /// Starts another API instance on the same stores and broker, with its own connections;
+    /// returns its address and its metrics. It stops with the app.
+    pub async fn replica(&mut self) -> (std::net::SocketAddr, Arc<ecommerce_saga::metrics::Metrics>) {
+        let s = Services::connect(self.config.clone()).await.expect("replica services");
+        let metrics = s.metrics.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            app::run_api(s, listener, stop).await.expect("replica runs");
+        }));
+        for _ in 0..100 {
+            if self.http.get(format!("http://{addr}/healthz")).send().await.is_ok() {
+                return (addr, metrics);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("replica did not start");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -345,7 +367,12 @@ impl TestApp {
 
     /// Opens a graphql-transport-ws connection, authenticating with `token` in `connection_init`.
     pub async fn ws(&self, token: Option<&str>) -> Ws {
-        let mut req = format!("ws://{}/graphql/ws", self.addr).into_client_request().unwrap();
+        self.ws_to(self.addr, token).await
+    }
+
+    /// Like [`TestApp::ws`], to the API instance at `addr`.
+    pub async fn ws_to(&self, addr: std::net::SocketAddr, token: Option<&str>) -> Ws {
+        let mut req = format!("ws://{addr}/graphql/ws").into_client_request().unwrap();
         req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
         let (mut socket, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
         let payload = match token {

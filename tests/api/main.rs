@@ -13,6 +13,7 @@ mod limits;
 mod loadgen;
 mod monitor;
 mod operator;
+mod replicas;
 mod resilience;
 mod schema;
 mod security;
