@@ -3,13 +3,20 @@
 "use strict";
 
 const MAX_ROWS = 200;
-const SAGA_FIELDS = "id orderId orderStatus status step failureReason eventCount createdAt updatedAt";
+const SAGA_FIELDS = "id orderId orderStatus status step failureReason eventCount createdAt updatedAt attempt lastError nextAction";
+const ACTION_NAMES = {
+  retrySagaStep: "Retry the step of",
+  resumeSaga: "Resume (the step took effect)",
+  forceCompensateSaga: "Force compensation of",
+  forceCompleteSaga: "Force completion of",
+};
 const $ = (id) => document.getElementById(id);
 
 const state = {
   token: null,
   sagas: new Map(), // saga id -> { saga, row }
   selected: null,
+  pending: null, // the action waiting for confirmation
   socket: null,
   retry: 0,
 };
@@ -119,7 +126,7 @@ async function select(id) {
 async function loadDetail(id) {
   try {
     const data = await graphql(
-      `query Saga($id: ID!) { saga(id: $id) { ${SAGA_FIELDS} events { sequence type detail at } } }`,
+      `query Saga($id: ID!) { saga(id: $id) { ${SAGA_FIELDS} events { sequence type detail at } auditLog { action actor reason at before after } } }`,
       { id },
     );
     if (state.selected !== id) return;
@@ -132,6 +139,18 @@ async function loadDetail(id) {
     $("detail-reason").textContent = s.failureReason || "—";
     const last = s.events.length ? s.events[s.events.length - 1].at : s.updatedAt;
     $("detail-duration").textContent = ms(s.createdAt, last);
+    $("detail-attempt").textContent = s.attempt;
+    $("detail-error").textContent = s.lastError || "—";
+    $("detail-next").textContent = s.nextAction || "—";
+    const finished = s.status === "COMPLETED" || s.status === "COMPENSATED";
+    $("actions").hidden = finished;
+    if (finished) $("confirm").hidden = true;
+    $("audit").replaceChildren(...s.auditLog.map((a) => {
+      const li = document.createElement("li");
+      li.dataset.action = a.action;
+      li.textContent = `${time(a.at)} ${a.action} by ${a.actor}: ${a.reason} (${a.before.status} → ${a.after.status})`;
+      return li;
+    }));
     let compensating = false;
     const items = s.events.map((e, i) => {
       const li = document.createElement("li");
@@ -155,6 +174,38 @@ async function loadDetail(id) {
     $("timeline").replaceChildren(...items);
   } catch (e) {
     showError(`Could not load saga ${id}: ${e.message}`);
+  }
+}
+
+// Repair actions: pick one, say why, confirm.
+function ask(action) {
+  const known = state.sagas.get(state.selected);
+  state.pending = action;
+  $("confirm-question").textContent =
+    `${ACTION_NAMES[action]} saga ${state.selected} (order ${known ? known.saga.orderId : "?"})?`;
+  $("confirm-reason").value = "";
+  $("confirm").hidden = false;
+  $("confirm-reason").focus();
+}
+
+async function confirmAction(event) {
+  event.preventDefault();
+  const action = state.pending;
+  const id = state.selected;
+  if (!action || !id) return;
+  $("confirm").hidden = true;
+  state.pending = null;
+  try {
+    const data = await graphql(
+      `mutation Repair($id: ID!, $reason: String!, $key: String!) { ${action}(sagaId: $id, reason: $reason, idempotencyKey: $key) { replayed saga { ${SAGA_FIELDS} } } }`,
+      { id, reason: $("confirm-reason").value, key: crypto.randomUUID() },
+    );
+    const result = data[action];
+    $("action-result").textContent = `Done: the saga is now ${result.saga.status}.`;
+    upsert(result.saga, true);
+    await loadDetail(id);
+  } catch (e) {
+    $("action-result").textContent = `Refused (${e.code || "error"}): ${e.message}`;
   }
 }
 
@@ -182,8 +233,12 @@ function connect() {
           payload: { query: `subscription Changes { sagaChanges { ${SAGA_FIELDS} } }` },
         }));
         try {
-          const data = await graphql(`query Recent { recentSagas(first: 100) { ${SAGA_FIELDS} } }`);
+          const data = await graphql(
+            // Within the API's complexity limit: the 50 newest, and up to 10 that need attention.
+            `query Recent { recentSagas(first: 50) { ${SAGA_FIELDS} } stuck: sagas(filter: { status: "NEEDS_ATTENTION" }, first: 10) { edges { node { ${SAGA_FIELDS} } } } }`,
+          );
           for (const saga of data.recentSagas.slice().reverse()) upsert(saga, false);
+          for (const edge of data.stuck.edges) upsert(edge.node, false);
           state.retry = 0;
           showError("");
           setConnection("live");
@@ -237,4 +292,12 @@ async function signIn(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", signIn);
+  for (const button of document.querySelectorAll("#actions button")) {
+    button.addEventListener("click", () => ask(button.dataset.action));
+  }
+  $("confirm").addEventListener("submit", confirmAction);
+  $("confirm-no").addEventListener("click", () => {
+    state.pending = null;
+    $("confirm").hidden = true;
+  });
 });

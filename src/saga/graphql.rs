@@ -55,10 +55,10 @@ impl SagaGql {
             _ => OrderStatusGql::Pending,
         }
     }
-    /// The step the saga is at, or compensated from: `RESERVE_STOCK`, `AUTHORIZE_PAYMENT`,
-    /// `CAPTURE_PAYMENT`; `DONE` once completed.
+    /// The step the saga is at (running, paused) or undoing (compensating): `RESERVE_STOCK`,
+    /// `AUTHORIZE_PAYMENT`, `CAPTURE_PAYMENT`; `DONE` once finished.
     async fn step(&self, ctx: &Context<'_>) -> &'static str {
-        if self.0.status == super::SagaStatus::Completed.as_str() {
+        if super::SagaStatus::parse(&self.0.status).is_some_and(|s| s.is_terminal()) {
             return "DONE";
         }
         let steps = &state(ctx).saga.steps;

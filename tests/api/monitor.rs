@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::helpers::{code, spawn_app, TestApp};
+use crate::helpers::{code, spawn_app, spawn_app_with, TestApp};
 
 const SAGA: &str = "id orderId orderStatus status step failureReason eventCount";
 
@@ -154,7 +154,15 @@ async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
         dir.display()
     );
     let _ = std::fs::remove_file(&screenshot);
-    let app: TestApp = spawn_app().await;
+    // Authorization that never answers stops the saga for an operator (the second part).
+    let app: TestApp = spawn_app_with(|c| {
+        c.saga.step_timeout = Duration::from_secs(3);
+        c.saga.max_attempts = 1;
+        c.saga.needs_attention_steps = vec!["AUTHORIZE_PAYMENT".into()];
+        // Longer than `tok_slow` (2 s), shorter than the step timeout.
+        c.payment_gateway_timeout = Duration::from_millis(2500);
+    })
+    .await;
     let op = app.operator().await;
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "TEE-002", 2).await;
@@ -186,6 +194,19 @@ async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
     stdin.write_all(format!("{order}\n").as_bytes()).await.unwrap();
     stdin.flush().await.unwrap();
 
+    match tokio::time::timeout(Duration::from_secs(90), out.next_line()).await {
+        Ok(Ok(Some(line))) if line.starts_with("TIMELINE") => {}
+        other => return fail(&mut stderr, format!("no timeline from the page: {other:?}")).await,
+    }
+    match tokio::time::timeout(Duration::from_secs(30), out.next_line()).await {
+        Ok(Ok(Some(line))) if line == "READY2" => {}
+        other => return fail(&mut stderr, format!("no READY2 from the page: {other:?}")).await,
+    }
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let stuck = app.place(&buyer, "monitor-browser-2", "tok_timeout").await;
+    stdin.write_all(format!("{stuck}\n").as_bytes()).await.unwrap();
+    stdin.flush().await.unwrap();
+
     let mut lines = Vec::new();
     let finished = tokio::time::timeout(Duration::from_secs(120), async {
         while let Ok(Some(l)) = out.next_line().await {
@@ -205,6 +226,21 @@ async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot: {} bytes", png.len());
     let final_status = app.order(&buyer, &order).await["data"]["order"]["status"].clone();
     assert_eq!(final_status, "CONFIRMED");
+    let repaired = app.order(&buyer, &stuck).await["data"]["order"].clone();
+    assert_eq!(repaired["status"], "CANCELLED");
+    assert_eq!(repaired["cancelReason"], "COMPENSATED_BY_OPERATOR");
+    let (actor, reason): (String, String) =
+        sqlx::query_as("SELECT actor_email, reason FROM saga_audit WHERE action = 'FORCE_COMPENSATE'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (actor.as_str(), reason.as_str()),
+        (op.email.as_str(), "customer asked to cancel (browser test)")
+    );
+    let repair_png =
+        std::fs::read(screenshot.with_file_name("monitor-repair.png")).expect("second screenshot");
+    assert!(repair_png.starts_with(b"\x89PNG"));
     app.stop().await;
 }
 

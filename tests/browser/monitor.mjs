@@ -3,8 +3,11 @@
 //   node monitor.mjs <monitor url> <operator email> <buyer email> <password> <screenshot path>
 //
 // Protocol with the Rust test: prints READY once the page is live, then reads the order id from
-// stdin, waits for that order's row to turn CONFIRMED (saga COMPLETED), opens its timeline, saves the screenshot,
-// and prints DONE. Any failure exits non-zero with the reason (and a screenshot of the failure).
+// stdin, waits for that order's row to turn CONFIRMED (saga COMPLETED), opens its timeline and
+// saves the screenshot. Then prints READY2, reads a second order id (a saga that will stop in
+// NEEDS_ATTENTION), repairs it through the page (force compensate, with a reason, confirmed) and
+// saves a second screenshot (<name>-repair.png); prints DONE. Any failure exits non-zero with the
+// reason (and a screenshot of the failure).
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 
@@ -67,6 +70,28 @@ try {
 
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`TIMELINE ${steps.join(",")}`);
+
+  // Repair: a saga that ran out of attempts shows up as NEEDS_ATTENTION; force-compensate it.
+  console.log("READY2");
+  const stuckOrder = (await nextLine()).trim();
+  const stuck = `#sagas tr[data-order-id="${stuckOrder}"]`;
+  await page.waitForSelector(`${stuck}[data-status="NEEDS_ATTENTION"]`);
+  await page.click(stuck);
+  await page.waitForFunction(() => document.querySelector("#detail-error").textContent.includes("no reply"));
+  await page.click('#actions button[data-action="forceCompensateSaga"]');
+  await page.waitForSelector("#confirm:not([hidden])");
+  const question = await page.textContent("#confirm-question");
+  if (!question.includes(stuckOrder)) throw new Error(`confirmation names the wrong order: ${question}`);
+  // Nothing happens without the confirmation.
+  if ((await page.getAttribute(stuck, "data-status")) !== "NEEDS_ATTENTION") throw new Error("acted before confirming");
+  await page.fill("#confirm-reason", "customer asked to cancel (browser test)");
+  await page.click("#confirm-yes");
+  await page.waitForSelector(`${stuck}[data-order-status="CANCELLED"]`);
+  await page.waitForSelector('#audit li[data-action="FORCE_COMPENSATE"]');
+  const audit = await page.textContent('#audit li[data-action="FORCE_COMPENSATE"]');
+  if (!audit.includes(operatorEmail) || !audit.includes("browser test")) throw new Error(`audit entry: ${audit}`);
+  if (problems.length) throw new Error(problems.join("\n"));
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-repair.png"), fullPage: true });
   console.log("DONE");
   await browser.close();
   process.exit(0);
