@@ -40,16 +40,21 @@ async fn publish_n(t: &dyn Transport, saga: Uuid, range: std::ops::Range<usize>)
     }
 }
 
+/// The next delivery, within a minute.
+async fn next_delivery(stream: &mut broker::Deliveries) -> broker::Delivery {
+    tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("delivery in time")
+        .expect("stream open")
+        .expect("delivery")
+}
+
 /// Reads `n` deliveries from `consumer`, acking each when `ack` says so; returns their numbers.
 async fn read(t: &dyn Transport, consumer: &str, n: usize, ack: impl Fn(usize) -> bool) -> Vec<usize> {
     let mut stream = t.subscribe(consumer, Topic::StockCommands).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < n {
-        let d = tokio::time::timeout(Duration::from_secs(60), stream.next())
-            .await
-            .expect("delivery in time")
-            .expect("stream open")
-            .expect("delivery");
+        let d = next_delivery(&mut stream).await;
         let k: usize = Envelope::decode(&d.payload).unwrap().trace_id.parse().unwrap();
         if ack(k) {
             d.acker.ack().await.unwrap();
@@ -166,11 +171,7 @@ async fn trace_context_travels_in_headers(kind: BrokerKind) {
     let mut seen = HashMap::new();
     let mut redelivered = None;
     while seen.len() < 2 || redelivered.is_none() {
-        let d = tokio::time::timeout(Duration::from_secs(60), stream.next())
-            .await
-            .expect("delivery in time")
-            .expect("stream open")
-            .expect("delivery");
+        let d = next_delivery(&mut stream).await;
         let k: usize = Envelope::decode(&d.payload).unwrap().trace_id.parse().unwrap();
         if k == 0 && seen.contains_key(&0) {
             redelivered = Some(d.traceparent.clone());
@@ -226,11 +227,7 @@ async fn broadcast_reaches_every_subscriber(kind: BrokerKind) {
     for stream in [&mut a, &mut b] {
         let mut got = Vec::new();
         while got.len() < 5 {
-            let d = tokio::time::timeout(Duration::from_secs(30), stream.next())
-                .await
-                .expect("broadcast in time")
-                .expect("stream open")
-                .unwrap();
+            let d = next_delivery(stream).await;
             let n = number(d);
             if n < 1000 {
                 got.push(n);

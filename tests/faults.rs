@@ -491,6 +491,43 @@ async fn crashes_restarts_duplicates_and_db_drops_on_rabbitmq() {
 // groups whose members were restarted stopped receiving messages for seconds to minutes, so sagas
 // timed out or stalled. See docs/brokers.md; the end-to-end and conformance suites do run on Kafka.
 
+/// Signs a buyer up through the API and puts one mug in the cart; returns the access token.
+async fn buyer_with_a_mug(http: &reqwest::Client, api: &str, email: &str) -> String {
+    let r = gql(
+        http,
+        api,
+        None,
+        "mutation($e: String!) { register(email: $e, password: \"correct horse\") { accessToken } }",
+        json!({ "e": email }),
+    )
+    .await;
+    let token = r["data"]["register"]["accessToken"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    let r = gql(
+        http,
+        api,
+        Some(&token),
+        "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } }",
+        json!({}),
+    )
+    .await;
+    assert!(r.get("errors").is_none(), "{r}");
+    token
+}
+
+/// Stops a three-process cluster and removes its database, Mongo database, stream and logs.
+async fn tear_down(mut cluster: Cluster, services: ecommerce_saga::app::Services, mut admin: PgConnection) {
+    for role in ["api", "orchestrator-1", "workers"] {
+        cluster.kill(role, true).await;
+    }
+    let _ = services.transport.destroy().await;
+    let _ = services.mongo.db.drop().await;
+    services.pool.close().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cluster.name))
+        .execute(&mut admin)
+        .await;
+    let _ = std::fs::remove_dir_all(&cluster.logs);
+}
+
 /// The value of the series `series` (name with labels, as encoded) in a Prometheus text page.
 fn metric(page: &str, series: &str) -> f64 {
     page.lines()
@@ -503,7 +540,7 @@ fn metric(page: &str, series: &str) -> f64 {
 /// error that names the setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_binaries_serve_their_own_metrics() {
-    let (name, config, services, logs, mut admin) = prepare(BrokerKind::Nats).await;
+    let (name, config, services, logs, admin) = prepare(BrokerKind::Nats).await;
     let (api_port, orchestrator_port, workers_port) = (free_port(), free_port(), free_port());
     let api = format!("http://127.0.0.1:{api_port}");
     let env: Vec<(String, String)> = [
@@ -535,23 +572,7 @@ async fn separate_binaries_serve_their_own_metrics() {
 
     // One checkout through the API.
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let r = gql(
-        &http,
-        &api,
-        None,
-        "mutation { register(email: \"metrics@example.com\", password: \"correct horse\") { accessToken } }",
-        json!({}),
-    )
-    .await;
-    let token = r["data"]["register"]["accessToken"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
-    gql(
-        &http,
-        &api,
-        Some(&token),
-        "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } }",
-        json!({}),
-    )
-    .await;
+    let token = buyer_with_a_mug(&http, &api, "metrics@example.com").await;
     let r = gql(
         &http,
         &api,
@@ -643,14 +664,7 @@ async fn separate_binaries_serve_their_own_metrics() {
         "{stderr}"
     );
 
-    for role in ["api", "orchestrator-1", "workers"] {
-        cluster.kill(role, true).await;
-    }
-    let _ = services.transport.destroy().await;
-    let _ = services.mongo.db.drop().await;
-    services.pool.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
-    let _ = std::fs::remove_dir_all(&logs);
+    tear_down(cluster, services, admin).await;
 }
 
 /// An OTLP/HTTP (JSON) receiver standing in for an OpenTelemetry collector: keeps every span.
@@ -693,7 +707,7 @@ async fn otlp_receiver() -> (u16, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
 /// all carry it, each hop parented by the span that sent its message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_across_processes() {
-    let (name, config, services, logs, mut admin) = prepare(BrokerKind::Nats).await;
+    let (name, config, services, logs, admin) = prepare(BrokerKind::Nats).await;
     let (otlp_port, spans) = otlp_receiver().await;
     let api_port = free_port();
     let api = format!("http://127.0.0.1:{api_port}");
@@ -720,23 +734,7 @@ async fn one_order_is_one_trace_across_processes() {
     wait_port(api_port, true).await;
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let r = gql(
-        &http,
-        &api,
-        None,
-        "mutation { register(email: \"traced@example.com\", password: \"correct horse\") { accessToken } }",
-        json!({}),
-    )
-    .await;
-    let token = r["data"]["register"]["accessToken"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
-    gql(
-        &http,
-        &api,
-        Some(&token),
-        "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } }",
-        json!({}),
-    )
-    .await;
+    let token = buyer_with_a_mug(&http, &api, "traced@example.com").await;
     let trace_id = Uuid::new_v4().simple().to_string();
     let client_span = "00f067aa0ba902b7";
     let r: Value = http
@@ -799,12 +797,5 @@ async fn one_order_is_one_trace_across_processes() {
     assert_eq!(root[0].0, "api");
     assert_eq!(root[0].1["name"], "graphql");
 
-    for role in ["api", "orchestrator-1", "workers"] {
-        cluster.kill(role, true).await;
-    }
-    let _ = services.transport.destroy().await;
-    let _ = services.mongo.db.drop().await;
-    services.pool.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
-    let _ = std::fs::remove_dir_all(&logs);
+    tear_down(cluster, services, admin).await;
 }

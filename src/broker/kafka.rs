@@ -167,6 +167,12 @@ struct KafkaAcker {
     traceparent: Option<String>,
 }
 
+/// A record header's value as text.
+fn header(m: &impl Message, name: &str) -> Option<String> {
+    let value = m.headers()?.iter().find(|h| h.key == name)?.value?;
+    std::str::from_utf8(value).ok().map(str::to_string)
+}
+
 fn with_traceparent(headers: OwnedHeaders, traceparent: Option<&str>) -> OwnedHeaders {
     match traceparent {
         Some(tp) => headers.insert(Header { key: TRACEPARENT, value: Some(tp) }),
@@ -279,13 +285,8 @@ impl Transport for KafkaTransport {
                         continue;
                     }
                 };
-                let header = |name: &str| {
-                    m.headers()
-                        .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
-                        .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string))
-                };
-                let count = header(DELIVERY_COUNT).and_then(|v| v.parse().ok()).unwrap_or(1u64);
-                let traceparent = header(TRACEPARENT);
+                let count = header(&m, DELIVERY_COUNT).and_then(|v| v.parse().ok()).unwrap_or(1u64);
+                let traceparent = header(&m, TRACEPARENT);
                 tracker.lock().expect("tracker lock").start(m.partition(), m.offset());
                 let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
                 let acker = KafkaAcker {
@@ -324,10 +325,7 @@ impl Transport for KafkaTransport {
             loop {
                 match kafka.recv().await {
                     Ok(m) => {
-                        let traceparent = m
-                            .headers()
-                            .and_then(|h| h.iter().find(|h| h.key == TRACEPARENT).and_then(|h| h.value))
-                            .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string));
+                        let traceparent = header(&m, TRACEPARENT);
                         let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
                         yield Ok(Delivery { payload, traceparent, delivery_count: 1, acker: Box::new(NoAck) });
                     }

@@ -51,6 +51,10 @@ impl NatsTransport {
     }
 }
 
+fn traceparent(headers: &Option<async_nats::HeaderMap>) -> Option<String> {
+    headers.as_ref()?.get(TRACEPARENT).map(|v| v.as_str().to_string())
+}
+
 struct NatsAcker(jetstream::Message);
 
 #[async_trait]
@@ -107,8 +111,7 @@ impl Transport for NatsTransport {
             .map_err(|e| BrokerError::Consume(e.to_string()))?;
         Ok(sub
             .map(|m| {
-                let traceparent =
-                    m.headers.as_ref().and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str().to_string());
+                let traceparent = traceparent(&m.headers);
                 Ok(Delivery { payload: m.payload, traceparent, delivery_count: 1, acker: Box::new(NoAck) })
             })
             .boxed())
@@ -137,8 +140,7 @@ impl Transport for NatsTransport {
             .map(|m| {
                 let m = m.map_err(|e| BrokerError::Consume(e.to_string()))?;
                 let delivery_count = m.info().map(|i| i.delivered as u64).unwrap_or(1);
-                let traceparent =
-                    m.headers.as_ref().and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str().to_string());
+                let traceparent = traceparent(&m.headers);
                 Ok(Delivery {
                     payload: m.payload.clone(),
                     traceparent,

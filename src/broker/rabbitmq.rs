@@ -142,6 +142,11 @@ fn redact(url: &str) -> String {
     }
 }
 
+fn traceparent(props: &BasicProperties) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    headers.inner().get(TRACEPARENT).and_then(|v| v.as_long_string()).map(|s| s.to_string())
+}
+
 fn delivery_count(props: &BasicProperties) -> u64 {
     let previous = props
         .headers()
@@ -226,9 +231,7 @@ impl Transport for RabbitTransport {
             .map(move |d| {
                 let _keep = &channel;
                 let d = d.map_err(err(BrokerError::Consume))?;
-                let traceparent = d.properties.headers().as_ref().and_then(|h| {
-                    h.inner().get(TRACEPARENT).and_then(|v| v.as_long_string()).map(|s| s.to_string())
-                });
+                let traceparent = traceparent(&d.properties);
                 Ok(Delivery {
                     traceparent,
                     payload: Bytes::from(d.data),
@@ -275,9 +278,7 @@ impl Transport for RabbitTransport {
             .map(move |d| {
                 let _keep = &channel;
                 let d = d.map_err(err(BrokerError::Consume))?;
-                let traceparent = d.properties.headers().as_ref().and_then(|h| {
-                    h.inner().get(TRACEPARENT).and_then(|v| v.as_long_string()).map(|s| s.to_string())
-                });
+                let traceparent = traceparent(&d.properties);
                 Ok(Delivery {
                     traceparent,
                     payload: Bytes::from(d.data),
