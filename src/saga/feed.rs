@@ -99,12 +99,12 @@ impl EventFeed {
 }
 
 impl EventFeed {
-    /// Every change of every saga from now on (optionally only sagas whose new status is
-    /// `status`), each as the saga's summary after the change. A saga that changes several times
+    /// Every change of every saga from now on that leaves it matching `filter`, each as the
+    /// saga's summary after the change. A saga that changes several times
     /// within a moment may be reported once, with its latest state.
     pub fn changes(
         &self,
-        status: Option<String>,
+        filter: super::operator::Filter,
     ) -> impl Stream<Item = Result<SagaSummary, sqlx::Error>> + Send + 'static {
         let pool = self.pool.clone();
         let mut wake = self.wake.subscribe();
@@ -141,7 +141,7 @@ impl EventFeed {
                             continue;
                         }
                         seen.insert(saga.id, (saga.event_count, saga.updated_at));
-                        if status.as_deref().is_none_or(|s| s == saga.status) {
+                        if filter.matches(&saga) {
                             yield saga;
                         }
                     }

@@ -256,16 +256,29 @@ pub struct SagaSubscription;
 #[Subscription]
 impl SagaSubscription {
     /// Operators only: every saga as it changes from now on, whichever API instance or process
-    /// changed it; optionally only changes into `status`. A saga changing several times within
-    /// a moment may be reported once, in its latest state.
+    /// changed it; only changes into `status`, and only sagas matching `filter` (status, step,
+    /// errorContains, orderId; the minute filters do not apply to live changes). A saga changing
+    /// several times within a moment may be reported once, in its latest state.
     async fn saga_changes(
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
+        filter: Option<SagaFilterInput>,
     ) -> Result<impl Stream<Item = Result<SagaGql>>> {
         operator(ctx)?;
-        check_status(&status)?;
-        Ok(state(ctx).feed.changes(status).map(|r| r.map(SagaGql).map_err(|e| gql(e.into()))))
+        let s = state(ctx);
+        let mut filter = filter.unwrap_or_default();
+        if filter.older_than_minutes.is_some() || filter.unchanged_for_minutes.is_some() {
+            return Err(gql(AppError::bad_input("the minute filters do not apply to live changes")));
+        }
+        if status.is_some() {
+            if filter.status.is_some() && filter.status != status {
+                return Err(gql(AppError::bad_input("status and filter.status differ")));
+            }
+            filter.status = status;
+        }
+        let f = filter.to_filter(&s.saga)?;
+        Ok(s.feed.changes(f).map(|r| r.map(SagaGql).map_err(|e| gql(e.into()))))
     }
 }
 

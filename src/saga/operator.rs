@@ -153,6 +153,21 @@ pub struct Filter {
     pub unchanged_for_minutes: Option<i32>,
 }
 
+impl Filter {
+    /// Whether `saga` (as it is now) matches; the age filters need the database and are not
+    /// checked here.
+    pub fn matches(&self, saga: &SagaSummary) -> bool {
+        let text = |t: &Option<String>| {
+            let needle = self.error_contains.as_deref().unwrap_or_default().to_lowercase();
+            t.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
+        };
+        self.status.as_deref().is_none_or(|s| s == saga.status)
+            && self.step.is_none_or(|s| s == saga.step)
+            && self.order_id.is_none_or(|o| o == saga.order_id)
+            && (self.error_contains.is_none() || text(&saga.last_error) || text(&saga.failure_reason))
+    }
+}
+
 /// Where a page starts: after the saga with this creation time and id (newest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -320,6 +335,31 @@ mod tests {
         for bad in ["", "!!!", "bm90LWEtY3Vyc29y"] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn live_filters_match_like_the_query() {
+        let now = Utc::now();
+        let saga = SagaSummary {
+            id: Uuid::now_v7(),
+            order_id: Uuid::now_v7(),
+            status: "NEEDS_ATTENTION".into(),
+            step: 1,
+            failure_reason: None,
+            event_count: 4,
+            created_at: now,
+            updated_at: now,
+            attempt: 3,
+            interrupted: Some("RUNNING".into()),
+            last_error: Some("AUTHORIZE_PAYMENT got no reply after 3 attempts".into()),
+        };
+        assert!(Filter::default().matches(&saga));
+        let f = |f: Filter| f.matches(&saga);
+        assert!(f(Filter { status: Some("NEEDS_ATTENTION".into()), step: Some(1), ..Default::default() }));
+        assert!(f(Filter { error_contains: Some("No Reply".into()), ..Default::default() }));
+        assert!(!f(Filter { error_contains: Some("declined".into()), ..Default::default() }));
+        assert!(!f(Filter { status: Some("RUNNING".into()), ..Default::default() }));
+        assert!(!f(Filter { order_id: Some(Uuid::nil()), ..Default::default() }));
     }
 
     #[test]

@@ -89,6 +89,13 @@ async fn operators_see_every_saga_live_and_buyers_are_forbidden() {
     buyer_ws.start("x", "subscription { sagaChanges { id } }", json!({})).await;
     let refused = buyer_ws.next_payload().await.expect("an answer");
     assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let mut op_ws = app.ws(Some(&op.token)).await;
+    op_ws.expect_ack().await;
+    op_ws
+        .start("bad", "subscription { sagaChanges(filter: { unchangedForMinutes: 5 }) { id } }", json!({}))
+        .await;
+    let refused = op_ws.next_payload().await.expect("an answer");
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
     let bad = app.gql(Some(&op.token), "{ recentSagas(status: \"DONE\") { id } }", json!({})).await;
     assert_eq!(code(&bad), "BAD_USER_INPUT", "{bad}");
     let bad = app.gql(Some(&op.token), "{ recentSagas(first: 0) { id } }", json!({})).await;
