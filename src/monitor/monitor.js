@@ -101,6 +101,7 @@ function upsert(saga, live) {
   }
   $("empty").hidden = state.sagas.size > 0;
   renderSummary();
+  if (live) refreshAttention();
   if (state.selected === saga.id) loadDetail(saga.id);
 }
 
@@ -114,7 +115,25 @@ function renderSummary() {
     span.textContent = `${status} ${counts[status]}`;
     return span;
   });
-  $("summary").replaceChildren(...parts);
+  $("counts").replaceChildren(...parts);
+}
+
+// How many sagas (all of them, not only those listed) wait for an operator; at most once a second.
+let attentionTimer = null;
+function refreshAttention() {
+  if (attentionTimer) return;
+  attentionTimer = setTimeout(async () => {
+    attentionTimer = null;
+    try {
+      const data = await graphql(`query Attention { sagas(filter: { status: "NEEDS_ATTENTION" }, first: 1) { totalCount } }`);
+      const n = data.sagas.totalCount;
+      $("attention").dataset.count = n;
+      $("attention").textContent = `Needing attention: ${n}`;
+      $("attention").classList.toggle("status-NEEDS_ATTENTION", n > 0);
+    } catch (e) {
+      showError(`Could not count sagas needing attention: ${e.message}`);
+    }
+  }, 200);
 }
 
 async function select(id) {
@@ -201,7 +220,9 @@ async function confirmAction(event) {
       { id, reason: $("confirm-reason").value, key: crypto.randomUUID() },
     );
     const result = data[action];
-    $("action-result").textContent = `Done: the saga is now ${result.saga.status}.`;
+    $("action-result").textContent = result.replayed
+      ? "Already applied with this key: nothing more was done."
+      : `Applied: the saga went to ${result.saga.status}.`;
     upsert(result.saga, true);
     await loadDetail(id);
   } catch (e) {
@@ -239,6 +260,7 @@ function connect() {
           );
           for (const saga of data.recentSagas.slice().reverse()) upsert(saga, false);
           for (const edge of data.stuck.edges) upsert(edge.node, false);
+          refreshAttention();
           state.retry = 0;
           showError("");
           setConnection("live");

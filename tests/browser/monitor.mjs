@@ -76,6 +76,7 @@ try {
   const stuckOrder = (await nextLine()).trim();
   const stuck = `#sagas tr[data-order-id="${stuckOrder}"]`;
   await page.waitForSelector(`${stuck}[data-status="NEEDS_ATTENTION"]`);
+  await page.waitForSelector('#attention[data-count="1"]');
   await page.click(stuck);
   await page.waitForFunction(() => document.querySelector("#detail-error").textContent.includes("no reply"));
   await page.click('#actions button[data-action="forceCompensateSaga"]');
@@ -88,6 +89,7 @@ try {
   await page.click("#confirm-yes");
   await page.waitForSelector(`${stuck}[data-order-status="CANCELLED"]`);
   await page.waitForSelector('#audit li[data-action="FORCE_COMPENSATE"]');
+  await page.waitForSelector('#attention[data-count="0"]');
   const audit = await page.textContent('#audit li[data-action="FORCE_COMPENSATE"]');
   if (!audit.includes(operatorEmail) || !audit.includes("browser test")) throw new Error(`audit entry: ${audit}`);
   if (problems.length) throw new Error(problems.join("\n"));
