@@ -4,8 +4,8 @@
 #
 #   scripts/services.sh up      install what is missing, start what is stopped, wait until ready
 #   scripts/services.sh status  print what is reachable
-#   scripts/services.sh browser install what the browser test of the monitor page needs:
-#                               Debian's chromium and playwright-core (npm, tests/browser)
+#   scripts/services.sh browser install what the browser and client tests need: Debian's
+#                               chromium, playwright-core and graphql-js (npm, tests/browser)
 #
 # PostgreSQL, NATS (JetStream) and RabbitMQ come from Debian packages on the dev/CI machines; a
 # missing one is installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, and the
@@ -129,12 +129,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 browser_up() {
   if [ ! -x /usr/bin/chromium ]; then
-    log "installing Debian's chromium (headless browser for the monitor page test)"
+    log "installing Debian's chromium (headless browser for the monitor and playground tests)"
     apt_install chromium
   fi
   local dir="$ROOT/tests/browser"
   if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.installed" ]; then
-    log "installing playwright-core (npm ci in tests/browser)"
+    log "installing playwright-core and graphql-js (npm ci in tests/browser)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules/.installed)
   fi
   echo "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), playwright-core $(node -p 'require("'"$dir"'/node_modules/playwright-core/package.json").version')"

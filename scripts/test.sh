@@ -26,6 +26,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (the fault-injection harness runs these binaries)"
 cargo build --workspace --bins --locked
+echo "== playground files are the pinned npm packages' files"
+scripts/vendor-graphiql.sh --check
 echo "== docker-compose.yml and Dockerfile (Compose schema, project rules, hadolint)"
 scripts/lint-docker.sh "$CARGO_TARGET_DIR/debug/api"
 echo "== cargo test"

@@ -88,8 +88,9 @@ pub struct Config {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub rate_limits: RateLimits,
-    /// Take the client address from the first `X-Forwarded-For` entry (only behind a proxy that sets it).
-    pub trust_forwarded_for: bool,
+    /// Proxies in front of the API that append the address they received a request from to
+    /// `X-Forwarded-For`; 0 means the header is ignored (see `http::client_addr`).
+    pub trusted_proxy_hops: usize,
     pub saga: SagaTiming,
     pub payment_gateway_timeout: Duration,
     pub outbox_poll_interval: Duration,
@@ -106,6 +107,14 @@ pub struct Config {
     pub graphql_playground: bool,
     pub http_body_limit: usize,
 }
+
+/// Settings no longer read, what replaced them, and the value that means the same as leaving them
+/// out. Any other value is an error rather than a silent no-op.
+pub const RETIRED: &[(&str, &str, &str)] = &[(
+    "TRUST_FORWARDED_FOR",
+    "set TRUSTED_PROXY_HOPS to the number of proxies in front of the API (1 for one proxy)",
+    "false",
+)];
 
 /// Where settings come from: the process environment, or a map in tests.
 struct Source<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -174,6 +183,12 @@ impl Config {
 
     /// Reads every setting through `lookup` (name to value); unset and empty mean the default.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // A retired setting that is still set would otherwise be ignored without a word.
+        for &(name, instead, harmless) in RETIRED {
+            if let Some(value) = lookup(name).filter(|v| !v.is_empty() && v != harmless) {
+                return Err(ConfigError { name, value, why: format!("no longer read: {instead}") });
+            }
+        }
         let src = Source(lookup);
         let var = |name, default| src.var(name, default);
         let broker_name = var("BROKER", "nats");
@@ -232,7 +247,7 @@ impl Config {
                 login_per_address: src.parse("LOGIN_MAX_PER_ADDRESS", "100")?,
                 register_per_address: src.parse("REGISTER_MAX_PER_ADDRESS", "20")?,
             },
-            trust_forwarded_for: src.parse("TRUST_FORWARDED_FOR", "false")?,
+            trusted_proxy_hops: src.parse("TRUSTED_PROXY_HOPS", "0")?,
             saga: SagaTiming {
                 step_timeout: src.millis("SAGA_STEP_TIMEOUT_MS", "5000")?,
                 max_attempts: src.parse("SAGA_STEP_MAX_ATTEMPTS", "3")?,
@@ -294,7 +309,7 @@ mod tests {
             None
         })
         .unwrap();
-        for name in read.lock().unwrap().iter() {
+        for name in read.lock().unwrap().iter().filter(|n| !RETIRED.iter().any(|(r, ..)| r == n)) {
             assert!(example.contains_key(name), "{name} is read but missing from .env.example");
         }
         // And says what each means: every group of variables (lines between blank lines) has a comment.
@@ -319,5 +334,9 @@ mod tests {
         assert_eq!(e.name, "LOGIN_MAX_PER_ACCOUNT");
         let e = config(&[("BROKER", "kafkaesque")]).unwrap_err();
         assert_eq!(e.name, "BROKER");
+        let e = config(&[("TRUST_FORWARDED_FOR", "true")]).unwrap_err();
+        assert_eq!(e.name, "TRUST_FORWARDED_FOR");
+        assert!(e.why.contains("TRUSTED_PROXY_HOPS"), "{}", e.why);
+        assert_eq!(config(&[("TRUST_FORWARDED_FOR", "false")]).unwrap().trusted_proxy_hops, 0);
     }
 }

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::Data;
 use async_graphql::{BatchRequest, BatchResponse, ServerError};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -30,10 +30,12 @@ pub struct HttpState {
 /// address feeds the login and register limits.
 pub fn router(state: HttpState) -> Router {
     let limit = state.api.config.http_body_limit;
-    let graphql_route =
-        if state.api.config.graphql_playground { get(graphiql).post(graphql) } else { post(graphql) };
-    Router::new()
-        .route("/graphql", graphql_route)
+    let mut router = Router::new();
+    if state.api.config.graphql_playground {
+        router = router.merge(crate::playground::routes());
+    }
+    router
+        .route("/graphql", post(graphql))
         .route("/graphql/ws", get(subscriptions))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
@@ -42,7 +44,78 @@ pub fn router(state: HttpState) -> Router {
         .merge(crate::monitor::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::from_fn_with_state(limit, refuse_oversized_bodies))
         .with_state(state)
+}
+
+/// How much of an oversized body is read (and thrown away) before it is answered, and for how long.
+const DRAIN_MAX_BYTES: usize = 32 << 20;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers a body larger than `limit` with `413 Payload Too Large` and a GraphQL error.
+///
+/// Why read it first: a client that does not wait for `100 Continue` is still sending when the
+/// answer is ready, and a server that closes a socket with unread data makes the kernel send a
+/// reset, which the client reports as a broken connection instead of the 413 (nginx calls the
+/// cure "lingering close"). So the rest of the body is read and dropped, up to
+/// [`DRAIN_MAX_BYTES`] within [`DRAIN_MAX_TIME`]; past that the connection is closed anyway. A
+/// client that sent `Expect: 100-continue` has sent no body yet and gets the answer at once. A
+/// body without a declared length (chunked) is read up to the limit here, so that it too gets a
+/// 413 rather than the GraphQL extractor's 400.
+async fn refuse_oversized_bodies(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let chunked = declared.is_none() && headers.contains_key(header::TRANSFER_ENCODING);
+    let expects_continue =
+        headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if chunked {
+        let (parts, body) = req.into_parts();
+        let mut stream = body.into_data_stream();
+        let mut kept = bytes::BytesMut::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let Ok(chunk) = chunk else { return StatusCode::BAD_REQUEST.into_response() };
+            kept.extend_from_slice(&chunk);
+            if kept.len() > limit {
+                drain(stream).await;
+                return payload_too_large(limit);
+            }
+        }
+        return next
+            .run(axum::extract::Request::from_parts(parts, axum::body::Body::from(kept.freeze())))
+            .await;
+    }
+    if declared.is_none_or(|n| n <= limit as u64) {
+        return next.run(req).await;
+    }
+    if !expects_continue {
+        drain(req.into_body().into_data_stream()).await;
+    }
+    payload_too_large(limit)
+}
+
+/// Reads and drops what is left of a refused body (see [`refuse_oversized_bodies`]).
+async fn drain(mut body: axum::body::BodyDataStream) {
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while let Some(Ok(chunk)) = futures::StreamExt::next(&mut body).await {
+            read += chunk.len();
+            if read > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn payload_too_large(limit: usize) -> Response {
+    let message = format!("The request body is larger than {limit} bytes.");
+    let code = crate::graphql::error::BAD_USER_INPUT;
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (StatusCode::PAYLOAD_TOO_LARGE, [(header::CONNECTION, "close")], Json(body)).into_response()
 }
 
 async fn caller(api: &ApiState, token: Option<&str>) -> Caller {
@@ -55,16 +128,32 @@ async fn caller(api: &ApiState, token: Option<&str>) -> Caller {
     }
 }
 
-/// The peer address, or the first `X-Forwarded-For` hop when the deployment says a proxy sets it.
+/// The client's address. Directly connected (`trusted_proxy_hops` = 0): the peer. Behind `n`
+/// proxies that each append the address they received the request from to `X-Forwarded-For`:
+/// the `n`th entry from the right, which the outermost trusted proxy wrote. Entries left of it
+/// are whatever the client sent and must not count, or a client could pick its own rate-limit
+/// bucket. Several header lines are one list, in order (RFC 9110, 5.3). A list shorter than `n`
+/// (the request did not come through every proxy) or an entry that is not an address leaves the
+/// peer: the one address nobody in the request could choose.
 fn client_addr(api: &ApiState, peer: Option<std::net::SocketAddr>, headers: &HeaderMap) -> ClientAddr {
-    let forwarded = api
-        .config
-        .trust_forwarded_for
-        .then(|| headers.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim().parse().ok())
-        .flatten();
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let unknown = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     ClientAddr(
-        forwarded.or(peer.map(|p| p.ip())).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        forwarded_client(forwarded, api.config.trusted_proxy_hops)
+            .or(peer.map(|p| p.ip()))
+            .unwrap_or(unknown),
     )
+}
+
+/// The entry `hops` places from the right of the `X-Forwarded-For` lines, if there is one.
+fn forwarded_client<'a>(lines: impl Iterator<Item = &'a str>, hops: usize) -> Option<std::net::IpAddr> {
+    if hops == 0 {
+        return None;
+    }
+    let entries: Vec<&str> = lines.flat_map(|l| l.split(',')).map(str::trim).collect();
+    let entry = entries.len().checked_sub(hops).map(|i| entries[i])?;
+    // A proxy may write an IPv6 address in brackets, or an address with a port.
+    entry.parse().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 fn bearer(value: &str) -> Option<&str> {
@@ -147,10 +236,6 @@ pub fn metrics_router(metrics: Arc<crate::metrics::Metrics>, pool: sqlx::PgPool)
         .route("/healthz", get(|| async { "ok" }))
 }
 
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
-}
-
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
 /// a connection with a bad token is refused, one without a token gets `UNAUTHENTICATED` per
 /// subscription.
@@ -214,4 +299,33 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+
+    fn ip(s: &str) -> Option<std::net::IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_client_is_the_entry_the_outermost_trusted_proxy_wrote() {
+        // The client wrote "6.6.6.6" itself; one proxy appended what it saw.
+        assert_eq!(forwarded_client(["6.6.6.6, 203.0.113.7"].into_iter(), 1), ip("203.0.113.7"));
+        // Two proxies: the first appended the client, the second appended the first.
+        assert_eq!(forwarded_client(["6.6.6.6, 203.0.113.7, 10.0.0.2"].into_iter(), 2), ip("203.0.113.7"));
+        // Header lines are one list in order.
+        assert_eq!(forwarded_client(["6.6.6.6", "203.0.113.7"].into_iter(), 1), ip("203.0.113.7"));
+        assert_eq!(forwarded_client(["[2001:db8::1]:4711"].into_iter(), 1), ip("2001:db8::1"));
+        assert_eq!(forwarded_client(["198.51.100.1:80"].into_iter(), 1), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn without_trusted_hops_or_enough_entries_the_header_does_not_count() {
+        assert_eq!(forwarded_client(["203.0.113.7"].into_iter(), 0), None);
+        assert_eq!(forwarded_client(["203.0.113.7"].into_iter(), 2), None);
+        assert_eq!(forwarded_client(std::iter::empty(), 1), None);
+        assert_eq!(forwarded_client(["1.2.3.4, not-an-address"].into_iter(), 1), None);
+    }
 }

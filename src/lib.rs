@@ -19,6 +19,7 @@ pub mod mongo;
 pub mod monitor;
 pub mod order;
 pub mod payment;
+pub mod playground;
 pub mod postgres;
 pub mod saga;
 pub mod stock;

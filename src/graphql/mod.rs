@@ -1,6 +1,7 @@
 //! The GraphQL backend-for-frontend: schema assembly, request context, limits.
 
 pub mod error;
+pub mod introspection;
 pub mod limits;
 
 use std::sync::Arc;
@@ -73,14 +74,21 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema with its limits. `state` is `None` only when printing the SDL.
 pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
+    // Depth is not the engine's `limit_depth`: that one counts introspection too and refuses the
+    // standard introspection query (see `limits`).
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_depth(config.graphql_max_depth)
         .limit_complexity(config.graphql_max_complexity)
-        .limit_recursive_depth(32)
+        .limit_recursive_depth(limits::MAX_RECURSIVE_DEPTH)
         .limit_directives(8)
-        .extension(limits::AliasLimit { max: config.graphql_max_aliases });
+        .extension(error::ErrorPolicy)
+        .extension(introspection::SchemaDescription)
+        .extension(limits::DocumentLimitsExtension(limits::DocumentLimits {
+            max_depth: config.graphql_max_depth,
+            max_aliases: config.graphql_max_aliases,
+        }));
     if !config.graphql_introspection {
-        builder = builder.disable_introspection();
+        // "Did you mean ...?" would tell field names that introspection is off to hide.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     if let Some(state) = state {
         builder = builder
@@ -91,10 +99,12 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
     builder.finish()
 }
 
-/// The SDL as committed in `schema/schema.graphql`.
+/// The SDL as committed in `schema/schema.graphql`: what introspection tells, so a client schema
+/// built from the running API equals it (`@specifiedBy` on scalars included).
 pub fn sdl() -> String {
     let config = Config::from_env().expect("default configuration is valid");
-    build_schema(None, &config).sdl()
+    build_schema(None, &config)
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
 pub fn state<'a>(ctx: &Context<'a>) -> &'a ApiState {

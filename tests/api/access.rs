@@ -174,9 +174,8 @@ async fn schema_roots(app: &TestApp) -> Vec<(String, String, Vec<String>)> {
     out
 }
 
-/// Runs a case's document as `token` (subscriptions over the websocket); returns the errors'
-/// codes and the data, as one JSON value for inspection.
-async fn run(app: &TestApp, case: &Case, token: Option<&str>, bob_order: &str, bob_saga: &str) -> Value {
+/// The variables a case's document uses.
+fn variables(case: &Case, bob_order: &str, bob_saga: &str) -> Value {
     let vars = json!({ "bob_order": bob_order, "bob_saga": bob_saga });
     let used: serde_json::Map<String, Value> = vars
         .as_object()
@@ -185,7 +184,20 @@ async fn run(app: &TestApp, case: &Case, token: Option<&str>, bob_order: &str, b
         .filter(|(k, _)| case.doc.contains(&format!("${k}")))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let vars = Value::Object(used);
+    Value::Object(used)
+}
+
+/// Everything A sends for a case: the document, its variables, and the order id `orderEvents` is
+/// subscribed to.
+fn request_text(case: &Case, bob_order: &str, bob_saga: &str) -> String {
+    let extra = if case.field == "orderEvents" { bob_order } else { "" };
+    format!("{} {} {extra}", case.doc, variables(case, bob_order, bob_saga))
+}
+
+/// Runs a case's document as `token` (subscriptions over the websocket); returns the errors'
+/// codes and the data, as one JSON value for inspection.
+async fn run(app: &TestApp, case: &Case, token: Option<&str>, bob_order: &str, bob_saga: &str) -> Value {
+    let vars = variables(case, bob_order, bob_saga);
     if case.root != "Subscription" {
         return app.gql(token, case.doc, vars).await;
     }
@@ -210,11 +222,17 @@ async fn run(app: &TestApp, case: &Case, token: Option<&str>, bob_order: &str, b
 /// The message of a field refused because the caller has no account.
 const NEEDS_ACCOUNT: &str = "authentication required";
 
-/// What of B must never show up in A's answers.
-fn assert_nothing_of(bob: &User, bob_order: &str, body: &Value, what: &str) {
-    let text = body.to_string();
+/// What of B must never show up in A's answers: never in data, and in error messages only when
+/// A's own request said it (a message may quote the id A asked about; that tells A nothing new).
+fn assert_nothing_of(bob: &User, bob_order: &str, body: &Value, asked: &str, what: &str) {
+    let data = body["data"].to_string();
+    let rest: String = match body {
+        Value::Object(m) => m.iter().filter(|(k, _)| *k != "data").map(|(_, v)| v.to_string()).collect(),
+        other => other.to_string(),
+    };
     for secret in [bob.id.as_str(), bob.email.as_str(), bob_order, "bob-acl-1"] {
-        assert!(!text.contains(secret), "{what}: B's {secret} leaked: {text}");
+        assert!(!data.contains(secret), "{what}: B's {secret} leaked in data: {body}");
+        assert!(!rest.contains(secret) || asked.contains(secret), "{what}: B's {secret} leaked: {body}");
     }
 }
 
@@ -257,7 +275,8 @@ async fn every_root_field_refuses_other_users_resources() {
                 assert!(wants_account, "{what}: {anon}");
             }
         }
-        assert_nothing_of(&bob, &bob_order, &anon, &what);
+        let asked = request_text(case, &bob_order, &bob_saga);
+        assert_nothing_of(&bob, &bob_order, &anon, &asked, &what);
 
         // As A against B's resources.
         if case.field == "placeOrder" {
@@ -271,7 +290,7 @@ async fn every_root_field_refuses_other_users_resources() {
             Rule::Own => assert!(as_alice.get("errors").is_none(), "{what}: {as_alice}"),
             Rule::Public => {}
         }
-        assert_nothing_of(&bob, &bob_order, &as_alice, &what);
+        assert_nothing_of(&bob, &bob_order, &as_alice, &asked, &what);
     }
 
     // B's data is as it was: A's cart mutations, cancel, logout and order placement touched only A.

@@ -483,3 +483,105 @@ impl Ws {
 pub fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
 }
+
+/// A browser check: `node tests/browser/<script> <args>` (headless Chromium through
+/// playwright-core), talking to the test line by line over stdin and stdout. A failure panics with
+/// the script's stderr.
+pub struct BrowserCheck {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stderr: tokio::process::ChildStderr,
+    /// The screenshot the script is asked to save (its last argument).
+    pub screenshot: std::path::PathBuf,
+}
+
+impl BrowserCheck {
+    /// Starts `script` with `args` and, last, the path of screenshot `screenshot` under the target
+    /// directory (removed first, so an old one cannot pass for a new one).
+    pub fn start(script: &str, args: &[&str], screenshot: &str) -> BrowserCheck {
+        use std::path::PathBuf;
+        use std::process::Stdio;
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let target = if target.is_absolute() { target } else { root.join(target) };
+        std::fs::create_dir_all(&target).unwrap();
+        let dir = root.join("tests/browser");
+        assert!(
+            dir.join("node_modules/playwright-core").is_dir(),
+            "playwright-core is not installed in {}: run scripts/services.sh browser",
+            dir.display()
+        );
+        let screenshot = target.join(screenshot);
+        let _ = std::fs::remove_file(&screenshot);
+        let mut child = tokio::process::Command::new("node")
+            .current_dir(&dir)
+            .arg(script)
+            .args(args)
+            .arg(&screenshot)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (Node.js 20 is on the machine)");
+        let stdin = child.stdin.take();
+        let out = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+        let stderr = child.stderr.take().unwrap();
+        BrowserCheck { child, stdin, out, stderr, screenshot }
+    }
+
+    /// The script's next line, which must start with `prefix`, within `secs` seconds.
+    pub async fn expect(&mut self, prefix: &str, secs: u64) -> String {
+        match tokio::time::timeout(Duration::from_secs(secs), self.out.next_line()).await {
+            Ok(Ok(Some(line))) if line.starts_with(prefix) => line,
+            other => self.fail(format!("expected {prefix} from {}: {other:?}", self.name())).await,
+        }
+    }
+
+    /// Sends the script one line.
+    pub async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// Waits (at most `secs` seconds) for the script to end well, its last line `DONE`, and checks
+    /// its screenshot is a real one.
+    pub async fn finish(mut self, secs: u64) {
+        drop(self.stdin.take());
+        let mut lines = Vec::new();
+        let out = &mut self.out;
+        let child = &mut self.child;
+        let finished = tokio::time::timeout(Duration::from_secs(secs), async {
+            while let Ok(Some(l)) = out.next_line().await {
+                lines.push(l);
+            }
+            child.wait().await
+        })
+        .await;
+        match finished {
+            Ok(Ok(status)) if status.success() => {}
+            other => self.fail(format!("{} failed: {other:?}; stdout: {lines:?}", self.name())).await,
+        }
+        assert_eq!(lines.last().map(String::as_str), Some("DONE"), "{lines:?}");
+        let png = std::fs::read(&self.screenshot).expect("screenshot saved");
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot: {} bytes", png.len());
+    }
+
+    fn name(&self) -> String {
+        self.screenshot.file_stem().unwrap_or_default().to_string_lossy().to_string()
+    }
+
+    async fn fail(&mut self, what: String) -> ! {
+        let mut err = String::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_string(&mut self.stderr, &mut err),
+        )
+        .await;
+        panic!("{what}\n--- browser check stderr ---\n{err}");
+    }
+}

@@ -1,22 +1,48 @@
-use serde_json::json;
+use std::io::{Read, Write};
+
+use serde_json::{json, Value};
 
 use crate::helpers::{code, spawn_app};
 
+fn message(body: &Value) -> &str {
+    body["errors"][0]["message"].as_str().unwrap_or_else(|| panic!("no error message in {body}"))
+}
+
 #[tokio::test]
-async fn depth_and_body_size_are_limited_and_errors_carry_codes() {
+async fn depth_and_fragment_shapes_are_limited_and_errors_carry_codes() {
     let app = spawn_app().await;
     let buyer = app.register().await;
 
-    // 16 levels of nesting through the introspection types exceeds the depth limit of 12.
-    let deep = format!(
-        "{{ __schema {{ types {{ fields {{ type {}name{} }} }} }} }}",
-        "ofType { ".repeat(11),
-        " }".repeat(11)
-    );
-    let deep = deep.as_str();
-    let body = app.gql(Some(&buyer.token), deep, json!({})).await;
+    // The application's fields nest at most 12 deep (13 here; the engine would refuse the
+    // nonsense fields too, but the depth limit answers first).
+    let deep = format!("{{ orders {{ {}id{} }} }}", "lines { ".repeat(11), " }".repeat(11));
+    let body = app.gql(Some(&buyer.token), &deep, json!({})).await;
     assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("deep"), "{body}");
+    assert!(message(&body).contains("deep"), "{body}");
+
+    // Introspection is not counted in depth, but three nested lists of it are refused
+    // (graphql-js's MaxIntrospectionDepthRule): each level multiplies the answer.
+    let fan_out = "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }";
+    let body = app.gql(None, fan_out, json!({})).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(message(&body).contains("introspection depth"), "{body}");
+    let two_lists = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { fields { name } } } } } } } } } } } } } }";
+    let body = app.gql(None, two_lists, json!({})).await;
+    assert!(body.get("errors").is_none(), "deep ofType chains are what introspection tools send: {body}");
+
+    // Fragments that spread the next one twice: 2^24 fields once expanded. The engine's own walk
+    // over such a document took a minute of CPU per request; it is refused before that.
+    let mut doubling = String::from("{ ...F0 }");
+    for i in 0..24 {
+        doubling.push_str(&format!(" fragment F{i} on Query {{ ...F{n} ...F{n} }}", n = i + 1));
+    }
+    doubling.push_str(" fragment F24 on Query { __typename }");
+    let body = app.gql(None, &doubling, json!({})).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(message(&body).contains("too large") || message(&body).contains("recursion depth"), "{body}");
+    let cycle = app.gql(None, "{ ...A } fragment A on Query { ...A ...A }", json!({})).await;
+    assert_eq!(code(&cycle), "BAD_USER_INPUT", "{cycle}");
+    assert!(message(&cycle).contains("within itself"), "{cycle}");
 
     let syntax = app.gql(None, "{ products { ", json!({})).await;
     assert_eq!(code(&syntax), "BAD_USER_INPUT");
@@ -25,17 +51,107 @@ async fn depth_and_body_size_are_limited_and_errors_carry_codes() {
     let bad_id = app.gql(Some(&buyer.token), "{ order(id: \"not-a-uuid\") { id } }", json!({})).await;
     assert_eq!(code(&bad_id), "BAD_USER_INPUT");
 
-    let huge = "x".repeat(200_000);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn errors_do_not_quote_the_document_back() {
+    let app = spawn_app().await;
+    // A syntax error says where and what, not the line it is on (which may be the whole body).
+    let filler = "q".repeat(20_000);
+    let body = app.gql(None, &format!("{{ products {{ sku {filler} ( }}"), json!({})).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(message(&body).starts_with("Syntax error"), "{body}");
+    assert!(!message(&body).contains("qqq"), "{body}");
+    assert!(body["errors"][0]["locations"][0]["column"].as_u64().unwrap() > 20_000, "{body}");
+    // Other messages quote names from the document, but only so much of them.
+    let body = app.gql(None, &format!("{{ products {{ {filler} }} }}"), json!({})).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(message(&body).starts_with("Unknown field"), "{body}");
+    assert!(message(&body).chars().count() <= 301, "{} characters", message(&body).len());
+    // Over a websocket the same errors carry codes too.
+    let mut ws = app.ws(None).await;
+    ws.expect_ack().await;
+    ws.start("bad", "subscription { orderEvents(", json!({})).await;
+    let p = ws.next_payload().await.expect("an answer");
+    assert_eq!(code(&p), "BAD_USER_INPUT", "{p}");
+    let mut ws = app.ws(None).await;
+    ws.expect_ack().await;
+    ws.start("unknown", "subscription { nope }", json!({})).await;
+    let p = ws.next_payload().await.expect("an answer");
+    assert_eq!(code(&p), "BAD_USER_INPUT", "{p}");
+    app.stop().await;
+}
+
+/// Sends `head` and then `body` on a plain socket, as a client that does not wait for
+/// `100 Continue` does, and returns the status line and body of the answer.
+fn send_raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> std::io::Result<(String, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer.lines().next().unwrap_or_default().to_string();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_with_a_graphql_error() {
+    let app = spawn_app().await;
+    let addr = app.addr;
+    // 8 MiB against the 64 KiB limit, with its length declared up front.
+    let big = format!("{{\"query\":\"{{ products {{ sku }} }} #{}\"}}", "x".repeat(8 << 20));
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let (status, body) = tokio::task::spawn_blocking(move || send_raw(addr, &head, big.as_bytes()))
+        .await
+        .unwrap()
+        .expect("an answer, not a broken connection");
+    assert!(status.contains(" 413 "), "{status}");
+    let body: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(message(&body).contains("65536"), "{body}");
+
+    // Without a declared length (chunked), the body is cut off at the limit: also a 413.
+    let chunk = "x".repeat(100_000);
+    let chunked = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _) = tokio::task::spawn_blocking(move || send_raw(addr, &head, chunked.as_bytes()))
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert!(status.contains(" 413 "), "{status}");
+
+    // A client that asks first (Expect: 100-continue) is answered at once, without a 100.
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        8 << 20
+    );
+    let (status, _) =
+        tokio::task::spawn_blocking(move || send_raw(addr, &head, b"")).await.unwrap().expect("an answer");
+    assert!(status.contains(" 413 "), "{status}");
+    // And an HTTP client library sees the 413 too.
     let resp = app
         .http
         .post(app.url("/graphql"))
-        .json(&json!({ "query": format!("{{ products {{ sku }} }} # {huge}") }))
+        .header("content-type", "application/json")
+        .body(format!("{{\"query\":\"{{ products {{ sku }} }} #{}\"}}", "x".repeat(200_000)))
         .send()
         .await
-        .unwrap();
-    assert!(resp.status().is_client_error(), "oversized body refused, got {}", resp.status());
+        .expect("an answer");
+    assert_eq!(resp.status(), 413);
 
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    // The server is fine afterwards, and a body within the limit is served.
+    let small = app.gql(None, "{ products(first: 1) { sku } }", json!({})).await;
+    assert!(small["data"]["products"].is_array(), "{small}");
     app.stop().await;
 }

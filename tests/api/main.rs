@@ -13,6 +13,7 @@ mod limits;
 mod loadgen;
 mod monitor;
 mod operator;
+mod playground;
 mod replicas;
 mod resilience;
 mod schema;

@@ -2,14 +2,11 @@
 //! headless Chromium (Debian's `chromium` with `playwright-core`, installed by
 //! `scripts/services.sh up`).
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::helpers::{code, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{code, spawn_app, spawn_app_with, BrowserCheck, TestApp};
 
 const SAGA: &str = "id orderId orderStatus status step failureReason eventCount";
 
@@ -142,25 +139,8 @@ async fn monitor_assets_are_served_with_a_strict_content_security_policy() {
     app.stop().await;
 }
 
-/// Where the browser check lives, and its screenshot under the target directory.
-fn browser_paths() -> (PathBuf, PathBuf) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let target = if target.is_absolute() { target } else { root.join(target) };
-    std::fs::create_dir_all(&target).unwrap();
-    (root.join("tests/browser"), target.join("monitor.png"))
-}
-
 #[tokio::test]
 async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
-    let (dir, screenshot) = browser_paths();
-    assert!(
-        dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed in {}: run scripts/services.sh up",
-        dir.display()
-    );
-    let _ = std::fs::remove_file(&screenshot);
     // Authorization that never answers stops the saga for an operator (the second part).
     let app: TestApp = spawn_app_with(|c| {
         c.saga.step_timeout = Duration::from_secs(3);
@@ -174,63 +154,24 @@ async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "TEE-002", 2).await;
 
-    let mut child = tokio::process::Command::new("node")
-        .current_dir(&dir)
-        .arg("monitor.mjs")
-        .arg(app.url("/monitor"))
-        .args([&op.email, &buyer.email, TestApp::PASSWORD])
-        .arg(&screenshot)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (Node.js 20 is on the machine)");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stderr = child.stderr.take().unwrap();
-
-    let ready = tokio::time::timeout(Duration::from_secs(90), out.next_line()).await;
-    match ready {
-        Ok(Ok(Some(line))) if line == "READY" => {}
-        other => return fail(&mut stderr, format!("no READY from the page: {other:?}")).await,
-    }
+    let url = app.url("/monitor");
+    let mut page = BrowserCheck::start(
+        "monitor.mjs",
+        &[&url, &op.email, &buyer.email, TestApp::PASSWORD],
+        "monitor.png",
+    );
+    page.expect("READY", 90).await;
 
     // Slow authorization keeps the order PENDING on the page for a while before it confirms.
     let order = app.place(&buyer, "monitor-browser-1", "tok_slow").await;
-    stdin.write_all(format!("{order}\n").as_bytes()).await.unwrap();
-    stdin.flush().await.unwrap();
-
-    match tokio::time::timeout(Duration::from_secs(90), out.next_line()).await {
-        Ok(Ok(Some(line))) if line.starts_with("TIMELINE") => {}
-        other => return fail(&mut stderr, format!("no timeline from the page: {other:?}")).await,
-    }
-    match tokio::time::timeout(Duration::from_secs(30), out.next_line()).await {
-        Ok(Ok(Some(line))) if line == "READY2" => {}
-        other => return fail(&mut stderr, format!("no READY2 from the page: {other:?}")).await,
-    }
+    page.send(&order).await;
+    page.expect("TIMELINE", 90).await;
+    page.expect("READY2", 30).await;
     app.add_to_cart(&buyer, "MUG-001", 1).await;
     let stuck = app.place(&buyer, "monitor-browser-2", "tok_timeout").await;
-    stdin.write_all(format!("{stuck}\n").as_bytes()).await.unwrap();
-    stdin.flush().await.unwrap();
-
-    let mut lines = Vec::new();
-    let finished = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Ok(Some(l)) = out.next_line().await {
-            lines.push(l);
-        }
-        child.wait().await
-    })
-    .await;
-    match finished {
-        Ok(Ok(status)) if status.success() => {}
-        other => {
-            return fail(&mut stderr, format!("browser check failed: {other:?}; stdout: {lines:?}")).await
-        }
-    }
-    assert_eq!(lines.last().map(String::as_str), Some("DONE"), "{lines:?}");
-    let png = std::fs::read(&screenshot).expect("screenshot saved");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot: {} bytes", png.len());
+    page.send(&stuck).await;
+    let screenshot = page.screenshot.clone();
+    page.finish(120).await;
     let final_status = app.order(&buyer, &order).await["data"]["order"]["status"].clone();
     assert_eq!(final_status, "CONFIRMED");
     let repaired = app.order(&buyer, &stuck).await["data"]["order"].clone();
@@ -249,15 +190,4 @@ async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
         std::fs::read(screenshot.with_file_name("monitor-repair.png")).expect("second screenshot");
     assert!(repair_png.starts_with(b"\x89PNG"));
     app.stop().await;
-}
-
-/// Fails the test with the browser check's stderr.
-async fn fail(stderr: &mut tokio::process::ChildStderr, what: String) {
-    let mut err = String::new();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read_to_string(stderr, &mut err),
-    )
-    .await;
-    panic!("{what}\n--- browser check stderr ---\n{err}");
 }

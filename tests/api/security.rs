@@ -126,7 +126,8 @@ async fn login_and_register_are_limited_per_client_address() {
     let app = spawn_app_with(|c| {
         c.rate_limits.login_per_address = 4;
         c.rate_limits.register_per_address = 2;
-        c.trust_forwarded_for = true;
+        // One proxy in front, appending the address it saw to X-Forwarded-For.
+        c.trusted_proxy_hops = 1;
     })
     .await;
     let post = |query: &'static str, vars: Value, from: &'static str| {
@@ -151,6 +152,11 @@ async fn login_and_register_are_limited_per_client_address() {
     assert_eq!(code(&r), "TOO_MANY_REQUESTS", "{r}");
     let r = post(LOGIN, json!({ "e": "n9@example.com", "p": "wrong password" }), "198.51.100.1").await;
     assert_eq!(code(&r), "UNAUTHENTICATED", "another address has its own budget: {r}");
+    // A client cannot pick a fresh budget by writing its own entry left of the proxy's.
+    for forged in ["198.51.100.1, 203.0.113.7", "unknown, 203.0.113.7", "10.0.0.1,203.0.113.7"] {
+        let r = post(LOGIN, json!({ "e": "n9@example.com", "p": "wrong password" }), forged).await;
+        assert_eq!(code(&r), "TOO_MANY_REQUESTS", "forged leftmost entry in {forged:?}: {r}");
+    }
 
     let users_before: i64 =
         sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(app.pool()).await.unwrap();
@@ -166,6 +172,27 @@ async fn login_and_register_are_limited_per_client_address() {
     let r =
         post(REGISTER, json!({ "e": "r2@example.com", "p": "correct horse battery" }), "203.0.113.8").await;
     assert_eq!(code(&r), "TOO_MANY_REQUESTS", "{r}");
+    let r = post(
+        REGISTER,
+        json!({ "e": "r3@example.com", "p": "correct horse battery" }),
+        "6.6.6.6, 203.0.113.8",
+    )
+    .await;
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "a forged leftmost entry does not reset the count: {r}");
+    // The same with the client's entry on a header line of its own, before the proxy's line.
+    let r = app
+        .http
+        .post(app.url("/graphql"))
+        .header("x-forwarded-for", "6.6.6.7")
+        .header("x-forwarded-for", "203.0.113.8")
+        .json(&json!({ "query": REGISTER, "variables": { "e": "r4@example.com", "p": "correct horse battery" } }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "two header lines are one list: {r}");
     let users_after: i64 =
         sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(app.pool()).await.unwrap();
     assert_eq!(users_after, users_before + 2, "the refused registration created nothing");
@@ -214,6 +241,9 @@ async fn introspection_and_playground_are_off_when_configured() {
     assert_eq!(page.status(), 200, "GraphiQL in development");
     let types = dev.gql(None, "{ __schema { types { name } } }", json!({})).await;
     assert!(types["data"]["__schema"]["types"].is_array(), "{types}");
+    // In development a misspelt field gets a suggestion...
+    let body = dev.gql(None, "{ products { nam } }", json!({})).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("Did you mean \"name\""), "{body}");
     dev.stop().await;
 
     let prod = spawn_app_with(|c| {
@@ -227,6 +257,13 @@ async fn introspection_and_playground_are_off_when_configured() {
     assert!(types["data"]["__schema"].is_null(), "{types}");
     let typename = prod.gql(None, "{ __type(name: \"Order\") { fields { name } } }", json!({})).await;
     assert!(typename["data"]["__type"].is_null(), "{typename}");
+    // ...which in production would name the fields introspection is off to hide.
+    let body = prod.gql(None, "{ products { nam } }", json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("\"nam\"") && !message.contains("Did you mean"), "{body}");
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    let asset = prod.http.get(prod.url("/graphql/assets/graphiql.min.js")).send().await.unwrap();
+    assert_eq!(asset.status(), 404, "no playground assets either");
     // The API itself still works.
     assert!(prod.data(None, "{ products { sku } }", json!({})).await["products"].is_array());
     prod.stop().await;
