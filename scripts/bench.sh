@@ -4,21 +4,26 @@
 #   scripts/bench.sh [broker ...]        (default: nats rabbitmq kafka)
 #
 # For each broker: the release binaries (one API, N orchestrators, N workers) against PostgreSQL,
-# the Mongo-wire server and the broker, all on this machine; `loadgen` (closed loop with
-# BENCH_BUYERS buyers for throughput, then open loop at each of BENCH_RATES orders/s for latency);
-# scaling with BENCH_SCALE orchestrator+worker instances (NATS only unless BENCH_SCALE_ALL=1); memory
-# per process; and `api bench-engine`, the saga engine without the API and MongoDB. Before anything
-# else, pgbench on the same PostgreSQL, for the ceiling.
+# the Mongo-wire server and the broker, all on this machine; `loadgen` closed loop with each of
+# BENCH_BUYERS buyers (the sweep: does throughput hold as buyers are added?), then open loop at
+# each of BENCH_RATES orders/s for latency; scaling with BENCH_SCALE orchestrator+worker instances
+# (NATS only unless BENCH_SCALE_ALL=1); memory per process; and `api bench-engine`, the saga engine
+# without the API and MongoDB. Before anything else, pgbench on the same PostgreSQL, for the
+# ceiling. Every load runs under scripts/bench-probe.py, which records what the servers counted
+# (PostgreSQL write and read-only transactions, MongoDB operations, per saga) and the CPU each
+# process used.
 #
-# Settings (environment): BENCH_SECS (20), BENCH_BUYERS (64), BENCH_RATES ("100 250 500"),
+# Settings (environment): BENCH_SECS (20), BENCH_BUYERS ("8 32 128"), BENCH_RATES ("10 100"),
 # BENCH_SCALE ("1 2 4"), BENCH_OUT (results directory, default $CARGO_TARGET_DIR/bench),
-# BENCH_BIN (use the binaries in this directory instead of building), BENCH_PGBENCH=0 (skip pgbench).
+# BENCH_BIN (use the binaries in this directory instead of building), BENCH_PGBENCH=0 (skip pgbench),
+# BENCH_ENGINE_SAGAS (3000), BENCH_LABEL (a name for this run in the results, e.g. "before").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}"
 SECS="${BENCH_SECS:-20}"
-BUYERS="${BENCH_BUYERS:-64}"
-RATES="${BENCH_RATES:-100 250 500}"
+BUYERS="${BENCH_BUYERS:-8 32 128}"
+RATES="${BENCH_RATES:-10 100}"
+LABEL="${BENCH_LABEL:-}"
 SCALE="${BENCH_SCALE:-1 2 4}"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench}"
 BROKERS=("$@")
@@ -38,7 +43,8 @@ RESULTS="$OUT/results-$(date +%Y%m%d-%H%M%S).jsonl"
 echo "results: $RESULTS" >&2
 
 record() { # record <json fields...> : appends one line to the results file
-  python3 -c 'import json,sys; d={}; [d.update(json.loads(a)) for a in sys.argv[1:]]; print(json.dumps(d))' "$@" >>"$RESULTS"
+  python3 -c 'import json,sys; d={}; [d.update(json.loads(a)) for a in sys.argv[1:]]; print(json.dumps(d))' \
+    "{\"label\": \"$LABEL\"}" "$@" >>"$RESULTS"
 }
 
 # --- pgbench: the ceiling for a PostgreSQL-backed saga store --------------------------------------
@@ -67,10 +73,11 @@ start_system() { # start_system <broker> <instances>
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" MONGO_DATABASE="$db" BROKER="$broker"
   export BROKER_NAMESPACE="${db}_$(date +%s)" API_ADDR="$ADDR" RUST_LOG=warn
   export REGISTER_MAX_PER_ADDRESS=100000000 LOGIN_MAX_PER_ADDRESS=100000000
+  DB="$db"
   "$BIN/api" migrate >&2
   "$BIN/api" seed --stock 1000000000 >&2
   ROLE_PIDS=()
-  "$BIN/api" serve >"$OUT/api.log" 2>&1 & PIDS+=($!); API_PID=$!
+  "$BIN/api" serve >"$OUT/api.log" 2>&1 & PIDS+=($!); API_PID=$!; ROLE_PIDS+=("api:$API_PID")
   for i in $(seq "$n"); do
     "$BIN/orchestrator" >"$OUT/orchestrator-$i.log" 2>&1 & PIDS+=($!); ROLE_PIDS+=("orchestrator:$!")
     "$BIN/workers" >"$OUT/workers-$i.log" 2>&1 & PIDS+=($!); ROLE_PIDS+=("workers:$!")
@@ -83,17 +90,27 @@ start_system() { # start_system <broker> <instances>
   return 1
 }
 
+probe() { # probe <command...> : runs it under bench-probe.py, naming the system's processes
+  local procs=()
+  for rp in "${ROLE_PIDS[@]}"; do procs+=(--proc "${rp%%:*}=${rp##*:}"); done
+  [ -n "${START_MARKER:-}" ] && procs+=(--start-marker "$START_MARKER")
+  python3 scripts/bench-probe.py --db "$DB" "${procs[@]}" -- "$@"
+}
+
 load() { # load <label json> <loadgen args...>
   local label="$1"
   shift
   local report
-  report="$("$BIN/loadgen" --url "http://$ADDR" --json "$@" || true)"
+  report="$(START_MARKER="load starts" probe "$BIN/loadgen" --url "http://$ADDR" --json "$@" || true)"
   [ -n "$report" ] || { echo "loadgen failed: $*" >&2; return 1; }
   record "$label" "$report"
   python3 - "$report" >&2 <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); l = r["latency_ms"]
-print("  %12s completed=%s sagas/s=%s p50=%s p95=%s p99=%s max=%s errors=%s" % (r["mode"], r["completed"], r["sagas_per_sec"], l["p50"], l["p95"], l["p99"], l["max"], sum(r["errors"].values())))
+c = r.get("counters", {})
+print("  %12s buyers=%s completed=%s sagas/s=%s p50=%s p95=%s p99=%s max=%s errors=%s pg w/r per saga=%s/%s mongo ops per saga=%s cpu=%s" % (
+    r["mode"], r.get("buyers"), r["completed"], r["sagas_per_sec"], l["p50"], l["p95"], l["p99"], l["max"], sum(r["errors"].values()),
+    c.get("pg_write_xacts_per_saga"), c.get("pg_read_xacts_per_saga"), c.get("mongo_ops_per_saga"), c.get("cpu_percent")))
 PY
 }
 
@@ -104,18 +121,23 @@ for broker in "${BROKERS[@]}"; do
   start_system "$broker" 1
   # Warm-up (consumer groups joined, connections pooled, caches filled); not recorded.
   "$BIN/loadgen" --url "http://$ADDR" --json --buyers 16 --orders 300 >/dev/null || true
-  load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers "$BUYERS" --duration "$SECS"
+  for buyers in $BUYERS; do
+    load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers "$buyers" --duration "$SECS"
+  done
   for rate in $RATES; do
-    load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers "$BUYERS" --rate "$rate" --duration "$SECS"
+    # Enough buyers that arrivals rarely wait for a free one.
+    load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers 128 --rate "$rate" --duration "$SECS"
   done
   # The engine alone: orders written straight to PostgreSQL, no API and no MongoDB on the path.
-  engine="$("$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+  engine="$(probe "$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
   if [ -n "$engine" ]; then
     record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": 1}" "$engine"
     echo "  engine: $engine" >&2
   fi
   mem="{\"kind\": \"memory\", \"broker\": \"$broker\", \"api_mb\": $(rss_mb "$API_PID")"
-  for rp in "${ROLE_PIDS[@]}"; do mem="$mem, \"${rp%%:*}_mb\": $(rss_mb "${rp##*:}")"; done
+  for rp in "${ROLE_PIDS[@]}"; do
+    [ "${rp%%:*}" = api ] || mem="$mem, \"${rp%%:*}_mb\": $(rss_mb "${rp##*:}")"
+  done
   record "$mem}"
   stop_system
   if [ "$broker" = nats ] || [ -n "${BENCH_SCALE_ALL:-}" ]; then
@@ -124,8 +146,8 @@ for broker in "${BROKERS[@]}"; do
       echo "== $broker with $n orchestrators and $n workers" >&2
       start_system "$broker" "$n"
       "$BIN/loadgen" --url "http://$ADDR" --json --buyers 16 --orders 300 >/dev/null || true
-      load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": $n}" --buyers "$BUYERS" --duration "$SECS"
-      engine="$("$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+      load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": $n}" --buyers 32 --duration "$SECS"
+      engine="$(probe "$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
       [ -n "$engine" ] && record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": $n}" "$engine"
       stop_system
     done

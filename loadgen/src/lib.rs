@@ -359,6 +359,8 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         .into_iter()
         .collect::<Result<_, _>>()
         .map_err(LoadError::Setup)?;
+    // The set-up (sign-ups: argon2 on the server) is over; scripts measure from here.
+    eprintln!("loadgen: {} buyers signed up; load starts", buyers.len());
 
     let bar = if !opts.progress {
         ProgressBar::hidden()

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Runs one benchmark command and reports, next to its JSON output, what the servers counted
+meanwhile (used by scripts/bench.sh):
+
+    bench-probe.py --db DB [--proc name=pid ...] [--per KEY] [--start-marker TEXT] -- command args...
+
+- PostgreSQL (pg_stat_database of DB): committed transactions, split into write transactions
+  (transaction ids assigned: the snapshot's xmax, which reading does not advance; server-wide, so
+  run nothing else meanwhile) and read-only ones.
+- The MongoDB-wire server (serverStatus.opcounters): operations of every kind.
+- CPU of each process named with --proc, and of all processes of the PostgreSQL server, the broker
+  and the Mongo-wire server (found by name), in % of one core over the command's run.
+
+The command's stdout must be one JSON object; the output is that object with a "counters" member.
+Per-saga figures divide by the object's KEY member ("completed" by default). With --start-marker,
+counting starts when the command writes a line containing TEXT to stderr (after its set-up, e.g.
+loadgen's sign-ups); its other stderr lines are passed through.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+CLK = os.sysconf("SC_CLK_TCK")
+# Server processes by the name of their executable (/proc/<pid>/comm, or the script for Python).
+SERVERS = {
+    "postgres": lambda comm, cmd: comm == "postgres",
+    "nats": lambda comm, cmd: comm == "nats-server",
+    "rabbitmq": lambda comm, cmd: comm in ("beam.smp", "erl_child_setup"),
+    "tansu": lambda comm, cmd: comm == "tansu",
+    "mongo-wire": lambda comm, cmd: "secantusd" in cmd,
+}
+
+
+def psql(db, sql):
+    out = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-Atc", sql],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    return out
+
+
+def pg(db):
+    row = psql(db, "SELECT xact_commit, xact_rollback, pg_snapshot_xmax(pg_current_snapshot()) "
+                   "FROM pg_stat_database WHERE datname = current_database()")
+    commit, rollback, xmax = (int(x) for x in row.split("|"))
+    return {"commit": commit, "rollback": rollback, "xmax": xmax}
+
+
+def mongo():
+    try:
+        import pymongo
+        c = pymongo.MongoClient(os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017"),
+                                serverSelectionTimeoutMS=3000)
+        ops = c.admin.command("serverStatus")["opcounters"]
+        c.close()
+        return {k: int(v) for k, v in ops.items()}
+    except Exception as e:  # the report says so instead of failing the run
+        return {"error": str(e)}
+
+
+def cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def servers():
+    found = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            cmd = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+        except OSError:
+            continue
+        for name, match in SERVERS.items():
+            if match(comm, cmd):
+                found.setdefault(name, []).append(int(pid))
+    return found
+
+
+def ticks(groups):
+    return {name: sum(t for t in (cpu_ticks(p) for p in pids) if t is not None) for name, pids in groups.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--proc", action="append", default=[], help="name=pid")
+    ap.add_argument("--per", default="completed")
+    ap.add_argument("--start-marker")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    command = a.command[1:] if a.command[:1] == ["--"] else a.command
+    groups = servers()
+    for spec in a.proc:
+        name, pid = spec.split("=")
+        groups.setdefault(name, []).append(int(pid))
+
+    import threading
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    groups["command"] = [proc.pid]
+    started = threading.Event()
+    start = {}
+
+    def snapshot():
+        start.update(pg=pg(a.db), mongo=mongo(), cpu=ticks(groups), t=time.monotonic())
+        started.set()
+
+    def watch_stderr():
+        for line in proc.stderr:
+            if a.start_marker and a.start_marker in line and not started.is_set():
+                snapshot()
+            else:
+                sys.stderr.write(line)
+
+    if not a.start_marker:
+        snapshot()
+    watcher = threading.Thread(target=watch_stderr, daemon=True)
+    watcher.start()
+    out = proc.stdout.read()
+    # Read before the command is reaped: until then its /proc entry keeps its CPU times.
+    t1, cpu1 = time.monotonic(), ticks(groups)
+    proc.wait()
+    watcher.join(timeout=5)
+    if not started.is_set() or not out.strip():
+        sys.stderr.write(f"bench-probe: the command ended ({proc.returncode}) without starting or reporting\n")
+        return 1
+    pg0, mongo0, cpu0, t0 = start["pg"], start["mongo"], start["cpu"], start["t"]
+    # Backends report their transaction counts when idle, at most once a second: let them.
+    time.sleep(2.5)
+    pg1, mongo1 = pg(a.db), mongo()
+
+    report = json.loads(out)
+    n = max(1, int(report.get(a.per) or 0))
+    # The two snapshot queries above are read-only; the probe's own commits are the two pg() calls.
+    commits = pg1["commit"] - pg0["commit"] - 1
+    writes = pg1["xmax"] - pg0["xmax"]
+    counters = {
+        "seconds": round(t1 - t0, 1),
+        "pg_commits": commits,
+        "pg_write_xacts": writes,
+        "pg_read_xacts": commits - writes,
+        "pg_rollbacks": pg1["rollback"] - pg0["rollback"],
+        "pg_write_xacts_per_saga": round(writes / n, 2),
+        "pg_read_xacts_per_saga": round((commits - writes) / n, 2),
+        "cpu_percent": {k: round(100 * (cpu1[k] - cpu0[k]) / CLK / (t1 - t0), 1) for k in cpu0},
+    }
+    driver = os.path.basename(command[0])
+    driver = driver if driver == "loadgen" else " ".join([driver] + command[1:2])
+    counters["cpu_percent"][driver] = counters["cpu_percent"].pop("command")
+    if "error" in mongo0 or "error" in mongo1:
+        counters["mongo_error"] = mongo0.get("error") or mongo1.get("error")
+    else:
+        ops = {k: mongo1[k] - mongo0.get(k, 0) for k in mongo1}
+        # The probe's own serverStatus calls are commands too.
+        ops["command"] = ops.get("command", 0) - 1
+        counters["mongo_ops"] = ops
+        counters["mongo_ops_per_saga"] = round(sum(ops.values()) / n, 2)
+    report["counters"] = counters
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
