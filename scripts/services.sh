@@ -108,8 +108,32 @@ kafka_up() {
   wait_port tansu 127.0.0.1 9092 60
 }
 
+# SecantusDB runs standalone. In its default single-node replica-set mode every write also goes to
+# its oplog, and a write's cost grows with the oplog: measured on this machine class, one client's
+# update_one went from 1,265/s on a fresh server to 116/s after ~15,000 writes (188/s with the oplog
+# capped at 1,000 entries), while standalone held ~2,000/s throughout. The project uses neither
+# change streams nor multi-document transactions, which are what the replica set is for.
+mongo_mode() { # prints "replset" or "standalone" for the server on $MONGO_PORT
+  python3 - "$MONGO_PORT" <<'PY' 2>/dev/null || echo unknown
+import sys, pymongo
+c = pymongo.MongoClient(f"mongodb://127.0.0.1:{sys.argv[1]}/?directConnection=true", serverSelectionTimeoutMS=3000)
+print("replset" if c.admin.command("hello").get("setName") else "standalone")
+PY
+}
+
 mongo_up() {
-  if port_open 127.0.0.1 "$MONGO_PORT"; then return 0; fi
+  if port_open 127.0.0.1 "$MONGO_PORT"; then
+    [ "$(mongo_mode)" != replset ] && return 0
+    local pid
+    pid="$(cat "$STATE_DIR/mongo.pid" 2>/dev/null || true)"
+    if [ -z "$pid" ] || ! grep -q secantusd "/proc/$pid/cmdline" 2>/dev/null; then
+      log "a MongoDB-wire server in replica-set mode that these scripts did not start is on $MONGO_PORT; leaving it"
+      return 0
+    fi
+    log "restarting SecantusDB standalone (it was started in replica-set mode)"
+    kill "$pid"
+    for _ in $(seq 100); do port_open 127.0.0.1 "$MONGO_PORT" || break; sleep 0.1; done
+  fi
   if ! command -v secantusd-py >/dev/null; then
     log "installing SecantusDB (MongoDB wire protocol) from PyPI"
     python3 -m pip install -q --pre secantusdb
@@ -117,10 +141,10 @@ mongo_up() {
   fi
   local bin
   bin="$(command -v secantusd-py || echo "$(python3 -c 'import sys,os;print(os.path.dirname(sys.executable))')/secantusd-py")"
-  mkdir -p "$STATE_DIR/mongo"
-  log "starting SecantusDB on 127.0.0.1:$MONGO_PORT"
-  nohup "$bin" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$STATE_DIR/mongo" \
-    --log-level WARNING >"$STATE_DIR/mongo.log" 2>&1 &
+  mkdir -p "$STATE_DIR/mongo-standalone"
+  log "starting SecantusDB (standalone) on 127.0.0.1:$MONGO_PORT"
+  nohup "$bin" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$STATE_DIR/mongo-standalone" \
+    --standalone --log-level WARNING >"$STATE_DIR/mongo.log" 2>&1 &
   echo $! >"$STATE_DIR/mongo.pid"
   wait_port SecantusDB 127.0.0.1 "$MONGO_PORT" 60
 }
