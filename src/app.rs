@@ -7,7 +7,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthService, KeyRing};
-use crate::broker::consumer::{self, counted, ConsumerSpec, ConsumerStats, Handler};
+use crate::broker::consumer::{
+    self, counted, counted_batch, BatchHandler, ConsumerSpec, ConsumerStats, Handler,
+};
 use crate::broker::{self, BrokerError, Topic, Transport};
 use crate::cart::worker::{self as cart_worker, CartWorker};
 use crate::config::Config;
@@ -214,7 +216,14 @@ pub async fn run_workers(
     let cart = CartWorker::new(s.mongo.clone());
     let n = s.config.worker_concurrency;
     s.metrics.track_consumer("workers", stats.clone());
-    let consumers: Vec<(&str, Topic, Handler)> = vec![
+    let stock_batch = {
+        let stock = stock.clone();
+        counted_batch(stats.clone(), move |batch| {
+            let w = stock.clone();
+            Box::pin(async move { w.handle_batch(batch).await })
+        })
+    };
+    let consumers: Vec<(&str, Topic, Handler, Option<BatchHandler>)> = vec![
         (
             stock_worker::CONSUMER,
             Topic::StockCommands,
@@ -222,6 +231,7 @@ pub async fn run_workers(
                 let w = stock.clone();
                 Box::pin(async move { w.handle(e).await })
             }),
+            Some(stock_batch),
         ),
         (
             payment_worker::CONSUMER,
@@ -230,6 +240,7 @@ pub async fn run_workers(
                 let w = payment.clone();
                 Box::pin(async move { w.handle(e).await })
             }),
+            None,
         ),
         (
             cart_worker::CONSUMER,
@@ -238,19 +249,25 @@ pub async fn run_workers(
                 let w = cart.clone();
                 Box::pin(async move { w.handle(e).await })
             }),
+            None,
         ),
     ];
     let mut tasks: Vec<_> = consumers
         .into_iter()
-        .map(|(name, topic, handler)| {
+        .map(|(name, topic, handler, batch)| {
             let spec = ConsumerSpec {
                 name: name.to_string(),
                 topic,
-                concurrency: n,
+                concurrency: if batch.is_some() { s.config.consumer_batches_in_flight } else { n },
+                max_batch: s.config.consumer_max_batch,
                 max_deliveries: s.config.max_deliveries,
                 metrics: s.metrics.clone(),
             };
-            tokio::spawn(consumer::run(s.transport.clone(), spec, handler, shutdown.clone()))
+            let (transport, shutdown) = (s.transport.clone(), shutdown.clone());
+            match batch {
+                Some(batch) => tokio::spawn(consumer::run_batched(transport, spec, handler, batch, shutdown)),
+                None => tokio::spawn(consumer::run(transport, spec, handler, shutdown)),
+            }
         })
         .collect();
     tasks.push(tokio::spawn(crate::postgres::outbox::run_relay(

@@ -96,6 +96,10 @@ pub struct Config {
     pub outbox_poll_interval: Duration,
     pub timeout_scan_interval: Duration,
     pub worker_concurrency: usize,
+    /// Messages a batching consumer takes into one transaction at most (1: no batching).
+    pub consumer_max_batch: usize,
+    /// Batches a batching consumer handles at once.
+    pub consumer_batches_in_flight: usize,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
     /// Aliased fields per document.
@@ -260,6 +264,8 @@ impl Config {
             outbox_poll_interval: src.millis("OUTBOX_POLL_MS", "50")?,
             timeout_scan_interval: src.millis("SAGA_TIMEOUT_SCAN_MS", "250")?,
             worker_concurrency: src.parse("WORKER_CONCURRENCY", "16")?,
+            consumer_max_batch: src.parse("CONSUMER_MAX_BATCH", "64")?,
+            consumer_batches_in_flight: src.parse("CONSUMER_BATCHES_IN_FLIGHT", "2")?,
             graphql_max_depth: src.parse("GRAPHQL_MAX_DEPTH", "12")?,
             graphql_max_complexity: src.parse("GRAPHQL_MAX_COMPLEXITY", "1000")?,
             graphql_max_aliases: src.parse("GRAPHQL_MAX_ALIASES", "30")?,

@@ -76,6 +76,7 @@ fn spawn_consumer(
         name: name.to_string(),
         topic,
         concurrency: 4,
+        max_batch: 1,
         max_deliveries,
         metrics: Default::default(),
     };
@@ -270,6 +271,78 @@ async fn dead_letters_after_the_retry_limit(kind: BrokerKind) {
     t.destroy().await.unwrap();
 }
 
+/// A batching consumer: every message is handled once; a batch with a poison message falls back to
+/// one by one, so only the poison message fails (and is dead-lettered) while its batch mates pass.
+async fn batches_handle_each_message_once_and_isolate_poison(kind: BrokerKind) {
+    let c = config(kind);
+    let t = connect(&c).await;
+    const POISON: usize = 7;
+    let number = |e: &Envelope| -> usize { e.trace_id.parse().unwrap() };
+    let done: Arc<Mutex<Vec<usize>>> = Default::default();
+    let sizes: Arc<Mutex<Vec<usize>>> = Default::default();
+    let (d, z) = (done.clone(), sizes.clone());
+    let batch: consumer::BatchHandler = Arc::new(move |items: Vec<(Envelope, tracing::Span)>| {
+        let (d, z) = (d.clone(), z.clone());
+        Box::pin(async move {
+            z.lock().unwrap().push(items.len());
+            let numbers: Vec<usize> = items.iter().map(|(e, _)| number(e)).collect();
+            if numbers.contains(&POISON) {
+                return Err(AppError::Internal("poison in the batch".into())); // all or nothing
+            }
+            d.lock().unwrap().extend(&numbers);
+            Ok(vec![true; numbers.len()])
+        })
+    });
+    let d = done.clone();
+    let single: Handler = Arc::new(move |env: Envelope| {
+        let d = d.clone();
+        Box::pin(async move {
+            match number(&env) {
+                POISON => Err(AppError::Internal("poison".into())),
+                n => {
+                    d.lock().unwrap().push(n);
+                    Ok(())
+                }
+            }
+        })
+    });
+    let mut dlq = t.subscribe("dead-letters", Topic::DeadLetters).await.unwrap();
+    // Published before the consumer starts, so they are waiting together when it does.
+    drop(t.subscribe("batched", Topic::StockCommands).await.unwrap());
+    publish_n(t.as_ref(), Uuid::now_v7(), 0..40).await;
+    let stop = CancellationToken::new();
+    let spec = consumer::ConsumerSpec {
+        name: "batched".to_string(),
+        topic: Topic::StockCommands,
+        concurrency: 2,
+        max_batch: 16,
+        max_deliveries: 2,
+        metrics: Default::default(),
+    };
+    let task = tokio::spawn(consumer::run_batched(t.clone(), spec, single, batch, stop.clone()));
+    let dead = tokio::time::timeout(Duration::from_secs(60), dlq.next())
+        .await
+        .expect("a dead letter")
+        .unwrap()
+        .unwrap();
+    assert_eq!(number(&Envelope::decode(&dead.payload).unwrap()), POISON);
+    dead.acker.ack().await.unwrap();
+    for _ in 0..600 {
+        if done.lock().unwrap().len() >= 39 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // nothing more may arrive
+    let mut handled = done.lock().unwrap().clone();
+    handled.sort();
+    let expected: Vec<usize> = (0..40).filter(|n| *n != POISON).collect();
+    assert_eq!(handled, expected, "every good message once; batch sizes {:?}", sizes.lock().unwrap());
+    stop.cancel();
+    let _ = task.await;
+    t.destroy().await.unwrap();
+}
+
 macro_rules! conformance {
     ($($broker:ident => $kind:expr),* $(,)?) => {$(
         mod $broker {
@@ -286,6 +359,10 @@ macro_rules! conformance {
             async fn trace_context_travels_in_headers() { super::trace_context_travels_in_headers($kind).await }
             #[tokio::test]
             async fn dead_letters_after_the_retry_limit() { super::dead_letters_after_the_retry_limit($kind).await }
+            #[tokio::test]
+            async fn batches_handle_each_message_once_and_isolate_poison() {
+                super::batches_handle_each_message_once_and_isolate_poison($kind).await
+            }
         }
     )*};
 }

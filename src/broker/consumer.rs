@@ -1,5 +1,12 @@
 //! The consume loop every role uses: decode, handle, ack after the handler committed, nak with
 //! backoff when it failed, resubscribe when the broker connection breaks.
+//!
+//! Group commit: a consumer with a [`BatchHandler`] takes whatever deliveries are ready at once
+//! (up to [`ConsumerSpec::max_batch`]) and handles them in one transaction, acking each after the
+//! commit. At low load a batch is one message and nothing waits for company; under load, messages
+//! pile up while a batch commits, so the next one is larger and the commit (and, for hot rows such
+//! as a popular product's stock, the row lock) is paid once per batch instead of once per message.
+//! If a batch fails, its messages are handled one by one, so one poison message fails alone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +24,13 @@ use crate::saga::messages::Envelope;
 use crate::telemetry::TraceParent;
 
 pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
+
+/// Handles several messages in one transaction, all or nothing; each comes with the span it is
+/// handled in (the `handle` span the message's trace continues in). Returns, in order, whether
+/// each message was new (`false`: a duplicate the inbox dropped).
+pub type BatchHandler = Arc<
+    dyn Fn(Vec<(Envelope, tracing::Span)>) -> BoxFuture<'static, Result<Vec<bool>, AppError>> + Send + Sync,
+>;
 
 /// Counts of messages a consumer handled and of duplicates it skipped (read by tests and, later, metrics).
 #[derive(Debug, Default)]
@@ -50,6 +64,27 @@ where
     })
 }
 
+/// Counts a batch handler's new and duplicate messages in `stats`.
+pub fn counted_batch<F>(stats: Arc<ConsumerStats>, f: F) -> BatchHandler
+where
+    F: Fn(Vec<(Envelope, tracing::Span)>) -> BoxFuture<'static, Result<Vec<bool>, AppError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(move |batch| {
+        let stats = stats.clone();
+        let fut = f(batch);
+        Box::pin(async move {
+            let fresh = fut.await?;
+            let new = fresh.iter().filter(|n| **n).count() as u64;
+            stats.handled.fetch_add(new, Ordering::Relaxed);
+            stats.duplicates.fetch_add(fresh.len() as u64 - new, Ordering::Relaxed);
+            Ok(fresh)
+        })
+    })
+}
+
 fn backoff(delivery_count: u64) -> Duration {
     let exp = delivery_count.min(7) as u32;
     Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(10))
@@ -70,8 +105,10 @@ pub struct ConsumerSpec {
     /// The durable subscription's name; instances with the same name share the work.
     pub name: String,
     pub topic: Topic,
-    /// Messages handled at once.
+    /// Messages handled at once (batches, with a batch handler).
     pub concurrency: usize,
+    /// With a batch handler: the most messages one transaction takes.
+    pub max_batch: usize,
     /// Deliveries before a message is dead-lettered.
     pub max_deliveries: u64,
     pub metrics: Arc<Metrics>,
@@ -84,22 +121,27 @@ fn age_seconds(envelope: &Envelope) -> Option<f64> {
     Some(std::time::SystemTime::now().duration_since(written).unwrap_or_default().as_secs_f64())
 }
 
-async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
-    let consumer = s.consumer.as_str();
-    let envelope = match Envelope::decode(&delivery.payload) {
-        Ok(e) => e,
-        Err(e) => {
-            // A message no version of this code can read will not become readable by retrying.
-            error!(consumer, error = %e, "dropping undecodable message");
-            let _ = delivery.acker.ack().await;
-            return;
+/// Decodes a delivery; an undecodable one is acked and dropped (no version of this code can read
+/// it, and retrying will not change that).
+async fn decode(delivery: Delivery, s: &Settle) -> Option<(Delivery, Envelope)> {
+    match Envelope::decode(&delivery.payload) {
+        Ok(e) => {
+            if let Some(age) = age_seconds(&e) {
+                s.metrics.message_age(&s.consumer, age);
+            }
+            Some((delivery, e))
         }
-    };
-    if let Some(age) = age_seconds(&envelope) {
-        s.metrics.message_age(consumer, age);
+        Err(e) => {
+            error!(consumer = %s.consumer, error = %e, "dropping undecodable message");
+            let _ = delivery.acker.ack().await;
+            None
+        }
     }
-    let started = std::time::Instant::now();
-    // The context the message was sent in (its header; else the envelope's trace).
+}
+
+/// The span a message is handled in, a child of the context it was sent in (its `traceparent`
+/// header; else the envelope's trace).
+fn handle_span(delivery: &Delivery, envelope: &Envelope, consumer: &str) -> tracing::Span {
     let parent = delivery
         .traceparent
         .as_deref()
@@ -114,6 +156,19 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
         trace_id = %parent.as_ref().map_or(envelope.trace_id.as_str(), |p| p.trace_id.as_str()),
     );
     crate::telemetry::join(&span, parent.as_ref());
+    span
+}
+
+async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
+    if let Some((delivery, envelope)) = decode(delivery, s).await {
+        settle_one(delivery, envelope, handler, s).await;
+    }
+}
+
+async fn settle_one(delivery: Delivery, envelope: Envelope, handler: &Handler, s: &Settle) {
+    let consumer = s.consumer.as_str();
+    let started = std::time::Instant::now();
+    let span = handle_span(&delivery, &envelope, consumer);
     async {
         match handler(envelope).await {
             Ok(()) => {
@@ -148,6 +203,47 @@ async fn settle(delivery: Delivery, handler: &Handler, s: &Settle) {
     .await
 }
 
+/// Handles `deliveries` in one transaction with `batch`; on failure, one by one with `single`.
+async fn settle_batch(deliveries: Vec<Delivery>, batch: &BatchHandler, single: &Handler, s: &Settle) {
+    let mut decoded = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        if let Some(pair) = decode(d, s).await {
+            decoded.push(pair);
+        }
+    }
+    if decoded.len() <= 1 {
+        if let Some((delivery, envelope)) = decoded.pop() {
+            settle_one(delivery, envelope, single, s).await;
+        }
+        return;
+    }
+    let consumer = s.consumer.as_str();
+    let started = std::time::Instant::now();
+    let spans: Vec<tracing::Span> = decoded.iter().map(|(d, e)| handle_span(d, e, consumer)).collect();
+    let items = decoded.iter().zip(&spans).map(|((_, e), span)| (e.clone(), span.clone())).collect();
+    match batch(items).await {
+        Ok(_) => {
+            let took = started.elapsed().as_secs_f64();
+            let acks = decoded.into_iter().zip(spans).map(|((delivery, _), span)| {
+                s.metrics.message_handled(consumer, "ok", took);
+                async move {
+                    if let Err(e) = delivery.acker.ack().await {
+                        warn!(parent: &span, error = %e, "ack failed; the message will be redelivered and deduplicated");
+                    }
+                }
+            });
+            futures::future::join_all(acks).await;
+        }
+        Err(e) => {
+            warn!(consumer, error = %e, messages = decoded.len(), "batch failed; handling its messages one by one");
+            drop(spans);
+            for (delivery, envelope) in decoded {
+                settle_one(delivery, envelope, single, s).await;
+            }
+        }
+    }
+}
+
 /// Consumes `spec.topic` as `spec.name` until `shutdown`, handling up to `spec.concurrency` messages
 /// at once. A message that failed `spec.max_deliveries` times goes to [`Topic::DeadLetters`]. In-flight messages
 /// finish before it returns.
@@ -157,7 +253,30 @@ pub async fn run(
     handler: Handler,
     shutdown: CancellationToken,
 ) {
-    let ConsumerSpec { name: consumer, topic, concurrency, max_deliveries, metrics } = spec;
+    run_with(transport, spec, handler, None, shutdown).await
+}
+
+/// Like [`run`], but with `batch` handling whatever deliveries are ready in one transaction
+/// (up to `spec.max_batch`, `spec.concurrency` batches at once); `handler` takes the messages of a
+/// batch that failed, one by one.
+pub async fn run_batched(
+    transport: Arc<dyn Transport>,
+    spec: ConsumerSpec,
+    handler: Handler,
+    batch: BatchHandler,
+    shutdown: CancellationToken,
+) {
+    run_with(transport, spec, handler, Some(batch), shutdown).await
+}
+
+async fn run_with(
+    transport: Arc<dyn Transport>,
+    spec: ConsumerSpec,
+    handler: Handler,
+    batch: Option<BatchHandler>,
+    shutdown: CancellationToken,
+) {
+    let ConsumerSpec { name: consumer, topic, concurrency, max_batch, max_deliveries, metrics } = spec;
     let settings =
         Settle { transport: transport.clone(), consumer: consumer.clone(), max_deliveries, metrics };
     let mut failures = 0u32;
@@ -175,20 +294,29 @@ pub async fn run(
             }
         };
         failures = 0;
-        deliveries
-            .take_until(shutdown.clone().cancelled_owned())
-            .for_each_concurrent(concurrency, |d| {
-                let handler = handler.clone();
-                let consumer = consumer.clone();
-                let settings = settings.clone();
-                async move {
-                    match d {
-                        Ok(d) => settle(d, &handler, &settings).await,
-                        Err(e) => warn!(%consumer, error = %e, "delivery error"),
-                    }
-                }
-            })
-            .await;
+        let deliveries = deliveries.take_until(shutdown.clone().cancelled_owned()).filter_map(|d| {
+            let consumer = consumer.clone();
+            async move { d.map_err(|e| warn!(%consumer, error = %e, "delivery error")).ok() }
+        });
+        match &batch {
+            Some(batch) if max_batch > 1 => {
+                deliveries
+                    .ready_chunks(max_batch)
+                    .for_each_concurrent(concurrency, |chunk| {
+                        let (batch, handler, settings) = (batch.clone(), handler.clone(), settings.clone());
+                        async move { settle_batch(chunk, &batch, &handler, &settings).await }
+                    })
+                    .await
+            }
+            _ => {
+                deliveries
+                    .for_each_concurrent(concurrency, |d| {
+                        let (handler, settings) = (handler.clone(), settings.clone());
+                        async move { settle(d, &handler, &settings).await }
+                    })
+                    .await
+            }
+        }
         if !shutdown.is_cancelled() {
             warn!(%consumer, ?topic, "subscription ended; resubscribing");
             tokio::time::sleep(Duration::from_millis(200)).await;

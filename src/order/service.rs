@@ -160,16 +160,19 @@ pub async fn create(
         tx.rollback().await?;
         return Ok(None);
     }
-    for (i, (sku, quantity, price)) in lines.iter().enumerate() {
-        sqlx::query("INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)")
-            .bind(order_id)
-            .bind(i as i32)
-            .bind(sku)
-            .bind(quantity)
-            .bind(price)
-            .execute(&mut *tx)
-            .await?;
-    }
+    let skus: Vec<&str> = lines.iter().map(|(sku, ..)| sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|(_, q, _)| *q).collect();
+    let prices: Vec<i64> = lines.iter().map(|(.., p)| *p).collect();
+    sqlx::query(
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+         SELECT $1, n - 1, sku, q, p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)",
+    )
+    .bind(order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
     let start = machine::start(def);
     let saga = SagaRow {
         id: Uuid::now_v7(),
@@ -189,6 +192,7 @@ pub async fn create(
     store::insert(&mut tx, &saga, def.name).await?;
     store::apply(&mut tx, &saga, &start).await?;
     tx.commit().await?;
+    crate::postgres::outbox::committed(pool);
     tracing::info!(%order_id, saga_id = %saga.id, "order placed");
     Ok(Some(order_id))
 }
@@ -212,5 +216,6 @@ pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id
         }
     }
     tx.commit().await?;
+    crate::postgres::outbox::committed(pool);
     get(pool, user_id, order_id).await
 }

@@ -17,3 +17,21 @@ pub async fn claim(
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Claims `message_ids` for `consumer` at once; returns the ids that were new (the caller does
+/// their effect in the same transaction and skips the rest).
+pub async fn claim_many(
+    tx: &mut Transaction<'_, Postgres>,
+    consumer: &str,
+    message_ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::uuid[])
+         ON CONFLICT DO NOTHING RETURNING message_id",
+    )
+    .bind(consumer)
+    .bind(message_ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map(|ids| ids.into_iter().collect())
+}

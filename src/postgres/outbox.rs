@@ -1,19 +1,42 @@
 //! The transactional outbox. A state change and the message announcing it are written in one
 //! transaction; the relay publishes committed rows and deletes them once the broker confirmed.
 //! A crash between publish and delete publishes the row again: consumers deduplicate.
+//!
+//! Waking the relay: whoever commits outbox rows calls [`committed`], which wakes this process's
+//! relay at once; rows another process committed (whose own relay died with it, say) are found by
+//! polling. Why not `NOTIFY` from an insert trigger, as before: PostgreSQL (up to 16) holds a
+//! database-wide lock from a notifying transaction's pre-commit until its commit record is
+//! flushed, so every writer of the outbox committed one at a time, and every relay of every
+//! process woke for every commit and raced the others for the same rows (24 relay queries per
+//! saga, most of them empty, measured with `pg_stat_statements`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::broker::{Outgoing, Topic, Transport};
 use crate::saga::messages::Envelope;
 use crate::telemetry::TraceParent;
+
+/// One wake-up per database this process writes to (tests run many databases in one process).
+static WAKERS: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
+
+fn waker(pool: &PgPool) -> Arc<Notify> {
+    let database = pool.connect_options().get_database().unwrap_or_default().to_string();
+    WAKERS.lock().expect("outbox wakers").entry(database).or_default().clone()
+}
+
+/// Wakes this process's relay for `pool`'s database: call it after committing outbox rows. A
+/// missed call only delays the rows until the relay's next poll.
+pub fn committed(pool: &PgPool) {
+    waker(pool).notify_one();
+}
 
 pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) -> Result<(), sqlx::Error> {
     enqueue_after(tx, envelope, Duration::ZERO).await
@@ -26,17 +49,59 @@ pub async fn enqueue_after(
     envelope: &Envelope,
     delay: Duration,
 ) -> Result<(), sqlx::Error> {
-    let traceparent = TraceParent::for_message(&envelope.trace_id, envelope.message_id).map(|t| t.header());
+    insert_all(tx, &[OutboxRow::new(envelope, delay)]).await
+}
+
+/// A message on its way into the outbox. Its trace context is taken when it is made, from the
+/// span current then (the span that writes it), so make it in the span of the work it belongs to.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    message_id: uuid::Uuid,
+    topic: &'static str,
+    key: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+    delay_ms: i64,
+}
+
+impl OutboxRow {
+    pub fn new(envelope: &Envelope, delay: Duration) -> Self {
+        OutboxRow {
+            message_id: envelope.message_id,
+            topic: envelope.topic().as_str(),
+            key: envelope.saga_id.to_string(),
+            payload: envelope.encode(),
+            traceparent: TraceParent::for_message(&envelope.trace_id, envelope.message_id)
+                .map(|t| t.header()),
+            delay_ms: delay.as_millis() as i64,
+        }
+    }
+}
+
+/// Writes `rows` in one statement, in this order (the relay publishes in id order).
+pub async fn insert_all(tx: &mut Transaction<'_, Postgres>, rows: &[OutboxRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.message_id).collect();
+    let topics: Vec<&str> = rows.iter().map(|r| r.topic).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
+    let traceparents: Vec<Option<&str>> = rows.iter().map(|r| r.traceparent.as_deref()).collect();
+    let delays: Vec<i64> = rows.iter().map(|r| r.delay_ms).collect();
     sqlx::query(
         "INSERT INTO outbox (message_id, topic, key, payload, traceparent, available_at)
-         VALUES ($1, $2, $3, $4, $5, now() + $6::bigint * interval '1 millisecond')",
+         SELECT m, t, k, p, tp, now() + d * interval '1 millisecond'
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
+             WITH ORDINALITY AS r(m, t, k, p, tp, d, n)
+          ORDER BY n",
     )
-    .bind(envelope.message_id)
-    .bind(envelope.topic().as_str())
-    .bind(envelope.saga_id.to_string())
-    .bind(envelope.encode())
-    .bind(traceparent)
-    .bind(delay.as_millis() as i64)
+    .bind(&ids)
+    .bind(&topics)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&traceparents)
+    .bind(&delays)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -54,6 +119,7 @@ pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) ->
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
+        tx.commit().await?;
         return Ok(0);
     }
     let mut ids = Vec::with_capacity(rows.len());
@@ -89,30 +155,30 @@ pub enum RelayError {
     Broker(#[from] crate::broker::BrokerError),
 }
 
-/// Relays until `shutdown`. Drains without pausing while rows come; when idle, waits for the
-/// insert trigger's `NOTIFY outbox` (a committed row), or `interval` as a fallback should a
-/// notification be missed (the listening connection is re-established after a failure).
+/// Rows one relay transaction publishes at most.
+const RELAY_BATCH: i64 = 256;
+
+/// Relays until `shutdown`. Drains without pausing while rows come; when idle, waits until this
+/// process commits outbox rows ([`committed`]) or `interval` passed (rows of other processes,
+/// delayed rows that became due).
 pub async fn run_relay(
     pool: PgPool,
     transport: Arc<dyn Transport>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let wake = waker(&pool);
     let mut failures = 0u32;
-    let mut listener: Option<PgListener> = None;
     while !shutdown.is_cancelled() {
-        if listener.is_none() {
-            listener = listen(&pool).await;
-        }
-        match relay_once(&pool, transport.as_ref(), 256).await {
+        match relay_once(&pool, transport.as_ref(), RELAY_BATCH).await {
             Ok(n) => {
                 failures = 0;
-                if n > 0 {
+                // A short batch drained what was committed; rows committed since woke us again.
+                if n as i64 == RELAY_BATCH {
                     continue;
                 }
             }
             Err(e) => {
-                // Back off without listening: notifications would cut the backoff short.
                 failures += 1;
                 let wait = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                 warn!(error = %e, ?wait, "outbox relay failed; retrying");
@@ -122,25 +188,10 @@ pub async fn run_relay(
                 }
             }
         }
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        let listener_lost = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = notified => r.is_err(),
-            _ = tokio::time::sleep(interval) => false,
-        };
-        if listener_lost {
-            listener = None;
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
         }
     }
-}
-
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut l = PgListener::connect_with(pool).await.ok()?;
-    l.listen("outbox").await.ok()?;
-    Some(l)
 }

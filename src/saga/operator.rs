@@ -100,6 +100,7 @@ pub async fn act(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    crate::postgres::outbox::committed(pool);
     tracing::info!(%saga_id, action = action.as_str(), actor = %actor.email, reason, "operator action applied");
     let saga = store::summary(pool, saga_id).await?.ok_or(AppError::NotFound("saga"))?;
     Ok(Applied { saga, replayed: false })

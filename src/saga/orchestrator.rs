@@ -15,7 +15,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::machine::{self, Input};
 use super::messages::{Body, Envelope};
 use super::{store, SagaDefinition};
-use crate::broker::consumer::{self, counted, ConsumerSpec, ConsumerStats};
+use crate::broker::consumer::{self, counted, counted_batch, ConsumerSpec, ConsumerStats};
 use crate::broker::{Topic, Transport};
 use crate::error::AppError;
 use crate::metrics::{screaming_snake, Metrics};
@@ -43,57 +43,84 @@ impl Orchestrator {
 
     /// Returns `false` when the reply was a duplicate and nothing was done.
     pub async fn handle_reply(&self, envelope: Envelope) -> Result<bool, AppError> {
-        let Body::Reply(reply) = &envelope.body else {
-            warn!("orchestrator received a non-reply message; ignoring");
-            return Ok(true);
-        };
+        let span = tracing::Span::current();
+        Ok(self.handle_replies(vec![(envelope, span)]).await?[0])
+    }
+
+    /// Applies a batch of replies in one transaction (all or nothing): claims them in the inbox,
+    /// locks their sagas in id order, runs the state machine over each reply in delivery order
+    /// (two replies of one saga apply one after the other) and writes every transition with one
+    /// statement per table. Returns, in order, whether each reply was new.
+    pub async fn handle_replies(&self, batch: Vec<(Envelope, tracing::Span)>) -> Result<Vec<bool>, AppError> {
         let mut tx = self.pool.begin().await?;
-        if !inbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
-            tx.commit().await?;
-            return Ok(false);
-        }
-        let Some(saga) = store::lock(&mut tx, envelope.saga_id).await? else {
-            warn!("reply for an unknown saga; ignoring");
-            tx.commit().await?;
-            return Ok(true);
-        };
-        let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
-        let t = machine::handle(&self.def, &saga.state, &input);
-        match &t {
-            Some(t) => {
-                store::apply(&mut tx, &saga, t).await?;
-                info!(reply = ?reply.kind, status = t.state.status.as_str(), "saga advanced");
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|(e, _)| e.message_id).collect();
+        let fresh = inbox::claim_many(&mut tx, CONSUMER, &ids).await?;
+        let mut seen = std::collections::HashSet::new();
+        let new: Vec<bool> =
+            batch.iter().map(|(e, _)| fresh.contains(&e.message_id) && seen.insert(e.message_id)).collect();
+        let mut saga_ids: Vec<uuid::Uuid> =
+            batch.iter().zip(&new).filter(|(_, n)| **n).map(|((e, _), _)| e.saga_id).collect();
+        saga_ids.sort();
+        saga_ids.dedup();
+        let mut sagas: std::collections::HashMap<uuid::Uuid, store::SagaRow> =
+            store::lock_many(&mut tx, &saga_ids).await?.into_iter().map(|s| (s.id, s)).collect();
+        let mut writes = store::Writes::default();
+        let mut applied = Vec::new();
+        for ((envelope, span), _) in batch.iter().zip(&new).filter(|(_, n)| **n) {
+            let _entered = span.enter();
+            let Body::Reply(reply) = &envelope.body else {
+                warn!("orchestrator received a non-reply message; ignoring");
+                continue;
+            };
+            let Some(saga) = sagas.get_mut(&envelope.saga_id) else {
+                warn!("reply for an unknown saga; ignoring");
+                continue;
+            };
+            let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
+            match machine::handle(&self.def, &saga.state, &input) {
+                Some(t) => {
+                    info!(reply = ?reply.kind, status = t.state.status.as_str(), "saga advanced");
+                    let waited = (chrono::Utc::now() - saga.updated_at).to_std().unwrap_or_default();
+                    writes.add(saga, &t);
+                    applied.push((t, reply.kind, waited));
+                }
+                None => {
+                    info!(reply = ?reply.kind, status = saga.state.status.as_str(), "reply does not apply; ignored")
+                }
             }
-            None => {
-                info!(reply = ?reply.kind, status = saga.state.status.as_str(), "reply does not apply; ignored")
-            }
         }
+        let wrote = !writes.is_empty();
+        writes.flush(&mut tx).await?;
         tx.commit().await?;
-        if let Some(t) = t {
-            self.record(&t);
-            let waited = (chrono::Utc::now() - saga.updated_at).to_std().unwrap_or_default();
+        if wrote {
+            crate::postgres::outbox::committed(&self.pool);
+        }
+        for (t, kind, waited) in &applied {
+            self.record(t);
             self.metrics.step_duration(
-                &screaming_snake(&format!("{:?}", reply.kind.answers())),
-                &screaming_snake(&format!("{:?}", reply.kind)),
+                &screaming_snake(&format!("{:?}", kind.answers())),
+                &screaming_snake(&format!("{:?}", kind)),
                 waited.as_secs_f64(),
             );
         }
-        Ok(true)
+        Ok(new)
     }
 
     /// Fires the timeout of every saga whose deadline passed; returns how many.
     pub async fn fire_timeouts(&self) -> Result<usize, AppError> {
         let mut tx = self.pool.begin().await?;
-        let expired = store::lock_expired(&mut tx, 100).await?;
+        let mut expired = store::lock_expired(&mut tx, 100).await?;
+        let count = expired.len();
         let mut fired = Vec::new();
-        for saga in &expired {
+        let mut writes = store::Writes::default();
+        for saga in &mut expired {
             let span = info_span!("timeout", saga_id = %saga.id, order_id = %saga.order_id, trace_id = %saga.trace_id);
             crate::telemetry::join(&span, TraceParent::derived(&saga.trace_id, saga.id).as_ref());
             let _g = span.enter();
             match machine::handle(&self.def, &saga.state, &Input::Timeout) {
                 Some(t) => {
                     info!(status = t.state.status.as_str(), attempt = t.state.attempt, "step timed out");
-                    store::apply(&mut tx, saga, &t).await?;
+                    writes.add(saga, &t);
                     fired.push(t);
                 }
                 None => {
@@ -105,9 +132,13 @@ impl Orchestrator {
                 }
             }
         }
+        writes.flush(&mut tx).await?;
         tx.commit().await?;
+        if !fired.is_empty() {
+            crate::postgres::outbox::committed(&self.pool);
+        }
         fired.iter().for_each(|t| self.record(t));
-        Ok(expired.len())
+        Ok(count)
     }
 }
 
@@ -139,18 +170,25 @@ pub async fn run(
 ) {
     let orchestrator = Orchestrator::new(pool.clone(), def, metrics.clone());
     let o = orchestrator.clone();
-    let handler = counted(stats, move |env| {
+    let handler = counted(stats.clone(), move |env| {
         let o = o.clone();
         Box::pin(async move { o.handle_reply(env).await })
+    });
+    let o = orchestrator.clone();
+    let batch = counted_batch(stats, move |replies| {
+        let o = o.clone();
+        Box::pin(async move { o.handle_replies(replies).await })
     });
     let spec = ConsumerSpec {
         name: CONSUMER.to_string(),
         topic: Topic::Replies,
-        concurrency: config.worker_concurrency,
+        concurrency: config.consumer_batches_in_flight,
+        max_batch: config.consumer_max_batch,
         max_deliveries: config.max_deliveries,
         metrics,
     };
-    let consumer = tokio::spawn(consumer::run(transport.clone(), spec, handler, shutdown.clone()));
+    let consumer =
+        tokio::spawn(consumer::run_batched(transport.clone(), spec, handler, batch, shutdown.clone()));
     let relay = tokio::spawn(crate::postgres::outbox::run_relay(
         pool.clone(),
         transport.clone(),

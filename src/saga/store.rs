@@ -91,6 +91,16 @@ fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
     })
 }
 
+/// Loads sagas and locks their rows until the transaction ends, in id order (so two transactions
+/// that lock overlapping sets wait for each other rather than deadlock).
+pub async fn lock_many(
+    tx: &mut Transaction<'_, Postgres>,
+    saga_ids: &[Uuid],
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    sqlx::query(&sql).bind(saga_ids).fetch_all(&mut **tx).await?.iter().map(row_to_saga).collect()
+}
+
 /// Loads a saga and locks its row until the transaction ends: one transition at a time per saga.
 pub async fn lock(tx: &mut Transaction<'_, Postgres>, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
     let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1 FOR UPDATE");
@@ -146,85 +156,179 @@ pub async fn apply(
     saga: &SagaRow,
     t: &Transition,
 ) -> Result<(), sqlx::Error> {
-    let deadline_ms = t.deadline.map(|d| d.as_millis() as i64);
-    sqlx::query(
-        "UPDATE sagas SET status = $2, step = $3, attempt = $4, failure_reason = $5,
-             deadline = now() + $6::bigint * interval '1 millisecond',
-             event_count = event_count + $7, updated_at = now(),
-             interrupted_status = $8, last_error = $9
-         WHERE id = $1",
-    )
-    .bind(saga.id)
-    .bind(t.state.status.as_str())
-    .bind(t.state.step as i32)
-    .bind(t.state.attempt as i32)
-    .bind(&t.state.failure_reason)
-    .bind(deadline_ms)
-    .bind(t.events.len() as i32)
-    .bind(t.state.interrupted.map(|s| s.as_str()))
-    .bind(&t.state.last_error)
-    .execute(&mut **tx)
-    .await?;
+    let mut writes = Writes::default();
+    writes.add(&mut saga.clone(), t);
+    writes.flush(tx).await
+}
 
-    for (i, (kind, detail)) in t.events.iter().enumerate() {
-        sqlx::query("INSERT INTO saga_events (saga_id, seq, kind, detail) VALUES ($1, $2, $3, $4)")
-            .bind(saga.id)
-            .bind(saga.event_count + 1 + i as i32)
-            .bind(kind.as_str())
-            .bind(detail)
-            .execute(&mut **tx)
-            .await?;
+/// Transitions of one or many sagas (whose rows the transaction holds locked), written with one
+/// statement per table: the sagas' new states, their history, the outbox (commands, order events
+/// and one `SagaChanged` notice per saga) and the orders' outcomes. Group commit in the
+/// orchestrator hands a whole batch of replies to one `Writes`.
+#[derive(Default)]
+pub struct Writes {
+    sagas: Vec<SagaWrite>,
+    index: std::collections::HashMap<Uuid, usize>,
+    events: Vec<(Uuid, i32, &'static str, Option<String>)>,
+    outbox: Vec<outbox::OutboxRow>,
+    orders: Vec<(Uuid, &'static str, Option<String>)>,
+}
+
+struct SagaWrite {
+    id: Uuid,
+    order_id: Uuid,
+    trace_id: String,
+    state: SagaState,
+    deadline_ms: Option<i64>,
+    added_events: i32,
+    event_count: i32,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.sagas.is_empty()
     }
 
-    // Every API instance hears of the change through the broker and wakes its live subscriptions.
-    let changed = SagaChanged {
-        status: t.state.status.as_str().to_string(),
-        event_count: saga.event_count + t.events.len() as i32,
-    };
-    outbox::enqueue(
-        tx,
-        &Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Changed(changed)),
-    )
-    .await?;
-
-    if let Some(kind) = t.command {
-        let envelope = Envelope::new(
-            saga.id,
-            saga.order_id,
-            saga.trace_id.clone(),
-            Body::Command(command_for(kind, &saga.payload)),
-        );
-        outbox::enqueue_after(tx, &envelope, t.delay).await?;
-    }
-
-    match &t.outcome {
-        Some(OrderOutcome::Confirm) => {
-            sqlx::query("UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1")
-                .bind(saga.order_id)
-                .execute(&mut **tx)
-                .await?;
-            let skus = saga.payload.lines.iter().map(|l| l.sku.clone()).collect();
-            let lines = saga.payload.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
-            let event = DomainEvent::OrderConfirmed { user_id: saga.user_id, skus, lines };
-            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
-            outbox::enqueue(tx, &envelope).await?;
+    /// Adds `t` for `saga` and moves `saga` on to the state after it, so a second transition of
+    /// the same saga in this transaction continues from there. Messages take their trace context
+    /// from the current span: call it in the span of the work that caused the transition.
+    pub fn add(&mut self, saga: &mut SagaRow, t: &Transition) {
+        for (i, (kind, detail)) in t.events.iter().enumerate() {
+            self.events.push((saga.id, saga.event_count + 1 + i as i32, kind.as_str(), detail.clone()));
         }
-        Some(OrderOutcome::Cancel { reason }) => {
+        if let Some(kind) = t.command {
+            let command = Body::Command(command_for(kind, &saga.payload));
+            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), command);
+            self.outbox.push(outbox::OutboxRow::new(&envelope, t.delay));
+        }
+        let lines = || saga.payload.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        let event = match &t.outcome {
+            Some(OrderOutcome::Confirm) => {
+                self.orders.push((saga.order_id, "CONFIRMED", None));
+                let skus = saga.payload.lines.iter().map(|l| l.sku.clone()).collect();
+                Some(DomainEvent::OrderConfirmed { user_id: saga.user_id, skus, lines: lines() })
+            }
+            Some(OrderOutcome::Cancel { reason }) => {
+                self.orders.push((saga.order_id, "CANCELLED", Some(reason.clone())));
+                Some(DomainEvent::OrderCancelled { user_id: saga.user_id, lines: lines() })
+            }
+            None => None,
+        };
+        if let Some(event) = event {
+            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
+            self.outbox.push(outbox::OutboxRow::new(&envelope, std::time::Duration::ZERO));
+        }
+        saga.state = t.state.clone();
+        saga.event_count += t.events.len() as i32;
+        let write = SagaWrite {
+            id: saga.id,
+            order_id: saga.order_id,
+            trace_id: saga.trace_id.clone(),
+            state: t.state.clone(),
+            deadline_ms: t.deadline.map(|d| d.as_millis() as i64),
+            added_events: t.events.len() as i32,
+            event_count: saga.event_count,
+        };
+        match self.index.get(&saga.id) {
+            Some(&i) => {
+                let earlier = &mut self.sagas[i];
+                earlier.added_events += write.added_events;
+                earlier.state = write.state;
+                earlier.deadline_ms = write.deadline_ms;
+                earlier.event_count = write.event_count;
+            }
+            None => {
+                self.index.insert(saga.id, self.sagas.len());
+                self.sagas.push(write);
+            }
+        }
+    }
+
+    pub async fn flush(mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        if self.sagas.is_empty() {
+            return Ok(());
+        }
+        let s = &self.sagas;
+        let ids: Vec<Uuid> = s.iter().map(|w| w.id).collect();
+        let statuses: Vec<&str> = s.iter().map(|w| w.state.status.as_str()).collect();
+        let steps: Vec<i32> = s.iter().map(|w| w.state.step as i32).collect();
+        let attempts: Vec<i32> = s.iter().map(|w| w.state.attempt as i32).collect();
+        let reasons: Vec<Option<&str>> = s.iter().map(|w| w.state.failure_reason.as_deref()).collect();
+        let deadlines: Vec<Option<i64>> = s.iter().map(|w| w.deadline_ms).collect();
+        let added: Vec<i32> = s.iter().map(|w| w.added_events).collect();
+        let interrupted: Vec<Option<&str>> =
+            s.iter().map(|w| w.state.interrupted.map(|i| i.as_str())).collect();
+        let errors: Vec<Option<&str>> = s.iter().map(|w| w.state.last_error.as_deref()).collect();
+        sqlx::query(
+            "UPDATE sagas s SET status = v.status, step = v.step, attempt = v.attempt,
+                 failure_reason = v.failure_reason,
+                 deadline = now() + v.deadline_ms * interval '1 millisecond',
+                 event_count = s.event_count + v.added, updated_at = now(),
+                 interrupted_status = v.interrupted, last_error = v.last_error
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::bigint[],
+                           $7::int[], $8::text[], $9::text[])
+                 AS v(id, status, step, attempt, failure_reason, deadline_ms, added, interrupted, last_error)
+              WHERE s.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&steps)
+        .bind(&attempts)
+        .bind(&reasons)
+        .bind(&deadlines)
+        .bind(&added)
+        .bind(&interrupted)
+        .bind(&errors)
+        .execute(&mut **tx)
+        .await?;
+
+        if !self.events.is_empty() {
+            let e = &self.events;
+            let saga_ids: Vec<Uuid> = e.iter().map(|x| x.0).collect();
+            let seqs: Vec<i32> = e.iter().map(|x| x.1).collect();
+            let kinds: Vec<&str> = e.iter().map(|x| x.2).collect();
+            let details: Vec<Option<&str>> = e.iter().map(|x| x.3.as_deref()).collect();
             sqlx::query(
-                "UPDATE orders SET status = 'CANCELLED', cancel_reason = $2, updated_at = now() WHERE id = $1",
+                "INSERT INTO saga_events (saga_id, seq, kind, detail)
+                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[])",
             )
-            .bind(saga.order_id)
-            .bind(reason)
+            .bind(&saga_ids)
+            .bind(&seqs)
+            .bind(&kinds)
+            .bind(&details)
             .execute(&mut **tx)
             .await?;
-            let lines = saga.payload.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
-            let event = DomainEvent::OrderCancelled { user_id: saga.user_id, lines };
-            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
-            outbox::enqueue(tx, &envelope).await?;
         }
-        None => {}
+
+        // Every API instance hears of the change through the broker and wakes its live
+        // subscriptions: one notice per saga, with where it ended up.
+        for w in &self.sagas {
+            let changed =
+                SagaChanged { status: w.state.status.as_str().to_string(), event_count: w.event_count };
+            let envelope = Envelope::new(w.id, w.order_id, w.trace_id.clone(), Body::Changed(changed));
+            self.outbox.push(outbox::OutboxRow::new(&envelope, std::time::Duration::ZERO));
+        }
+        outbox::insert_all(tx, &self.outbox).await?;
+
+        if !self.orders.is_empty() {
+            let o = &self.orders;
+            let ids: Vec<Uuid> = o.iter().map(|x| x.0).collect();
+            let statuses: Vec<&str> = o.iter().map(|x| x.1).collect();
+            let reasons: Vec<Option<&str>> = o.iter().map(|x| x.2.as_deref()).collect();
+            sqlx::query(
+                "UPDATE orders o SET status = v.status, cancel_reason = COALESCE(v.reason, o.cancel_reason),
+                     updated_at = now()
+                   FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)
+                  WHERE o.id = v.id",
+            )
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&reasons)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A saga's history after `after_seq`, in order.

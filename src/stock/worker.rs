@@ -4,7 +4,7 @@
 //! order id makes a retried command (new message id, same order) return the first outcome.
 
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use tracing::info;
+use tracing::{info, Instrument};
 
 use crate::error::AppError;
 use crate::postgres::{inbox, outbox};
@@ -24,23 +24,80 @@ impl StockWorker {
 
     /// Returns `false` when the message was a duplicate and nothing was done.
     pub async fn handle(&self, envelope: Envelope) -> Result<bool, AppError> {
-        let Body::Command(command) = &envelope.body else {
-            return Ok(true);
-        };
-        let mut tx = self.pool.begin().await?;
-        if !inbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
-            tx.commit().await?;
-            return Ok(false);
-        }
-        let reply = match command {
-            Command::ReserveStock { lines } => reserve(&mut tx, &envelope, lines).await?,
-            Command::ReleaseStock => release(&mut tx, &envelope).await?,
-            other => return Err(AppError::Internal(format!("stock worker got {:?}", other.kind()))),
-        };
-        outbox::enqueue(&mut tx, &envelope.reply(reply)).await?;
-        tx.commit().await?;
-        Ok(true)
+        let span = tracing::Span::current();
+        Ok(self.handle_batch(vec![(envelope, span)]).await?[0])
     }
+
+    /// Handles `batch` in one transaction (all or nothing); returns, in order, whether each
+    /// message was new. The stock rows every message touches are locked first, in SKU order, so
+    /// batches of several workers wait for each other instead of deadlocking, and a popular SKU's
+    /// row is locked once per batch rather than once per order.
+    pub async fn handle_batch(&self, batch: Vec<(Envelope, tracing::Span)>) -> Result<Vec<bool>, AppError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|(e, _)| e.message_id).collect();
+        let fresh = inbox::claim_many(&mut tx, CONSUMER, &ids).await?;
+        // A message that appears twice in one batch (a redelivery racing its original) is new once.
+        let mut seen = std::collections::HashSet::new();
+        let new: Vec<bool> =
+            batch.iter().map(|(e, _)| fresh.contains(&e.message_id) && seen.insert(e.message_id)).collect();
+        let todo: Vec<&(Envelope, tracing::Span)> =
+            batch.iter().zip(&new).filter(|(_, n)| **n).map(|(b, _)| b).collect();
+        lock_stock(&mut tx, todo.iter().map(|(e, _)| e)).await?;
+        let mut replied = false;
+        for (envelope, span) in todo {
+            let Body::Command(command) = &envelope.body else { continue };
+            let tx = &mut tx;
+            async move {
+                let reply = match command {
+                    Command::ReserveStock { lines } => reserve(tx, envelope, lines).await?,
+                    Command::ReleaseStock => release(tx, envelope).await?,
+                    other => return Err(AppError::Internal(format!("stock worker got {:?}", other.kind()))),
+                };
+                // In the message's span: the reply's trace context names it as the parent.
+                outbox::enqueue(tx, &envelope.reply(reply)).await?;
+                Ok::<_, AppError>(())
+            }
+            .instrument(span.clone())
+            .await?;
+            replied = true;
+        }
+        tx.commit().await?;
+        if replied {
+            outbox::committed(&self.pool);
+        }
+        Ok(new)
+    }
+}
+
+/// Locks the stock rows the commands in `envelopes` will change, in SKU order.
+async fn lock_stock(
+    tx: &mut Transaction<'_, Postgres>,
+    envelopes: impl Iterator<Item = &Envelope>,
+) -> Result<(), sqlx::Error> {
+    let mut reserve = Vec::new();
+    let mut release = Vec::new();
+    for e in envelopes {
+        match &e.body {
+            Body::Command(Command::ReserveStock { lines }) => {
+                reserve.extend(lines.iter().map(|l| l.sku.clone()))
+            }
+            Body::Command(Command::ReleaseStock) => release.push(e.order_id),
+            _ => {}
+        }
+    }
+    if reserve.is_empty() && release.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT 1 FROM stock WHERE sku = ANY($1)
+            OR sku IN (SELECT sku FROM stock_reservation_lines WHERE order_id = ANY($2))
+         ORDER BY sku FOR UPDATE",
+    )
+    .bind(&reserve)
+    .bind(&release)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn reply(kind: ReplyKind, reason: Option<String>) -> Reply {
