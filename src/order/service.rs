@@ -87,12 +87,10 @@ pub async fn place(
 ) -> AppResult<Order> {
     let key = IdempotencyKey::parse(key)?;
     let token = PaymentToken::parse(payment_token)?;
-    if let Some(existing) = by_key(pool, user_id, &key).await? {
-        return Ok(existing);
-    }
     let cart = carts::load(mongo, user_id).await?;
     if cart.items.is_empty() {
-        return Err(AppError::bad_input("the cart is empty"));
+        // Repeating a placement finds the cart emptied by the first one: answer with its order.
+        return by_key(pool, user_id, &key).await?.ok_or_else(|| AppError::bad_input("the cart is empty"));
     }
     let skus: Vec<String> = cart.items.iter().map(|i| i.sku.clone()).collect();
     let products = catalog::by_skus(mongo, &skus).await?;
@@ -115,10 +113,11 @@ pub async fn place(
     }
     let total = total.expect("non-empty cart");
 
-    let Some(order_id) = create(pool, def, user_id, &key, &token, &lines, &total, trace_id).await? else {
-        // A concurrent request with the same key won the race.
+    let Some(order) = create(pool, def, user_id, &key, &token, &lines, &total, trace_id).await? else {
+        // An order with this key exists already (a repeated request, or a concurrent one that won).
         return by_key(pool, user_id, &key).await?.ok_or(AppError::NotFound("order"));
     };
+    let order_id = order.id;
     // The ordered units leave the cart now, so the next order cannot include them again; a
     // cancelled order puts them back (cart worker). Should this fail (or the process die here),
     // the cart worker takes them out when the order is confirmed.
@@ -126,11 +125,12 @@ pub async fn place(
     if let Err(e) = carts::take_order(mongo, user_id, order_id, &ordered, Some(cart)).await {
         tracing::warn!(%order_id, error = %e, "ordered items not taken out of the cart yet");
     }
-    get(pool, user_id, order_id).await
+    Ok(order)
 }
 
 /// Writes an order with `lines` (sku, quantity, unit price), its saga and the saga's first command,
-/// in one transaction. `None` when the user already has an order with this key.
+/// in one transaction, and returns the order. `None` when the user already has an order with this
+/// key.
 #[allow(clippy::too_many_arguments)]
 pub async fn create(
     pool: &PgPool,
@@ -141,25 +141,27 @@ pub async fn create(
     lines: &[(String, i32, i64)],
     total: &Money,
     trace_id: &str,
-) -> AppResult<Option<Uuid>> {
+) -> AppResult<Option<Order>> {
     let order_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
+    let sql = format!(
         "INSERT INTO orders (id, user_id, status, total_minor, currency, idempotency_key)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5) ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(user_id)
-    .bind(total.minor)
-    .bind(&total.currency)
-    .bind(key.as_str())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+         VALUES ($1, $2, 'PENDING', $3, $4, $5) ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING
+         RETURNING {ORDER_COLUMNS}"
+    );
+    let inserted = sqlx::query(&sql)
+        .bind(order_id)
+        .bind(user_id)
+        .bind(total.minor)
+        .bind(&total.currency)
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = inserted else {
         tx.rollback().await?;
         return Ok(None);
-    }
+    };
+    let order = to_order(&row)?;
     let skus: Vec<&str> = lines.iter().map(|(sku, ..)| sku.as_str()).collect();
     let quantities: Vec<i32> = lines.iter().map(|(_, q, _)| *q).collect();
     let prices: Vec<i64> = lines.iter().map(|(.., p)| *p).collect();
@@ -194,7 +196,7 @@ pub async fn create(
     tx.commit().await?;
     crate::postgres::outbox::committed(pool);
     tracing::info!(%order_id, saga_id = %saga.id, "order placed");
-    Ok(Some(order_id))
+    Ok(Some(order))
 }
 
 /// Cancels an order whose saga has not finished; compensation runs in the background.

@@ -4,6 +4,10 @@
 //! happen outside transactions (they are network calls) and carry the order id as idempotency key.
 //! Authorize writes a PENDING row first, so a VoidPayment that overtakes a slow authorization
 //! marks it VOIDED and the authorization, when it completes, is voided instead of kept.
+//!
+//! The gateway's answer is recorded in the same transaction as the inbox claim and the reply
+//! (authorize: two commits, capture: one): a crash before that commit leaves the row as it was,
+//! and the redelivered command asks the gateway again under the same idempotency key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +38,32 @@ struct Payment {
 
 fn reply(kind: ReplyKind, reason: Option<String>) -> Option<Reply> {
     Some(Reply { kind, reason })
+}
+
+/// What a command leaves to the transaction that claims it and sends the reply.
+enum Finish {
+    /// Send this reply (or none), nothing else to record.
+    Reply(Option<Reply>),
+    /// Move the payment from `from` to `to` and send `reply`; if the row is no longer in `from`,
+    /// `contested` says what then.
+    Move {
+        from: &'static str,
+        to: &'static str,
+        gateway_ref: Option<String>,
+        reason: Option<String>,
+        reply: Reply,
+        contested: Contested,
+    },
+}
+
+/// What to do when the payment moved while the gateway was deciding.
+enum Contested {
+    /// Reply as planned (a decline stays a decline).
+    Keep,
+    /// An authorization at `reference` must be voided if the payment was voided meanwhile.
+    Authorized { reference: String },
+    /// A capture must be refunded if the payment was voided meanwhile.
+    Captured { reference: String, amount: i64 },
 }
 
 impl PaymentWorker {
@@ -71,12 +101,12 @@ impl PaymentWorker {
         };
         // No early inbox check: a redelivered command finds the payment row in its final state and
         // answers from it without calling the gateway; the claim below drops the duplicate reply.
-        let reply = match command {
+        let finish = match command {
             Command::AuthorizePayment { amount_minor, currency, payment_token } => {
                 self.authorize(&envelope, *amount_minor, currency, payment_token).await?
             }
             Command::CapturePayment => self.capture(&envelope).await?,
-            Command::VoidPayment => self.void(&envelope).await?,
+            Command::VoidPayment => Finish::Reply(self.void(&envelope).await?),
             other => return Err(AppError::Internal(format!("payment worker got {:?}", other.kind()))),
         };
         let mut tx = self.pool.begin().await?;
@@ -84,6 +114,68 @@ impl PaymentWorker {
             tx.commit().await?;
             return Ok(false);
         }
+        let reply = match finish {
+            Finish::Reply(reply) => reply,
+            Finish::Move { from, to, gateway_ref, reason, reply, contested } => {
+                let moved = sqlx::query(
+                    "UPDATE payments SET status = $3, gateway_ref = COALESCE($4, gateway_ref),
+                         reason = COALESCE($5, reason), updated_at = now()
+                     WHERE order_id = $1 AND status = $2",
+                )
+                .bind(envelope.order_id)
+                .bind(from)
+                .bind(to)
+                .bind(&gateway_ref)
+                .bind(&reason)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 1 {
+                    info!(from, to, "payment recorded");
+                    Some(reply)
+                } else {
+                    // Someone moved the row while the gateway was deciding.
+                    let (status, reason): (String, Option<String>) =
+                        sqlx::query_as("SELECT status, reason FROM payments WHERE order_id = $1")
+                            .bind(envelope.order_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    match (contested, status.as_str()) {
+                        (Contested::Keep, _) => Some(reply),
+                        // A concurrent delivery of the same command did it (same idempotency key).
+                        (Contested::Authorized { .. }, "AUTHORIZED" | "CAPTURED") => Some(reply),
+                        (Contested::Captured { .. }, "CAPTURED") => Some(reply),
+                        (Contested::Authorized { reference }, "VOIDED" | "REFUNDED") => {
+                            tx.rollback().await?;
+                            warn!("authorization completed after the payment was voided; voiding it");
+                            self.call(self.gateway.void(envelope.order_id, &reference))
+                                .await
+                                .map_err(|e| AppError::Internal(e.to_string()))?;
+                            let declined = Reply {
+                                kind: ReplyKind::PaymentDeclined,
+                                reason: Some("payment was voided".into()),
+                            };
+                            return self.reply_only(&envelope, declined).await;
+                        }
+                        (Contested::Authorized { .. }, _) => {
+                            Some(Reply { kind: ReplyKind::PaymentDeclined, reason })
+                        }
+                        (Contested::Captured { reference, amount }, _) => {
+                            // Voided concurrently: the money must not stay captured.
+                            tx.rollback().await?;
+                            self.call(self.gateway.refund(envelope.order_id, &reference, amount))
+                                .await
+                                .map_err(|e| AppError::Internal(e.to_string()))?;
+                            let failed = Reply {
+                                kind: ReplyKind::PaymentCaptureFailed,
+                                reason: Some("payment was voided".into()),
+                            };
+                            return self.reply_only(&envelope, failed).await;
+                        }
+                    }
+                }
+            }
+        };
         if let Some(reply) = &reply {
             outbox::enqueue(&mut tx, &envelope.reply(reply.clone())).await?;
         }
@@ -94,13 +186,26 @@ impl PaymentWorker {
         Ok(true)
     }
 
+    /// Claims the message and sends `reply`, in one transaction; `false` for a duplicate.
+    async fn reply_only(&self, envelope: &Envelope, reply: Reply) -> Result<bool, AppError> {
+        let mut tx = self.pool.begin().await?;
+        if !inbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        outbox::enqueue(&mut tx, &envelope.reply(reply)).await?;
+        tx.commit().await?;
+        outbox::committed(&self.pool);
+        Ok(true)
+    }
+
     async fn authorize(
         &self,
         env: &Envelope,
         amount: i64,
         currency: &str,
         token: &str,
-    ) -> Result<Option<Reply>, AppError> {
+    ) -> Result<Finish, AppError> {
         let inserted = sqlx::query(
             "INSERT INTO payments (order_id, status, amount_minor, currency) VALUES ($1, 'PENDING', $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -117,97 +222,80 @@ impl PaymentWorker {
                 .await?
                 .ok_or_else(|| AppError::Internal("payment row vanished".into()))?;
             match p.status.as_str() {
-                "AUTHORIZED" | "CAPTURED" => return Ok(reply(ReplyKind::PaymentAuthorized, None)),
-                "DECLINED" => return Ok(reply(ReplyKind::PaymentDeclined, p.reason)),
+                "AUTHORIZED" | "CAPTURED" => {
+                    return Ok(Finish::Reply(reply(ReplyKind::PaymentAuthorized, None)))
+                }
+                "DECLINED" => return Ok(Finish::Reply(reply(ReplyKind::PaymentDeclined, p.reason))),
                 "VOIDED" | "REFUNDED" => {
-                    return Ok(reply(ReplyKind::PaymentDeclined, Some("payment was voided".into())))
+                    return Ok(Finish::Reply(reply(
+                        ReplyKind::PaymentDeclined,
+                        Some("payment was voided".into()),
+                    )))
                 }
                 _ => {} // PENDING: an earlier attempt did not finish; ask the gateway again (idempotent).
             }
         }
         match self.call(self.gateway.authorize(env.order_id, token, amount, currency)).await {
-            Ok(auth) => {
-                let updated = sqlx::query(
-                    "UPDATE payments SET status = 'AUTHORIZED', gateway_ref = $2, updated_at = now() WHERE order_id = $1 AND status = 'PENDING'",
-                )
-                .bind(env.order_id)
-                .bind(&auth.reference)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    // Someone else moved the row while the gateway was deciding.
-                    let now =
-                        self.load(env.order_id).await?.map(|p| (p.status, p.reason)).unwrap_or_default();
-                    return match now.0.as_str() {
-                        // A concurrent delivery of the same command authorized it (same idempotency key).
-                        "AUTHORIZED" | "CAPTURED" => Ok(reply(ReplyKind::PaymentAuthorized, None)),
-                        "VOIDED" | "REFUNDED" => {
-                            warn!("authorization completed after the payment was voided; voiding it");
-                            self.call(self.gateway.void(env.order_id, &auth.reference))
-                                .await
-                                .map_err(|e| AppError::Internal(e.to_string()))?;
-                            Ok(reply(ReplyKind::PaymentDeclined, Some("payment was voided".into())))
-                        }
-                        _ => Ok(reply(ReplyKind::PaymentDeclined, now.1)),
-                    };
-                }
-                info!("payment authorized");
-                Ok(reply(ReplyKind::PaymentAuthorized, None))
-            }
+            Ok(auth) => Ok(Finish::Move {
+                from: "PENDING",
+                to: "AUTHORIZED",
+                gateway_ref: Some(auth.reference.clone()),
+                reason: None,
+                reply: Reply { kind: ReplyKind::PaymentAuthorized, reason: None },
+                contested: Contested::Authorized { reference: auth.reference },
+            }),
             Err(GatewayError::Declined(reason)) => {
-                sqlx::query("UPDATE payments SET status = 'DECLINED', reason = $2, updated_at = now() WHERE order_id = $1 AND status = 'PENDING'")
-                    .bind(env.order_id)
-                    .bind(&reason)
-                    .execute(&self.pool)
-                    .await?;
                 info!(%reason, "payment declined");
-                Ok(reply(ReplyKind::PaymentDeclined, Some(reason)))
+                Ok(Finish::Move {
+                    from: "PENDING",
+                    to: "DECLINED",
+                    gateway_ref: None,
+                    reason: Some(reason.clone()),
+                    reply: Reply { kind: ReplyKind::PaymentDeclined, reason: Some(reason) },
+                    contested: Contested::Keep,
+                })
             }
             Err(GatewayError::Unavailable(why)) => {
                 // Unknown outcome: send no reply. The orchestrator's step timeout retries or compensates.
                 warn!(%why, "gateway did not answer; leaving the step to the orchestrator's timeout");
-                Ok(None)
+                Ok(Finish::Reply(None))
             }
         }
     }
 
-    async fn capture(&self, env: &Envelope) -> Result<Option<Reply>, AppError> {
+    async fn capture(&self, env: &Envelope) -> Result<Finish, AppError> {
         let Some(p) = self.load(env.order_id).await? else {
-            return Ok(reply(ReplyKind::PaymentCaptureFailed, Some("no authorization".into())));
+            return Ok(Finish::Reply(reply(
+                ReplyKind::PaymentCaptureFailed,
+                Some("no authorization".into()),
+            )));
         };
         match p.status.as_str() {
-            "CAPTURED" => return Ok(reply(ReplyKind::PaymentCaptured, None)),
+            "CAPTURED" => return Ok(Finish::Reply(reply(ReplyKind::PaymentCaptured, None))),
             "AUTHORIZED" => {}
-            other => return Ok(reply(ReplyKind::PaymentCaptureFailed, Some(format!("payment is {other}")))),
+            other => {
+                return Ok(Finish::Reply(reply(
+                    ReplyKind::PaymentCaptureFailed,
+                    Some(format!("payment is {other}")),
+                )))
+            }
         }
         let reference = p.gateway_ref.unwrap_or_default();
         match self.call(self.gateway.capture(env.order_id, &reference, p.amount_minor)).await {
-            Ok(()) => {
-                let updated = sqlx::query("UPDATE payments SET status = 'CAPTURED', updated_at = now() WHERE order_id = $1 AND status = 'AUTHORIZED'")
-                    .bind(env.order_id)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                if updated == 0 {
-                    let now = self.load(env.order_id).await?.map(|p| p.status).unwrap_or_default();
-                    if now == "CAPTURED" {
-                        // A concurrent delivery of the same command captured it (same idempotency key).
-                        return Ok(reply(ReplyKind::PaymentCaptured, None));
-                    }
-                    // Voided concurrently: the money must not stay captured.
-                    self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor))
-                        .await
-                        .map_err(|e| AppError::Internal(e.to_string()))?;
-                    return Ok(reply(ReplyKind::PaymentCaptureFailed, Some("payment was voided".into())));
-                }
-                info!("payment captured");
-                Ok(reply(ReplyKind::PaymentCaptured, None))
+            Ok(()) => Ok(Finish::Move {
+                from: "AUTHORIZED",
+                to: "CAPTURED",
+                gateway_ref: None,
+                reason: None,
+                reply: Reply { kind: ReplyKind::PaymentCaptured, reason: None },
+                contested: Contested::Captured { reference, amount: p.amount_minor },
+            }),
+            Err(GatewayError::Declined(reason)) => {
+                Ok(Finish::Reply(reply(ReplyKind::PaymentCaptureFailed, Some(reason))))
             }
-            Err(GatewayError::Declined(reason)) => Ok(reply(ReplyKind::PaymentCaptureFailed, Some(reason))),
             Err(GatewayError::Unavailable(why)) => {
                 warn!(%why, "capture outcome unknown; leaving it to the orchestrator's timeout");
-                Ok(None)
+                Ok(Finish::Reply(None))
             }
         }
     }

@@ -2,10 +2,12 @@
 //!
 //! Events are rows in `saga_events`. Every transition also publishes a `SagaChanged` message
 //! (through the outbox, in the transition's transaction) to the broadcast topic
-//! [`Topic::SagaChanges`]; each API instance subscribes once and wakes the streams of that saga,
-//! which re-read from their last sequence number. So a late subscriber first gets the recorded
-//! history, every subscriber sees events in order without gaps, and it works whichever process
-//! or instance recorded them. Should a notification be lost, streams re-read every second.
+//! [`Topic::SagaChanges`]; each API instance subscribes once and wakes the streams of that saga.
+//! The notice carries the events its transaction recorded: a stream that has everything before
+//! them passes them on as they are; one that sees a gap (a notice lost, or out of order) re-reads
+//! from its last sequence number. So a late subscriber first gets the recorded history, every
+//! subscriber sees events in order without gaps, and it works whichever process or instance
+//! recorded them. Should a notification be lost, streams re-read every second.
 
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::messages::Envelope;
+use super::messages::{Body, Envelope};
 use super::store::{self, SagaEventRow, SagaSummary};
 use crate::broker::{BrokerError, Topic, Transport};
 use crate::metrics::Metrics;
@@ -27,7 +29,14 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct EventFeed {
     pool: PgPool,
-    wake: broadcast::Sender<Uuid>,
+    wake: broadcast::Sender<Arc<Notice>>,
+}
+
+/// A saga changed; with the events its transaction recorded, when the notice carried them.
+#[derive(Debug)]
+struct Notice {
+    saga_id: Uuid,
+    events: Vec<SagaEventRow>,
 }
 
 /// A stream re-reads at least this often, so a missed notification delays, never loses, an event.
@@ -71,10 +80,18 @@ impl EventFeed {
         let mut wake = self.wake.subscribe();
         async_stream::try_stream! {
             let mut last = 0;
+            // Events a notice carried, when they follow on from `last`; else read them.
+            let mut carried: Option<Vec<SagaEventRow>> = None;
             loop {
-                let events = store::events_after(&pool, saga_id, last).await?;
+                let events = match carried.take() {
+                    Some(events) => events,
+                    None => store::events_after(&pool, saga_id, last).await?,
+                };
                 let mut done = false;
                 for e in events {
+                    if e.seq <= last {
+                        continue;
+                    }
                     last = e.seq;
                     done = e.is_terminal();
                     yield e;
@@ -85,7 +102,14 @@ impl EventFeed {
                 let _ = tokio::time::timeout(FALLBACK_POLL, async {
                     loop {
                         match wake.recv().await {
-                            Ok(id) if id == saga_id => break,
+                            Ok(n) if n.saga_id == saga_id => {
+                                let follows = n.events.first().is_some_and(|e| e.seq <= last + 1)
+                                    && n.events.last().is_some_and(|e| e.seq > last);
+                                if follows {
+                                    carried = Some(n.events.clone());
+                                }
+                                break;
+                            }
                             Ok(_) => continue,
                             Err(broadcast::error::RecvError::Lagged(_)) => break,
                             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
@@ -157,7 +181,7 @@ impl EventFeed {
 
 async fn listen(
     transport: &dyn Transport,
-    wake: &broadcast::Sender<Uuid>,
+    wake: &broadcast::Sender<Arc<Notice>>,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), BrokerError> {
@@ -172,7 +196,21 @@ async fn listen(
                 };
                 if let Ok(envelope) = Envelope::decode(&delivery.payload) {
                     metrics.live_update();
-                    let _ = wake.send(envelope.saga_id);
+                    let events = match envelope.body {
+                        Body::Changed(changed) => changed
+                            .events
+                            .into_iter()
+                            .map(|e| SagaEventRow {
+                                saga_id: envelope.saga_id,
+                                seq: e.seq,
+                                kind: e.kind,
+                                detail: e.detail,
+                                created_at: e.at,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let _ = wake.send(Arc::new(Notice { saga_id: envelope.saga_id, events }));
                 }
             }
         }

@@ -132,11 +132,25 @@ pub enum Body {
     Changed(SagaChanged),
 }
 
-/// What a saga looks like after a transition.
+/// What a saga looks like after a transition, with the history events the transition recorded
+/// (so a live subscription can pass them on without reading them back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaChanged {
     pub status: String,
     pub event_count: i32,
+    /// Events recorded by the transaction that sent this notice, in order; empty from versions
+    /// that did not send them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ChangedEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedEvent {
+    pub seq: i32,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,9 @@ use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::machine::{OrderOutcome, SagaState, SagaStatus, Transition};
-use super::messages::{Body, Command, CommandKind, DomainEvent, Envelope, SagaChanged, StockLine};
+use super::messages::{
+    Body, ChangedEvent, Command, CommandKind, DomainEvent, Envelope, SagaChanged, StockLine,
+};
 use crate::postgres::outbox;
 
 /// What the saga needs to build its commands; written once when the order is placed.
@@ -282,29 +284,46 @@ impl Writes {
         .execute(&mut **tx)
         .await?;
 
+        // When the events were recorded (the transaction's time), for the notices.
+        let mut at = None;
         if !self.events.is_empty() {
             let e = &self.events;
             let saga_ids: Vec<Uuid> = e.iter().map(|x| x.0).collect();
             let seqs: Vec<i32> = e.iter().map(|x| x.1).collect();
             let kinds: Vec<&str> = e.iter().map(|x| x.2).collect();
             let details: Vec<Option<&str>> = e.iter().map(|x| x.3.as_deref()).collect();
-            sqlx::query(
+            at = sqlx::query_scalar::<_, DateTime<Utc>>(
                 "INSERT INTO saga_events (saga_id, seq, kind, detail)
-                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[])",
+                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[])
+                 RETURNING created_at",
             )
             .bind(&saga_ids)
             .bind(&seqs)
             .bind(&kinds)
             .bind(&details)
-            .execute(&mut **tx)
-            .await?;
+            .fetch_all(&mut **tx)
+            .await?
+            .first()
+            .copied();
         }
 
         // Every API instance hears of the change through the broker and wakes its live
-        // subscriptions: one notice per saga, with where it ended up.
+        // subscriptions: one notice per saga, with where it ended up and the events it recorded.
         for w in &self.sagas {
-            let changed =
-                SagaChanged { status: w.state.status.as_str().to_string(), event_count: w.event_count };
+            let events = match at {
+                Some(at) => self
+                    .events
+                    .iter()
+                    .filter(|e| e.0 == w.id)
+                    .map(|e| ChangedEvent { seq: e.1, kind: e.2.to_string(), detail: e.3.clone(), at })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let changed = SagaChanged {
+                status: w.state.status.as_str().to_string(),
+                event_count: w.event_count,
+                events,
+            };
             let envelope = Envelope::new(w.id, w.order_id, w.trace_id.clone(), Body::Changed(changed));
             self.outbox.push(outbox::OutboxRow::new(&envelope, std::time::Duration::ZERO));
         }
