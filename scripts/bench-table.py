@@ -1,23 +1,49 @@
 #!/usr/bin/env python3
-"""Turns a scripts/bench.sh results file (JSON lines) into the Markdown tables of docs/benchmarks.md."""
+"""Turns scripts/bench.sh results files (JSON lines) into the Markdown tables of docs/benchmarks.md.
+
+    bench-table.py results.jsonl [more.jsonl ...]
+
+Rows carry the label of their run (BENCH_LABEL, e.g. "before" and "after"), so two runs of the
+same script on the same machine read side by side.
+"""
 import json
 import sys
 
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-tps = next((r["tps"] for r in rows if r["kind"] == "pgbench"), None)
-print(f"pgbench (TPC-B-like, scale 10, 8 clients): **{tps:.0f} TPS**\n" if tps else "pgbench: not run\n")
+rows = [json.loads(line) for path in sys.argv[1:] for line in open(path) if line.strip()]
+labels = list(dict.fromkeys(r.get("label") or "" for r in rows))
+show_label = len(labels) > 1 or labels != [""]
+
+
+def label(r):
+    return f"{r.get('label') or '-'} | " if show_label else ""
+
+
+lh = "run | " if show_label else ""
+lsep = "---|" if show_label else ""
+
+for r in (r for r in rows if r["kind"] == "pgbench"):
+    print(f"pgbench (TPC-B-like, scale 10, 8 clients), {r.get('label') or 'this run'}: **{r['tps']:.0f} TPS**\n")
+tps_of = {}
+for r in rows:
+    if r["kind"] == "pgbench":
+        tps_of[r.get("label") or ""] = r["tps"]
+
+
+def ratio(r, sagas_per_sec):
+    tps = tps_of.get(r.get("label") or "") or next(iter(tps_of.values()), None)
+    return f"{sagas_per_sec / tps:.3f}" if tps else "-"
+
 
 loads = [r for r in rows if r["kind"] == "load"]
 for broker in dict.fromkeys(r["broker"] for r in loads):
-    print(f"### {broker}\n")
-    print("| load | instances | completed | sagas/s | sagas/s ÷ pgbench TPS | p50 ms | p95 ms | p99 ms | max ms | errors | late arrivals |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"### {broker}: through the API (loadgen)\n")
+    print(f"| {lh}load | instances | completed | sagas/s | ÷ pgbench TPS | p50 ms | p95 ms | p99 ms | max ms | errors | late arrivals |")
+    print(f"|{lsep}---|---|---|---|---|---|---|---|---|---|---|")
     for r in (r for r in loads if r["broker"] == broker):
         load = f"closed, {r['buyers']} buyers" if r["mode"] == "closed" else f"open, {r['mode'][5:]}"
-        ratio = f"{r['sagas_per_sec'] / tps:.3f}" if tps else "-"
         l = r["latency_ms"]
-        print(f"| {load} | {r['instances']} | {r['completed']} | {r['sagas_per_sec']} | {ratio} | {l['p50']} | {l['p95']} "
-              f"| {l['p99']} | {l['max']} | {sum(r['errors'].values())} | {r['late_arrivals']} |")
+        print(f"| {label(r)}{load} | {r['instances']} | {r['completed']} | {r['sagas_per_sec']} | {ratio(r, r['sagas_per_sec'])} "
+              f"| {l['p50']} | {l['p95']} | {l['p99']} | {l['max']} | {sum(r['errors'].values())} | {r['late_arrivals']} |")
     outcomes = {}
     for r in (r for r in loads if r["broker"] == broker):
         for k, v in r["outcomes"].items():
@@ -27,18 +53,43 @@ for broker in dict.fromkeys(r["broker"] for r in loads):
 engine = [r for r in rows if r["kind"] == "engine"]
 if engine:
     print("### The saga engine alone (`api bench-engine`: no API, no MongoDB)\n")
-    print("| broker | orchestrator + worker instances | sagas | sagas/s | sagas/s ÷ pgbench TPS | p50 ms | p95 ms | p99 ms | max ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {lh}broker | orchestrator + worker instances | sagas | sagas/s | ÷ pgbench TPS |")
+    print(f"|{lsep}---|---|---|---|---|")
     for r in engine:
-        ratio = f"{r['sagas_per_sec'] / tps:.3f}" if tps else "-"
-        print(f"| {r['broker']} | {r['instances']} | {r['sagas']} | {r['sagas_per_sec']} | {ratio} | {r['latency_ms_p50']} "
-              f"| {r['latency_ms_p95']} | {r['latency_ms_p99']} | {r['latency_ms_max']} |")
+        print(f"| {label(r)}{r['broker']} | {r['instances']} | {r['sagas']} | {r['sagas_per_sec']} | {ratio(r, r['sagas_per_sec'])} |")
+    print()
+
+counted = [r for r in rows if r.get("counters") and r["kind"] in ("load", "engine")]
+if counted:
+    print("### What the servers counted, per completed saga\n")
+    print("PostgreSQL transactions from `pg_stat_database` (write = transaction ids assigned), MongoDB")
+    print("operations from `serverStatus.opcounters`, over the measured part of each run.\n")
+    print(f"| {lh}broker | load | PG write xacts | PG read-only xacts | PG rollbacks | MongoDB ops |")
+    print(f"|{lsep}---|---|---|---|---|---|")
+    for r in counted:
+        c = r["counters"]
+        load = "engine" if r["kind"] == "engine" else (
+            f"closed, {r['buyers']} buyers" if r["mode"] == "closed" else f"open, {r['mode'][5:]}")
+        n = max(1, r.get("completed") or 1)
+        print(f"| {label(r)}{r['broker']} | {load} | {c['pg_write_xacts_per_saga']} | {c['pg_read_xacts_per_saga']} "
+              f"| {round(c['pg_rollbacks'] / n, 2)} | {c.get('mongo_ops_per_saga', '-')} |")
+    print()
+    print("### CPU per process during each run (% of one core; the machine has two)\n")
+    procs = ["api", "orchestrator", "workers", "postgres", "mongo-wire", "nats", "rabbitmq", "tansu", "loadgen", "api bench-engine"]
+    print(f"| {lh}broker | load | " + " | ".join(procs) + " | total |")
+    print(f"|{lsep}---|---|" + "---|" * len(procs) + "---|")
+    for r in counted:
+        cpu = r["counters"]["cpu_percent"]
+        load = "engine" if r["kind"] == "engine" else (
+            f"closed, {r['buyers']} buyers" if r["mode"] == "closed" else f"open, {r['mode'][5:]}")
+        cells = [str(cpu.get(p, "-")) for p in procs]
+        print(f"| {label(r)}{r['broker']} | {load} | " + " | ".join(cells) + f" | {round(sum(cpu.values()), 1)} |")
     print()
 
 mem = [r for r in rows if r["kind"] == "memory"]
 if mem:
     print("### Memory (RSS after the loads, MB)\n")
-    print("| broker | api | orchestrator | workers |")
-    print("|---|---|---|---|")
+    print(f"| {lh}broker | api | orchestrator | workers |")
+    print(f"|{lsep}---|---|---|---|")
     for r in mem:
-        print(f"| {r['broker']} | {r['api_mb']} | {r.get('orchestrator_mb', '-')} | {r.get('workers_mb', '-')} |")
+        print(f"| {label(r)}{r['broker']} | {r['api_mb']} | {r.get('orchestrator_mb', '-')} | {r.get('workers_mb', '-')} |")

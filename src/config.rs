@@ -261,7 +261,7 @@ impl Config {
                 needs_attention_steps: steps(&var("SAGA_NEEDS_ATTENTION_STEPS", ""))?,
             },
             payment_gateway_timeout: src.millis("PAYMENT_GATEWAY_TIMEOUT_MS", "3000")?,
-            outbox_poll_interval: src.millis("OUTBOX_POLL_MS", "50")?,
+            outbox_poll_interval: src.millis("OUTBOX_POLL_MS", "200")?,
             timeout_scan_interval: src.millis("SAGA_TIMEOUT_SCAN_MS", "250")?,
             worker_concurrency: src.parse("WORKER_CONCURRENCY", "16")?,
             consumer_max_batch: src.parse("CONSUMER_MAX_BATCH", "64")?,

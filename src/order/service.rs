@@ -192,9 +192,9 @@ pub async fn create(
         updated_at: chrono::Utc::now(),
     };
     store::insert(&mut tx, &saga, def.name).await?;
-    store::apply(&mut tx, &saga, &start).await?;
+    let rows = store::apply(&mut tx, &saga, &start).await?;
     tx.commit().await?;
-    crate::postgres::outbox::committed(pool);
+    crate::postgres::outbox::committed(pool, rows);
     tracing::info!(%order_id, saga_id = %saga.id, "order placed");
     Ok(Some(order))
 }
@@ -204,6 +204,7 @@ pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id
     let mut tx = pool.begin().await?;
     let order = get(&mut *tx, user_id, order_id).await?;
     let saga = store::lock_by_order(&mut tx, order.id).await?.ok_or(AppError::NotFound("order"))?;
+    let mut rows = Vec::new();
     match saga.state.status {
         crate::saga::SagaStatus::Completed => {
             return Err(AppError::Conflict("the order is already confirmed".into()))
@@ -214,10 +215,10 @@ pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id
         crate::saga::SagaStatus::Compensating => {} // already cancelling: idempotent
         // A paused saga that was running compensates; one paused while compensating already is.
         crate::saga::SagaStatus::Running | crate::saga::SagaStatus::NeedsAttention => {
-            orchestrator::cancel(&mut tx, def, &saga).await?;
+            rows = orchestrator::cancel(&mut tx, def, &saga).await?.unwrap_or_default();
         }
     }
     tx.commit().await?;
-    crate::postgres::outbox::committed(pool);
+    crate::postgres::outbox::committed(pool, rows);
     get(pool, user_id, order_id).await
 }

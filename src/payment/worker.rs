@@ -176,13 +176,12 @@ impl PaymentWorker {
                 }
             }
         };
-        if let Some(reply) = &reply {
-            outbox::enqueue(&mut tx, &envelope.reply(reply.clone())).await?;
+        let mut rows = Vec::new();
+        if let Some(reply) = reply {
+            rows.push(outbox::enqueue(&mut tx, &envelope.reply(reply)).await?);
         }
         tx.commit().await?;
-        if reply.is_some() {
-            outbox::committed(&self.pool);
-        }
+        outbox::committed(&self.pool, rows);
         Ok(true)
     }
 
@@ -193,9 +192,9 @@ impl PaymentWorker {
             tx.commit().await?;
             return Ok(false);
         }
-        outbox::enqueue(&mut tx, &envelope.reply(reply)).await?;
+        let row = outbox::enqueue(&mut tx, &envelope.reply(reply)).await?;
         tx.commit().await?;
-        outbox::committed(&self.pool);
+        outbox::committed(&self.pool, vec![row]);
         Ok(true)
     }
 

@@ -2,13 +2,17 @@
 //! transaction; the relay publishes committed rows and deletes them once the broker confirmed.
 //! A crash between publish and delete publishes the row again: consumers deduplicate.
 //!
-//! Waking the relay: whoever commits outbox rows calls [`committed`], which wakes this process's
-//! relay at once; rows another process committed (whose own relay died with it, say) are found by
-//! polling. Why not `NOTIFY` from an insert trigger, as before: PostgreSQL (up to 16) holds a
-//! database-wide lock from a notifying transaction's pre-commit until its commit record is
-//! flushed, so every writer of the outbox committed one at a time, and every relay of every
-//! process woke for every commit and raced the others for the same rows (24 relay queries per
-//! saga, most of them empty, measured with `pg_stat_statements`).
+//! Publishing: whoever commits outbox rows hands them to [`committed`], and this process's
+//! dispatcher publishes them at once (no query: it has them) and deletes them in batches after the
+//! broker confirmed. The relay polls for what the dispatcher did not do: rows committed by a
+//! process that died before publishing (once they are [`DISPATCH_GRACE`] old), rows whose
+//! publication failed, and delayed rows (a retry's backoff) when they fall due.
+//!
+//! Why not `NOTIFY` from an insert trigger, as before: PostgreSQL (up to 16) holds a database-wide
+//! lock from a notifying transaction's pre-commit until its commit record is flushed, so every
+//! writer of the outbox committed one at a time, and every relay of every process woke for every
+//! commit and raced the others for the same rows (24 relay queries per saga, most of them empty,
+//! measured with `pg_stat_statements`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -24,32 +28,49 @@ use crate::broker::{Outgoing, Topic, Transport};
 use crate::saga::messages::Envelope;
 use crate::telemetry::TraceParent;
 
-/// One wake-up per database this process writes to (tests run many databases in one process).
+/// How old an undelayed row must be before the relay publishes it: younger ones are the
+/// dispatcher's (of whichever process wrote them).
+pub const DISPATCH_GRACE: Duration = Duration::from_secs(2);
+
+/// One wake-up and one dispatcher per database this process writes to (tests run many databases
+/// in one process).
 static WAKERS: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
+static DISPATCHERS: LazyLock<Mutex<HashMap<String, mpsc::UnboundedSender<Vec<OutboxRow>>>>> =
+    LazyLock::new(Default::default);
+
+fn database(pool: &PgPool) -> String {
+    pool.connect_options().get_database().unwrap_or_default().to_string()
+}
 
 fn waker(pool: &PgPool) -> Arc<Notify> {
-    let database = pool.connect_options().get_database().unwrap_or_default().to_string();
-    WAKERS.lock().expect("outbox wakers").entry(database).or_default().clone()
+    WAKERS.lock().expect("outbox wakers").entry(database(pool)).or_default().clone()
 }
 
-/// Wakes this process's relay for `pool`'s database: call it after committing outbox rows. A
-/// missed call only delays the rows until the relay's next poll.
-pub fn committed(pool: &PgPool) {
-    waker(pool).notify_one();
+/// Hands rows this process just committed to its dispatcher for `pool`'s database, which
+/// publishes them now; delayed rows wake the relay, which publishes them when they fall due. Rows
+/// that miss the dispatcher (none running, or it failed) are the relay's after [`DISPATCH_GRACE`].
+pub fn committed(pool: &PgPool, rows: Vec<OutboxRow>) {
+    let (now, later): (Vec<OutboxRow>, Vec<OutboxRow>) = rows.into_iter().partition(|r| r.delay_ms == 0);
+    if !later.is_empty() {
+        waker(pool).notify_one();
+    }
+    if now.is_empty() {
+        return;
+    }
+    let sent = DISPATCHERS.lock().expect("outbox dispatchers").get(&database(pool)).map(|d| d.send(now));
+    if !matches!(sent, Some(Ok(()))) {
+        waker(pool).notify_one();
+    }
 }
 
-pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, envelope: &Envelope) -> Result<(), sqlx::Error> {
-    enqueue_after(tx, envelope, Duration::ZERO).await
-}
-
-/// Like [`enqueue`], but the relay publishes the message only once `delay` has passed (a retry's
-/// backoff). It is committed now, so a crash cannot lose it.
-pub async fn enqueue_after(
+/// Writes `envelope` to the outbox in `tx`; returns the row, for [`committed`] after the commit.
+pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
     envelope: &Envelope,
-    delay: Duration,
-) -> Result<(), sqlx::Error> {
-    insert_all(tx, &[OutboxRow::new(envelope, delay)]).await
+) -> Result<OutboxRow, sqlx::Error> {
+    let row = OutboxRow::new(envelope, Duration::ZERO);
+    insert_all(tx, std::slice::from_ref(&row)).await?;
+    Ok(row)
 }
 
 /// A message on its way into the outbox. Its trace context is taken when it is made, from the
@@ -65,6 +86,17 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
+    fn outgoing(&self) -> Option<Outgoing> {
+        Some(Outgoing {
+            topic: Topic::parse(self.topic)?,
+            key: self.key.clone(),
+            payload: Bytes::from(self.payload.clone()),
+            traceparent: self.traceparent.clone(),
+        })
+    }
+
+    /// `delay`: the relay publishes it only once this has passed (a retry's backoff). It is
+    /// committed with the rest, so a crash cannot lose it.
     pub fn new(envelope: &Envelope, delay: Duration) -> Self {
         OutboxRow {
             message_id: envelope.message_id,
@@ -111,11 +143,16 @@ pub async fn insert_all(tx: &mut Transaction<'_, Postgres>, rows: &[OutboxRow]) 
 /// relays (one per process) share the table without publishing the same row twice in normal operation.
 pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
+    // Delayed rows when due; undelayed ones (available when written) once the dispatcher had its
+    // chance.
     let rows = sqlx::query(
-        "SELECT id, topic, key, payload, traceparent FROM outbox WHERE available_at <= now()
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "SELECT id, topic, key, payload, traceparent FROM outbox
+          WHERE available_at <= now()
+            AND (available_at > created_at OR created_at < now() - $2::bigint * interval '1 millisecond')
+          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(batch)
+    .bind(DISPATCH_GRACE.as_millis() as i64)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -158,22 +195,24 @@ pub enum RelayError {
 /// Rows one relay transaction publishes at most.
 const RELAY_BATCH: i64 = 256;
 
-/// Relays until `shutdown`. Drains without pausing while rows come; when idle, waits until this
-/// process commits outbox rows ([`committed`]) or `interval` passed (rows of other processes,
-/// delayed rows that became due).
+/// Relays until `shutdown`, and dispatches what this process commits (see the module doc). The
+/// relay polls every `interval`, and at once when a delayed row was committed here.
 pub async fn run_relay(
     pool: PgPool,
     transport: Arc<dyn Transport>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let (rows, queue) = mpsc::unbounded_channel();
+    DISPATCHERS.lock().expect("outbox dispatchers").insert(database(&pool), rows);
+    let dispatcher = tokio::spawn(dispatch(pool.clone(), transport.clone(), queue, shutdown.clone()));
     let wake = waker(&pool);
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         match relay_once(&pool, transport.as_ref(), RELAY_BATCH).await {
             Ok(n) => {
                 failures = 0;
-                // A short batch drained what was committed; rows committed since woke us again.
+                // A short batch drained what was due.
                 if n as i64 == RELAY_BATCH {
                     continue;
                 }
@@ -194,4 +233,68 @@ pub async fn run_relay(
             _ = tokio::time::sleep(interval) => {}
         }
     }
+    let _ = dispatcher.await;
+}
+
+/// How many published rows wait to be deleted at most, and for how long.
+const DELETE_BATCH: usize = 512;
+const DELETE_EVERY: Duration = Duration::from_millis(20);
+
+/// Publishes the rows this process committed as they come (everything queued goes in one
+/// pipelined batch), then deletes them in batches. A row that fails to publish, or whose delete
+/// fails, stays in the table for the relay: published twice at worst, and consumers deduplicate.
+async fn dispatch(
+    pool: PgPool,
+    transport: Arc<dyn Transport>,
+    mut queue: mpsc::UnboundedReceiver<Vec<OutboxRow>>,
+    shutdown: CancellationToken,
+) {
+    let mut published: Vec<uuid::Uuid> = Vec::new();
+    let mut oldest: Option<tokio::time::Instant> = None;
+    loop {
+        let due = oldest.map(|t| t + DELETE_EVERY);
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            rows = queue.recv() => Some(rows),
+            _ = async { tokio::time::sleep_until(due.expect("pending deletes")).await }, if due.is_some() => Some(Some(Vec::new())),
+        };
+        let mut rows = match next {
+            None | Some(None) => break,
+            Some(Some(rows)) => rows,
+        };
+        while let Ok(more) = queue.try_recv() {
+            rows.extend(more);
+            if rows.len() >= RELAY_BATCH as usize {
+                break;
+            }
+        }
+        if !rows.is_empty() {
+            let messages: Vec<Outgoing> = rows.iter().filter_map(OutboxRow::outgoing).collect();
+            match transport.publish_batch(&messages).await {
+                Ok(()) => {
+                    oldest.get_or_insert_with(tokio::time::Instant::now);
+                    published.extend(rows.iter().map(|r| r.message_id));
+                }
+                Err(e) => warn!(error = %e, rows = rows.len(), "dispatch failed; the relay publishes them"),
+            }
+        }
+        let due = oldest.is_some_and(|t| t.elapsed() >= DELETE_EVERY);
+        if !published.is_empty() && (due || published.len() >= DELETE_BATCH) {
+            delete_published(&pool, &mut published).await;
+            oldest = None;
+        }
+    }
+    if !published.is_empty() {
+        delete_published(&pool, &mut published).await;
+    }
+}
+
+async fn delete_published(pool: &PgPool, published: &mut Vec<uuid::Uuid>) {
+    match sqlx::query("DELETE FROM outbox WHERE message_id = ANY($1)").bind(&*published).execute(pool).await {
+        Ok(_) => debug!(deleted = published.len(), "outbox dispatched"),
+        Err(e) => {
+            warn!(error = %e, rows = published.len(), "deleting dispatched rows failed; the relay sends them again")
+        }
+    }
+    published.clear();
 }

@@ -84,7 +84,7 @@ pub async fn act(
     }
     let t = machine::operate(def, &saga.state, action, reason).map_err(|r| AppError::Conflict(r.0))?;
     let step_name = |i: usize| def.steps.get(i).map(|s| s.name);
-    store::apply(&mut tx, &saga, &t).await?;
+    let rows = store::apply(&mut tx, &saga, &t).await?;
     sqlx::query(
         "INSERT INTO saga_audit (saga_id, action, idempotency_key, actor_id, actor_email, reason, before, after)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -100,7 +100,7 @@ pub async fn act(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    crate::postgres::outbox::committed(pool);
+    crate::postgres::outbox::committed(pool, rows);
     tracing::info!(%saga_id, action = action.as_str(), actor = %actor.email, reason, "operator action applied");
     let saga = store::summary(pool, saga_id).await?.ok_or(AppError::NotFound("saga"))?;
     Ok(Applied { saga, replayed: false })

@@ -89,12 +89,9 @@ impl Orchestrator {
                 }
             }
         }
-        let wrote = !writes.is_empty();
-        writes.flush(&mut tx).await?;
+        let rows = writes.flush(&mut tx).await?;
         tx.commit().await?;
-        if wrote {
-            crate::postgres::outbox::committed(&self.pool);
-        }
+        crate::postgres::outbox::committed(&self.pool, rows);
         for (t, kind, waited) in &applied {
             self.record(t);
             self.metrics.step_duration(
@@ -132,29 +129,25 @@ impl Orchestrator {
                 }
             }
         }
-        writes.flush(&mut tx).await?;
+        let rows = writes.flush(&mut tx).await?;
         tx.commit().await?;
-        if !fired.is_empty() {
-            crate::postgres::outbox::committed(&self.pool);
-        }
+        crate::postgres::outbox::committed(&self.pool, rows);
         fired.iter().for_each(|t| self.record(t));
         Ok(count)
     }
 }
 
 /// Cancels a saga on the buyer's request, in the caller's transaction (which holds the saga's row
-/// lock). Returns `false` when the saga is past cancelling or already compensating.
+/// lock). Returns the outbox rows to hand to [`crate::postgres::outbox::committed`] after the
+/// commit; `None` when the saga is past cancelling or already compensating.
 pub async fn cancel(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     def: &SagaDefinition,
     saga: &store::SagaRow,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Vec<crate::postgres::outbox::OutboxRow>>, sqlx::Error> {
     match machine::handle(def, &saga.state, &Input::Cancel) {
-        Some(t) => {
-            store::apply(tx, saga, &t).await?;
-            Ok(true)
-        }
-        None => Ok(false),
+        Some(t) => Ok(Some(store::apply(tx, saga, &t).await?)),
+        None => Ok(None),
     }
 }
 

@@ -152,12 +152,13 @@ pub async fn insert(
     Ok(())
 }
 
-/// Persists `t` for `saga` (whose row the transaction holds locked).
+/// Persists `t` for `saga` (whose row the transaction holds locked). Returns the outbox rows, for
+/// [`outbox::committed`] once the transaction commits.
 pub async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     saga: &SagaRow,
     t: &Transition,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<outbox::OutboxRow>, sqlx::Error> {
     let mut writes = Writes::default();
     writes.add(&mut saga.clone(), t);
     writes.flush(tx).await
@@ -246,9 +247,14 @@ impl Writes {
         }
     }
 
-    pub async fn flush(mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    /// Writes everything added; returns the outbox rows, for [`outbox::committed`] once the
+    /// transaction commits.
+    pub async fn flush(
+        mut self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<Vec<outbox::OutboxRow>, sqlx::Error> {
         if self.sagas.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let s = &self.sagas;
         let ids: Vec<Uuid> = s.iter().map(|w| w.id).collect();
@@ -346,7 +352,7 @@ impl Writes {
             .execute(&mut **tx)
             .await?;
         }
-        Ok(())
+        Ok(self.outbox)
     }
 }
 

@@ -43,28 +43,25 @@ impl StockWorker {
         let todo: Vec<&(Envelope, tracing::Span)> =
             batch.iter().zip(&new).filter(|(_, n)| **n).map(|(b, _)| b).collect();
         lock_stock(&mut tx, todo.iter().map(|(e, _)| e)).await?;
-        let mut replied = false;
+        let mut replies = Vec::new();
         for (envelope, span) in todo {
             let Body::Command(command) = &envelope.body else { continue };
             let tx = &mut tx;
-            async move {
+            let row = async move {
                 let reply = match command {
                     Command::ReserveStock { lines } => reserve(tx, envelope, lines).await?,
                     Command::ReleaseStock => release(tx, envelope).await?,
                     other => return Err(AppError::Internal(format!("stock worker got {:?}", other.kind()))),
                 };
                 // In the message's span: the reply's trace context names it as the parent.
-                outbox::enqueue(tx, &envelope.reply(reply)).await?;
-                Ok::<_, AppError>(())
+                Ok::<_, AppError>(outbox::enqueue(tx, &envelope.reply(reply)).await?)
             }
             .instrument(span.clone())
             .await?;
-            replied = true;
+            replies.push(row);
         }
         tx.commit().await?;
-        if replied {
-            outbox::committed(&self.pool);
-        }
+        outbox::committed(&self.pool, replies);
         Ok(new)
     }
 }
