@@ -9,7 +9,8 @@ meanwhile (used by scripts/bench.sh):
   run nothing else meanwhile) and read-only ones.
 - The MongoDB-wire server (serverStatus.opcounters): operations of every kind.
 - CPU of each process named with --proc, and of all processes of the PostgreSQL server, the broker
-  and the Mongo-wire server (found by name), in % of one core over the command's run.
+  and the Mongo-wire server (found by name at the start and at the end, so that backends opened
+  meanwhile count), in % of one core over the command's run.
 
 The command's stdout must be one JSON object; the output is that object with a "counters" member.
 Per-saga figures divide by the object's KEY member ("completed" by default). With --start-marker,
@@ -85,7 +86,14 @@ def servers():
 
 
 def ticks(groups):
-    return {name: sum(t for t in (cpu_ticks(p) for p in pids) if t is not None) for name, pids in groups.items()}
+    """CPU ticks per process, by group: {name: {pid: ticks}}."""
+    return {name: {p: t for p in pids if (t := cpu_ticks(p)) is not None} for name, pids in groups.items()}
+
+
+def used(cpu0, cpu1):
+    """Ticks each group used between two readings; a process that appeared meanwhile (a database
+    backend the command connected, say) counts from zero."""
+    return {name: sum(t - cpu0.get(name, {}).get(p, 0) for p, t in pids.items()) for name, pids in cpu1.items()}
 
 
 def main():
@@ -97,19 +105,22 @@ def main():
     ap.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
-    groups = servers()
+    named = {}
     for spec in a.proc:
         name, pid = spec.split("=")
-        groups.setdefault(name, []).append(int(pid))
+        named.setdefault(name, []).append(int(pid))
 
     import threading
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    groups["command"] = [proc.pid]
+    named["command"] = [proc.pid]
+
+    def groups():  # the server processes are looked up at each reading: new backends count too
+        return {**servers(), **named}
     started = threading.Event()
     start = {}
 
     def snapshot():
-        start.update(pg=pg(a.db), mongo=mongo(), cpu=ticks(groups), t=time.monotonic())
+        start.update(pg=pg(a.db), mongo=mongo(), cpu=ticks(groups()), t=time.monotonic())
         started.set()
 
     def watch_stderr():
@@ -123,9 +134,11 @@ def main():
         snapshot()
     watcher = threading.Thread(target=watch_stderr, daemon=True)
     watcher.start()
-    out = proc.stdout.read()
-    # Read before the command is reaped: until then its /proc entry keeps its CPU times.
-    t1, cpu1 = time.monotonic(), ticks(groups)
+    # Read as soon as the report arrives: the command's database connections (and so their
+    # backends' CPU times) are still open then, and its /proc entry keeps its own.
+    out = proc.stdout.readline()
+    t1, cpu1 = time.monotonic(), ticks(groups())
+    out += proc.stdout.read()
     proc.wait()
     watcher.join(timeout=5)
     if not started.is_set() or not out.strip():
@@ -149,7 +162,7 @@ def main():
         "pg_rollbacks": pg1["rollback"] - pg0["rollback"],
         "pg_write_xacts_per_saga": round(writes / n, 2),
         "pg_read_xacts_per_saga": round((commits - writes) / n, 2),
-        "cpu_percent": {k: round(100 * (cpu1[k] - cpu0[k]) / CLK / (t1 - t0), 1) for k in cpu0},
+        "cpu_percent": {k: round(100 * v / CLK / (t1 - t0), 1) for k, v in used(cpu0, cpu1).items()},
     }
     driver = os.path.basename(command[0])
     driver = driver if driver == "loadgen" else " ".join([driver] + command[1:2])

@@ -59,6 +59,13 @@ if engine:
         print(f"| {label(r)}{r['broker']} | {r['instances']} | {r['sagas']} | {r['sagas_per_sec']} | {ratio(r, r['sagas_per_sec'])} |")
     print()
 
+def what(r):
+    """The load of a counted run, with its orchestrator + worker instances when more than one."""
+    load = "engine" if r["kind"] == "engine" else (
+        f"closed, {r['buyers']} buyers" if r["mode"] == "closed" else f"open, {r['mode'][5:]}")
+    return load if r.get("instances", 1) == 1 else f"{load}, {r['instances']} instances"
+
+
 counted = [r for r in rows if r.get("counters") and r["kind"] in ("load", "engine")]
 if counted:
     print("### What the servers counted, per completed saga\n")
@@ -68,20 +75,18 @@ if counted:
     print(f"|{lsep}---|---|---|---|---|---|")
     for r in counted:
         c = r["counters"]
-        load = "engine" if r["kind"] == "engine" else (
-            f"closed, {r['buyers']} buyers" if r["mode"] == "closed" else f"open, {r['mode'][5:]}")
+        load = what(r)
         n = max(1, r.get("completed") or 1)
         print(f"| {label(r)}{r['broker']} | {load} | {c['pg_write_xacts_per_saga']} | {c['pg_read_xacts_per_saga']} "
               f"| {round(c['pg_rollbacks'] / n, 2)} | {c.get('mongo_ops_per_saga', '-')} |")
     print()
     print("### CPU per process during each run (% of one core; the machine has two)\n")
-    procs = ["api", "orchestrator", "workers", "postgres", "mongo-wire", "nats", "rabbitmq", "tansu", "loadgen", "api bench-engine"]
+    procs = ["all", "api", "orchestrator", "workers", "postgres", "mongo-wire", "nats", "rabbitmq", "tansu", "loadgen", "api bench-engine"]
     print(f"| {lh}broker | load | " + " | ".join(procs) + " | total |")
     print(f"|{lsep}---|---|" + "---|" * len(procs) + "---|")
     for r in counted:
         cpu = r["counters"]["cpu_percent"]
-        load = "engine" if r["kind"] == "engine" else (
-            f"closed, {r['buyers']} buyers" if r["mode"] == "closed" else f"open, {r['mode'][5:]}")
+        load = what(r)
         cells = [str(cpu.get(p, "-")) for p in procs]
         print(f"| {label(r)}{r['broker']} | {load} | " + " | ".join(cells) + f" | {round(sum(cpu.values()), 1)} |")
     print()

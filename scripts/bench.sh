@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks ecommerce-saga on this machine and prints the tables of docs/benchmarks.md.
 #
-#   scripts/bench.sh [broker ...]        (default: nats rabbitmq kafka)
+#   scripts/bench.sh [broker ...]        (default: nats rabbitmq kafka memory)
 #
+# `memory` is the in-process transport: one `api all` process runs every role (and
+# `api bench-engine` runs the orchestrator and workers itself).
 # For each broker: the release binaries (one API, N orchestrators, N workers) against PostgreSQL,
 # the Mongo-wire server and the broker, all on this machine; `loadgen` closed loop with each of
 # BENCH_BUYERS buyers (the sweep: does throughput hold as buyers are added?), then open loop at
@@ -16,7 +18,7 @@
 # Settings (environment): BENCH_SECS (20), BENCH_BUYERS ("8 32 128"), BENCH_RATES ("10 100"),
 # BENCH_SCALE ("1 2 4"), BENCH_OUT (results directory, default $CARGO_TARGET_DIR/bench),
 # BENCH_BIN (use the binaries in this directory instead of building), BENCH_PGBENCH=0 (skip pgbench),
-# BENCH_ENGINE_SAGAS (3000), BENCH_LABEL (a name for this run in the results, e.g. "before").
+# BENCH_ENGINE_SAGAS (3000), BENCH_ENGINE=0 (skip the engine alone), BENCH_LABEL (a name for this run in the results, e.g. "before").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}"
@@ -27,7 +29,7 @@ LABEL="${BENCH_LABEL:-}"
 SCALE="${BENCH_SCALE:-1 2 4}"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench}"
 BROKERS=("$@")
-[ ${#BROKERS[@]} -eq 0 ] && BROKERS=(nats rabbitmq kafka)
+[ ${#BROKERS[@]} -eq 0 ] && BROKERS=(nats rabbitmq kafka memory)
 PG=(-h 127.0.0.1 -U postgres)
 ADDR=127.0.0.1:18080
 
@@ -77,7 +79,12 @@ start_system() { # start_system <broker> <instances>
   "$BIN/api" migrate >&2
   "$BIN/api" seed --stock 1000000000 >&2
   ROLE_PIDS=()
-  "$BIN/api" serve >"$OUT/api.log" 2>&1 & PIDS+=($!); API_PID=$!; ROLE_PIDS+=("api:$API_PID")
+  if [ "$broker" = memory ]; then # every role in one process
+    "$BIN/api" all >"$OUT/all.log" 2>&1 & PIDS+=($!); API_PID=$!; ROLE_PIDS+=("all:$API_PID")
+    n=0
+  else
+    "$BIN/api" serve >"$OUT/api.log" 2>&1 & PIDS+=($!); API_PID=$!; ROLE_PIDS+=("api:$API_PID")
+  fi
   for i in $(seq "$n"); do
     "$BIN/orchestrator" >"$OUT/orchestrator-$i.log" 2>&1 & PIDS+=($!); ROLE_PIDS+=("orchestrator:$!")
     "$BIN/workers" >"$OUT/workers-$i.log" 2>&1 & PIDS+=($!); ROLE_PIDS+=("workers:$!")
@@ -128,19 +135,27 @@ for broker in "${BROKERS[@]}"; do
     # Enough buyers that arrivals rarely wait for a free one.
     load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": 1}" --buyers 128 --rate "$rate" --duration "$SECS"
   done
+  mem="{\"kind\": \"memory\", \"broker\": \"$broker\", \"api_mb\": $(rss_mb "$API_PID")"
+  for rp in "${ROLE_PIDS[@]}"; do
+    [ "${rp%%:*}" = api ] || [ "${rp%%:*}" = all ] || mem="$mem, \"${rp%%:*}_mb\": $(rss_mb "${rp##*:}")"
+  done
+  record "$mem}"
+  if [ "$broker" = memory ]; then
+    # In-process queues reach no other process: bench-engine runs the orchestrator and workers
+    # itself, and `api all` must not share the database meanwhile.
+    stop_system
+    ROLE_PIDS=()
+  fi
   # The engine alone: orders written straight to PostgreSQL, no API and no MongoDB on the path.
-  engine="$(probe "$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+  engine=""
+  [ "${BENCH_ENGINE:-1}" = 0 ] ||
+    engine="$(probe "$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
   if [ -n "$engine" ]; then
     record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": 1}" "$engine"
     echo "  engine: $engine" >&2
   fi
-  mem="{\"kind\": \"memory\", \"broker\": \"$broker\", \"api_mb\": $(rss_mb "$API_PID")"
-  for rp in "${ROLE_PIDS[@]}"; do
-    [ "${rp%%:*}" = api ] || mem="$mem, \"${rp%%:*}_mb\": $(rss_mb "${rp##*:}")"
-  done
-  record "$mem}"
   stop_system
-  if [ "$broker" = nats ] || [ -n "${BENCH_SCALE_ALL:-}" ]; then
+  if [ "$broker" = nats ] || { [ -n "${BENCH_SCALE_ALL:-}" ] && [ "$broker" != memory ]; }; then
     for n in $SCALE; do
       [ "$n" = 1 ] && continue
       echo "== $broker with $n orchestrators and $n workers" >&2

@@ -50,7 +50,7 @@ enum Command {
     PrintSchema,
     /// Benchmark the saga engine alone (PostgreSQL, broker, orchestrator, workers; no API, no
     /// MongoDB): write orders the way placeOrder does and wait until every saga ended. The
-    /// orchestrator and workers must be running.
+    /// orchestrator and workers must be running; with `BROKER=memory` this process runs them.
     BenchEngine {
         #[arg(long, default_value_t = 2000)]
         sagas: u64,
@@ -95,16 +95,40 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
         Command::Seed { stock } => {
-            let s = Services::connect(config).await?;
+            // PostgreSQL (stock) and MongoDB (catalog) only: a short command opens no broker
+            // connection that would be cut when the runtime stops.
+            let pool = ecommerce_saga::postgres::connect(&config).await.with_context(|| {
+                format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
+            })?;
+            let mongo = ecommerce_saga::mongo::Mongo::connect(&config)
+                .await
+                .with_context(|| format!("cannot reach MongoDB at {}", config.mongo_url))?;
             let mut products = ecommerce_saga::catalog::seed::demo_products();
             if let Some(level) = stock {
                 products.iter_mut().for_each(|(_, s)| *s = level);
             }
-            ecommerce_saga::catalog::seed::seed(&s.pool, &s.mongo, &products).await?;
+            ecommerce_saga::catalog::seed::seed(&pool, &mongo, &products).await?;
             tracing::info!(products = products.len(), "demo catalog seeded");
         }
         Command::BenchEngine { sagas, concurrency, sku, timeout, json } => {
             let s = Services::connect(config).await?;
+            // On the in-process transport no other process can run the sagas: this one does.
+            let shutdown = CancellationToken::new();
+            let roles = (s.config.broker == ecommerce_saga::config::BrokerKind::Memory).then(|| {
+                (
+                    tokio::spawn(app::run_orchestrator(
+                        s.clone(),
+                        Arc::new(ConsumerStats::default()),
+                        shutdown.clone(),
+                    )),
+                    tokio::spawn(app::run_workers(
+                        s.clone(),
+                        Arc::new(TestGateway),
+                        Arc::new(ConsumerStats::default()),
+                        shutdown.clone(),
+                    )),
+                )
+            });
             let report = ecommerce_saga::order::engine_bench::run(
                 &s.pool,
                 &s.saga,
@@ -114,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
                 std::time::Duration::from_secs(timeout),
             )
             .await?;
+            shutdown.cancel();
+            if let Some((orchestrator, workers)) = roles {
+                let _ = tokio::join!(orchestrator, workers);
+            }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -144,8 +172,10 @@ async fn main() -> anyhow::Result<()> {
         Command::GrantRole { email, role } => set_role(&config, &email, &role, true).await?,
         Command::RevokeRole { email, role } => set_role(&config, &email, &role, false).await?,
         Command::RotateKeys => {
-            let s = Services::connect(config).await?;
-            let kid = ecommerce_saga::auth::keys::rotate(&s.pool, s.config.access_token_ttl).await?;
+            let pool = ecommerce_saga::postgres::connect(&config).await.with_context(|| {
+                format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
+            })?;
+            let kid = ecommerce_saga::auth::keys::rotate(&pool, config.access_token_ttl).await?;
             tracing::info!(%kid, "new signing key added");
             println!("{kid}");
         }
