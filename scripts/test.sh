@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test against real services: formatting, clippy, unit tests, the broker
-# conformance suite and the end-to-end suite on NATS JetStream, RabbitMQ and Kafka (tansu), with
-# PostgreSQL and a MongoDB-wire server, starting the services first.
+# conformance suite and the end-to-end suite on NATS JetStream, RabbitMQ, Kafka (tansu) and the
+# in-process transport, and the fault harness on NATS and RabbitMQ, with PostgreSQL and a
+# MongoDB-wire server, starting the services first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +40,8 @@ run() { # a cargo test invocation whose output is kept for the summary
   "$@" 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 }
-# Unit tests of every crate; the broker conformance suite (every broker); the end-to-end suite on NATS.
+# Unit tests of every crate; the broker conformance suite (NATS, RabbitMQ, Kafka and in-process);
+# the end-to-end suite on NATS.
 run cargo test --workspace --locked --lib --bins
 run cargo test --locked --test broker --test api "$@"
 # The end-to-end suite again on RabbitMQ, on Kafka, and on the in-process transport (`api all`).
@@ -47,7 +49,7 @@ for broker in rabbitmq kafka memory; do
   echo "== end-to-end suite on $broker"
   run env TEST_BROKER="$broker" cargo test --locked --test api "$@"
 done
-# The fault-injection harness (every broker), printing its summary lines.
+# The fault-injection harness (NATS and RabbitMQ; not yet Kafka), printing its summary lines.
 echo "== fault injection"
 run cargo test --locked --test faults "$@" -- --nocapture
 set -e

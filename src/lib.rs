@@ -1,7 +1,9 @@
 //! ecommerce-saga: orders, stock and payments kept consistent with an orchestrated checkout saga,
 //! served as a GraphQL backend-for-frontend.
 //!
-//! Features (`auth`, `catalog`, `cart`, `order`, `payment`, `stock`, `saga`) hold their rules;
+//! The pure core (domain types, the saga's definition, state machine and messages) is the
+//! `ecommerce-core` crate, re-exported here as `domain` and `saga::{definition, machine, messages}`.
+//! Features (`auth`, `catalog`, `cart`, `order`, `payment`, `stock`, `saga`) hold their services;
 //! infrastructure (`postgres`, `mongo`, `broker`) implements the I/O they need; `app` wires roles.
 
 pub mod app;
@@ -10,7 +12,6 @@ pub mod broker;
 pub mod cart;
 pub mod catalog;
 pub mod config;
-pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
@@ -24,3 +25,6 @@ pub mod postgres;
 pub mod saga;
 pub mod stock;
 pub mod telemetry;
+
+/// Domain types without I/O, from the core crate.
+pub use ecommerce_core::domain;

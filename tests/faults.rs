@@ -277,7 +277,7 @@ async fn prepare(kind: BrokerKind) -> (String, Config, ecommerce_saga::app::Serv
             let p = ecommerce_saga::catalog::Product {
                 sku: sku.to_string(),
                 name: sku.to_string(),
-                price: ecommerce_saga::domain::Money { minor: 1_000, currency: "USD".into() },
+                price: ecommerce_saga::domain::Money::new(1_000, "USD").expect("valid money"),
             };
             (p, *stock)
         })

@@ -31,19 +31,7 @@ pub enum BrokerError {
     Ack(String),
 }
 
-/// The logical destinations; each broker maps them to its own names under a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Topic {
-    StockCommands,
-    PaymentCommands,
-    Replies,
-    OrderEvents,
-    /// Messages that failed past the retry limit, kept for inspection.
-    DeadLetters,
-    /// Saga changes, broadcast to every live subscriber ([`Transport::subscribe_broadcast`]);
-    /// not durable: a subscriber gets what is published while it listens.
-    SagaChanges,
-}
+pub use ecommerce_core::Topic;
 
 /// The application's durable subscriptions: (consumer name, topic). Brokers that route through
 /// queues declare these up front so nothing published before a consumer's first start is lost.
@@ -53,26 +41,6 @@ pub const SUBSCRIPTIONS: [(&str, Topic); 4] = [
     ("cart-worker", Topic::OrderEvents),
     ("orchestrator", Topic::Replies),
 ];
-
-impl Topic {
-    pub const ALL: [Topic; 4] =
-        [Topic::StockCommands, Topic::PaymentCommands, Topic::Replies, Topic::OrderEvents];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Topic::StockCommands => "cmd.stock",
-            Topic::PaymentCommands => "cmd.payment",
-            Topic::Replies => "reply.orchestrator",
-            Topic::OrderEvents => "evt.order",
-            Topic::DeadLetters => "dlq",
-            Topic::SagaChanges => "evt.saga",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().chain([Topic::DeadLetters, Topic::SagaChanges]).find(|t| t.as_str() == s)
-    }
-}
 
 /// Settles one delivery.
 #[async_trait]

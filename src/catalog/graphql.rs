@@ -19,7 +19,7 @@ pub struct MoneyGql {
 
 impl From<&Money> for MoneyGql {
     fn from(m: &Money) -> Self {
-        MoneyGql { amount_minor: m.minor, currency: m.currency.clone() }
+        MoneyGql { amount_minor: m.minor(), currency: m.currency().to_string() }
     }
 }
 

@@ -10,7 +10,11 @@ use crate::mongo::{catalog, Mongo};
 pub fn demo_products() -> Vec<(Product, i32)> {
     let p = |sku: &str, name: &str, minor: i64, stock: i32| {
         (
-            Product { sku: sku.into(), name: name.into(), price: Money { minor, currency: "USD".into() } },
+            Product {
+                sku: sku.into(),
+                name: name.into(),
+                price: Money::new(minor, "USD").expect("demo prices are valid"),
+            },
             stock,
         )
     };

@@ -24,10 +24,8 @@ fn to_product(d: &Document) -> Option<Product> {
     Some(Product {
         sku: d.get_str("_id").ok()?.to_string(),
         name: d.get_str("name").ok()?.to_string(),
-        price: Money {
-            minor: d.get_i64("price_minor").ok()?,
-            currency: d.get_str("currency").ok()?.to_string(),
-        },
+        // A stored price that is not valid money reads as no product, like a missing field.
+        price: Money::new(d.get_i64("price_minor").ok()?, d.get_str("currency").ok()?).ok()?,
     })
 }
 
@@ -35,7 +33,7 @@ pub async fn upsert(m: &Mongo, p: &Product) -> Result<(), mongodb::error::Error>
     m.db.collection::<Document>(COLLECTION)
         .update_one(
             doc! { "_id": &p.sku },
-            doc! { "$set": { "name": &p.name, "price_minor": p.price.minor, "currency": &p.price.currency } },
+            doc! { "$set": { "name": &p.name, "price_minor": p.price.minor(), "currency": p.price.currency() } },
         )
         .upsert(true)
         .await?;

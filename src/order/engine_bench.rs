@@ -51,7 +51,7 @@ pub async fn run(
     .execute(pool)
     .await?;
     let unit: i64 = 1_000;
-    let total = Money { minor: unit, currency: "USD".into() };
+    let total = Money::new(unit, "USD")?;
     let token = PaymentToken::parse("tok_visa")?;
     let lines = vec![(sku.to_string(), 1, unit)];
     let next = Arc::new(AtomicU64::new(0));

@@ -109,7 +109,7 @@ pub async fn place(
                 t.checked_add(&line_total).ok_or_else(|| AppError::bad_input("cart mixes currencies"))?
             }
         });
-        lines.push((item.sku.clone(), item.quantity, product.price.minor));
+        lines.push((item.sku.clone(), item.quantity, product.price.minor()));
     }
     let total = total.expect("non-empty cart");
 
@@ -152,8 +152,8 @@ pub async fn create(
     let inserted = sqlx::query(&sql)
         .bind(order_id)
         .bind(user_id)
-        .bind(total.minor)
-        .bind(&total.currency)
+        .bind(total.minor())
+        .bind(total.currency())
         .bind(key.as_str())
         .fetch_optional(&mut *tx)
         .await?;
@@ -183,8 +183,8 @@ pub async fn create(
         state: start.state.clone(),
         payload: SagaPayload {
             lines: lines.iter().map(|(sku, q, _)| StockLine { sku: sku.clone(), quantity: *q }).collect(),
-            amount_minor: total.minor,
-            currency: total.currency.clone(),
+            amount_minor: total.minor(),
+            currency: total.currency().to_string(),
             payment_token: token.as_str().to_string(),
         },
         trace_id: trace_id.to_string(),

@@ -1,11 +1,11 @@
-//! The checkout saga: its definition (data), state machine (pure), messages, and the I/O around
-//! them (the orchestrator loop and the event feed for subscriptions).
+//! The checkout saga: its definition (data), state machine (pure) and messages come from the core
+//! crate; here is the I/O around them (the orchestrator loop, the saga store, the event feed for
+//! subscriptions, operator repairs).
 
-pub mod definition;
+pub use ecommerce_core::saga::{definition, machine, messages};
+
 pub mod feed;
 pub mod graphql;
-pub mod machine;
-pub mod messages;
 pub mod operator;
 pub mod orchestrator;
 pub mod store;

@@ -58,10 +58,11 @@ pub fn test_config(name: &str) -> Config {
     c.mongo_database = name.to_string();
     c.broker_namespace = name.to_string();
     c.api_addr = "127.0.0.1:0".parse().unwrap();
-    // The suite runs once per broker: TEST_BROKER=nats|rabbitmq|kafka (default nats).
+    // The suite runs once per transport: TEST_BROKER=nats|rabbitmq|kafka|memory (default nats);
+    // `memory` is the in-process transport, as in `api all`.
     let broker = std::env::var("TEST_BROKER").unwrap_or_else(|_| "nats".into());
-    c.broker =
-        ecommerce_saga::config::BrokerKind::parse(&broker).expect("TEST_BROKER is nats, rabbitmq or kafka");
+    c.broker = ecommerce_saga::config::BrokerKind::parse(&broker)
+        .expect("TEST_BROKER is nats, rabbitmq, kafka or memory");
     c.saga.step_timeout = Duration::from_secs(30);
     c.saga.compensation_timeout = Duration::from_secs(30);
     c.outbox_poll_interval = Duration::from_millis(20);

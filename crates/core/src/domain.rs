@@ -105,11 +105,12 @@ impl Quantity {
     }
 }
 
-/// An amount in integer minor units (cents) of an ISO-4217 currency.
+/// An amount in integer minor units (cents) of an ISO-4217 currency. Only [`Money::new`] builds
+/// one, so every value is non-negative with a three-letter upper-case code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Money {
-    pub minor: i64,
-    pub currency: String,
+    minor: i64,
+    currency: String,
 }
 
 impl Money {
@@ -123,7 +124,21 @@ impl Money {
         Ok(Money { minor, currency: currency.to_string() })
     }
 
+    /// The amount in minor units (cents).
+    pub fn minor(&self) -> i64 {
+        self.minor
+    }
+
+    /// The ISO-4217 code.
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+
+    /// This amount `q` times; `None` on overflow or a negative `q`.
     pub fn times(&self, q: i32) -> Option<Money> {
+        if q < 0 {
+            return None;
+        }
         Some(Money { minor: self.minor.checked_mul(q as i64)?, currency: self.currency.clone() })
     }
 
@@ -211,7 +226,8 @@ mod tests {
     fn money_refuses_mixed_currencies_and_overflow() {
         let a = Money::new(100, "USD").unwrap();
         assert!(a.checked_add(&Money::new(1, "EUR").unwrap()).is_none());
-        assert_eq!(a.times(3).unwrap().minor, 300);
+        assert_eq!(a.times(3).unwrap().minor(), 300);
+        assert_eq!(a.times(-1), None);
         assert!(Money::new(i64::MAX, "USD").unwrap().times(2).is_none());
         assert!(Money::new(-1, "USD").is_err());
         assert!(Money::new(1, "usd").is_err());

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::broker::Topic;
+use crate::Topic;
 
 /// Commands a worker executes. Each is idempotent on the order id, so a retried command (with a new
 /// message id) has the same effect as the first one.

@@ -1,0 +1,10 @@
+//! The checkout's core, with no I/O: domain types (ids, money, order lines), the saga's definition
+//! (steps, commands, compensations, timeouts as data), its pure state machine, and the messages and
+//! topics it exchanges. It builds without tokio, sqlx, MongoDB or any broker client; everything that
+//! talks to the outside world lives in the crates above it and uses these types.
+
+pub mod domain;
+pub mod saga;
+pub mod topic;
+
+pub use topic::Topic;
