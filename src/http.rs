@@ -169,9 +169,7 @@ async fn graphql(
     let started = std::time::Instant::now();
     let batch = req.into_inner();
     let operation = match &batch {
-        BatchRequest::Single(r) => {
-            crate::metrics::operation_name(r.operation_name.as_deref(), &r.query).map(str::to_string)
-        }
+        BatchRequest::Single(r) => operation_name(r.operation_name.as_deref(), &r.query).map(str::to_string),
         BatchRequest::Batch(_) => Some("batch".to_string()),
     };
     if let BatchRequest::Batch(requests) = &batch {
@@ -211,29 +209,26 @@ async fn graphql(
     resp.into()
 }
 
+/// The operation's name: the request's `operationName`, else the name written in the document
+/// (`query MyOrders { ... }`), else `None`.
+pub fn operation_name<'a>(explicit: Option<&'a str>, query: &'a str) -> Option<&'a str> {
+    if explicit.is_some() {
+        return explicit;
+    }
+    let rest = query.trim_start();
+    let kind = ["query", "mutation", "subscription"].into_iter().find(|k| rest.starts_with(k))?;
+    let after = &rest[kind.len()..];
+    let name_start = after.trim_start();
+    if name_start.len() == after.len() {
+        return None; // e.g. `queryX`, not the keyword
+    }
+    let end = name_start.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(name_start.len());
+    (end > 0).then(|| &name_start[..end])
+}
+
 /// Prometheus metrics (OpenMetrics text).
 async fn metrics(State(s): State<HttpState>) -> Response {
-    render_metrics(&s.metrics, &s.api.pool).await
-}
-
-async fn render_metrics(metrics: &crate::metrics::Metrics, pool: &sqlx::PgPool) -> Response {
-    match metrics.render(pool).await {
-        Ok(text) => {
-            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-                .into_response()
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "metrics unavailable");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
-    }
-}
-
-/// `/metrics` and `/healthz` alone, for the roles that serve no API (orchestrator, workers).
-pub fn metrics_router(metrics: Arc<crate::metrics::Metrics>, pool: sqlx::PgPool) -> Router {
-    Router::new()
-        .route("/metrics", get(move || async move { render_metrics(&metrics, &pool).await }))
-        .route("/healthz", get(|| async { "ok" }))
+    crate::metrics::response(&s.metrics, &s.api.pool).await
 }
 
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
@@ -303,7 +298,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::forwarded_client;
+    use super::{forwarded_client, operation_name};
 
     fn ip(s: &str) -> Option<std::net::IpAddr> {
         Some(s.parse().unwrap())
@@ -327,5 +322,15 @@ mod tests {
         assert_eq!(forwarded_client(["203.0.113.7"].into_iter(), 2), None);
         assert_eq!(forwarded_client(std::iter::empty(), 1), None);
         assert_eq!(forwarded_client(["1.2.3.4, not-an-address"].into_iter(), 1), None);
+    }
+
+    #[test]
+    fn operation_names_come_from_the_request_or_the_document() {
+        assert_eq!(operation_name(Some("Given"), "query Other { me { id } }"), Some("Given"));
+        assert_eq!(operation_name(None, "  query MyOrders { orders { id } }"), Some("MyOrders"));
+        assert_eq!(operation_name(None, "mutation Place($k: String!) { x }"), Some("Place"));
+        assert_eq!(operation_name(None, "{ me { id } }"), None);
+        assert_eq!(operation_name(None, "query { me { id } }"), None);
+        assert_eq!(operation_name(None, "queryX { me }"), None);
     }
 }

@@ -8,23 +8,20 @@
 
 pub mod app;
 pub mod auth;
-pub mod broker;
 pub mod cart;
 pub mod catalog;
-pub mod config;
-pub mod error;
 pub mod graphql;
 pub mod http;
-pub mod metrics;
 pub mod mongo;
 pub mod monitor;
 pub mod order;
 pub mod payment;
 pub mod playground;
-pub mod postgres;
 pub mod saga;
 pub mod stock;
-pub mod telemetry;
+
+/// Configuration, errors, brokers, PostgreSQL, metrics and telemetry, from the platform crate.
+pub use ecommerce_platform::{broker, config, error, metrics, postgres, telemetry};
 
 /// Domain types without I/O, from the core crate.
 pub use ecommerce_core::domain;

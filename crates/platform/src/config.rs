@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::saga::SagaTiming;
+use ecommerce_core::saga::definition::SagaTiming;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid value for {name}: {value:?} ({why})")]
@@ -303,7 +303,7 @@ mod tests {
     /// `.env.example` names every variable the code reads, and its values are the defaults.
     #[test]
     fn env_example_lists_every_variable_with_its_default() {
-        let example: std::collections::HashMap<String, String> = include_str!("../.env.example")
+        let example: std::collections::HashMap<String, String> = include_str!("../../../.env.example")
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
             .filter_map(|l| l.split_once('='))
@@ -319,7 +319,7 @@ mod tests {
             assert!(example.contains_key(name), "{name} is read but missing from .env.example");
         }
         // And says what each means: every group of variables (lines between blank lines) has a comment.
-        for block in include_str!("../.env.example").split("\n\n") {
+        for block in include_str!("../../../.env.example").split("\n\n") {
             let has_comment = block.lines().any(|l| l.trim_start().starts_with('#'));
             let vars: Vec<&str> = block.lines().filter(|l| !l.starts_with('#') && l.contains('=')).collect();
             assert!(vars.is_empty() || has_comment, "undocumented in .env.example: {vars:?}");

@@ -5,9 +5,12 @@
 
 pub mod chaos;
 pub mod consumer;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
+#[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 
 use std::sync::Arc;
@@ -126,15 +129,22 @@ pub async fn connect(config: &Config) -> Result<Arc<dyn Transport>, BrokerError>
 
 async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
     match config.broker {
+        #[cfg(feature = "nats")]
         BrokerKind::Nats => Ok(Arc::new(
             nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace, config.ack_wait).await?,
         )),
+        #[cfg(feature = "rabbitmq")]
         BrokerKind::RabbitMq => Ok(Arc::new(
             rabbitmq::RabbitTransport::connect(&config.rabbitmq_url, &config.broker_namespace).await?,
         )),
+        #[cfg(feature = "kafka")]
         BrokerKind::Kafka => Ok(Arc::new(
             kafka::KafkaTransport::connect(&config.kafka_brokers, &config.broker_namespace).await?,
         )),
         BrokerKind::Memory => Ok(Arc::new(memory::MemoryTransport::connect(&config.broker_namespace))),
+        #[allow(unreachable_patterns)] // every broker compiled in
+        other => Err(BrokerError::Connect(format!(
+            "{other:?} is not compiled into this binary (cargo feature of ecommerce-platform)"
+        ))),
     }
 }

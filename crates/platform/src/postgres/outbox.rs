@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::broker::{Outgoing, Topic, Transport};
-use crate::saga::messages::Envelope;
 use crate::telemetry::TraceParent;
+use ecommerce_core::saga::messages::Envelope;
 
 /// How old an undelayed row must be before the relay publishes it: younger ones are the
 /// dispatcher's (of whichever process wrote them).

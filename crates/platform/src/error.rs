@@ -20,6 +20,7 @@ pub enum AppError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[cfg(feature = "mongo")]
     #[error("document store error: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("broker error: {0}")]
@@ -44,8 +45,8 @@ impl AppError {
     }
 }
 
-impl From<crate::domain::ValidationError> for AppError {
-    fn from(e: crate::domain::ValidationError) -> Self {
+impl From<ecommerce_core::domain::ValidationError> for AppError {
+    fn from(e: ecommerce_core::domain::ValidationError) -> Self {
         AppError::BadInput(e.to_string())
     }
 }

@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres};
 
 use crate::config::Config;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// Describes the server without the password, for error messages.
 pub fn describe(url: &str) -> String {

@@ -20,8 +20,8 @@ use tracing::{error, info_span, warn, Instrument};
 use super::{Delivery, Topic, Transport};
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::saga::messages::Envelope;
 use crate::telemetry::TraceParent;
+use ecommerce_core::saga::messages::Envelope;
 
 pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
 

@@ -8,6 +8,10 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -73,23 +77,6 @@ pub fn screaming_snake(camel: &str) -> String {
         out.push(c.to_ascii_uppercase());
     }
     out
-}
-
-/// The operation's name: the request's `operationName`, else the name written in the document
-/// (`query MyOrders { ... }`), else `None`.
-pub fn operation_name<'a>(explicit: Option<&'a str>, query: &'a str) -> Option<&'a str> {
-    if explicit.is_some() {
-        return explicit;
-    }
-    let rest = query.trim_start();
-    let kind = ["query", "mutation", "subscription"].into_iter().find(|k| rest.starts_with(k))?;
-    let after = &rest[kind.len()..];
-    let name_start = after.trim_start();
-    if name_start.len() == after.len() {
-        return None; // e.g. `queryX`, not the keyword
-    }
-    let end = name_start.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(name_start.len());
-    (end > 0).then(|| &name_start[..end])
 }
 
 /// Distinct operation names kept as labels; later ones are counted as `other`.
@@ -310,23 +297,34 @@ impl Metrics {
     }
 }
 
+/// The metrics as an OpenMetrics response; 503 when the database gauges cannot be read.
+pub async fn response(metrics: &Metrics, pool: &PgPool) -> Response {
+    match metrics.render(pool).await {
+        Ok(text) => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "metrics unavailable");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// `/metrics` and `/healthz` alone, for the roles that serve no API (orchestrator, workers).
+pub fn router(metrics: Arc<Metrics>, pool: PgPool) -> Router {
+    Router::new()
+        .route("/metrics", get(move || async move { response(&metrics, &pool).await }))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{operation_name, screaming_snake};
+    use super::screaming_snake;
 
     #[test]
     fn labels_are_screaming_snake_case() {
         assert_eq!(screaming_snake("ReserveStock"), "RESERVE_STOCK");
         assert_eq!(screaming_snake("PaymentCaptureFailed"), "PAYMENT_CAPTURE_FAILED");
-    }
-
-    #[test]
-    fn operation_names_come_from_the_request_or_the_document() {
-        assert_eq!(operation_name(Some("Given"), "query Other { me { id } }"), Some("Given"));
-        assert_eq!(operation_name(None, "  query MyOrders { orders { id } }"), Some("MyOrders"));
-        assert_eq!(operation_name(None, "mutation Place($k: String!) { x }"), Some("Place"));
-        assert_eq!(operation_name(None, "{ me { id } }"), None);
-        assert_eq!(operation_name(None, "query { me { id } }"), None);
-        assert_eq!(operation_name(None, "queryX { me }"), None);
     }
 }
