@@ -165,7 +165,7 @@ def main():
         "cpu_percent": {k: round(100 * v / CLK / (t1 - t0), 1) for k, v in used(cpu0, cpu1).items()},
     }
     driver = os.path.basename(command[0])
-    driver = driver if driver == "loadgen" else " ".join([driver] + command[1:2])
+    driver = driver if driver in ("loadgen", "engine-bench") else " ".join([driver] + command[1:2])
     counters["cpu_percent"][driver] = counters["cpu_percent"].pop("command")
     if "error" in mongo0 or "error" in mongo1:
         counters["mongo_error"] = mongo0.get("error") or mongo1.get("error")

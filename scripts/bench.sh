@@ -4,12 +4,12 @@
 #   scripts/bench.sh [broker ...]        (default: nats rabbitmq kafka memory)
 #
 # `memory` is the in-process transport: one `api all` process runs every role (and
-# `api bench-engine` runs the orchestrator and workers itself).
+# `engine-bench` runs the orchestrator and workers itself).
 # For each broker: the release binaries (one API, N orchestrators, N workers) against PostgreSQL,
 # the Mongo-wire server and the broker, all on this machine; `loadgen` closed loop with each of
 # BENCH_BUYERS buyers (the sweep: does throughput hold as buyers are added?), then open loop at
 # each of BENCH_RATES orders/s for latency; scaling with BENCH_SCALE orchestrator+worker instances
-# (NATS only unless BENCH_SCALE_ALL=1); memory per process; and `api bench-engine`, the saga engine
+# (NATS only unless BENCH_SCALE_ALL=1); memory per process; and `engine-bench`, the saga engine
 # without the API and MongoDB. Before anything else, pgbench on the same PostgreSQL, for the
 # ceiling. Every load runs under scripts/bench-probe.py, which records what the servers counted
 # (PostgreSQL write and read-only transactions, MongoDB operations, per saga) and the CPU each
@@ -40,6 +40,9 @@ else
   cargo build --release --workspace --bins >&2
   BIN="$CARGO_TARGET_DIR/release"
 fi
+# The engine benchmark; commits before the crate split had it as `api bench-engine`.
+ENGINE=("$BIN/engine-bench")
+[ -x "$BIN/engine-bench" ] || ENGINE=("$BIN/api" bench-engine)
 mkdir -p "$OUT"
 RESULTS="$OUT/results-$(date +%Y%m%d-%H%M%S).jsonl"
 echo "results: $RESULTS" >&2
@@ -141,7 +144,7 @@ for broker in "${BROKERS[@]}"; do
   done
   record "$mem}"
   if [ "$broker" = memory ]; then
-    # In-process queues reach no other process: bench-engine runs the orchestrator and workers
+    # In-process queues reach no other process: engine-bench runs the orchestrator and workers
     # itself, and `api all` must not share the database meanwhile.
     stop_system
     ROLE_PIDS=()
@@ -149,7 +152,7 @@ for broker in "${BROKERS[@]}"; do
   # The engine alone: orders written straight to PostgreSQL, no API and no MongoDB on the path.
   engine=""
   [ "${BENCH_ENGINE:-1}" = 0 ] ||
-    engine="$(probe "$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+    engine="$(probe "${ENGINE[@]}" --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
   if [ -n "$engine" ]; then
     record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": 1}" "$engine"
     echo "  engine: $engine" >&2
@@ -162,7 +165,7 @@ for broker in "${BROKERS[@]}"; do
       start_system "$broker" "$n"
       "$BIN/loadgen" --url "http://$ADDR" --json --buyers 16 --orders 300 >/dev/null || true
       load "{\"kind\": \"load\", \"broker\": \"$broker\", \"instances\": $n}" --buyers 32 --duration "$SECS"
-      engine="$(probe "$BIN/api" bench-engine --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+      engine="$(probe "${ENGINE[@]}" --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
       [ -n "$engine" ] && record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": $n}" "$engine"
       stop_system
     done

@@ -15,15 +15,16 @@ use axum::{Extension, Json, Router};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::Instrument;
 
-use crate::broker::Transport;
-use crate::graphql::{error::ensure_codes, ApiState, AppSchema, Caller, ClientAddr, TraceId};
+use crate::graphql::error::ensure_codes;
+use crate::graphql::{ApiState, AppSchema, Caller, ClientAddr, TraceId};
+use ecommerce_platform::broker::Transport;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub api: ApiState,
     pub schema: AppSchema,
     pub transport: Arc<dyn Transport>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<ecommerce_platform::metrics::Metrics>,
 }
 
 /// The API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`: the client
@@ -187,17 +188,17 @@ async fn graphql(
     let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
     // The client's trace when it sends a W3C `traceparent`; otherwise a new one.
     let incoming = headers
-        .get(crate::broker::TRACEPARENT)
+        .get(ecommerce_platform::broker::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::telemetry::TraceParent::parse);
+        .and_then(ecommerce_platform::telemetry::TraceParent::parse);
     let user_id = match &caller {
         Caller::User(u, _) => u.id.to_string(),
         _ => String::new(),
     };
     let span = tracing::info_span!("graphql", trace_id = tracing::field::Empty, user_id = %user_id);
-    let trace = crate::telemetry::join(&span, incoming.as_ref())
+    let trace = ecommerce_platform::telemetry::join(&span, incoming.as_ref())
         .or(incoming.map(|t| t.trace_id))
-        .unwrap_or_else(crate::telemetry::new_trace_id);
+        .unwrap_or_else(ecommerce_platform::telemetry::new_trace_id);
     span.record("trace_id", trace.as_str());
     let batch = batch.data(caller).data(client).data(TraceId(trace));
     let mut resp = s.schema.execute_batch(batch).instrument(span).await;
@@ -228,7 +229,7 @@ pub fn operation_name<'a>(explicit: Option<&'a str>, query: &'a str) -> Option<&
 
 /// Prometheus metrics (OpenMetrics text).
 async fn metrics(State(s): State<HttpState>) -> Response {
-    crate::metrics::response(&s.metrics, &s.api.pool).await
+    ecommerce_platform::metrics::response(&s.metrics, &s.api.pool).await
 }
 
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ecommerce_saga::app::{self, Services};
-use ecommerce_saga::broker::consumer::ConsumerStats;
-use ecommerce_saga::config::Config;
-use ecommerce_saga::payment::TestGateway;
+use ecommerce_checkout::payment::TestGateway;
+use ecommerce_checkout::roles::{self, Services};
+use ecommerce_platform::broker::consumer::ConsumerStats;
+use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::postgres;
+use ecommerce_saga::app;
+use ecommerce_storefront::mongo::Mongo;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -48,24 +51,6 @@ enum Command {
     RevokeRole { email: String, role: String },
     /// Print the GraphQL schema (SDL).
     PrintSchema,
-    /// Benchmark the saga engine alone (PostgreSQL, broker, orchestrator, workers; no API, no
-    /// MongoDB): write orders the way placeOrder does and wait until every saga ended. The
-    /// orchestrator and workers must be running; with `BROKER=memory` this process runs them.
-    BenchEngine {
-        #[arg(long, default_value_t = 2000)]
-        sagas: u64,
-        /// Concurrent order writers.
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// A sku with stock (e.g. after `api seed --stock 1000000000`).
-        #[arg(long, default_value = "MUG-001")]
-        sku: String,
-        /// Seconds to wait for the last saga.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[tokio::main]
@@ -78,82 +63,44 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::All) => Some("ecommerce-saga"),
         _ => None,
     };
-    let telemetry = ecommerce_saga::telemetry::init(
+    let telemetry = ecommerce_platform::telemetry::init(
         service.unwrap_or("api"),
         service.and(config.otlp_endpoint.as_deref()),
     )?;
     // All roles in one process: unless a broker is named, they talk through in-process queues.
     if matches!(cli.command, Some(Command::All)) && std::env::var("BROKER").map_or(true, |b| b.is_empty()) {
-        config.broker = ecommerce_saga::config::BrokerKind::Memory;
+        config.broker = BrokerKind::Memory;
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::PrintSchema => print!("{}", ecommerce_saga::graphql::sdl()),
         Command::Migrate => {
-            ecommerce_saga::postgres::migrate(&config).await.with_context(|| {
-                format!("migrating {}", ecommerce_saga::postgres::describe(&config.database_url))
-            })?;
+            postgres::migrate(&config)
+                .await
+                .with_context(|| format!("migrating {}", postgres::describe(&config.database_url)))?;
             tracing::info!("migrations applied");
         }
         Command::Seed { stock } => {
             // PostgreSQL (stock) and MongoDB (catalog) only: a short command opens no broker
             // connection that would be cut when the runtime stops.
-            let pool = ecommerce_saga::postgres::connect(&config).await.with_context(|| {
-                format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
-            })?;
-            let mongo = ecommerce_saga::mongo::Mongo::connect(&config)
+            let pool = postgres::connect(&config)
+                .await
+                .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
+            let mongo = Mongo::connect(&config)
                 .await
                 .with_context(|| format!("cannot reach MongoDB at {}", config.mongo_url))?;
-            let mut products = ecommerce_saga::catalog::seed::demo_products();
+            let mut products = ecommerce_storefront::catalog::seed::demo_products();
             if let Some(level) = stock {
                 products.iter_mut().for_each(|(_, s)| *s = level);
             }
-            ecommerce_saga::catalog::seed::seed(&pool, &mongo, &products).await?;
+            ecommerce_storefront::catalog::seed::seed(&pool, &mongo, &products).await?;
             tracing::info!(products = products.len(), "demo catalog seeded");
-        }
-        Command::BenchEngine { sagas, concurrency, sku, timeout, json } => {
-            let s = Services::connect(config).await?;
-            // On the in-process transport no other process can run the sagas: this one does.
-            let shutdown = CancellationToken::new();
-            let roles = (s.config.broker == ecommerce_saga::config::BrokerKind::Memory).then(|| {
-                (
-                    tokio::spawn(app::run_orchestrator(
-                        s.clone(),
-                        Arc::new(ConsumerStats::default()),
-                        shutdown.clone(),
-                    )),
-                    tokio::spawn(app::run_workers(
-                        s.clone(),
-                        Arc::new(TestGateway),
-                        Arc::new(ConsumerStats::default()),
-                        shutdown.clone(),
-                    )),
-                )
-            });
-            let report = ecommerce_saga::order::engine_bench::run(
-                &s.pool,
-                &s.saga,
-                &sku,
-                sagas,
-                concurrency,
-                std::time::Duration::from_secs(timeout),
-            )
-            .await?;
-            shutdown.cancel();
-            if let Some((orchestrator, workers)) = roles {
-                let _ = tokio::join!(orchestrator, workers);
-            }
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{report:?}");
-            }
         }
         Command::CreateOperator { email } => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
-            let pool = ecommerce_saga::postgres::connect(&config).await.with_context(|| {
-                format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
-            })?;
+            let pool = postgres::connect(&config)
+                .await
+                .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
             match ecommerce_saga::auth::service::create_account(
                 &pool,
                 &email,
@@ -162,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             {
                 Ok(_) => println!("created {email}"),
-                Err(ecommerce_saga::error::AppError::Conflict(_)) => {
+                Err(ecommerce_platform::error::AppError::Conflict(_)) => {
                     println!("{email} exists; password unchanged")
                 }
                 Err(e) => return Err(e.into()),
@@ -172,47 +119,54 @@ async fn main() -> anyhow::Result<()> {
         Command::GrantRole { email, role } => set_role(&config, &email, &role, true).await?,
         Command::RevokeRole { email, role } => set_role(&config, &email, &role, false).await?,
         Command::RotateKeys => {
-            let pool = ecommerce_saga::postgres::connect(&config).await.with_context(|| {
-                format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
-            })?;
+            let pool = postgres::connect(&config)
+                .await
+                .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
             let kid = ecommerce_saga::auth::keys::rotate(&pool, config.access_token_ttl).await?;
             tracing::info!(%kid, "new signing key added");
             println!("{kid}");
         }
         Command::Serve => {
             config.require_shared_broker("`api serve`")?;
+            let mongo = open_mongo(&config).await?;
             let s = Services::connect(config).await?;
             let shutdown = CancellationToken::new();
-            app::cancel_on_signal(shutdown.clone());
+            roles::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
-            s.announce("api").await;
+            s.announce("api", Some(&mongo.describe().await)).await;
             announce(&listener, "api")?;
-            app::run_api(s, listener, shutdown).await?;
+            app::run_api(s, mongo, listener, shutdown).await?;
         }
         Command::All => {
+            let mongo = open_mongo(&config).await?;
             let s = Services::connect(config).await?;
             let shutdown = CancellationToken::new();
-            app::cancel_on_signal(shutdown.clone());
+            roles::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
-            s.announce("api + orchestrator + workers").await;
+            s.announce("api + orchestrator + workers", Some(&mongo.describe().await)).await;
             announce(&listener, "api + orchestrator + workers")?;
-            let orchestrator = tokio::spawn(app::run_orchestrator(
+            let orchestrator = tokio::spawn(roles::run_orchestrator(
                 s.clone(),
                 Arc::new(ConsumerStats::default()),
                 shutdown.clone(),
             ));
-            let workers = tokio::spawn(app::run_workers(
+            let workers = tokio::spawn(ecommerce_storefront::roles::run_workers(
                 s.clone(),
+                mongo.clone(),
                 Arc::new(TestGateway),
                 Arc::new(ConsumerStats::default()),
                 shutdown.clone(),
             ));
-            app::run_api(s, listener, shutdown).await?;
+            app::run_api(s, mongo, listener, shutdown).await?;
             let _ = tokio::join!(orchestrator, workers);
         }
     }
     telemetry.shutdown().await;
     Ok(())
+}
+
+async fn open_mongo(config: &Config) -> anyhow::Result<Mongo> {
+    Mongo::open(config).await.with_context(|| format!("cannot reach MongoDB at {}", config.mongo_url))
 }
 
 fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<()> {
@@ -222,17 +176,12 @@ fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<(
     Ok(())
 }
 
-async fn set_role(
-    config: &ecommerce_saga::config::Config,
-    email: &str,
-    role: &str,
-    grant: bool,
-) -> anyhow::Result<()> {
+async fn set_role(config: &Config, email: &str, role: &str, grant: bool) -> anyhow::Result<()> {
     let role = ecommerce_saga::auth::Role::parse(role)
         .with_context(|| format!("unknown role {role:?}; known: operator"))?;
-    let pool = ecommerce_saga::postgres::connect(config).await.with_context(|| {
-        format!("cannot reach {}", ecommerce_saga::postgres::describe(&config.database_url))
-    })?;
+    let pool = postgres::connect(config)
+        .await
+        .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
     ecommerce_saga::auth::service::set_role(&pool, email, role, grant).await?;
     println!("{} {} {email}", if grant { "granted" } else { "revoked" }, role.as_str());
     Ok(())

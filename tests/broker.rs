@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ecommerce_saga::broker::consumer::{self, Handler};
-use ecommerce_saga::broker::{self, Topic, Transport};
-use ecommerce_saga::config::{BrokerKind, Config};
-use ecommerce_saga::error::AppError;
-use ecommerce_saga::saga::messages::{Body, Command, Envelope};
+use ecommerce_core::saga::messages::{Body, Command, Envelope};
+use ecommerce_platform::broker::consumer::{self, Handler};
+use ecommerce_platform::broker::{self, Topic, Transport};
+use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::error::AppError;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

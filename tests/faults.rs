@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ecommerce_saga::config::{BrokerKind, Config};
+use ecommerce_checkout::roles::Services;
+use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_storefront::mongo::Mongo;
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -255,8 +257,14 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 /// The runs share the machine's brokers and cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The test's own connections: PostgreSQL and the broker, and MongoDB.
+struct Stores {
+    services: Services,
+    mongo: Mongo,
+}
+
 /// A fresh database (migrated, catalog and stock seeded), broker namespace and log directory.
-async fn prepare(kind: BrokerKind) -> (String, Config, ecommerce_saga::app::Services, PathBuf, PgConnection) {
+async fn prepare(kind: BrokerKind) -> (String, Config, Stores, PathBuf, PgConnection) {
     let name = format!("f_{}", &Uuid::new_v4().simple().to_string()[..16]);
     let logs = bin("api").parent().unwrap().join("faults").join(&name);
     std::fs::create_dir_all(&logs).unwrap();
@@ -269,28 +277,29 @@ async fn prepare(kind: BrokerKind) -> (String, Config, ecommerce_saga::app::Serv
     config.mongo_database = name.clone();
     config.broker = kind;
     config.broker_namespace = name.clone();
-    ecommerce_saga::postgres::migrate(&config).await.unwrap();
-    let services = ecommerce_saga::app::Services::connect(config.clone()).await.unwrap();
+    ecommerce_platform::postgres::migrate(&config).await.unwrap();
+    let services = Services::connect(config.clone()).await.unwrap();
+    let mongo = Mongo::open(&config).await.unwrap();
     let products: Vec<_> = SKUS
         .iter()
         .map(|(sku, stock)| {
-            let p = ecommerce_saga::catalog::Product {
+            let p = ecommerce_storefront::catalog::Product {
                 sku: sku.to_string(),
                 name: sku.to_string(),
-                price: ecommerce_saga::domain::Money::new(1_000, "USD").expect("valid money"),
+                price: ecommerce_core::domain::Money::new(1_000, "USD").expect("valid money"),
             };
             (p, *stock)
         })
         .collect();
-    ecommerce_saga::catalog::seed::seed(&services.pool, &services.mongo, &products).await.unwrap();
-    (name, config, services, logs, admin)
+    ecommerce_storefront::catalog::seed::seed(&services.pool, &mongo, &products).await.unwrap();
+    (name, config, Stores { services, mongo }, logs, admin)
 }
 
 async fn run(kind: BrokerKind, broker: &str) {
     let _one_at_a_time = SERIAL.lock().await;
     let sagas: usize = std::env::var("FAULT_SAGAS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let buyers = 20.min(sagas);
-    let (name, config, services, logs, mut admin) = prepare(kind).await;
+    let (name, config, Stores { services, mongo }, logs, mut admin) = prepare(kind).await;
     let pool = services.pool.clone();
 
     let port = free_port();
@@ -466,7 +475,7 @@ async fn run(kind: BrokerKind, broker: &str) {
         "the broker was restarted (where durable)"
     );
     let _ = services.transport.destroy().await;
-    let _ = services.mongo.db.drop().await;
+    let _ = mongo.db.drop().await;
     pool.close().await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cluster.name))
         .execute(&mut admin)
@@ -515,12 +524,12 @@ async fn buyer_with_a_mug(http: &reqwest::Client, api: &str, email: &str) -> Str
 }
 
 /// Stops a three-process cluster and removes its database, Mongo database, stream and logs.
-async fn tear_down(mut cluster: Cluster, services: ecommerce_saga::app::Services, mut admin: PgConnection) {
+async fn tear_down(mut cluster: Cluster, Stores { services, mongo }: Stores, mut admin: PgConnection) {
     for role in ["api", "orchestrator-1", "workers"] {
         cluster.kill(role, true).await;
     }
     let _ = services.transport.destroy().await;
-    let _ = services.mongo.db.drop().await;
+    let _ = mongo.db.drop().await;
     services.pool.close().await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cluster.name))
         .execute(&mut admin)
@@ -540,7 +549,8 @@ fn metric(page: &str, series: &str) -> f64 {
 /// error that names the setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_binaries_serve_their_own_metrics() {
-    let (name, config, services, logs, admin) = prepare(BrokerKind::Nats).await;
+    let (name, config, stores, logs, admin) = prepare(BrokerKind::Nats).await;
+    let services = &stores.services;
     let (api_port, orchestrator_port, workers_port) = (free_port(), free_port(), free_port());
     let api = format!("http://127.0.0.1:{api_port}");
     let env: Vec<(String, String)> = [
@@ -664,7 +674,7 @@ async fn separate_binaries_serve_their_own_metrics() {
         "{stderr}"
     );
 
-    tear_down(cluster, services, admin).await;
+    tear_down(cluster, stores, admin).await;
 }
 
 /// An OTLP/HTTP (JSON) receiver standing in for an OpenTelemetry collector: keeps every span.
@@ -707,7 +717,8 @@ async fn otlp_receiver() -> (u16, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
 /// all carry it, each hop parented by the span that sent its message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_across_processes() {
-    let (name, config, services, logs, admin) = prepare(BrokerKind::Nats).await;
+    let (name, config, stores, logs, admin) = prepare(BrokerKind::Nats).await;
+    let services = &stores.services;
     let (otlp_port, spans) = otlp_receiver().await;
     let api_port = free_port();
     let api = format!("http://127.0.0.1:{api_port}");
@@ -797,5 +808,5 @@ async fn one_order_is_one_trace_across_processes() {
     assert_eq!(root[0].0, "api");
     assert_eq!(root[0].1["name"], "graphql");
 
-    tear_down(cluster, services, admin).await;
+    tear_down(cluster, stores, admin).await;
 }

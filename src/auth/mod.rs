@@ -1,7 +1,6 @@
 //! Accounts and tokens: argon2id password hashes, Ed25519-signed JWTs whose keys live in PostgreSQL
 //! (so every API instance signs and verifies with the same set) and are published as a JWKS.
 
-pub mod graphql;
 pub mod keys;
 pub mod password;
 pub mod rate_limit;

@@ -10,7 +10,7 @@ use argon2::password_hash::{
 };
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
-use crate::error::AppError;
+use ecommerce_platform::error::AppError;
 
 type Job = Box<dyn FnOnce() + Send>;
 

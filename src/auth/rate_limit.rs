@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Row};
 
-use crate::error::AppError;
+use ecommerce_platform::error::AppError;
 
 /// What a counter says about one more attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,9 +16,9 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{password, rate_limit, AuthUser, KeyRing, Role, TokenError};
-use crate::config::RateLimits;
-use crate::domain::{Email, Password};
-use crate::error::{AppError, AppResult};
+use ecommerce_core::domain::{Email, Password};
+use ecommerce_platform::config::RateLimits;
+use ecommerce_platform::error::{AppError, AppResult};
 
 const REFUSED: AppError = AppError::InvalidCredentials("invalid email or password");
 const BAD_REFRESH: AppError = AppError::InvalidCredentials("refresh token is invalid or has expired");

@@ -8,7 +8,7 @@ use async_graphql::{Error, ErrorExtensions, Response, ServerError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::error::AppError;
+use ecommerce_platform::error::AppError;
 
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub const FORBIDDEN: &str = "FORBIDDEN";

@@ -1,74 +1,35 @@
-//! The GraphQL backend-for-frontend: schema assembly, request context, limits.
+//! The GraphQL backend-for-frontend: the schema root assembled from each feature's resolvers,
+//! with its limits. Resolvers read the request through [`context`]; errors become
+//! `extensions.code` in [`error`].
 
+pub mod auth;
+pub mod cart;
+pub mod catalog;
+pub mod context;
 pub mod error;
 pub mod introspection;
 pub mod limits;
-
-use std::sync::Arc;
+pub mod loader;
+pub mod order;
+pub mod saga;
+pub mod types;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
-use sqlx::PgPool;
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
-use crate::auth::{AuthService, AuthUser, KeyRing, Role, TokenError};
-use crate::catalog::loader::{ProductLoader, StockLoader};
-use crate::config::Config;
-use crate::error::AppError;
-use crate::mongo::Mongo;
-use crate::saga::feed::EventFeed;
-use crate::saga::SagaDefinition;
+use ecommerce_platform::config::Config;
 
-pub use error::gql;
-
-/// Shared by every request.
-#[derive(Clone)]
-pub struct ApiState {
-    pub pool: PgPool,
-    pub mongo: Mongo,
-    pub keys: Arc<KeyRing>,
-    pub auth: Arc<AuthService>,
-    pub saga: Arc<SagaDefinition>,
-    pub feed: EventFeed,
-    pub config: Arc<Config>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// Who is calling, decided once per request (or websocket connection).
-#[derive(Debug, Clone)]
-pub enum Caller {
-    Anonymous,
-    /// A verified access token: the user and the session it belongs to.
-    User(AuthUser, uuid::Uuid),
-    BadToken(TokenError),
-}
-
-/// The client's network address (the peer, or the first `X-Forwarded-For` hop when trusted).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub std::net::IpAddr);
-
-/// Per-request trace id, carried into the saga and across the broker.
-#[derive(Debug, Clone)]
-pub struct TraceId(pub String);
+pub use context::{ApiState, Caller, ClientAddr, TraceId};
+use loader::{ProductLoader, StockLoader};
 
 #[derive(MergedObject, Default)]
-pub struct Query(
-    crate::auth::graphql::AuthQuery,
-    crate::catalog::graphql::CatalogQuery,
-    crate::cart::graphql::CartQuery,
-    crate::order::graphql::OrderQuery,
-    crate::saga::graphql::SagaQuery,
-);
+pub struct Query(auth::AuthQuery, catalog::CatalogQuery, cart::CartQuery, order::OrderQuery, saga::SagaQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(
-    crate::auth::graphql::AuthMutation,
-    crate::cart::graphql::CartMutation,
-    crate::order::graphql::OrderMutation,
-    crate::saga::graphql::SagaMutation,
-);
+pub struct Mutation(auth::AuthMutation, cart::CartMutation, order::OrderMutation, saga::SagaMutation);
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(crate::order::graphql::OrderSubscription, crate::saga::graphql::SagaSubscription);
+pub struct Subscription(order::OrderSubscription, saga::SagaSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
@@ -105,52 +66,4 @@ pub fn sdl() -> String {
     let config = Config::from_env().expect("default configuration is valid");
     build_schema(None, &config)
         .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
-}
-
-pub fn state<'a>(ctx: &Context<'a>) -> &'a ApiState {
-    ctx.data_unchecked::<ApiState>()
-}
-
-/// The authenticated caller, or `UNAUTHENTICATED`.
-pub fn user<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error> {
-    match ctx.data_opt::<Caller>() {
-        Some(Caller::User(u, _)) => Ok(u),
-        Some(Caller::BadToken(e)) => Err(gql(AppError::InvalidCredentials(match e {
-            TokenError::Expired => "access token has expired",
-            TokenError::UnknownKey => "access token was signed by an unknown key",
-            TokenError::Revoked => "session has ended; sign in again",
-            _ => "access token is invalid",
-        }))),
-        _ => Err(gql(AppError::Unauthenticated)),
-    }
-}
-
-/// The authenticated caller if it holds the operator role; `FORBIDDEN` if it does not.
-pub fn operator<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error> {
-    let u = user(ctx)?;
-    if u.has(Role::Operator) {
-        Ok(u)
-    } else {
-        Err(gql(AppError::Forbidden("the operator role is required")))
-    }
-}
-
-/// The caller's session, or `UNAUTHENTICATED`.
-pub fn session_id(ctx: &Context<'_>) -> Result<uuid::Uuid, async_graphql::Error> {
-    user(ctx)?;
-    match ctx.data_opt::<Caller>() {
-        Some(Caller::User(_, sid)) => Ok(*sid),
-        _ => Err(gql(AppError::Unauthenticated)),
-    }
-}
-
-/// Where the request came from; loopback when the transport did not say.
-pub fn client_addr(ctx: &Context<'_>) -> std::net::IpAddr {
-    ctx.data_opt::<ClientAddr>().map(|a| a.0).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
-}
-
-pub fn trace_id(ctx: &Context<'_>) -> String {
-    ctx.data_opt::<TraceId>()
-        .map(|t| t.0.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }

@@ -210,7 +210,7 @@ async fn confirming_takes_only_the_ordered_units_out_of_the_cart() {
     assert_eq!(order["status"], "CONFIRMED");
 
     // Wait until the cart worker has applied the confirmation.
-    let carts = app.services.mongo.db.collection::<mongodb::bson::Document>("carts");
+    let carts = app.mongo.db.collection::<mongodb::bson::Document>("carts");
     for _ in 0..100 {
         let applied =
             carts.find_one(mongodb::bson::doc! { "_id": &buyer.id, "applied_orders": &id }).await.unwrap();

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecommerce_saga::app::{self, Services};
-use ecommerce_saga::broker::consumer::ConsumerStats;
-use ecommerce_saga::broker::Topic;
-use ecommerce_saga::catalog::seed;
-use ecommerce_saga::config::Config;
-use ecommerce_saga::payment::TestGateway;
-use ecommerce_saga::saga::messages::{Body, Command, DomainEvent, Envelope};
+use ecommerce_checkout::payment::TestGateway;
+use ecommerce_checkout::roles::{self, Services};
+use ecommerce_core::saga::messages::{Body, Command, DomainEvent, Envelope};
+use ecommerce_platform::broker::consumer::ConsumerStats;
+use ecommerce_platform::broker::Topic;
+use ecommerce_platform::config::Config;
+use ecommerce_saga::app;
+use ecommerce_storefront::catalog::seed;
+use ecommerce_storefront::mongo::Mongo;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
@@ -27,6 +29,8 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     pub services: Services,
+    /// The API's MongoDB connection (carts, catalog).
+    pub mongo: Mongo,
     /// Counts of the workers' consumers.
     pub stats: Arc<ConsumerStats>,
     /// Counts of the orchestrator's reply consumer.
@@ -61,7 +65,7 @@ pub fn test_config(name: &str) -> Config {
     // The suite runs once per transport: TEST_BROKER=nats|rabbitmq|kafka|memory (default nats);
     // `memory` is the in-process transport, as in `api all`.
     let broker = std::env::var("TEST_BROKER").unwrap_or_else(|_| "nats".into());
-    c.broker = ecommerce_saga::config::BrokerKind::parse(&broker)
+    c.broker = ecommerce_platform::config::BrokerKind::parse(&broker)
         .expect("TEST_BROKER is nats, rabbitmq, kafka or memory");
     c.saga.step_timeout = Duration::from_secs(30);
     c.saga.compensation_timeout = Duration::from_secs(30);
@@ -87,13 +91,15 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL reachable (scripts/services.sh up)");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
     admin.close().await.ok();
-    ecommerce_saga::postgres::migrate(&config).await.expect("migrate");
+    ecommerce_platform::postgres::migrate(&config).await.expect("migrate");
 
     // Each role gets its own connections: they share only the stores and the broker.
     let api = Services::connect(config.clone()).await.expect("api services");
     let orch = Services::connect(config.clone()).await.expect("orchestrator services");
     let workers = Services::connect(config.clone()).await.expect("worker services");
-    seed::seed(&api.pool, &api.mongo, &seed::demo_products()).await.expect("seed");
+    let api_mongo = Mongo::open(&config).await.expect("api MongoDB");
+    let workers_mongo = Mongo::open(&config).await.expect("workers MongoDB");
+    seed::seed(&api.pool, &api_mongo, &seed::demo_products()).await.expect("seed");
 
     let shutdown = CancellationToken::new();
     let stats = Arc::new(ConsumerStats::default());
@@ -102,13 +108,14 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let mut tasks = Vec::new();
     let s = shutdown.clone();
-    let api_services = api.clone();
+    let (api_services, mongo) = (api.clone(), api_mongo.clone());
     tasks.push(tokio::spawn(async move {
-        app::run_api(api_services, listener, s).await.expect("api runs");
+        app::run_api(api_services, mongo, listener, s).await.expect("api runs");
     }));
-    tasks.push(tokio::spawn(app::run_orchestrator(orch, orchestrator_stats.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(app::run_workers(
+    tasks.push(tokio::spawn(roles::run_orchestrator(orch, orchestrator_stats.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(ecommerce_storefront::roles::run_workers(
         workers,
+        workers_mongo,
         Arc::new(TestGateway),
         stats.clone(),
         shutdown.clone(),
@@ -118,6 +125,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         addr,
         http: reqwest::Client::new(),
         services: api,
+        mongo: api_mongo,
         stats,
         orchestrator_stats,
         name,
@@ -171,14 +179,15 @@ impl TestApp {
 
     /// Starts another API instance on the same stores and broker, with its own connections;
     /// returns its address and its metrics. It stops with the app.
-    pub async fn replica(&mut self) -> (std::net::SocketAddr, Arc<ecommerce_saga::metrics::Metrics>) {
+    pub async fn replica(&mut self) -> (std::net::SocketAddr, Arc<ecommerce_platform::metrics::Metrics>) {
         let s = Services::connect(self.config.clone()).await.expect("replica services");
+        let mongo = Mongo::open(&self.config).await.expect("replica MongoDB");
         let metrics = s.metrics.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move {
-            app::run_api(s, listener, stop).await.expect("replica runs");
+            app::run_api(s, mongo, listener, stop).await.expect("replica runs");
         }));
         for _ in 0..100 {
             if self.http.get(format!("http://{addr}/healthz")).send().await.is_ok() {
@@ -212,7 +221,7 @@ impl TestApp {
             }
         }
         let _ = self.services.transport.destroy().await;
-        let _ = self.services.mongo.db.drop().await;
+        let _ = self.mongo.db.drop().await;
         self.services.pool.close().await;
         if let Ok(mut admin) = PgConnection::connect(ADMIN_URL).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))

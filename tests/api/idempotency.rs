@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ecommerce_saga::broker::Topic;
-use ecommerce_saga::saga::messages::{Body, Command, Envelope, Reply, ReplyKind, StockLine};
+use ecommerce_core::saga::messages::{Body, Command, Envelope, Reply, ReplyKind, StockLine};
+use ecommerce_platform::broker::Topic;
 use uuid::Uuid;
 
 use crate::helpers::{code, spawn_app, spawn_app_with};

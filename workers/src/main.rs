@@ -1,13 +1,15 @@
 //! The workers binary: stock, payment and cart workers, executing commands idempotently and
-//! replying through the outbox.
+//! replying through the outbox. It connects to PostgreSQL, the broker and (for carts) MongoDB.
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
-use ecommerce_saga::app::{self, Services};
-use ecommerce_saga::broker::consumer::ConsumerStats;
-use ecommerce_saga::config::Config;
-use ecommerce_saga::payment::TestGateway;
+use ecommerce_checkout::payment::TestGateway;
+use ecommerce_checkout::roles::{self, Services};
+use ecommerce_platform::broker::consumer::ConsumerStats;
+use ecommerce_platform::config::Config;
+use ecommerce_storefront::mongo::Mongo;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the stock, payment and cart workers. Configuration comes from the environment (see .env.example).
@@ -19,16 +21,21 @@ struct Cli {}
 async fn main() -> anyhow::Result<()> {
     Cli::parse();
     let config = Config::from_env()?;
-    let telemetry = ecommerce_saga::telemetry::init("workers", config.otlp_endpoint.as_deref())?;
+    let telemetry = ecommerce_platform::telemetry::init("workers", config.otlp_endpoint.as_deref())?;
     config.require_shared_broker("the workers binary")?;
+    let mongo = Mongo::open(&config)
+        .await
+        .with_context(|| format!("cannot reach MongoDB at {}", config.mongo_url))?;
     let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
-    app::cancel_on_signal(shutdown.clone());
-    s.announce("workers").await;
+    roles::cancel_on_signal(shutdown.clone());
+    s.announce("workers", Some(&mongo.describe().await)).await;
     if let Some(addr) = s.config.workers_metrics_addr {
-        app::serve_metrics(&s, addr, "WORKERS_METRICS_ADDR", shutdown.clone()).await?;
+        roles::serve_metrics(&s, addr, "WORKERS_METRICS_ADDR", shutdown.clone()).await?;
     }
-    app::run_workers(s, Arc::new(TestGateway), Arc::new(ConsumerStats::default()), shutdown).await;
+    let gateway = Arc::new(TestGateway);
+    let stats = Arc::new(ConsumerStats::default());
+    ecommerce_storefront::roles::run_workers(s, mongo, gateway, stats, shutdown).await;
     telemetry.shutdown().await;
     Ok(())
 }

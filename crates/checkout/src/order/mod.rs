@@ -1,0 +1,45 @@
+//! Orders: an order and its checkout saga are written in one transaction; the saga decides whether
+//! it ends CONFIRMED or CANCELLED. Turning a cart into an order is the storefront crate's part.
+
+pub mod service;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PENDING" => Some(OrderStatus::Pending),
+            "CONFIRMED" => Some(OrderStatus::Confirmed),
+            "CANCELLED" => Some(OrderStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: OrderStatus,
+    pub total_minor: i64,
+    pub currency: String,
+    pub idempotency_key: String,
+    pub cancel_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+}

@@ -1,0 +1,173 @@
+//! Write, cancel and read orders.
+
+use sqlx::{PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+use super::{Order, OrderLine, OrderStatus};
+use crate::saga::machine;
+use crate::saga::messages::StockLine;
+use crate::saga::orchestrator;
+use crate::saga::store::{self, SagaPayload, SagaRow};
+use crate::saga::SagaDefinition;
+use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
+use ecommerce_platform::error::{AppError, AppResult};
+
+const ORDER_COLUMNS: &str =
+    "id, user_id, status, total_minor, currency, idempotency_key, cancel_reason, created_at, updated_at";
+
+fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    Ok(Order {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("order status {status}").into()))?,
+        total_minor: r.try_get("total_minor")?,
+        currency: r.try_get("currency")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        cancel_reason: r.try_get("cancel_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// The order, if it exists and belongs to `user_id`. Someone else's order is reported as not
+/// found, so ids cannot be probed.
+pub async fn get<'e>(db: impl PgExecutor<'e>, user_id: Uuid, order_id: Uuid) -> AppResult<Order> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2");
+    let row = sqlx::query(&sql).bind(order_id).bind(user_id).fetch_optional(db).await?;
+    row.as_ref().map(to_order).transpose()?.ok_or(AppError::NotFound("order"))
+}
+
+pub async fn list(pool: &PgPool, user_id: Uuid, limit: i64) -> AppResult<Vec<Order>> {
+    let sql =
+        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2");
+    let rows = sqlx::query(&sql).bind(user_id).bind(limit).fetch_all(pool).await?;
+    Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
+}
+
+pub async fn lines(pool: &PgPool, order_id: Uuid) -> AppResult<Vec<OrderLine>> {
+    let rows = sqlx::query(
+        "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| OrderLine {
+            sku: r.get("sku"),
+            quantity: r.get("quantity"),
+            unit_price_minor: r.get("unit_price_minor"),
+        })
+        .collect())
+}
+
+/// The user's order placed with this idempotency key, if any.
+pub async fn by_key<'e>(
+    db: impl PgExecutor<'e>,
+    user_id: Uuid,
+    key: &IdempotencyKey,
+) -> AppResult<Option<Order>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2");
+    let row = sqlx::query(&sql).bind(user_id).bind(key.as_str()).fetch_optional(db).await?;
+    Ok(row.as_ref().map(to_order).transpose()?)
+}
+
+/// What placing an order writes: the buyer, the request's idempotency key, how to pay, the lines
+/// and their total, and the trace the saga carries.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub user_id: Uuid,
+    pub key: IdempotencyKey,
+    pub token: PaymentToken,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub trace_id: String,
+}
+
+/// Writes the order, its lines, its saga and the saga's first command in one transaction, and
+/// returns the order. `None` when the user already has an order with this key.
+pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppResult<Option<Order>> {
+    let NewOrder { user_id, key, token, lines, total, trace_id } = new;
+    let user_id = *user_id;
+    let order_id = Uuid::now_v7();
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "INSERT INTO orders (id, user_id, status, total_minor, currency, idempotency_key)
+         VALUES ($1, $2, 'PENDING', $3, $4, $5) ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING
+         RETURNING {ORDER_COLUMNS}"
+    );
+    let inserted = sqlx::query(&sql)
+        .bind(order_id)
+        .bind(user_id)
+        .bind(total.minor())
+        .bind(total.currency())
+        .bind(key.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = inserted else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let order = to_order(&row)?;
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
+    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_minor).collect();
+    sqlx::query(
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+         SELECT $1, n - 1, sku, q, p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)",
+    )
+    .bind(order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
+    let start = machine::start(def);
+    let saga = SagaRow {
+        id: Uuid::now_v7(),
+        order_id,
+        user_id,
+        state: start.state.clone(),
+        payload: SagaPayload {
+            lines: lines.iter().map(|l| StockLine { sku: l.sku.clone(), quantity: l.quantity }).collect(),
+            amount_minor: total.minor(),
+            currency: total.currency().to_string(),
+            payment_token: token.as_str().to_string(),
+        },
+        trace_id: trace_id.to_string(),
+        event_count: 0,
+        updated_at: chrono::Utc::now(),
+    };
+    store::insert(&mut tx, &saga, def.name).await?;
+    let rows = store::apply(&mut tx, &saga, &start).await?;
+    tx.commit().await?;
+    ecommerce_platform::postgres::outbox::committed(pool, rows);
+    tracing::info!(%order_id, saga_id = %saga.id, "order placed");
+    Ok(Some(order))
+}
+
+/// Cancels an order whose saga has not finished; compensation runs in the background.
+pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id: Uuid) -> AppResult<Order> {
+    let mut tx = pool.begin().await?;
+    let order = get(&mut *tx, user_id, order_id).await?;
+    let saga = store::lock_by_order(&mut tx, order.id).await?.ok_or(AppError::NotFound("order"))?;
+    let mut rows = Vec::new();
+    match saga.state.status {
+        crate::saga::SagaStatus::Completed => {
+            return Err(AppError::Conflict("the order is already confirmed".into()))
+        }
+        crate::saga::SagaStatus::Compensated => {
+            return Err(AppError::Conflict("the order is already cancelled".into()))
+        }
+        crate::saga::SagaStatus::Compensating => {} // already cancelling: idempotent
+        // A paused saga that was running compensates; one paused while compensating already is.
+        crate::saga::SagaStatus::Running | crate::saga::SagaStatus::NeedsAttention => {
+            rows = orchestrator::cancel(&mut tx, def, &saga).await?.unwrap_or_default();
+        }
+    }
+    tx.commit().await?;
+    ecommerce_platform::postgres::outbox::committed(pool, rows);
+    get(pool, user_id, order_id).await
+}

@@ -1,0 +1,225 @@
+//! The orchestrator and worker roles as functions the binaries and the tests share, and the
+//! connections they need (PostgreSQL and the broker; no MongoDB).
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use ecommerce_platform::broker::consumer::{
+    self, counted, counted_batch, BatchHandler, ConsumerSpec, ConsumerStats, Handler,
+};
+use ecommerce_platform::broker::{self, BrokerError, Topic, Transport};
+use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::metrics::Metrics;
+
+use crate::payment::worker::{self as payment_worker, PaymentWorker};
+use crate::payment::PaymentGateway;
+use crate::saga::{orchestrator, SagaDefinition};
+use crate::stock::worker::{self as stock_worker, StockWorker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot reach {target}: {source}")]
+    Postgres { target: String, source: sqlx::Error },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot serve metrics on {addr}: {source} (set {var} to another address, or to `off`)")]
+    MetricsListen { addr: std::net::SocketAddr, var: &'static str, source: std::io::Error },
+}
+
+/// Connections every role needs: PostgreSQL, the broker, the saga definition and this process's
+/// metrics. The API and the cart worker also read MongoDB; they connect to it themselves.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub transport: Arc<dyn Transport>,
+    pub saga: Arc<SagaDefinition>,
+    /// This process's metrics, shared by its roles.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Services {
+    pub async fn connect(config: Config) -> Result<Self, StartupError> {
+        let target = ecommerce_platform::postgres::describe(&config.database_url);
+        let pool = ecommerce_platform::postgres::connect(&config)
+            .await
+            .map_err(|source| StartupError::Postgres { target, source })?;
+        let transport = broker::connect(&config).await?;
+        let saga = Arc::new(SagaDefinition::checkout(config.saga.clone()));
+        let metrics = Arc::new(Metrics::new());
+        Ok(Services { config: Arc::new(config), pool, transport, saga, metrics })
+    }
+
+    /// Logs one line saying what this process runs and what it is connected to, with versions.
+    /// `documents` describes the MongoDB connection of the roles that have one.
+    pub async fn announce(&self, roles: &str, documents: Option<&str>) {
+        let c = &self.config;
+        let pg_version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|_| "unknown".into());
+        let broker = match c.broker {
+            BrokerKind::Nats => format!("NATS JetStream at {}", c.nats_url),
+            BrokerKind::RabbitMq => "RabbitMQ".to_string(), // the URL carries credentials
+            BrokerKind::Kafka => format!("Kafka at {}", c.kafka_brokers),
+            BrokerKind::Memory => "in-process queues".to_string(),
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            roles,
+            broker = %broker,
+            namespace = %c.broker_namespace,
+            postgres = %format!(
+                "{} (server {pg_version})",
+                ecommerce_platform::postgres::describe(&c.database_url)
+            ),
+            mongo = documents.unwrap_or("not used"),
+            env = ?c.app_env,
+            "ecommerce-saga starting"
+        );
+    }
+}
+
+/// Serves `/metrics` (and `/healthz`) on `addr` until `shutdown`, for a role without the API.
+/// `var` names the setting, for the error when the address is taken. Returns the bound address.
+pub async fn serve_metrics(
+    s: &Services,
+    addr: std::net::SocketAddr,
+    var: &'static str,
+    shutdown: CancellationToken,
+) -> Result<std::net::SocketAddr, StartupError> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| StartupError::MetricsListen { addr, var, source })?;
+    let bound = listener.local_addr()?;
+    let app = ecommerce_platform::metrics::router(s.metrics.clone(), s.pool.clone());
+    tokio::spawn(async move {
+        let stop = shutdown.cancelled_owned();
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::warn!(error = %e, "metrics listener failed");
+        }
+    });
+    tracing::info!(%bound, "serving /metrics");
+    Ok(bound)
+}
+
+pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: CancellationToken) {
+    s.metrics.track_consumer(orchestrator::CONSUMER, stats.clone());
+    orchestrator::run(
+        s.pool.clone(),
+        s.transport.clone(),
+        s.saga.clone(),
+        &s.config,
+        stats,
+        s.metrics.clone(),
+        shutdown,
+    )
+    .await
+}
+
+/// One worker: its durable consumer name, the topic it reads, its handler, and a handler for a
+/// batch of messages in one transaction where it has one.
+pub struct Worker {
+    pub name: &'static str,
+    pub topic: Topic,
+    pub handler: Handler,
+    pub batch: Option<BatchHandler>,
+}
+
+/// The checkout's workers: stock and payment.
+pub fn checkout_workers(
+    s: &Services,
+    gateway: Arc<dyn PaymentGateway>,
+    stats: &Arc<ConsumerStats>,
+) -> Vec<Worker> {
+    let stock = StockWorker::new(s.pool.clone());
+    let payment = PaymentWorker::new(s.pool.clone(), gateway, s.config.payment_gateway_timeout);
+    let stock_batch = {
+        let stock = stock.clone();
+        counted_batch(stats.clone(), move |batch| {
+            let w = stock.clone();
+            Box::pin(async move { w.handle_batch(batch).await })
+        })
+    };
+    vec![
+        Worker {
+            name: stock_worker::CONSUMER,
+            topic: Topic::StockCommands,
+            handler: counted(stats.clone(), move |e| {
+                let w = stock.clone();
+                Box::pin(async move { w.handle(e).await })
+            }),
+            batch: Some(stock_batch),
+        },
+        Worker {
+            name: payment_worker::CONSUMER,
+            topic: Topic::PaymentCommands,
+            handler: counted(stats.clone(), move |e| {
+                let w = payment.clone();
+                Box::pin(async move { w.handle(e).await })
+            }),
+            batch: None,
+        },
+    ]
+}
+
+/// Runs `workers` and an outbox relay until `shutdown`; `stats` is their shared counter.
+pub async fn run_workers(
+    s: Services,
+    workers: Vec<Worker>,
+    stats: Arc<ConsumerStats>,
+    shutdown: CancellationToken,
+) {
+    s.metrics.track_consumer("workers", stats);
+    let mut tasks: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            let spec = ConsumerSpec {
+                name: w.name.to_string(),
+                topic: w.topic,
+                concurrency: match w.batch {
+                    Some(_) => s.config.consumer_batches_in_flight,
+                    None => s.config.worker_concurrency,
+                },
+                max_batch: s.config.consumer_max_batch,
+                max_deliveries: s.config.max_deliveries,
+                metrics: s.metrics.clone(),
+            };
+            let (transport, shutdown) = (s.transport.clone(), shutdown.clone());
+            match w.batch {
+                Some(batch) => {
+                    tokio::spawn(consumer::run_batched(transport, spec, w.handler, batch, shutdown))
+                }
+                None => tokio::spawn(consumer::run(transport, spec, w.handler, shutdown)),
+            }
+        })
+        .collect();
+    tasks.push(tokio::spawn(ecommerce_platform::postgres::outbox::run_relay(
+        s.pool.clone(),
+        s.transport.clone(),
+        s.config.outbox_poll_interval,
+        shutdown.clone(),
+    )));
+    futures::future::join_all(tasks).await;
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing in-flight work");
+        token.cancel();
+    });
+}

@@ -1,0 +1,13 @@
+//! The checkout saga: its definition (data), state machine (pure) and messages come from the core
+//! crate; here is the I/O around them (the orchestrator loop, the saga store, the event feed for
+//! subscriptions, operator repairs).
+
+pub use ecommerce_core::saga::{definition, machine, messages};
+
+pub mod feed;
+pub mod operator;
+pub mod orchestrator;
+pub mod store;
+
+pub use definition::{EventKind, SagaDefinition, SagaTiming};
+pub use machine::{SagaState, SagaStatus};

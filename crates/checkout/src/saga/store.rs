@@ -1,0 +1,458 @@
+//! Saga persistence: load a saga under a row lock, persist a transition with its events, the next
+//! command (through the outbox) and the order's outcome, all in the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgExecutor, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::machine::{OrderOutcome, SagaState, SagaStatus, Transition};
+use super::messages::{
+    Body, ChangedEvent, Command, CommandKind, DomainEvent, Envelope, SagaChanged, StockLine,
+};
+use ecommerce_platform::postgres::outbox;
+
+/// What the saga needs to build its commands; written once when the order is placed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SagaPayload {
+    pub lines: Vec<StockLine>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub payment_token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub state: SagaState,
+    pub payload: SagaPayload,
+    pub trace_id: String,
+    pub event_count: i32,
+    /// When the last transition committed (its command, if any, was sent then).
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaEventRow {
+    pub saga_id: Uuid,
+    pub seq: i32,
+    pub kind: String,
+    pub detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl SagaEventRow {
+    pub fn is_terminal(&self) -> bool {
+        super::EventKind::parse(&self.kind).is_some_and(|k| k.is_terminal())
+    }
+}
+
+pub fn command_for(kind: CommandKind, p: &SagaPayload) -> Command {
+    match kind {
+        CommandKind::ReserveStock => Command::ReserveStock { lines: p.lines.clone() },
+        CommandKind::ReleaseStock => Command::ReleaseStock,
+        CommandKind::AuthorizePayment => Command::AuthorizePayment {
+            amount_minor: p.amount_minor,
+            currency: p.currency.clone(),
+            payment_token: p.payment_token.clone(),
+        },
+        CommandKind::CapturePayment => Command::CapturePayment,
+        CommandKind::VoidPayment => Command::VoidPayment,
+    }
+}
+
+const SAGA_COLUMNS: &str =
+    "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count, updated_at, \
+     interrupted_status, last_error";
+
+fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let payload: serde_json::Value = row.try_get("payload")?;
+    Ok(SagaRow {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        user_id: row.try_get("user_id")?,
+        state: SagaState {
+            status: SagaStatus::parse(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown saga status {status}").into()))?,
+            step: row.try_get::<i32, _>("step")? as usize,
+            attempt: row.try_get::<i32, _>("attempt")? as u32,
+            failure_reason: row.try_get("failure_reason")?,
+            interrupted: row
+                .try_get::<Option<String>, _>("interrupted_status")?
+                .as_deref()
+                .and_then(SagaStatus::parse),
+            last_error: row.try_get("last_error")?,
+        },
+        payload: serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        trace_id: row.try_get("trace_id")?,
+        event_count: row.try_get("event_count")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Loads sagas and locks their rows until the transaction ends, in id order (so two transactions
+/// that lock overlapping sets wait for each other rather than deadlock).
+pub async fn lock_many(
+    tx: &mut Transaction<'_, Postgres>,
+    saga_ids: &[Uuid],
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    sqlx::query(&sql).bind(saga_ids).fetch_all(&mut **tx).await?.iter().map(row_to_saga).collect()
+}
+
+/// Loads a saga and locks its row until the transaction ends: one transition at a time per saga.
+pub async fn lock(tx: &mut Transaction<'_, Postgres>, saga_id: Uuid) -> Result<Option<SagaRow>, sqlx::Error> {
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = $1 FOR UPDATE");
+    sqlx::query(&sql).bind(saga_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
+}
+
+pub async fn lock_by_order(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+) -> Result<Option<SagaRow>, sqlx::Error> {
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1 FOR UPDATE");
+    sqlx::query(&sql).bind(order_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
+}
+
+/// Sagas whose deadline passed, locked with `SKIP LOCKED` so concurrent scanners split the work.
+pub async fn lock_expired(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE deadline <= now() ORDER BY deadline LIMIT $1 FOR UPDATE SKIP LOCKED"
+    );
+    sqlx::query(&sql).bind(limit).fetch_all(&mut **tx).await?.iter().map(row_to_saga).collect()
+}
+
+/// Inserts a new saga row in its initial state; call [`apply`] with the start transition next.
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    saga: &SagaRow,
+    definition: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sagas (id, order_id, user_id, definition, status, step, attempt, payload, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(saga.id)
+    .bind(saga.order_id)
+    .bind(saga.user_id)
+    .bind(definition)
+    .bind(saga.state.status.as_str())
+    .bind(saga.state.step as i32)
+    .bind(saga.state.attempt as i32)
+    .bind(serde_json::to_value(&saga.payload).expect("payload serializes"))
+    .bind(&saga.trace_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Persists `t` for `saga` (whose row the transaction holds locked). Returns the outbox rows, for
+/// [`outbox::committed`] once the transaction commits.
+pub async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    saga: &SagaRow,
+    t: &Transition,
+) -> Result<Vec<outbox::OutboxRow>, sqlx::Error> {
+    let mut writes = Writes::default();
+    writes.add(&mut saga.clone(), t);
+    writes.flush(tx).await
+}
+
+/// Transitions of one or many sagas (whose rows the transaction holds locked), written with one
+/// statement per table: the sagas' new states, their history, the outbox (commands, order events
+/// and one `SagaChanged` notice per saga) and the orders' outcomes. Group commit in the
+/// orchestrator hands a whole batch of replies to one `Writes`.
+#[derive(Default)]
+pub struct Writes {
+    sagas: Vec<SagaWrite>,
+    index: std::collections::HashMap<Uuid, usize>,
+    events: Vec<(Uuid, i32, &'static str, Option<String>)>,
+    outbox: Vec<outbox::OutboxRow>,
+    orders: Vec<(Uuid, &'static str, Option<String>)>,
+}
+
+struct SagaWrite {
+    id: Uuid,
+    order_id: Uuid,
+    trace_id: String,
+    state: SagaState,
+    deadline_ms: Option<i64>,
+    added_events: i32,
+    event_count: i32,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.sagas.is_empty()
+    }
+
+    /// Adds `t` for `saga` and moves `saga` on to the state after it, so a second transition of
+    /// the same saga in this transaction continues from there. Messages take their trace context
+    /// from the current span: call it in the span of the work that caused the transition.
+    pub fn add(&mut self, saga: &mut SagaRow, t: &Transition) {
+        for (i, (kind, detail)) in t.events.iter().enumerate() {
+            self.events.push((saga.id, saga.event_count + 1 + i as i32, kind.as_str(), detail.clone()));
+        }
+        if let Some(kind) = t.command {
+            let command = Body::Command(command_for(kind, &saga.payload));
+            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), command);
+            self.outbox.push(outbox::OutboxRow::new(&envelope, t.delay));
+        }
+        let lines = || saga.payload.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        let event = match &t.outcome {
+            Some(OrderOutcome::Confirm) => {
+                self.orders.push((saga.order_id, "CONFIRMED", None));
+                let skus = saga.payload.lines.iter().map(|l| l.sku.clone()).collect();
+                Some(DomainEvent::OrderConfirmed { user_id: saga.user_id, skus, lines: lines() })
+            }
+            Some(OrderOutcome::Cancel { reason }) => {
+                self.orders.push((saga.order_id, "CANCELLED", Some(reason.clone())));
+                Some(DomainEvent::OrderCancelled { user_id: saga.user_id, lines: lines() })
+            }
+            None => None,
+        };
+        if let Some(event) = event {
+            let envelope = Envelope::new(saga.id, saga.order_id, saga.trace_id.clone(), Body::Event(event));
+            self.outbox.push(outbox::OutboxRow::new(&envelope, std::time::Duration::ZERO));
+        }
+        saga.state = t.state.clone();
+        saga.event_count += t.events.len() as i32;
+        let write = SagaWrite {
+            id: saga.id,
+            order_id: saga.order_id,
+            trace_id: saga.trace_id.clone(),
+            state: t.state.clone(),
+            deadline_ms: t.deadline.map(|d| d.as_millis() as i64),
+            added_events: t.events.len() as i32,
+            event_count: saga.event_count,
+        };
+        match self.index.get(&saga.id) {
+            Some(&i) => {
+                let earlier = &mut self.sagas[i];
+                earlier.added_events += write.added_events;
+                earlier.state = write.state;
+                earlier.deadline_ms = write.deadline_ms;
+                earlier.event_count = write.event_count;
+            }
+            None => {
+                self.index.insert(saga.id, self.sagas.len());
+                self.sagas.push(write);
+            }
+        }
+    }
+
+    /// Writes everything added; returns the outbox rows, for [`outbox::committed`] once the
+    /// transaction commits.
+    pub async fn flush(
+        mut self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<Vec<outbox::OutboxRow>, sqlx::Error> {
+        if self.sagas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = &self.sagas;
+        let ids: Vec<Uuid> = s.iter().map(|w| w.id).collect();
+        let statuses: Vec<&str> = s.iter().map(|w| w.state.status.as_str()).collect();
+        let steps: Vec<i32> = s.iter().map(|w| w.state.step as i32).collect();
+        let attempts: Vec<i32> = s.iter().map(|w| w.state.attempt as i32).collect();
+        let reasons: Vec<Option<&str>> = s.iter().map(|w| w.state.failure_reason.as_deref()).collect();
+        let deadlines: Vec<Option<i64>> = s.iter().map(|w| w.deadline_ms).collect();
+        let added: Vec<i32> = s.iter().map(|w| w.added_events).collect();
+        let interrupted: Vec<Option<&str>> =
+            s.iter().map(|w| w.state.interrupted.map(|i| i.as_str())).collect();
+        let errors: Vec<Option<&str>> = s.iter().map(|w| w.state.last_error.as_deref()).collect();
+        sqlx::query(
+            "UPDATE sagas s SET status = v.status, step = v.step, attempt = v.attempt,
+                 failure_reason = v.failure_reason,
+                 deadline = now() + v.deadline_ms * interval '1 millisecond',
+                 event_count = s.event_count + v.added, updated_at = now(),
+                 interrupted_status = v.interrupted, last_error = v.last_error
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::text[], $6::bigint[],
+                           $7::int[], $8::text[], $9::text[])
+                 AS v(id, status, step, attempt, failure_reason, deadline_ms, added, interrupted, last_error)
+              WHERE s.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&steps)
+        .bind(&attempts)
+        .bind(&reasons)
+        .bind(&deadlines)
+        .bind(&added)
+        .bind(&interrupted)
+        .bind(&errors)
+        .execute(&mut **tx)
+        .await?;
+
+        // When the events were recorded (the transaction's time), for the notices.
+        let mut at = None;
+        if !self.events.is_empty() {
+            let e = &self.events;
+            let saga_ids: Vec<Uuid> = e.iter().map(|x| x.0).collect();
+            let seqs: Vec<i32> = e.iter().map(|x| x.1).collect();
+            let kinds: Vec<&str> = e.iter().map(|x| x.2).collect();
+            let details: Vec<Option<&str>> = e.iter().map(|x| x.3.as_deref()).collect();
+            at = sqlx::query_scalar::<_, DateTime<Utc>>(
+                "INSERT INTO saga_events (saga_id, seq, kind, detail)
+                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[])
+                 RETURNING created_at",
+            )
+            .bind(&saga_ids)
+            .bind(&seqs)
+            .bind(&kinds)
+            .bind(&details)
+            .fetch_all(&mut **tx)
+            .await?
+            .first()
+            .copied();
+        }
+
+        // Every API instance hears of the change through the broker and wakes its live
+        // subscriptions: one notice per saga, with where it ended up and the events it recorded.
+        for w in &self.sagas {
+            let events = match at {
+                Some(at) => self
+                    .events
+                    .iter()
+                    .filter(|e| e.0 == w.id)
+                    .map(|e| ChangedEvent { seq: e.1, kind: e.2.to_string(), detail: e.3.clone(), at })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let changed = SagaChanged {
+                status: w.state.status.as_str().to_string(),
+                event_count: w.event_count,
+                events,
+            };
+            let envelope = Envelope::new(w.id, w.order_id, w.trace_id.clone(), Body::Changed(changed));
+            self.outbox.push(outbox::OutboxRow::new(&envelope, std::time::Duration::ZERO));
+        }
+        outbox::insert_all(tx, &self.outbox).await?;
+
+        if !self.orders.is_empty() {
+            let o = &self.orders;
+            let ids: Vec<Uuid> = o.iter().map(|x| x.0).collect();
+            let statuses: Vec<&str> = o.iter().map(|x| x.1).collect();
+            let reasons: Vec<Option<&str>> = o.iter().map(|x| x.2.as_deref()).collect();
+            sqlx::query(
+                "UPDATE orders o SET status = v.status, cancel_reason = COALESCE(v.reason, o.cancel_reason),
+                     updated_at = now()
+                   FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)
+                  WHERE o.id = v.id",
+            )
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&reasons)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(self.outbox)
+    }
+}
+
+/// A saga's history after `after_seq`, in order.
+pub async fn events_after<'e>(
+    db: impl PgExecutor<'e>,
+    saga_id: Uuid,
+    after_seq: i32,
+) -> Result<Vec<SagaEventRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT saga_id, seq, kind, detail, created_at FROM saga_events WHERE saga_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(saga_id)
+    .bind(after_seq)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SagaEventRow {
+                saga_id: r.try_get("saga_id")?,
+                seq: r.try_get("seq")?,
+                kind: r.try_get("kind")?,
+                detail: r.try_get("detail")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// A saga as operators and order owners see it, without its payload.
+#[derive(Debug, Clone)]
+pub struct SagaSummary {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub status: String,
+    pub step: i32,
+    pub failure_reason: Option<String>,
+    pub event_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub attempt: i32,
+    /// While `NEEDS_ATTENTION`: what was interrupted, and what went wrong.
+    pub interrupted: Option<String>,
+    pub last_error: Option<String>,
+}
+
+pub const SUMMARY_COLUMNS: &str =
+    "id, order_id, status, step, failure_reason, event_count, created_at, updated_at, \
+     attempt, interrupted_status, last_error";
+
+pub fn row_to_summary(r: &sqlx::postgres::PgRow) -> Result<SagaSummary, sqlx::Error> {
+    Ok(SagaSummary {
+        id: r.try_get("id")?,
+        order_id: r.try_get("order_id")?,
+        status: r.try_get("status")?,
+        step: r.try_get("step")?,
+        failure_reason: r.try_get("failure_reason")?,
+        event_count: r.try_get("event_count")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        attempt: r.try_get("attempt")?,
+        interrupted: r.try_get("interrupted_status")?,
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+pub async fn summary_by_order<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+) -> Result<Option<SagaSummary>, sqlx::Error> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE order_id = $1");
+    sqlx::query(&sql).bind(order_id).fetch_optional(db).await?.as_ref().map(row_to_summary).transpose()
+}
+
+pub async fn summary<'e>(db: impl PgExecutor<'e>, saga_id: Uuid) -> Result<Option<SagaSummary>, sqlx::Error> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE id = $1");
+    sqlx::query(&sql).bind(saga_id).fetch_optional(db).await?.as_ref().map(row_to_summary).transpose()
+}
+
+/// The newest `limit` sagas, optionally only those with `status`.
+pub async fn recent<'e>(
+    db: impl PgExecutor<'e>,
+    limit: i64,
+    status: Option<&str>,
+) -> Result<Vec<SagaSummary>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM sagas WHERE ($2::text IS NULL OR status = $2)
+         ORDER BY created_at DESC, id DESC LIMIT $1"
+    );
+    sqlx::query(&sql).bind(limit).bind(status).fetch_all(db).await?.iter().map(row_to_summary).collect()
+}
+
+/// Sagas changed at or after `since` (by `updated_at`, the time of their last transition's transaction),
+/// oldest change first, at most `limit`.
+pub async fn changed_since<'e>(
+    db: impl PgExecutor<'e>,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<SagaSummary>, sqlx::Error> {
+    let sql =
+        format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE updated_at >= $1 ORDER BY updated_at LIMIT $2");
+    sqlx::query(&sql).bind(since).bind(limit).fetch_all(db).await?.iter().map(row_to_summary).collect()
+}

@@ -1,0 +1,51 @@
+//! MongoDB: carts and the catalog.
+
+pub mod carts;
+pub mod catalog;
+
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+
+use ecommerce_platform::config::Config;
+
+#[derive(Clone)]
+pub struct Mongo {
+    pub client: Client,
+    pub db: Database,
+    /// Products read in the last [`catalog::CACHE_TTL`], shared by this process's clones.
+    pub(crate) products: std::sync::Arc<std::sync::Mutex<catalog::Cache>>,
+}
+
+impl Mongo {
+    pub async fn connect(config: &Config) -> Result<Self, mongodb::error::Error> {
+        let mut options = ClientOptions::parse(&config.mongo_url).await?;
+        options.app_name = Some("ecommerce-saga".into());
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+        let client = Client::with_options(options)?;
+        let db = client.database(&config.mongo_database);
+        Ok(Mongo { client, db, products: Default::default() })
+    }
+
+    /// Connects and checks that the server answers.
+    pub async fn open(config: &Config) -> Result<Self, mongodb::error::Error> {
+        let mongo = Self::connect(config).await?;
+        mongo.ping().await?;
+        Ok(mongo)
+    }
+
+    pub async fn ping(&self) -> Result<(), mongodb::error::Error> {
+        self.db.run_command(mongodb::bson::doc! { "ping": 1 }).await.map(|_| ())
+    }
+
+    /// The database and the server's version, for the startup line.
+    pub async fn describe(&self) -> String {
+        let version = self
+            .db
+            .run_command(mongodb::bson::doc! { "buildInfo": 1 })
+            .await
+            .ok()
+            .and_then(|d| d.get_str("version").ok().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        format!("database {} (server {version})", self.db.name())
+    }
+}

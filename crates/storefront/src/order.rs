@@ -1,0 +1,73 @@
+//! Placing an order: the buyer's cart (MongoDB) priced from the catalog becomes order lines, and
+//! the checkout crate writes the order and starts its saga.
+
+use ecommerce_checkout::order::service::{self, NewOrder};
+use ecommerce_checkout::order::{Order, OrderLine};
+use ecommerce_checkout::saga::SagaDefinition;
+use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
+use ecommerce_platform::error::{AppError, AppResult};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::mongo::{carts, catalog, Mongo};
+
+/// Turns the user's cart into an order and starts its saga, in one transaction. Repeating the same
+/// idempotency key returns the order the first call created.
+pub async fn place(
+    pool: &PgPool,
+    mongo: &Mongo,
+    def: &SagaDefinition,
+    user_id: Uuid,
+    key: &str,
+    payment_token: &str,
+    trace_id: &str,
+) -> AppResult<Order> {
+    let key = IdempotencyKey::parse(key)?;
+    let token = PaymentToken::parse(payment_token)?;
+    let cart = carts::load(mongo, user_id).await?;
+    if cart.items.is_empty() {
+        // Repeating a placement finds the cart emptied by the first one: answer with its order.
+        return service::by_key(pool, user_id, &key)
+            .await?
+            .ok_or_else(|| AppError::bad_input("the cart is empty"));
+    }
+    let skus: Vec<String> = cart.items.iter().map(|i| i.sku.clone()).collect();
+    let products = catalog::by_skus(mongo, &skus).await?;
+    let mut total: Option<Money> = None;
+    let mut lines = Vec::with_capacity(cart.items.len());
+    for item in &cart.items {
+        let product = products
+            .iter()
+            .find(|p| p.sku == item.sku)
+            .ok_or_else(|| AppError::bad_input(format!("{} is no longer sold", item.sku)))?;
+        let line_total =
+            product.price.times(item.quantity).ok_or_else(|| AppError::bad_input("order total too large"))?;
+        total = Some(match total {
+            None => line_total,
+            Some(t) => {
+                t.checked_add(&line_total).ok_or_else(|| AppError::bad_input("cart mixes currencies"))?
+            }
+        });
+        lines.push(OrderLine {
+            sku: item.sku.clone(),
+            quantity: item.quantity,
+            unit_price_minor: product.price.minor(),
+        });
+    }
+    let total = total.expect("non-empty cart");
+
+    let new = NewOrder { user_id, key, token, lines, total, trace_id: trace_id.to_string() };
+    let Some(order) = service::create(pool, def, &new).await? else {
+        // An order with this key exists already (a repeated request, or a concurrent one that won).
+        return service::by_key(pool, user_id, &new.key).await?.ok_or(AppError::NotFound("order"));
+    };
+    let order_id = order.id;
+    // The ordered units leave the cart now, so the next order cannot include them again; a
+    // cancelled order puts them back (cart worker). Should this fail (or the process die here),
+    // the cart worker takes them out when the order is confirmed.
+    let ordered: Vec<(String, i32)> = new.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+    if let Err(e) = carts::take_order(mongo, user_id, order_id, &ordered, Some(cart)).await {
+        tracing::warn!(%order_id, error = %e, "ordered items not taken out of the cart yet");
+    }
+    Ok(order)
+}

@@ -1,0 +1,61 @@
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Object, Result};
+
+use ecommerce_core::domain::Sku;
+use ecommerce_platform::error::AppError;
+use ecommerce_storefront::catalog::Product;
+use ecommerce_storefront::mongo::catalog;
+
+use super::context::state;
+use super::error::gql;
+use super::loader::StockLoader;
+use super::types::MoneyGql;
+
+pub struct ProductGql(pub Product);
+
+#[Object(name = "Product")]
+impl ProductGql {
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn price(&self) -> MoneyGql {
+        (&self.0.price).into()
+    }
+    /// Units that can still be ordered.
+    async fn stock_level(&self, ctx: &Context<'_>) -> Result<i32> {
+        let loader = ctx.data_unchecked::<DataLoader<StockLoader>>();
+        let level =
+            loader.load_one(self.0.sku.clone()).await.map_err(|e| gql(AppError::Internal(e.to_string())))?;
+        Ok(level.unwrap_or(0))
+    }
+}
+
+#[derive(Default)]
+pub struct CatalogQuery;
+
+#[Object]
+impl CatalogQuery {
+    /// Up to `first` (1 to 100) products; costs `first` times its selection in query complexity.
+    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+    ) -> Result<Vec<ProductGql>> {
+        if !(1..=100).contains(&first) {
+            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
+        }
+        let products = catalog::list(&state(ctx).mongo, first as i64).await.map_err(|e| gql(e.into()))?;
+        Ok(products.into_iter().map(ProductGql).collect())
+    }
+
+    async fn product(&self, ctx: &Context<'_>, sku: String) -> Result<ProductGql> {
+        let sku = Sku::parse(&sku).map_err(|e| gql(e.into()))?;
+        let found =
+            catalog::by_skus(&state(ctx).mongo, &[sku.into_string()]).await.map_err(|e| gql(e.into()))?;
+        found.into_iter().next().map(ProductGql).ok_or_else(|| gql(AppError::NotFound("product")))
+    }
+}

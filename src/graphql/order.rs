@@ -1,0 +1,167 @@
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Object, Result, Subscription, ID};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use ecommerce_checkout::order::{service, Order, OrderLine};
+use ecommerce_checkout::saga::store;
+use ecommerce_platform::error::AppError;
+
+use super::catalog::ProductGql;
+use super::context::{state, trace_id, user};
+use super::error::gql;
+use super::loader::ProductLoader;
+use super::saga::{SagaEventGql, SagaGql};
+use super::types::{MoneyGql, OrderStatusGql};
+
+pub struct OrderLineGql(OrderLine, String);
+
+#[Object(name = "OrderLine")]
+impl OrderLineGql {
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn quantity(&self) -> i32 {
+        self.0.quantity
+    }
+    async fn unit_price(&self) -> MoneyGql {
+        MoneyGql { amount_minor: self.0.unit_price_minor, currency: self.1.clone() }
+    }
+    /// The product as the catalog describes it now (batched across lines and orders).
+    async fn product(&self, ctx: &Context<'_>) -> Result<Option<ProductGql>> {
+        let p = ctx
+            .data_unchecked::<DataLoader<ProductLoader>>()
+            .load_one(self.0.sku.clone())
+            .await
+            .map_err(|e| gql(AppError::Internal(e.to_string())))?;
+        Ok(p.map(ProductGql))
+    }
+}
+
+pub struct OrderGql(pub Order);
+
+#[Object(name = "Order")]
+impl OrderGql {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn status(&self) -> OrderStatusGql {
+        self.0.status.into()
+    }
+    async fn total(&self) -> MoneyGql {
+        MoneyGql { amount_minor: self.0.total_minor, currency: self.0.currency.clone() }
+    }
+    async fn idempotency_key(&self) -> &str {
+        &self.0.idempotency_key
+    }
+    /// Why the order was cancelled: `OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_TIMEOUT`, `CANCELLED_BY_USER`, ...
+    async fn cancel_reason(&self) -> Option<&str> {
+        self.0.cancel_reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<OrderLineGql>> {
+        let lines = service::lines(&state(ctx).pool, self.0.id).await.map_err(gql)?;
+        Ok(lines.into_iter().map(|l| OrderLineGql(l, self.0.currency.clone())).collect())
+    }
+    async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
+        let s = store::summary_by_order(&state(ctx).pool, self.0.id).await.map_err(|e| gql(e.into()))?;
+        Ok(s.map(SagaGql))
+    }
+}
+
+fn parse_id(id: &ID) -> Result<Uuid> {
+    id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid order id")))
+}
+
+#[derive(Default)]
+pub struct OrderQuery;
+
+#[Object]
+impl OrderQuery {
+    /// One of the signed-in user's orders; someone else's is `NOT_FOUND`.
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<OrderGql> {
+        let u = user(ctx)?;
+        let id = parse_id(&id)?;
+        Ok(OrderGql(service::get(&state(ctx).pool, u.id, id).await.map_err(gql)?))
+    }
+
+    /// The signed-in user's orders, newest first (1 to 100); costs `first` times its selection in
+    /// query complexity.
+    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    async fn orders(&self, ctx: &Context<'_>, #[graphql(default = 20)] first: i32) -> Result<Vec<OrderGql>> {
+        let u = user(ctx)?;
+        if !(1..=100).contains(&first) {
+            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
+        }
+        let orders = service::list(&state(ctx).pool, u.id, first as i64).await.map_err(gql)?;
+        Ok(orders.into_iter().map(OrderGql).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct OrderMutation;
+
+#[Object]
+impl OrderMutation {
+    /// Turns the cart into an order and starts checkout. The same `idempotencyKey` returns the
+    /// same order however often it is sent. Follow progress with `orderEvents`.
+    async fn place_order(
+        &self,
+        ctx: &Context<'_>,
+        idempotency_key: String,
+        payment_token: String,
+    ) -> Result<OrderGql> {
+        let u = user(ctx)?;
+        let s = state(ctx);
+        let order = ecommerce_storefront::order::place(
+            &s.pool,
+            &s.mongo,
+            &s.saga,
+            u.id,
+            &idempotency_key,
+            &payment_token,
+            &trace_id(ctx),
+        )
+        .await
+        .map_err(gql)?;
+        Ok(OrderGql(order))
+    }
+
+    /// Cancels an order that is not confirmed yet; stock and payment are released by compensation.
+    async fn cancel_order(&self, ctx: &Context<'_>, order_id: ID) -> Result<OrderGql> {
+        let u = user(ctx)?;
+        let id = parse_id(&order_id)?;
+        let s = state(ctx);
+        Ok(OrderGql(service::cancel(&s.pool, &s.saga, u.id, id).await.map_err(gql)?))
+    }
+}
+
+#[derive(Default)]
+pub struct OrderSubscription;
+
+#[Subscription]
+impl OrderSubscription {
+    /// The order's saga events in order: first those already recorded, then live ones, ending
+    /// with `COMPLETED` or `COMPENSATED`.
+    async fn order_events(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+    ) -> Result<impl Stream<Item = Result<SagaEventGql>>> {
+        let u = user(ctx)?;
+        let id = parse_id(&order_id)?;
+        let s = state(ctx);
+        let order = service::get(&s.pool, u.id, id).await.map_err(gql)?;
+        let saga = store::summary_by_order(&s.pool, order.id)
+            .await
+            .map_err(|e| gql(e.into()))?
+            .ok_or_else(|| gql(AppError::NotFound("order")))?;
+        Ok(s.feed.stream(saga.id).map(|r| r.map(SagaEventGql::from).map_err(|e| gql(e.into()))))
+    }
+}

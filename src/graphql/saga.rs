@@ -1,0 +1,521 @@
+//! Sagas in GraphQL: the `Saga` type (an order's saga for its owner, any saga for operators), and
+//! the operator-only queries and change stream behind the monitor page.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Object, Result, SimpleObject, Subscription, ID};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use ecommerce_checkout::saga::machine::OperatorAction;
+use ecommerce_checkout::saga::operator as ops;
+use ecommerce_checkout::saga::store::{self, SagaEventRow, SagaSummary};
+use ecommerce_checkout::saga::{definition, SagaDefinition, SagaStatus};
+use ecommerce_platform::error::AppError;
+
+use super::context::{operator, state};
+use super::error::gql;
+use super::types::OrderStatusGql;
+
+/// One entry of a saga's history.
+#[derive(SimpleObject)]
+#[graphql(name = "SagaEvent")]
+pub struct SagaEventGql {
+    /// 1, 2, 3, ... in the order the saga recorded them.
+    pub sequence: i32,
+    /// `ORDER_PLACED`, `STOCK_RESERVED`, ..., `COMPLETED` or `COMPENSATED`.
+    #[graphql(name = "type")]
+    pub kind: String,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<SagaEventRow> for SagaEventGql {
+    fn from(e: SagaEventRow) -> Self {
+        SagaEventGql { sequence: e.seq, kind: e.kind, detail: e.detail, at: e.created_at }
+    }
+}
+
+pub struct SagaGql(pub SagaSummary);
+
+#[Object(name = "Saga")]
+impl SagaGql {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn order_id(&self) -> ID {
+        ID(self.0.order_id.to_string())
+    }
+    /// `RUNNING`, `COMPENSATING`, `NEEDS_ATTENTION`, `COMPLETED` or `COMPENSATED`.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    /// The order's status as the saga leaves it: `PENDING` while it runs or compensates, then
+    /// `CONFIRMED` or `CANCELLED` (the saga's last transition writes both in one transaction).
+    async fn order_status(&self) -> OrderStatusGql {
+        match SagaStatus::parse(&self.0.status) {
+            Some(SagaStatus::Completed) => OrderStatusGql::Confirmed,
+            Some(SagaStatus::Compensated) => OrderStatusGql::Cancelled,
+            _ => OrderStatusGql::Pending,
+        }
+    }
+    /// The step the saga is at (running, paused) or undoing (compensating): `RESERVE_STOCK`,
+    /// `AUTHORIZE_PAYMENT`, `CAPTURE_PAYMENT`; `DONE` once finished.
+    async fn step(&self, ctx: &Context<'_>) -> &'static str {
+        if SagaStatus::parse(&self.0.status).is_some_and(|s| s.is_terminal()) {
+            return "DONE";
+        }
+        let steps = &state(ctx).saga.steps;
+        usize::try_from(self.0.step).ok().and_then(|i| steps.get(i)).map_or("DONE", |s| s.name)
+    }
+    /// Why the saga compensated: `OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_TIMEOUT`, ...
+    async fn failure_reason(&self) -> Option<&str> {
+        self.0.failure_reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When the saga last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Events recorded so far.
+    async fn event_count(&self) -> i32 {
+        self.0.event_count
+    }
+    /// Attempt of the command in flight (1-based).
+    async fn attempt(&self) -> i32 {
+        self.0.attempt
+    }
+    /// While `NEEDS_ATTENTION`: what went wrong (e.g. `CAPTURE_PAYMENT got no reply after 3 attempts`).
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    /// What happens next, or what an operator can do; `null` once finished.
+    async fn next_action(&self, ctx: &Context<'_>) -> Option<String> {
+        next_action(&state(ctx).saga, &self.0)
+    }
+    /// Operators only: every operator action on this saga, oldest first.
+    async fn audit_log(&self, ctx: &Context<'_>) -> Result<Vec<AuditEntryGql>> {
+        operator(ctx)?;
+        let entries = ops::audit(&state(ctx).pool, self.0.id).await.map_err(|e| gql(e.into()))?;
+        Ok(entries.into_iter().map(AuditEntryGql).collect())
+    }
+    /// The step history, oldest first.
+    async fn events(&self, ctx: &Context<'_>) -> Result<Vec<SagaEventGql>> {
+        let events = store::events_after(&state(ctx).pool, self.0.id, 0).await.map_err(|e| gql(e.into()))?;
+        Ok(events.into_iter().map(Into::into).collect())
+    }
+}
+
+/// The next step in words, for people.
+fn next_action(def: &SagaDefinition, s: &SagaSummary) -> Option<String> {
+    let step = usize::try_from(s.step).ok().and_then(|i| def.steps.get(i));
+    let name = step.map_or("?", |st| st.name);
+    let compensation = step
+        .and_then(|st| st.compensation)
+        .map_or("?".to_string(), |c| ecommerce_platform::metrics::screaming_snake(&format!("{c:?}")));
+    match SagaStatus::parse(&s.status)? {
+        SagaStatus::Running => Some(format!(
+            "waiting for the reply to {name} (attempt {}); when attempts run out it {}",
+            s.attempt,
+            match step.map(|st| st.on_exhausted) {
+                Some(definition::OnExhausted::NeedsAttention) => "stops for an operator",
+                _ => "compensates",
+            }
+        )),
+        SagaStatus::Compensating => {
+            Some(format!("waiting for {compensation} to undo {name} (attempt {})", s.attempt))
+        }
+        SagaStatus::NeedsAttention if s.interrupted.as_deref() == Some("COMPENSATING") => Some(format!(
+            "operator: retrySagaStep sends {compensation} again; resumeSaga if {name} was undone by hand"
+        )),
+        SagaStatus::NeedsAttention => Some(format!(
+            "operator: retrySagaStep sends {name} again; resumeSaga if it took effect; \
+             forceCompensateSaga undoes the order; forceCompleteSaga confirms it"
+        )),
+        SagaStatus::Completed | SagaStatus::Compensated => None,
+    }
+}
+
+/// One operator action in a saga's audit log.
+pub struct AuditEntryGql(ops::AuditEntry);
+
+#[Object(name = "SagaAuditEntry")]
+impl AuditEntryGql {
+    /// `RETRY_STEP`, `RESUME`, `FORCE_COMPENSATE` or `FORCE_COMPLETE`.
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+    /// The operator's e-mail.
+    async fn actor(&self) -> &str {
+        &self.0.actor_email
+    }
+    async fn reason(&self) -> &str {
+        &self.0.reason
+    }
+    /// The saga before the action: status, step, attempt, failureReason, interrupted, lastError.
+    async fn before(&self) -> async_graphql::Json<serde_json::Value> {
+        async_graphql::Json(self.0.before.clone())
+    }
+    async fn after(&self) -> async_graphql::Json<serde_json::Value> {
+        async_graphql::Json(self.0.after.clone())
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+}
+
+fn parse_saga_id(id: &ID) -> Result<Uuid> {
+    id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid saga id")))
+}
+
+fn check_status(status: &Option<String>) -> Result<()> {
+    match status.as_deref() {
+        None => Ok(()),
+        Some(s) if SagaStatus::parse(s).is_some() => Ok(()),
+        Some(_) => Err(gql(AppError::bad_input(
+            "status must be RUNNING, COMPENSATING, NEEDS_ATTENTION, COMPLETED or COMPENSATED",
+        ))),
+    }
+}
+
+#[derive(Default)]
+pub struct SagaQuery;
+
+#[Object]
+impl SagaQuery {
+    /// Operators only: the newest sagas of every user (1 to 100), optionally with one status;
+    /// costs `first` times its selection in query complexity.
+    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    async fn recent_sagas(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        status: Option<String>,
+    ) -> Result<Vec<SagaGql>> {
+        operator(ctx)?;
+        if !(1..=100).contains(&first) {
+            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
+        }
+        check_status(&status)?;
+        let sagas = store::recent(&state(ctx).pool, first as i64, status.as_deref())
+            .await
+            .map_err(|e| gql(e.into()))?;
+        Ok(sagas.into_iter().map(SagaGql).collect())
+    }
+
+    /// Operators only: sagas matching `filter`, newest first, a page of `first` (1 to 100) after
+    /// the cursor `after`; e.g. `{ status: "NEEDS_ATTENTION" }` or `{ unchangedForMinutes: 10 }`.
+    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    async fn sagas(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<SagaFilterInput>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<Connection<String, SagaGql, SagaConnectionTotal, EmptyFields>> {
+        operator(ctx)?;
+        if !(1..=100).contains(&first) {
+            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
+        }
+        let s = state(ctx);
+        let f = filter.unwrap_or_default().to_filter(&s.saga)?;
+        let after = match after {
+            None => None,
+            Some(c) => Some(
+                ops::Cursor::decode(&c).ok_or_else(|| gql(AppError::bad_input("after is not a cursor")))?,
+            ),
+        };
+        let (sagas, more) = ops::find(&s.pool, &f, first as i64, after).await.map_err(|e| gql(e.into()))?;
+        let total = ops::count(&s.pool, &f).await.map_err(|e| gql(e.into()))?;
+        let mut page = Connection::with_additional_fields(
+            after.is_some(),
+            more,
+            SagaConnectionTotal { total_count: total },
+        );
+        page.edges.extend(sagas.into_iter().map(|saga| {
+            let cursor = ops::Cursor { created_at: saga.created_at, id: saga.id }.encode();
+            Edge::new(cursor, SagaGql(saga))
+        }));
+        Ok(page)
+    }
+
+    /// Operators only: any saga by id.
+    async fn saga(&self, ctx: &Context<'_>, id: ID) -> Result<SagaGql> {
+        operator(ctx)?;
+        let id = parse_saga_id(&id)?;
+        let saga = store::summary(&state(ctx).pool, id).await.map_err(|e| gql(e.into()))?;
+        saga.map(SagaGql).ok_or_else(|| gql(AppError::NotFound("saga")))
+    }
+}
+
+#[derive(Default)]
+pub struct SagaSubscription;
+
+#[Subscription]
+impl SagaSubscription {
+    /// Operators only: every saga as it changes from now on, whichever API instance or process
+    /// changed it; only changes into `status`, and only sagas matching `filter` (status, step,
+    /// errorContains, orderId; the minute filters do not apply to live changes). A saga changing
+    /// several times within a moment may be reported once, in its latest state.
+    async fn saga_changes(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<String>,
+        filter: Option<SagaFilterInput>,
+    ) -> Result<impl Stream<Item = Result<SagaGql>>> {
+        operator(ctx)?;
+        let s = state(ctx);
+        let mut filter = filter.unwrap_or_default();
+        if filter.older_than_minutes.is_some() || filter.unchanged_for_minutes.is_some() {
+            return Err(gql(AppError::bad_input("the minute filters do not apply to live changes")));
+        }
+        if status.is_some() {
+            if filter.status.is_some() && filter.status != status {
+                return Err(gql(AppError::bad_input("status and filter.status differ")));
+            }
+            filter.status = status;
+        }
+        let f = filter.to_filter(&s.saga)?;
+        Ok(s.feed.changes(f).map(|r| r.map(SagaGql).map_err(|e| gql(e.into()))))
+    }
+}
+
+/// Which sagas to list or repair; every field narrows the set.
+#[derive(async_graphql::InputObject, Default)]
+#[graphql(name = "SagaFilter")]
+pub struct SagaFilterInput {
+    /// `RUNNING`, `COMPENSATING`, `NEEDS_ATTENTION`, `COMPLETED` or `COMPENSATED`.
+    pub status: Option<String>,
+    /// The step the saga is at: `RESERVE_STOCK`, `AUTHORIZE_PAYMENT` or `CAPTURE_PAYMENT`.
+    pub step: Option<String>,
+    /// Text in the last error or the failure reason (case-insensitive).
+    pub error_contains: Option<String>,
+    pub order_id: Option<ID>,
+    /// Started more than this many minutes ago.
+    pub older_than_minutes: Option<i32>,
+    /// In the same state for more than this many minutes (stuck).
+    pub unchanged_for_minutes: Option<i32>,
+}
+
+impl SagaFilterInput {
+    fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.step.is_none()
+            && self.error_contains.is_none()
+            && self.order_id.is_none()
+            && self.older_than_minutes.is_none()
+            && self.unchanged_for_minutes.is_none()
+    }
+
+    fn to_filter(&self, def: &SagaDefinition) -> Result<ops::Filter> {
+        check_status(&self.status)?;
+        let step = match &self.step {
+            None => None,
+            Some(name) => Some(def.steps.iter().position(|s| s.name == name).ok_or_else(|| {
+                gql(AppError::bad_input("step must be RESERVE_STOCK, AUTHORIZE_PAYMENT or CAPTURE_PAYMENT"))
+            })? as i32),
+        };
+        for minutes in [self.older_than_minutes, self.unchanged_for_minutes].into_iter().flatten() {
+            if !(0..=525_600).contains(&minutes) {
+                return Err(gql(AppError::bad_input("minutes must be between 0 and 525600")));
+            }
+        }
+        if self.error_contains.as_ref().is_some_and(|t| t.is_empty() || t.len() > 200) {
+            return Err(gql(AppError::bad_input("errorContains must be 1 to 200 characters")));
+        }
+        let order_id = match &self.order_id {
+            None => None,
+            Some(id) => {
+                Some(id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid order id")))?)
+            }
+        };
+        Ok(ops::Filter {
+            status: self.status.clone(),
+            step,
+            error_contains: self.error_contains.clone(),
+            order_id,
+            older_than_minutes: self.older_than_minutes,
+            unchanged_for_minutes: self.unchanged_for_minutes,
+        })
+    }
+}
+
+/// An operator's repair action.
+#[derive(async_graphql::Enum, Copy, Clone, PartialEq, Eq)]
+#[graphql(name = "SagaAction")]
+pub enum SagaActionGql {
+    /// Send the paused step's command (or compensation) again.
+    RetryStep,
+    /// The paused step (or compensation) took effect: continue after it.
+    Resume,
+    /// Undo the order: compensate from the current step.
+    ForceCompensate,
+    /// Confirm the order and end the saga.
+    ForceComplete,
+}
+
+impl From<SagaActionGql> for OperatorAction {
+    fn from(a: SagaActionGql) -> Self {
+        match a {
+            SagaActionGql::RetryStep => OperatorAction::RetryStep,
+            SagaActionGql::Resume => OperatorAction::Resume,
+            SagaActionGql::ForceCompensate => OperatorAction::ForceCompensate,
+            SagaActionGql::ForceComplete => OperatorAction::ForceComplete,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct SagaActionResult {
+    /// The saga after the action.
+    pub saga: SagaGql,
+    /// `true` when this idempotency key had been used on this saga before: nothing was done now.
+    pub replayed: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct BulkRefusal {
+    pub saga_id: ID,
+    pub reason: String,
+}
+
+#[derive(SimpleObject)]
+pub struct BulkRepairResult {
+    pub dry_run: bool,
+    /// Sagas matching the filter (at most 500 are considered).
+    pub matched: i32,
+    /// How many of them the action applies to in their current state.
+    pub applicable: i32,
+    /// Applied now (0 on a dry run).
+    pub applied: i32,
+    /// The matching sagas the action does not apply to, and why.
+    pub refused: Vec<BulkRefusal>,
+}
+
+#[derive(SimpleObject)]
+pub struct SagaConnectionTotal {
+    /// Sagas matching the filter, on every page.
+    pub total_count: i64,
+}
+
+fn actor(ctx: &Context<'_>) -> Result<ops::Actor> {
+    let u = operator(ctx)?;
+    Ok(ops::Actor { id: u.id, email: u.email.clone() })
+}
+
+async fn apply(
+    ctx: &Context<'_>,
+    action: OperatorAction,
+    saga_id: ID,
+    reason: String,
+    key: String,
+) -> Result<SagaActionResult> {
+    let actor = actor(ctx)?;
+    let id = parse_saga_id(&saga_id)?;
+    let s = state(ctx);
+    let result = ops::act(&s.pool, &s.saga, id, action, &reason, &key, &actor).await;
+    let outcome = match &result {
+        Ok(a) if a.replayed => "replayed",
+        Ok(_) => "applied",
+        Err(AppError::Conflict(_)) => "refused",
+        Err(_) => "failed",
+    };
+    s.metrics.saga_repair(action.as_str(), outcome);
+    let applied = result.map_err(gql)?;
+    Ok(SagaActionResult { saga: SagaGql(applied.saga), replayed: applied.replayed })
+}
+
+#[derive(Default)]
+pub struct SagaMutation;
+
+/// Operator repairs. Each takes the reason to record and an idempotency key (the same key on
+/// the same saga applies once), is written to the saga's audit log, and is refused with
+/// `CONFLICT` when the saga's state does not allow it.
+#[Object]
+impl SagaMutation {
+    /// Operators only: a `NEEDS_ATTENTION` saga sends its step's command (or compensation) again.
+    async fn retry_saga_step(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::RetryStep, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: a `NEEDS_ATTENTION` saga continues as if its step (or compensation) had
+    /// succeeded (checked by the operator).
+    async fn resume_saga(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::Resume, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: a running (or paused forward) saga compensates from its current step.
+    async fn force_compensate_saga(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::ForceCompensate, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: a running (or paused forward) saga completes and its order is confirmed.
+    async fn force_complete_saga(
+        &self,
+        ctx: &Context<'_>,
+        saga_id: ID,
+        reason: String,
+        idempotency_key: String,
+    ) -> Result<SagaActionResult> {
+        apply(ctx, OperatorAction::ForceComplete, saga_id, reason, idempotency_key).await
+    }
+
+    /// Operators only: `action` on every saga matching `filter` (at most 500; a filter is
+    /// required). `dryRun` (the default) only counts what would be done.
+    async fn bulk_repair_sagas(
+        &self,
+        ctx: &Context<'_>,
+        filter: SagaFilterInput,
+        action: SagaActionGql,
+        reason: String,
+        idempotency_key: String,
+        #[graphql(default = true)] dry_run: bool,
+    ) -> Result<BulkRepairResult> {
+        let actor = actor(ctx)?;
+        if filter.is_empty() {
+            return Err(gql(AppError::bad_input("a bulk action needs a filter")));
+        }
+        let s = state(ctx);
+        let f = filter.to_filter(&s.saga)?;
+        let action = OperatorAction::from(action);
+        let out = ops::bulk(&s.pool, &s.saga, &f, action, &reason, &idempotency_key, &actor, dry_run)
+            .await
+            .map_err(gql)?;
+        if !dry_run {
+            for _ in 0..out.applied {
+                s.metrics.saga_repair(action.as_str(), "applied");
+            }
+        }
+        Ok(BulkRepairResult {
+            dry_run,
+            matched: out.matched as i32,
+            applicable: out.applicable as i32,
+            applied: out.applied as i32,
+            refused: out
+                .refused
+                .into_iter()
+                .map(|(id, reason)| BulkRefusal { saga_id: ID(id.to_string()), reason })
+                .collect(),
+        })
+    }
+}
