@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ecommerce_checkout::payment::TestGateway;
 use ecommerce_checkout::roles::{self, Services};
-use ecommerce_platform::broker::consumer::ConsumerStats;
 use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::metrics::ConsumerStats;
 use ecommerce_platform::postgres;
 use ecommerce_saga::app;
 use ecommerce_storefront::mongo::Mongo;
@@ -153,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
             let workers = tokio::spawn(ecommerce_storefront::roles::run_workers(
                 s.clone(),
                 mongo.clone(),
-                Arc::new(TestGateway),
+                ecommerce_checkout::payment::configured_gateway(&s.config),
                 Arc::new(ConsumerStats::default()),
                 shutdown.clone(),
             ));

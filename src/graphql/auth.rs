@@ -3,7 +3,6 @@ use async_graphql::{Context, Object, Result, SimpleObject, ID};
 use crate::auth::{service, AuthUser};
 
 use super::context::{client_addr, session_id, state, user};
-use super::error::gql;
 
 #[derive(SimpleObject)]
 #[graphql(name = "User")]
@@ -71,26 +70,26 @@ impl AuthMutation {
     /// Creates an account and signs it in. Limited per client address.
     async fn register(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let s = state(ctx);
-        Ok(s.auth.register(client_addr(ctx), &email, &password).await.map_err(gql)?.into())
+        Ok(s.auth.register(client_addr(ctx), &email, &password).await?.into())
     }
 
     /// Signs in. Limited per account and per client address (`TOO_MANY_REQUESTS`, with
     /// `extensions.retryAfterSeconds`).
     async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let s = state(ctx);
-        Ok(s.auth.login(client_addr(ctx), &email, &password).await.map_err(gql)?.into())
+        Ok(s.auth.login(client_addr(ctx), &email, &password).await?.into())
     }
 
     /// Spends a refresh token for a new access and refresh token of the same session.
     async fn refresh_session(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload> {
         let s = state(ctx);
-        Ok(s.auth.refresh(&refresh_token).await.map_err(gql)?.into())
+        Ok(s.auth.refresh(&refresh_token).await?.into())
     }
 
     /// Ends the caller's session: its refresh token and every access token it issued stop working.
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
         let session = session_id(ctx)?;
-        state(ctx).auth.logout(session).await.map_err(gql)?;
+        state(ctx).auth.logout(session).await?;
         Ok(true)
     }
 }

@@ -10,7 +10,6 @@ use ecommerce_storefront::mongo::carts;
 
 use super::catalog::ProductGql;
 use super::context::{state, user};
-use super::error::gql;
 use super::loader::ProductLoader;
 use super::types::MoneyGql;
 
@@ -25,7 +24,7 @@ async fn product(ctx: &Context<'_>, sku: &str) -> Result<Option<Product>> {
     ctx.data_unchecked::<DataLoader<ProductLoader>>()
         .load_one(sku.to_string())
         .await
-        .map_err(|e| gql(AppError::Internal(e.to_string())))
+        .map_err(|e| async_graphql::Error::from(AppError::Internal(e.to_string())))
 }
 
 #[Object(name = "CartItem")]
@@ -60,13 +59,10 @@ impl CartGql {
             let Some(p) = product(ctx, &item.sku).await? else {
                 continue;
             };
-            let line =
-                p.price.times(item.quantity).ok_or_else(|| gql(AppError::bad_input("total too large")))?;
+            let line = p.price.times(item.quantity).ok_or(AppError::bad_input("total too large"))?;
             total = Some(match total {
                 None => line,
-                Some(t) => {
-                    t.checked_add(&line).ok_or_else(|| gql(AppError::bad_input("cart mixes currencies")))?
-                }
+                Some(t) => t.checked_add(&line).ok_or(AppError::bad_input("cart mixes currencies"))?,
             });
         }
         Ok(total.as_ref().map(Into::into))
@@ -81,7 +77,7 @@ impl CartQuery {
     /// The signed-in user's cart.
     async fn cart(&self, ctx: &Context<'_>) -> Result<CartGql> {
         let u = user(ctx)?;
-        Ok(CartGql(carts::load(&state(ctx).mongo, u.id).await.map_err(|e| gql(e.into()))?))
+        Ok(CartGql(carts::load(&state(ctx).mongo, u.id).await.map_err(AppError::from)?))
     }
 }
 
@@ -89,15 +85,15 @@ impl CartQuery {
 pub struct CartMutation;
 
 fn sku(raw: &str) -> Result<Sku> {
-    Sku::parse(raw).map_err(|e| gql(e.into()))
+    Sku::parse(raw).map_err(|e| AppError::from(e).into())
 }
 fn qty(raw: i32) -> Result<Quantity> {
-    Quantity::parse(raw as i64).map_err(|e| gql(e.into()))
+    Quantity::parse(raw as i64).map_err(|e| AppError::from(e).into())
 }
 
 async fn apply(ctx: &Context<'_>, change: Change) -> Result<CartGql> {
     let u = user(ctx)?;
-    Ok(CartGql(service::change(&state(ctx).mongo, u.id, change).await.map_err(gql)?))
+    Ok(CartGql(service::change(&state(ctx).mongo, u.id, change).await?))
 }
 
 #[Object]

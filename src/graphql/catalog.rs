@@ -7,7 +7,6 @@ use ecommerce_storefront::catalog::Product;
 use ecommerce_storefront::mongo::catalog;
 
 use super::context::state;
-use super::error::gql;
 use super::loader::StockLoader;
 use super::types::MoneyGql;
 
@@ -27,8 +26,10 @@ impl ProductGql {
     /// Units that can still be ordered.
     async fn stock_level(&self, ctx: &Context<'_>) -> Result<i32> {
         let loader = ctx.data_unchecked::<DataLoader<StockLoader>>();
-        let level =
-            loader.load_one(self.0.sku.clone()).await.map_err(|e| gql(AppError::Internal(e.to_string())))?;
+        let level = loader
+            .load_one(self.0.sku.clone())
+            .await
+            .map_err(|e| async_graphql::Error::from(AppError::Internal(e.to_string())))?;
         Ok(level.unwrap_or(0))
     }
 }
@@ -43,19 +44,16 @@ impl CatalogQuery {
     async fn products(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 100))] first: i32,
     ) -> Result<Vec<ProductGql>> {
-        if !(1..=100).contains(&first) {
-            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
-        }
-        let products = catalog::list(&state(ctx).mongo, first as i64).await.map_err(|e| gql(e.into()))?;
+        let products = catalog::list(&state(ctx).mongo, first as i64).await.map_err(AppError::from)?;
         Ok(products.into_iter().map(ProductGql).collect())
     }
 
     async fn product(&self, ctx: &Context<'_>, sku: String) -> Result<ProductGql> {
-        let sku = Sku::parse(&sku).map_err(|e| gql(e.into()))?;
+        let sku = Sku::parse(&sku).map_err(AppError::from)?;
         let found =
-            catalog::by_skus(&state(ctx).mongo, &[sku.into_string()]).await.map_err(|e| gql(e.into()))?;
-        found.into_iter().next().map(ProductGql).ok_or_else(|| gql(AppError::NotFound("product")))
+            catalog::by_skus(&state(ctx).mongo, &[sku.into_string()]).await.map_err(AppError::from)?;
+        Ok(found.into_iter().next().map(ProductGql).ok_or(AppError::NotFound("product"))?)
     }
 }

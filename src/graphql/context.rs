@@ -13,7 +13,6 @@ use ecommerce_platform::error::AppError;
 use ecommerce_platform::metrics::Metrics;
 use ecommerce_storefront::mongo::Mongo;
 
-use super::error::gql;
 use crate::auth::{AuthService, AuthUser, KeyRing, Role, TokenError};
 
 /// Shared by every request.
@@ -54,13 +53,14 @@ pub fn state<'a>(ctx: &Context<'a>) -> &'a ApiState {
 pub fn user<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Error> {
     match ctx.data_opt::<Caller>() {
         Some(Caller::User(u, _)) => Ok(u),
-        Some(Caller::BadToken(e)) => Err(gql(AppError::InvalidCredentials(match e {
+        Some(Caller::BadToken(e)) => Err(AppError::InvalidCredentials(match e {
             TokenError::Expired => "access token has expired",
             TokenError::UnknownKey => "access token was signed by an unknown key",
             TokenError::Revoked => "session has ended; sign in again",
             _ => "access token is invalid",
-        }))),
-        _ => Err(gql(AppError::Unauthenticated)),
+        })
+        .into()),
+        _ => Err(AppError::Unauthenticated.into()),
     }
 }
 
@@ -70,7 +70,17 @@ pub fn operator<'a>(ctx: &Context<'a>) -> Result<&'a AuthUser, async_graphql::Er
     if u.has(Role::Operator) {
         Ok(u)
     } else {
-        Err(gql(AppError::Forbidden("the operator role is required")))
+        Err(AppError::Forbidden("the operator role is required").into())
+    }
+}
+
+/// Lets operators through; anyone else gets `FORBIDDEN` (`UNAUTHENTICATED` without a valid
+/// token). Put on a field: `#[graphql(guard = "OperatorOnly")]`.
+pub struct OperatorOnly;
+
+impl async_graphql::Guard for OperatorOnly {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        operator(ctx).map(|_| ())
     }
 }
 
@@ -79,7 +89,7 @@ pub fn session_id(ctx: &Context<'_>) -> Result<uuid::Uuid, async_graphql::Error>
     user(ctx)?;
     match ctx.data_opt::<Caller>() {
         Some(Caller::User(_, sid)) => Ok(*sid),
-        _ => Err(gql(AppError::Unauthenticated)),
+        _ => Err(AppError::Unauthenticated.into()),
     }
 }
 

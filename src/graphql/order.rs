@@ -10,7 +10,6 @@ use ecommerce_platform::error::AppError;
 
 use super::catalog::ProductGql;
 use super::context::{state, trace_id, user};
-use super::error::gql;
 use super::loader::ProductLoader;
 use super::saga::{SagaEventGql, SagaGql};
 use super::types::{MoneyGql, OrderStatusGql};
@@ -34,7 +33,7 @@ impl OrderLineGql {
             .data_unchecked::<DataLoader<ProductLoader>>()
             .load_one(self.0.sku.clone())
             .await
-            .map_err(|e| gql(AppError::Internal(e.to_string())))?;
+            .map_err(|e| async_graphql::Error::from(AppError::Internal(e.to_string())))?;
         Ok(p.map(ProductGql))
     }
 }
@@ -66,17 +65,17 @@ impl OrderGql {
         self.0.updated_at
     }
     async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<OrderLineGql>> {
-        let lines = service::lines(&state(ctx).pool, self.0.id).await.map_err(gql)?;
+        let lines = service::lines(&state(ctx).pool, self.0.id).await?;
         Ok(lines.into_iter().map(|l| OrderLineGql(l, self.0.currency.clone())).collect())
     }
     async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
-        let s = store::summary_by_order(&state(ctx).pool, self.0.id).await.map_err(|e| gql(e.into()))?;
+        let s = store::summary_by_order(&state(ctx).pool, self.0.id).await.map_err(AppError::from)?;
         Ok(s.map(SagaGql))
     }
 }
 
 fn parse_id(id: &ID) -> Result<Uuid> {
-    id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid order id")))
+    id.parse::<Uuid>().map_err(|_| async_graphql::Error::from(AppError::bad_input("not a valid order id")))
 }
 
 #[derive(Default)]
@@ -88,18 +87,19 @@ impl OrderQuery {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<OrderGql> {
         let u = user(ctx)?;
         let id = parse_id(&id)?;
-        Ok(OrderGql(service::get(&state(ctx).pool, u.id, id).await.map_err(gql)?))
+        Ok(OrderGql(service::get(&state(ctx).pool, u.id, id).await?))
     }
 
     /// The signed-in user's orders, newest first (1 to 100); costs `first` times its selection in
     /// query complexity.
     #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
-    async fn orders(&self, ctx: &Context<'_>, #[graphql(default = 20)] first: i32) -> Result<Vec<OrderGql>> {
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, validator(minimum = 1, maximum = 100))] first: i32,
+    ) -> Result<Vec<OrderGql>> {
         let u = user(ctx)?;
-        if !(1..=100).contains(&first) {
-            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
-        }
-        let orders = service::list(&state(ctx).pool, u.id, first as i64).await.map_err(gql)?;
+        let orders = service::list(&state(ctx).pool, u.id, first as i64).await?;
         Ok(orders.into_iter().map(OrderGql).collect())
     }
 }
@@ -128,8 +128,7 @@ impl OrderMutation {
             &payment_token,
             &trace_id(ctx),
         )
-        .await
-        .map_err(gql)?;
+        .await?;
         Ok(OrderGql(order))
     }
 
@@ -138,7 +137,7 @@ impl OrderMutation {
         let u = user(ctx)?;
         let id = parse_id(&order_id)?;
         let s = state(ctx);
-        Ok(OrderGql(service::cancel(&s.pool, &s.saga, u.id, id).await.map_err(gql)?))
+        Ok(OrderGql(service::cancel(&s.pool, &s.saga, u.id, id).await?))
     }
 }
 
@@ -157,11 +156,11 @@ impl OrderSubscription {
         let u = user(ctx)?;
         let id = parse_id(&order_id)?;
         let s = state(ctx);
-        let order = service::get(&s.pool, u.id, id).await.map_err(gql)?;
+        let order = service::get(&s.pool, u.id, id).await?;
         let saga = store::summary_by_order(&s.pool, order.id)
             .await
-            .map_err(|e| gql(e.into()))?
-            .ok_or_else(|| gql(AppError::NotFound("order")))?;
-        Ok(s.feed.stream(saga.id).map(|r| r.map(SagaEventGql::from).map_err(|e| gql(e.into()))))
+            .map_err(AppError::from)?
+            .ok_or(AppError::NotFound("order"))?;
+        Ok(s.feed.stream(saga.id).map(|r| r.map(SagaEventGql::from).map_err(|e| AppError::from(e).into())))
     }
 }

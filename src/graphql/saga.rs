@@ -13,8 +13,7 @@ use ecommerce_checkout::saga::store::{self, SagaEventRow, SagaSummary};
 use ecommerce_checkout::saga::{definition, SagaDefinition, SagaStatus};
 use ecommerce_platform::error::AppError;
 
-use super::context::{operator, state};
-use super::error::gql;
+use super::context::{operator, state, OperatorOnly};
 use super::types::OrderStatusGql;
 
 /// One entry of a saga's history.
@@ -96,14 +95,14 @@ impl SagaGql {
         next_action(&state(ctx).saga, &self.0)
     }
     /// Operators only: every operator action on this saga, oldest first.
+    #[graphql(guard = "OperatorOnly")]
     async fn audit_log(&self, ctx: &Context<'_>) -> Result<Vec<AuditEntryGql>> {
-        operator(ctx)?;
-        let entries = ops::audit(&state(ctx).pool, self.0.id).await.map_err(|e| gql(e.into()))?;
+        let entries = ops::audit(&state(ctx).pool, self.0.id).await.map_err(AppError::from)?;
         Ok(entries.into_iter().map(AuditEntryGql).collect())
     }
     /// The step history, oldest first.
     async fn events(&self, ctx: &Context<'_>) -> Result<Vec<SagaEventGql>> {
-        let events = store::events_after(&state(ctx).pool, self.0.id, 0).await.map_err(|e| gql(e.into()))?;
+        let events = store::events_after(&state(ctx).pool, self.0.id, 0).await.map_err(AppError::from)?;
         Ok(events.into_iter().map(Into::into).collect())
     }
 }
@@ -167,16 +166,17 @@ impl AuditEntryGql {
 }
 
 fn parse_saga_id(id: &ID) -> Result<Uuid> {
-    id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid saga id")))
+    id.parse::<Uuid>().map_err(|_| async_graphql::Error::from(AppError::bad_input("not a valid saga id")))
 }
 
 fn check_status(status: &Option<String>) -> Result<()> {
     match status.as_deref() {
         None => Ok(()),
         Some(s) if SagaStatus::parse(s).is_some() => Ok(()),
-        Some(_) => Err(gql(AppError::bad_input(
+        Some(_) => Err(AppError::bad_input(
             "status must be RUNNING, COMPENSATING, NEEDS_ATTENTION, COMPLETED or COMPENSATED",
-        ))),
+        )
+        .into()),
     }
 }
 
@@ -187,48 +187,37 @@ pub struct SagaQuery;
 impl SagaQuery {
     /// Operators only: the newest sagas of every user (1 to 100), optionally with one status;
     /// costs `first` times its selection in query complexity.
-    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    #[graphql(guard = "OperatorOnly", complexity = "first.clamp(1, 100) as usize * child_complexity")]
     async fn recent_sagas(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50)] first: i32,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 100))] first: i32,
         status: Option<String>,
     ) -> Result<Vec<SagaGql>> {
-        operator(ctx)?;
-        if !(1..=100).contains(&first) {
-            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
-        }
         check_status(&status)?;
-        let sagas = store::recent(&state(ctx).pool, first as i64, status.as_deref())
-            .await
-            .map_err(|e| gql(e.into()))?;
+        let sagas =
+            store::recent(&state(ctx).pool, first as i64, status.as_deref()).await.map_err(AppError::from)?;
         Ok(sagas.into_iter().map(SagaGql).collect())
     }
 
     /// Operators only: sagas matching `filter`, newest first, a page of `first` (1 to 100) after
     /// the cursor `after`; e.g. `{ status: "NEEDS_ATTENTION" }` or `{ unchangedForMinutes: 10 }`.
-    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    #[graphql(guard = "OperatorOnly", complexity = "first.clamp(1, 100) as usize * child_complexity")]
     async fn sagas(
         &self,
         ctx: &Context<'_>,
         filter: Option<SagaFilterInput>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default = 20, validator(minimum = 1, maximum = 100))] first: i32,
         after: Option<String>,
     ) -> Result<Connection<String, SagaGql, SagaConnectionTotal, EmptyFields>> {
-        operator(ctx)?;
-        if !(1..=100).contains(&first) {
-            return Err(gql(AppError::bad_input("first must be between 1 and 100")));
-        }
         let s = state(ctx);
         let f = filter.unwrap_or_default().to_filter(&s.saga)?;
         let after = match after {
             None => None,
-            Some(c) => Some(
-                ops::Cursor::decode(&c).ok_or_else(|| gql(AppError::bad_input("after is not a cursor")))?,
-            ),
+            Some(c) => Some(ops::Cursor::decode(&c).ok_or(AppError::bad_input("after is not a cursor"))?),
         };
-        let (sagas, more) = ops::find(&s.pool, &f, first as i64, after).await.map_err(|e| gql(e.into()))?;
-        let total = ops::count(&s.pool, &f).await.map_err(|e| gql(e.into()))?;
+        let (sagas, more) = ops::find(&s.pool, &f, first as i64, after).await.map_err(AppError::from)?;
+        let total = ops::count(&s.pool, &f).await.map_err(AppError::from)?;
         let mut page = Connection::with_additional_fields(
             after.is_some(),
             more,
@@ -242,11 +231,11 @@ impl SagaQuery {
     }
 
     /// Operators only: any saga by id.
+    #[graphql(guard = "OperatorOnly")]
     async fn saga(&self, ctx: &Context<'_>, id: ID) -> Result<SagaGql> {
-        operator(ctx)?;
         let id = parse_saga_id(&id)?;
-        let saga = store::summary(&state(ctx).pool, id).await.map_err(|e| gql(e.into()))?;
-        saga.map(SagaGql).ok_or_else(|| gql(AppError::NotFound("saga")))
+        let saga = store::summary(&state(ctx).pool, id).await.map_err(AppError::from)?;
+        Ok(saga.map(SagaGql).ok_or(AppError::NotFound("saga"))?)
     }
 }
 
@@ -259,26 +248,26 @@ impl SagaSubscription {
     /// changed it; only changes into `status`, and only sagas matching `filter` (status, step,
     /// errorContains, orderId; the minute filters do not apply to live changes). A saga changing
     /// several times within a moment may be reported once, in its latest state.
+    #[graphql(guard = "OperatorOnly")]
     async fn saga_changes(
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
         filter: Option<SagaFilterInput>,
     ) -> Result<impl Stream<Item = Result<SagaGql>>> {
-        operator(ctx)?;
         let s = state(ctx);
         let mut filter = filter.unwrap_or_default();
         if filter.older_than_minutes.is_some() || filter.unchanged_for_minutes.is_some() {
-            return Err(gql(AppError::bad_input("the minute filters do not apply to live changes")));
+            return Err(AppError::bad_input("the minute filters do not apply to live changes").into());
         }
         if status.is_some() {
             if filter.status.is_some() && filter.status != status {
-                return Err(gql(AppError::bad_input("status and filter.status differ")));
+                return Err(AppError::bad_input("status and filter.status differ").into());
             }
             filter.status = status;
         }
         let f = filter.to_filter(&s.saga)?;
-        Ok(s.feed.changes(f).map(|r| r.map(SagaGql).map_err(|e| gql(e.into()))))
+        Ok(s.feed.changes(f).map(|r| r.map(SagaGql).map_err(|e| AppError::from(e).into())))
     }
 }
 
@@ -314,22 +303,24 @@ impl SagaFilterInput {
         let step = match &self.step {
             None => None,
             Some(name) => Some(def.steps.iter().position(|s| s.name == name).ok_or_else(|| {
-                gql(AppError::bad_input("step must be RESERVE_STOCK, AUTHORIZE_PAYMENT or CAPTURE_PAYMENT"))
+                let names: Vec<&str> = def.steps.iter().map(|s| s.name).collect();
+                AppError::bad_input(format!("step must be one of {}", names.join(", ")))
             })? as i32),
         };
         for minutes in [self.older_than_minutes, self.unchanged_for_minutes].into_iter().flatten() {
             if !(0..=525_600).contains(&minutes) {
-                return Err(gql(AppError::bad_input("minutes must be between 0 and 525600")));
+                return Err(AppError::bad_input("minutes must be between 0 and 525600").into());
             }
         }
         if self.error_contains.as_ref().is_some_and(|t| t.is_empty() || t.len() > 200) {
-            return Err(gql(AppError::bad_input("errorContains must be 1 to 200 characters")));
+            return Err(AppError::bad_input("errorContains must be 1 to 200 characters").into());
         }
         let order_id = match &self.order_id {
             None => None,
-            Some(id) => {
-                Some(id.parse::<Uuid>().map_err(|_| gql(AppError::bad_input("not a valid order id")))?)
-            }
+            Some(id) => Some(
+                id.parse::<Uuid>()
+                    .map_err(|_| async_graphql::Error::from(AppError::bad_input("not a valid order id")))?,
+            ),
         };
         Ok(ops::Filter {
             status: self.status.clone(),
@@ -423,7 +414,7 @@ async fn apply(
         Err(_) => "failed",
     };
     s.metrics.saga_repair(action.as_str(), outcome);
-    let applied = result.map_err(gql)?;
+    let applied = result?;
     Ok(SagaActionResult { saga: SagaGql(applied.saga), replayed: applied.replayed })
 }
 
@@ -436,6 +427,7 @@ pub struct SagaMutation;
 #[Object]
 impl SagaMutation {
     /// Operators only: a `NEEDS_ATTENTION` saga sends its step's command (or compensation) again.
+    #[graphql(guard = "OperatorOnly")]
     async fn retry_saga_step(
         &self,
         ctx: &Context<'_>,
@@ -448,6 +440,7 @@ impl SagaMutation {
 
     /// Operators only: a `NEEDS_ATTENTION` saga continues as if its step (or compensation) had
     /// succeeded (checked by the operator).
+    #[graphql(guard = "OperatorOnly")]
     async fn resume_saga(
         &self,
         ctx: &Context<'_>,
@@ -459,6 +452,7 @@ impl SagaMutation {
     }
 
     /// Operators only: a running (or paused forward) saga compensates from its current step.
+    #[graphql(guard = "OperatorOnly")]
     async fn force_compensate_saga(
         &self,
         ctx: &Context<'_>,
@@ -470,6 +464,7 @@ impl SagaMutation {
     }
 
     /// Operators only: a running (or paused forward) saga completes and its order is confirmed.
+    #[graphql(guard = "OperatorOnly")]
     async fn force_complete_saga(
         &self,
         ctx: &Context<'_>,
@@ -482,6 +477,7 @@ impl SagaMutation {
 
     /// Operators only: `action` on every saga matching `filter` (at most 500; a filter is
     /// required). `dryRun` (the default) only counts what would be done.
+    #[graphql(guard = "OperatorOnly")]
     async fn bulk_repair_sagas(
         &self,
         ctx: &Context<'_>,
@@ -493,14 +489,12 @@ impl SagaMutation {
     ) -> Result<BulkRepairResult> {
         let actor = actor(ctx)?;
         if filter.is_empty() {
-            return Err(gql(AppError::bad_input("a bulk action needs a filter")));
+            return Err(AppError::bad_input("a bulk action needs a filter").into());
         }
         let s = state(ctx);
         let f = filter.to_filter(&s.saga)?;
         let action = OperatorAction::from(action);
-        let out = ops::bulk(&s.pool, &s.saga, &f, action, &reason, &idempotency_key, &actor, dry_run)
-            .await
-            .map_err(gql)?;
+        let out = ops::bulk(&s.pool, &s.saga, &f, action, &reason, &idempotency_key, &actor, dry_run).await?;
         if !dry_run {
             for _ in 0..out.applied {
                 s.metrics.saga_repair(action.as_str(), "applied");

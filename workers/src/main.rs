@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use ecommerce_checkout::payment::TestGateway;
 use ecommerce_checkout::roles::{self, Services};
-use ecommerce_platform::broker::consumer::ConsumerStats;
 use ecommerce_platform::config::Config;
+use ecommerce_platform::metrics::ConsumerStats;
 use ecommerce_storefront::mongo::Mongo;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = s.config.workers_metrics_addr {
         roles::serve_metrics(&s, addr, "WORKERS_METRICS_ADDR", shutdown.clone()).await?;
     }
-    let gateway = Arc::new(TestGateway);
+    let gateway = ecommerce_checkout::payment::configured_gateway(&s.config);
     let stats = Arc::new(ConsumerStats::default());
     ecommerce_storefront::roles::run_workers(s, mongo, gateway, stats, shutdown).await;
     telemetry.shutdown().await;

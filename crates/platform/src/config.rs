@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ecommerce_core::saga::definition::SagaTiming;
+use ecommerce_core::saga::definition::{SagaDefinition, SagaTiming};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid value for {name}: {value:?} ({why})")]
@@ -32,6 +32,13 @@ impl BrokerKind {
             _ => None,
         }
     }
+}
+
+/// The payment provider the payment worker talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentGatewayKind {
+    /// The deterministic built-in gateway: the payment token decides the outcome (no money moves).
+    Test,
 }
 
 /// Where the service runs; decides the defaults of the development conveniences.
@@ -92,6 +99,7 @@ pub struct Config {
     /// `X-Forwarded-For`; 0 means the header is ignored (see `http::client_addr`).
     pub trusted_proxy_hops: usize,
     pub saga: SagaTiming,
+    pub payment_gateway: PaymentGatewayKind,
     pub payment_gateway_timeout: Duration,
     pub outbox_poll_interval: Duration,
     pub timeout_scan_interval: Duration,
@@ -150,9 +158,11 @@ impl Source<'_> {
     }
 }
 
-/// `SAGA_NEEDS_ATTENTION_STEPS`: comma-separated names of checkout steps.
+/// `SAGA_NEEDS_ATTENTION_STEPS`: comma-separated names of the checkout saga's steps, as its
+/// definition names them.
 fn steps(value: &str) -> Result<Vec<String>, ConfigError> {
-    let known = ["RESERVE_STOCK", "AUTHORIZE_PAYMENT", "CAPTURE_PAYMENT"];
+    let checkout = SagaDefinition::checkout(SagaTiming::default());
+    let known: Vec<&str> = checkout.steps.iter().map(|s| s.name).collect();
     let names: Vec<String> =
         value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     match names.iter().find(|n| !known.contains(&n.as_str())) {
@@ -221,6 +231,17 @@ impl Config {
                 })
             }
         };
+        let gateway_name = var("PAYMENT_GATEWAY", "test");
+        let payment_gateway = match gateway_name.as_str() {
+            "test" => PaymentGatewayKind::Test,
+            _ => {
+                return Err(ConfigError {
+                    name: "PAYMENT_GATEWAY",
+                    value: gateway_name,
+                    why: "supported: test (the deterministic built-in gateway)".into(),
+                })
+            }
+        };
         let dev_default = if app_env == AppEnv::Development { "true" } else { "false" };
         Ok(Config {
             app_env,
@@ -260,6 +281,7 @@ impl Config {
                 compensation_max_attempts: src.parse("SAGA_COMPENSATION_MAX_ATTEMPTS", "20")?,
                 needs_attention_steps: steps(&var("SAGA_NEEDS_ATTENTION_STEPS", ""))?,
             },
+            payment_gateway,
             payment_gateway_timeout: src.millis("PAYMENT_GATEWAY_TIMEOUT_MS", "3000")?,
             outbox_poll_interval: src.millis("OUTBOX_POLL_MS", "200")?,
             timeout_scan_interval: src.millis("SAGA_TIMEOUT_SCAN_MS", "250")?,
@@ -344,5 +366,11 @@ mod tests {
         assert_eq!(e.name, "TRUST_FORWARDED_FOR");
         assert!(e.why.contains("TRUSTED_PROXY_HOPS"), "{}", e.why);
         assert_eq!(config(&[("TRUST_FORWARDED_FOR", "false")]).unwrap().trusted_proxy_hops, 0);
+        assert_eq!(config(&[("PAYMENT_GATEWAY", "cash")]).unwrap_err().name, "PAYMENT_GATEWAY");
+        let e = config(&[("SAGA_NEEDS_ATTENTION_STEPS", "CAPTURE_PAYMENT, SHIP_PARCEL")]).unwrap_err();
+        assert_eq!(e.name, "SAGA_NEEDS_ATTENTION_STEPS");
+        assert!(e.why.contains("RESERVE_STOCK, AUTHORIZE_PAYMENT, CAPTURE_PAYMENT"), "{}", e.why);
+        let ok = config(&[("SAGA_NEEDS_ATTENTION_STEPS", " CAPTURE_PAYMENT,AUTHORIZE_PAYMENT ")]).unwrap();
+        assert_eq!(ok.saga.needs_attention_steps, ["CAPTURE_PAYMENT", "AUTHORIZE_PAYMENT"]);
     }
 }

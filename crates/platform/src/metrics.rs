@@ -6,6 +6,7 @@
 //! scraped, so every process reports the same whole-system numbers for them.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{header, StatusCode};
@@ -67,6 +68,22 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+/// Counts of messages a consumer handled and of duplicates it skipped (read by tests and by [`Metrics`], which exports them per consumer).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub handled: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+impl ConsumerStats {
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+}
+
 /// `ReserveStock` → `RESERVE_STOCK`.
 pub fn screaming_snake(camel: &str) -> String {
     let mut out = String::with_capacity(camel.len() + 4);
@@ -97,7 +114,7 @@ pub struct Metrics {
     repairs: Family<RepairLabels, Counter>,
     live_updates: Counter,
     /// Inbox counts of consumers, copied into `messages` at scrape.
-    consumers: Mutex<Vec<(String, Arc<crate::broker::consumer::ConsumerStats>)>>,
+    consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -241,7 +258,7 @@ impl Metrics {
     }
 
     /// Reports `stats` (new and duplicate messages, as the inbox decided) under `consumer`.
-    pub fn track_consumer(&self, consumer: &str, stats: Arc<crate::broker::consumer::ConsumerStats>) {
+    pub fn track_consumer(&self, consumer: &str, stats: Arc<ConsumerStats>) {
         self.consumers.lock().expect("consumers").push((consumer.to_string(), stats));
     }
 

@@ -17,13 +17,12 @@ use uuid::Uuid;
 use clap::Parser;
 use ecommerce_checkout::order::service::{self, NewOrder};
 use ecommerce_checkout::order::OrderLine;
-use ecommerce_checkout::payment::TestGateway;
 use ecommerce_checkout::roles::{self, Services};
 use ecommerce_checkout::saga::SagaDefinition;
 use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
-use ecommerce_platform::broker::consumer::ConsumerStats;
 use ecommerce_platform::config::{BrokerKind, Config};
 use ecommerce_platform::error::{AppError, AppResult};
+use ecommerce_platform::metrics::ConsumerStats;
 use tokio_util::sync::CancellationToken;
 
 /// Benchmarks the saga engine alone (PostgreSQL, broker, orchestrator, workers; no API, no
@@ -59,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let roles = (s.config.broker == BrokerKind::Memory).then(|| {
         let stats = Arc::new(ConsumerStats::default());
-        let workers = roles::checkout_workers(&s, Arc::new(TestGateway), &stats);
+        let workers =
+            roles::checkout_workers(&s, ecommerce_checkout::payment::configured_gateway(&s.config), &stats);
         (
             tokio::spawn(roles::run_orchestrator(
                 s.clone(),

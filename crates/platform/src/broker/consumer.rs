@@ -8,7 +8,7 @@
 //! as a popular product's stock, the row lock) is paid once per batch instead of once per message.
 //! If a batch fails, its messages are handled one by one, so one poison message fails alone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use tracing::{error, info_span, warn, Instrument};
 
 use super::{Delivery, Topic, Transport};
 use crate::error::AppError;
-use crate::metrics::Metrics;
+use crate::metrics::{ConsumerStats, Metrics};
 use crate::telemetry::TraceParent;
 use ecommerce_core::saga::messages::Envelope;
 
@@ -31,22 +31,6 @@ pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppErro
 pub type BatchHandler = Arc<
     dyn Fn(Vec<(Envelope, tracing::Span)>) -> BoxFuture<'static, Result<Vec<bool>, AppError>> + Send + Sync,
 >;
-
-/// Counts of messages a consumer handled and of duplicates it skipped (read by tests and, later, metrics).
-#[derive(Debug, Default)]
-pub struct ConsumerStats {
-    pub handled: AtomicU64,
-    pub duplicates: AtomicU64,
-}
-
-impl ConsumerStats {
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates.load(Ordering::Relaxed)
-    }
-    pub fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Relaxed)
-    }
-}
 
 /// Wraps a handler that reports whether the message was new (`true`) or a duplicate it skipped.
 pub fn counted<F>(stats: Arc<ConsumerStats>, f: F) -> Handler
