@@ -26,23 +26,21 @@ impl AuthUser {
 }
 
 /// What an account may do beyond its own data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Sees every saga (the monitor page, operator queries and subscriptions).
     Operator,
 }
 
 impl Role {
-    pub const ALL: [Role; 1] = [Role::Operator];
-
+    /// The name in tokens and in `user_roles` (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
+        s.parse().ok()
     }
 
     /// The roles named in both lists (token and database), unknown names dropped.

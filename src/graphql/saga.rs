@@ -111,9 +111,7 @@ impl SagaGql {
 fn next_action(def: &SagaDefinition, s: &SagaSummary) -> Option<String> {
     let step = usize::try_from(s.step).ok().and_then(|i| def.steps.get(i));
     let name = step.map_or("?", |st| st.name);
-    let compensation = step
-        .and_then(|st| st.compensation)
-        .map_or("?".to_string(), |c| ecommerce_platform::metrics::screaming_snake(&format!("{c:?}")));
+    let compensation = step.and_then(|st| st.compensation).map_or("?", |c| c.as_str());
     match SagaStatus::parse(&s.status)? {
         SagaStatus::Running => Some(format!(
             "waiting for the reply to {name} (attempt {}); when attempts run out it {}",

@@ -84,18 +84,6 @@ impl ConsumerStats {
     }
 }
 
-/// `ReserveStock` → `RESERVE_STOCK`.
-pub fn screaming_snake(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
-
 /// Distinct operation names kept as labels; later ones are counted as `other`.
 const MAX_OPERATIONS: usize = 100;
 
@@ -333,15 +321,4 @@ pub fn router(metrics: Arc<Metrics>, pool: PgPool) -> Router {
     Router::new()
         .route("/metrics", get(move || async move { response(&metrics, &pool).await }))
         .route("/healthz", get(|| async { "ok" }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::screaming_snake;
-
-    #[test]
-    fn labels_are_screaming_snake_case() {
-        assert_eq!(screaming_snake("ReserveStock"), "RESERVE_STOCK");
-        assert_eq!(screaming_snake("PaymentCaptureFailed"), "PAYMENT_CAPTURE_FAILED");
-    }
 }

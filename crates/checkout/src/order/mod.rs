@@ -6,7 +6,8 @@ pub mod service;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
     Confirmed,
@@ -14,13 +15,13 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// The name stored in `orders.status` (derived).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "PENDING" => Some(OrderStatus::Pending),
-            "CONFIRMED" => Some(OrderStatus::Confirmed),
-            "CANCELLED" => Some(OrderStatus::Cancelled),
-            _ => None,
-        }
+        s.parse().ok()
     }
 }
 

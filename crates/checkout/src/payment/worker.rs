@@ -12,10 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tracing::{info, warn};
 
 use super::gateway::{GatewayError, PaymentGateway};
+use super::store::{self, PaymentStatus as Status};
 use crate::saga::messages::{Body, Command, Envelope, Reply, ReplyKind};
 use ecommerce_platform::error::AppError;
 use ecommerce_platform::postgres::{inbox, outbox};
@@ -29,13 +30,6 @@ pub struct PaymentWorker {
     gateway_timeout: Duration,
 }
 
-struct Payment {
-    status: String,
-    amount_minor: i64,
-    gateway_ref: Option<String>,
-    reason: Option<String>,
-}
-
 fn reply(kind: ReplyKind, reason: Option<String>) -> Option<Reply> {
     Some(Reply { kind, reason })
 }
@@ -47,8 +41,8 @@ enum Finish {
     /// Move the payment from `from` to `to` and send `reply`; if the row is no longer in `from`,
     /// `contested` says what then.
     Move {
-        from: &'static str,
-        to: &'static str,
+        from: Status,
+        to: Status,
         gateway_ref: Option<String>,
         reason: Option<String>,
         reply: Reply,
@@ -69,20 +63,6 @@ enum Contested {
 impl PaymentWorker {
     pub fn new(pool: PgPool, gateway: Arc<dyn PaymentGateway>, gateway_timeout: Duration) -> Self {
         Self { pool, gateway, gateway_timeout }
-    }
-
-    async fn load(&self, order_id: uuid::Uuid) -> Result<Option<Payment>, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT status, amount_minor, gateway_ref, reason FROM payments WHERE order_id = $1")
-                .bind(order_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| Payment {
-            status: r.get("status"),
-            amount_minor: r.get("amount_minor"),
-            gateway_ref: r.get("gateway_ref"),
-            reason: r.get("reason"),
-        }))
     }
 
     async fn call<T>(
@@ -117,35 +97,29 @@ impl PaymentWorker {
         let reply = match finish {
             Finish::Reply(reply) => reply,
             Finish::Move { from, to, gateway_ref, reason, reply, contested } => {
-                let moved = sqlx::query(
-                    "UPDATE payments SET status = $3, gateway_ref = COALESCE($4, gateway_ref),
-                         reason = COALESCE($5, reason), updated_at = now()
-                     WHERE order_id = $1 AND status = $2",
+                let moved = store::transition(
+                    &mut *tx,
+                    envelope.order_id,
+                    from,
+                    to,
+                    gateway_ref.as_deref(),
+                    reason.as_deref(),
                 )
-                .bind(envelope.order_id)
-                .bind(from)
-                .bind(to)
-                .bind(&gateway_ref)
-                .bind(&reason)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved == 1 {
-                    info!(from, to, "payment recorded");
+                .await?;
+                if moved {
+                    info!(from = from.as_str(), to = to.as_str(), "payment recorded");
                     Some(reply)
                 } else {
                     // Someone moved the row while the gateway was deciding.
-                    let (status, reason): (String, Option<String>) =
-                        sqlx::query_as("SELECT status, reason FROM payments WHERE order_id = $1")
-                            .bind(envelope.order_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    match (contested, status.as_str()) {
+                    let now = store::load(&mut *tx, envelope.order_id)
+                        .await?
+                        .ok_or_else(|| AppError::Internal("payment row vanished".into()))?;
+                    match (contested, now.status) {
                         (Contested::Keep, _) => Some(reply),
                         // A concurrent delivery of the same command did it (same idempotency key).
-                        (Contested::Authorized { .. }, "AUTHORIZED" | "CAPTURED") => Some(reply),
-                        (Contested::Captured { .. }, "CAPTURED") => Some(reply),
-                        (Contested::Authorized { reference }, "VOIDED" | "REFUNDED") => {
+                        (Contested::Authorized { .. }, Status::Authorized | Status::Captured) => Some(reply),
+                        (Contested::Captured { .. }, Status::Captured) => Some(reply),
+                        (Contested::Authorized { reference }, Status::Voided | Status::Refunded) => {
                             tx.rollback().await?;
                             warn!("authorization completed after the payment was voided; voiding it");
                             self.call(self.gateway.void(envelope.order_id, &reference))
@@ -158,7 +132,7 @@ impl PaymentWorker {
                             return self.reply_only(&envelope, declined).await;
                         }
                         (Contested::Authorized { .. }, _) => {
-                            Some(Reply { kind: ReplyKind::PaymentDeclined, reason })
+                            Some(Reply { kind: ReplyKind::PaymentDeclined, reason: now.reason })
                         }
                         (Contested::Captured { reference, amount }, _) => {
                             // Voided concurrently: the money must not stay captured.
@@ -205,39 +179,29 @@ impl PaymentWorker {
         currency: &str,
         token: &str,
     ) -> Result<Finish, AppError> {
-        let inserted = sqlx::query(
-            "INSERT INTO payments (order_id, status, amount_minor, currency) VALUES ($1, 'PENDING', $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(env.order_id)
-        .bind(amount)
-        .bind(currency)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
-            let p = self
-                .load(env.order_id)
+        if !store::insert_pending(&self.pool, env.order_id, amount, currency).await? {
+            let p = store::load(&self.pool, env.order_id)
                 .await?
                 .ok_or_else(|| AppError::Internal("payment row vanished".into()))?;
-            match p.status.as_str() {
-                "AUTHORIZED" | "CAPTURED" => {
+            match p.status {
+                Status::Authorized | Status::Captured => {
                     return Ok(Finish::Reply(reply(ReplyKind::PaymentAuthorized, None)))
                 }
-                "DECLINED" => return Ok(Finish::Reply(reply(ReplyKind::PaymentDeclined, p.reason))),
-                "VOIDED" | "REFUNDED" => {
+                Status::Declined => return Ok(Finish::Reply(reply(ReplyKind::PaymentDeclined, p.reason))),
+                Status::Voided | Status::Refunded => {
                     return Ok(Finish::Reply(reply(
                         ReplyKind::PaymentDeclined,
                         Some("payment was voided".into()),
                     )))
                 }
-                _ => {} // PENDING: an earlier attempt did not finish; ask the gateway again (idempotent).
+                // An earlier attempt did not finish; ask the gateway again (idempotent).
+                Status::Pending => {}
             }
         }
         match self.call(self.gateway.authorize(env.order_id, token, amount, currency)).await {
             Ok(auth) => Ok(Finish::Move {
-                from: "PENDING",
-                to: "AUTHORIZED",
+                from: Status::Pending,
+                to: Status::Authorized,
                 gateway_ref: Some(auth.reference.clone()),
                 reason: None,
                 reply: Reply { kind: ReplyKind::PaymentAuthorized, reason: None },
@@ -246,8 +210,8 @@ impl PaymentWorker {
             Err(GatewayError::Declined(reason)) => {
                 info!(%reason, "payment declined");
                 Ok(Finish::Move {
-                    from: "PENDING",
-                    to: "DECLINED",
+                    from: Status::Pending,
+                    to: Status::Declined,
                     gateway_ref: None,
                     reason: Some(reason.clone()),
                     reply: Reply { kind: ReplyKind::PaymentDeclined, reason: Some(reason) },
@@ -263,27 +227,27 @@ impl PaymentWorker {
     }
 
     async fn capture(&self, env: &Envelope) -> Result<Finish, AppError> {
-        let Some(p) = self.load(env.order_id).await? else {
+        let Some(p) = store::load(&self.pool, env.order_id).await? else {
             return Ok(Finish::Reply(reply(
                 ReplyKind::PaymentCaptureFailed,
                 Some("no authorization".into()),
             )));
         };
-        match p.status.as_str() {
-            "CAPTURED" => return Ok(Finish::Reply(reply(ReplyKind::PaymentCaptured, None))),
-            "AUTHORIZED" => {}
+        match p.status {
+            Status::Captured => return Ok(Finish::Reply(reply(ReplyKind::PaymentCaptured, None))),
+            Status::Authorized => {}
             other => {
                 return Ok(Finish::Reply(reply(
                     ReplyKind::PaymentCaptureFailed,
-                    Some(format!("payment is {other}")),
+                    Some(format!("payment is {}", other.as_str())),
                 )))
             }
         }
         let reference = p.gateway_ref.unwrap_or_default();
         match self.call(self.gateway.capture(env.order_id, &reference, p.amount_minor)).await {
             Ok(()) => Ok(Finish::Move {
-                from: "AUTHORIZED",
-                to: "CAPTURED",
+                from: Status::Authorized,
+                to: Status::Captured,
                 gateway_ref: None,
                 reason: None,
                 reply: Reply { kind: ReplyKind::PaymentCaptured, reason: None },
@@ -301,52 +265,37 @@ impl PaymentWorker {
 
     async fn void(&self, env: &Envelope) -> Result<Option<Reply>, AppError> {
         // No row yet: leave a VOIDED tombstone so a late authorization is voided, not kept.
-        let tombstone = sqlx::query(
-            "INSERT INTO payments (order_id, status, amount_minor, currency, reason) VALUES ($1, 'VOIDED', 0, 'XXX', 'voided before authorized') ON CONFLICT DO NOTHING",
-        )
-        .bind(env.order_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        if tombstone {
+        if store::insert_void_tombstone(&self.pool, env.order_id).await? {
             return Ok(reply(ReplyKind::PaymentVoided, None));
         }
-        let p = self
-            .load(env.order_id)
+        let p = store::load(&self.pool, env.order_id)
             .await?
             .ok_or_else(|| AppError::Internal("payment row vanished".into()))?;
         let reference = p.gateway_ref.clone().unwrap_or_default();
-        let (from, to) = match p.status.as_str() {
-            "PENDING" => ("PENDING", "VOIDED"),
-            "AUTHORIZED" => {
+        let (from, to) = match p.status {
+            Status::Pending => (Status::Pending, Status::Voided),
+            Status::Authorized => {
                 self.call(self.gateway.void(env.order_id, &reference))
                     .await
                     .map_err(|e| AppError::Internal(e.to_string()))?;
-                ("AUTHORIZED", "VOIDED")
+                (Status::Authorized, Status::Voided)
             }
-            "CAPTURED" => {
+            Status::Captured => {
                 self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor))
                     .await
                     .map_err(|e| AppError::Internal(e.to_string()))?;
-                ("CAPTURED", "REFUNDED")
+                (Status::Captured, Status::Refunded)
             }
-            _ => return Ok(reply(ReplyKind::PaymentVoided, None)), // DECLINED, VOIDED, REFUNDED: nothing held
+            // Nothing held.
+            Status::Declined | Status::Voided | Status::Refunded => {
+                return Ok(reply(ReplyKind::PaymentVoided, None))
+            }
         };
-        let updated = sqlx::query(
-            "UPDATE payments SET status = $3, updated_at = now() WHERE order_id = $1 AND status = $2",
-        )
-        .bind(env.order_id)
-        .bind(from)
-        .bind(to)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        if !store::transition(&self.pool, env.order_id, from, to, None, None).await? {
             // The row moved under us (e.g. PENDING became AUTHORIZED): fail so the message is redelivered.
             return Err(AppError::Conflict("payment changed while voiding; retrying".into()));
         }
-        info!(from, to, "payment voided");
+        info!(from = from.as_str(), to = to.as_str(), "payment voided");
         Ok(reply(ReplyKind::PaymentVoided, None))
     }
 }

@@ -288,18 +288,7 @@ pub async fn bulk(
     let mut out = BulkOutcome { matched: rows.len(), ..Default::default() };
     for r in &rows {
         let id: Uuid = r.try_get("id")?;
-        let state = SagaState {
-            status: machine::SagaStatus::parse(&r.try_get::<String, _>("status")?)
-                .unwrap_or(machine::SagaStatus::Running),
-            step: r.try_get::<i32, _>("step")? as usize,
-            attempt: r.try_get::<i32, _>("attempt")? as u32,
-            failure_reason: r.try_get("failure_reason")?,
-            interrupted: r
-                .try_get::<Option<String>, _>("interrupted_status")?
-                .as_deref()
-                .and_then(machine::SagaStatus::parse),
-            last_error: r.try_get("last_error")?,
-        };
+        let state = store::state_from_row(r)?;
         if let Err(refusal) = machine::operate(def, &state, action, reason) {
             out.refused.push((id, refusal.0));
             continue;

@@ -19,7 +19,7 @@ use ecommerce_platform::broker::consumer::{self, counted, counted_batch, Consume
 use ecommerce_platform::broker::{Topic, Transport};
 use ecommerce_platform::error::AppError;
 use ecommerce_platform::metrics::ConsumerStats;
-use ecommerce_platform::metrics::{screaming_snake, Metrics};
+use ecommerce_platform::metrics::Metrics;
 use ecommerce_platform::postgres::inbox;
 use ecommerce_platform::telemetry::TraceParent;
 
@@ -95,11 +95,7 @@ impl Orchestrator {
         ecommerce_platform::postgres::outbox::committed(&self.pool, rows);
         for (t, kind, waited) in &applied {
             self.record(t);
-            self.metrics.step_duration(
-                &screaming_snake(&format!("{:?}", kind.answers())),
-                &screaming_snake(&format!("{:?}", kind)),
-                waited.as_secs_f64(),
-            );
+            self.metrics.step_duration(kind.answers().as_str(), kind.as_str(), waited.as_secs_f64());
         }
         Ok(new)
     }
@@ -126,10 +122,7 @@ impl Orchestrator {
                 }
                 None => {
                     // A terminal saga keeps no deadline; clear a stray one so it is not scanned again.
-                    sqlx::query("UPDATE sagas SET deadline = NULL WHERE id = $1")
-                        .bind(saga.id)
-                        .execute(&mut *tx)
-                        .await?;
+                    store::clear_deadline(&mut tx, saga.id).await?;
                 }
             }
         }

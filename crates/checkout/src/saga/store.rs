@@ -67,30 +67,46 @@ const SAGA_COLUMNS: &str =
     "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count, updated_at, \
      interrupted_status, last_error";
 
+/// The machine's part of a saga row (`status`, `step`, `attempt`, `failure_reason`,
+/// `interrupted_status`, `last_error`): the one decoder of saga states. A status this build does
+/// not know is an error, never taken for another.
+pub fn state_from_row(row: &sqlx::postgres::PgRow) -> Result<SagaState, sqlx::Error> {
+    let status = |name: &str| -> Result<SagaStatus, sqlx::Error> {
+        SagaStatus::parse(name)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown saga status {name}").into()))
+    };
+    Ok(SagaState {
+        status: status(&row.try_get::<String, _>("status")?)?,
+        step: row.try_get::<i32, _>("step")? as usize,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        failure_reason: row.try_get("failure_reason")?,
+        interrupted: row
+            .try_get::<Option<String>, _>("interrupted_status")?
+            .as_deref()
+            .map(status)
+            .transpose()?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
 fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
-    let status: String = row.try_get("status")?;
     let payload: serde_json::Value = row.try_get("payload")?;
     Ok(SagaRow {
         id: row.try_get("id")?,
         order_id: row.try_get("order_id")?,
         user_id: row.try_get("user_id")?,
-        state: SagaState {
-            status: SagaStatus::parse(&status)
-                .ok_or_else(|| sqlx::Error::Decode(format!("unknown saga status {status}").into()))?,
-            step: row.try_get::<i32, _>("step")? as usize,
-            attempt: row.try_get::<i32, _>("attempt")? as u32,
-            failure_reason: row.try_get("failure_reason")?,
-            interrupted: row
-                .try_get::<Option<String>, _>("interrupted_status")?
-                .as_deref()
-                .and_then(SagaStatus::parse),
-            last_error: row.try_get("last_error")?,
-        },
+        state: state_from_row(row)?,
         payload: serde_json::from_value(payload).map_err(|e| sqlx::Error::Decode(e.into()))?,
         trace_id: row.try_get("trace_id")?,
         event_count: row.try_get("event_count")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// Clears the deadline of a saga that needs none (a terminal one the timeout scan found).
+pub async fn clear_deadline(tx: &mut Transaction<'_, Postgres>, saga_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sagas SET deadline = NULL WHERE id = $1").bind(saga_id).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Loads sagas and locks their rows until the transaction ends, in id order (so two transactions

@@ -9,7 +9,10 @@ use std::time::Duration;
 use super::messages::{CommandKind, ReplyKind};
 
 /// What is recorded in a saga's history. The names are the wire values clients see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventKind {
     OrderPlaced,
     StockReserved,
@@ -37,60 +40,13 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
-        EventKind::OrderPlaced,
-        EventKind::StockReserved,
-        EventKind::StockRejected,
-        EventKind::PaymentAuthorized,
-        EventKind::PaymentDeclined,
-        EventKind::PaymentCaptured,
-        EventKind::PaymentCaptureFailed,
-        EventKind::OrderConfirmed,
-        EventKind::Completed,
-        EventKind::StepRetried,
-        EventKind::StepTimedOut,
-        EventKind::CancelRequested,
-        EventKind::CompensationRetried,
-        EventKind::StockReleased,
-        EventKind::PaymentVoided,
-        EventKind::OrderCancelled,
-        EventKind::Compensated,
-        EventKind::NeedsAttention,
-        EventKind::OperatorRetried,
-        EventKind::OperatorResumed,
-        EventKind::OperatorCompensated,
-        EventKind::OperatorCompleted,
-    ];
-
+    /// The name stored and sent (`SCREAMING_SNAKE_CASE`, derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::OrderPlaced => "ORDER_PLACED",
-            EventKind::StockReserved => "STOCK_RESERVED",
-            EventKind::StockRejected => "STOCK_REJECTED",
-            EventKind::PaymentAuthorized => "PAYMENT_AUTHORIZED",
-            EventKind::PaymentDeclined => "PAYMENT_DECLINED",
-            EventKind::PaymentCaptured => "PAYMENT_CAPTURED",
-            EventKind::PaymentCaptureFailed => "PAYMENT_CAPTURE_FAILED",
-            EventKind::OrderConfirmed => "ORDER_CONFIRMED",
-            EventKind::Completed => "COMPLETED",
-            EventKind::StepRetried => "STEP_RETRIED",
-            EventKind::StepTimedOut => "STEP_TIMED_OUT",
-            EventKind::CancelRequested => "CANCEL_REQUESTED",
-            EventKind::CompensationRetried => "COMPENSATION_RETRIED",
-            EventKind::StockReleased => "STOCK_RELEASED",
-            EventKind::PaymentVoided => "PAYMENT_VOIDED",
-            EventKind::OrderCancelled => "ORDER_CANCELLED",
-            EventKind::Compensated => "COMPENSATED",
-            EventKind::NeedsAttention => "NEEDS_ATTENTION",
-            EventKind::OperatorRetried => "OPERATOR_RETRIED",
-            EventKind::OperatorResumed => "OPERATOR_RESUMED",
-            EventKind::OperatorCompensated => "OPERATOR_COMPENSATED",
-            EventKind::OperatorCompleted => "OPERATOR_COMPLETED",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+        s.parse().ok()
     }
 
     /// The last event a saga ever records.

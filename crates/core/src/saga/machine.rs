@@ -9,7 +9,10 @@ use std::time::Duration;
 use super::definition::{compensation_event, EventKind, OnExhausted, SagaDefinition};
 use super::messages::{CommandKind, ReplyKind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum SagaStatus {
     /// Forward steps are running.
     Running,
@@ -24,26 +27,13 @@ pub enum SagaStatus {
 }
 
 impl SagaStatus {
+    /// The name stored and sent (`SCREAMING_SNAKE_CASE`, derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            SagaStatus::Running => "RUNNING",
-            SagaStatus::Compensating => "COMPENSATING",
-            SagaStatus::Completed => "COMPLETED",
-            SagaStatus::Compensated => "COMPENSATED",
-            SagaStatus::NeedsAttention => "NEEDS_ATTENTION",
-        }
+        self.into()
     }
 
-    pub const ALL: [SagaStatus; 5] = [
-        SagaStatus::Running,
-        SagaStatus::Compensating,
-        SagaStatus::NeedsAttention,
-        SagaStatus::Completed,
-        SagaStatus::Compensated,
-    ];
-
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
+        s.parse().ok()
     }
 
     pub fn is_terminal(self) -> bool {
@@ -92,7 +82,10 @@ pub enum Input {
 }
 
 /// What an operator can do to a saga (see [`operate`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum OperatorAction {
     /// Send the paused step's command (or compensation) again, with a fresh attempt budget.
     RetryStep,
@@ -105,13 +98,9 @@ pub enum OperatorAction {
 }
 
 impl OperatorAction {
+    /// The name stored and sent (`SCREAMING_SNAKE_CASE`, derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            OperatorAction::RetryStep => "RETRY_STEP",
-            OperatorAction::Resume => "RESUME",
-            OperatorAction::ForceCompensate => "FORCE_COMPENSATE",
-            OperatorAction::ForceComplete => "FORCE_COMPLETE",
-        }
+        self.into()
     }
 }
 
@@ -220,7 +209,9 @@ pub fn operate(
                 step.success.0
             } else {
                 let compensation = step.compensation.expect("compensating steps have a compensation");
-                ReplyKind::ALL.into_iter().find(|r| r.answers() == compensation).expect("a reply answers it")
+                <ReplyKind as strum::IntoEnumIterator>::iter()
+                    .find(|r| r.answers() == compensation)
+                    .expect("a reply answers it")
             };
             let input = Input::Reply { kind: done, reason: Some("done, as checked by an operator".into()) };
             let mut t = handle(def, &resumed, &input).expect("the step's own reply applies");
@@ -813,11 +804,16 @@ mod tests {
 
     #[test]
     fn status_and_event_names_round_trip() {
-        for k in EventKind::ALL {
+        use strum::IntoEnumIterator;
+        for k in EventKind::iter() {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
-        for s in SagaStatus::ALL {
+        assert_eq!(EventKind::StepTimedOut.as_str(), "STEP_TIMED_OUT");
+        for s in SagaStatus::iter() {
             assert_eq!(SagaStatus::parse(s.as_str()), Some(s));
         }
+        assert_eq!(SagaStatus::NeedsAttention.as_str(), "NEEDS_ATTENTION");
+        assert_eq!(OperatorAction::ForceCompensate.as_str(), "FORCE_COMPENSATE");
+        assert_eq!(SagaStatus::parse("Running"), None, "names are exact");
     }
 }

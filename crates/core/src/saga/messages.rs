@@ -10,8 +10,11 @@ use crate::Topic;
 
 /// Commands a worker executes. Each is idempotent on the order id, so a retried command (with a new
 /// message id) has the same effect as the first one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr, strum::EnumIter,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum CommandKind {
     ReserveStock,
     ReleaseStock,
@@ -21,6 +24,11 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
+    /// The name sent and used as a metrics label (`SCREAMING_SNAKE_CASE`, as serialized).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     pub fn topic(self) -> Topic {
         match self {
             CommandKind::ReserveStock | CommandKind::ReleaseStock => Topic::StockCommands,
@@ -31,8 +39,11 @@ impl CommandKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr, strum::EnumIter,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReplyKind {
     StockReserved,
     StockRejected,
@@ -45,16 +56,10 @@ pub enum ReplyKind {
 }
 
 impl ReplyKind {
-    pub const ALL: [ReplyKind; 8] = [
-        ReplyKind::StockReserved,
-        ReplyKind::StockRejected,
-        ReplyKind::StockReleased,
-        ReplyKind::PaymentAuthorized,
-        ReplyKind::PaymentDeclined,
-        ReplyKind::PaymentCaptured,
-        ReplyKind::PaymentCaptureFailed,
-        ReplyKind::PaymentVoided,
-    ];
+    /// The name sent and used as a metrics label (`SCREAMING_SNAKE_CASE`, as serialized).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 
     /// The command this reply answers.
     pub fn answers(self) -> CommandKind {

@@ -1,0 +1,133 @@
+//! The `payments` table: one row per order, the payment worker's business-level idempotency
+//! record. Every status change is a compare-and-set from the status the worker read, so two
+//! deliveries (or a void racing an authorization) cannot both win.
+
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::EnumIter)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// An authorization was asked for; its outcome is not recorded yet.
+    Pending,
+    Authorized,
+    Declined,
+    Captured,
+    /// The authorization was voided, or a void came first and left a tombstone.
+    Voided,
+    /// The capture was refunded.
+    Refunded,
+}
+
+impl PaymentStatus {
+    /// The name stored in `payments.status` (derived).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub status: PaymentStatus,
+    pub amount_minor: i64,
+    pub gateway_ref: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Writes a PENDING payment before asking the gateway; `false` when the order has a payment
+/// already (a retried command, or a void's tombstone).
+pub async fn insert_pending<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+    amount_minor: i64,
+    currency: &str,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO payments (order_id, status, amount_minor, currency) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(PaymentStatus::Pending.as_str())
+    .bind(amount_minor)
+    .bind(currency)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Leaves a VOIDED tombstone for an order with no payment yet, so an authorization arriving
+/// later is voided instead of kept; `false` when the order has a payment.
+pub async fn insert_void_tombstone<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO payments (order_id, status, amount_minor, reason) VALUES ($1, $2, 0, 'voided before authorized')
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(PaymentStatus::Voided.as_str())
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn load<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT status, amount_minor, gateway_ref, reason FROM payments WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(db)
+            .await?;
+    row.map(|r| {
+        let status: String = r.try_get("status")?;
+        Ok(Payment {
+            status: status
+                .parse()
+                .map_err(|_| sqlx::Error::Decode(format!("unknown payment status {status}").into()))?,
+            amount_minor: r.try_get("amount_minor")?,
+            gateway_ref: r.try_get("gateway_ref")?,
+            reason: r.try_get("reason")?,
+        })
+    })
+    .transpose()
+}
+
+/// Moves the payment from `from` to `to`, recording the gateway's reference and a reason when
+/// given; `false` when it is no longer in `from`.
+pub async fn transition<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    gateway_ref: Option<&str>,
+    reason: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE payments SET status = $3, gateway_ref = COALESCE($4, gateway_ref),
+             reason = COALESCE($5, reason), updated_at = now()
+         WHERE order_id = $1 AND status = $2",
+    )
+    .bind(order_id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(gateway_ref)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentStatus;
+    use strum::IntoEnumIterator;
+
+    /// The names are the ones the table's CHECK constraint allows (migrations/0001_init.sql).
+    #[test]
+    fn statuses_are_the_tables() {
+        let names: Vec<&str> = PaymentStatus::iter().map(PaymentStatus::as_str).collect();
+        assert_eq!(names, ["PENDING", "AUTHORIZED", "DECLINED", "CAPTURED", "VOIDED", "REFUNDED"]);
+        let schema = include_str!("../../../../migrations/0001_init.sql");
+        let check = schema.lines().find(|l| l.contains("status IN ('PENDING', 'AUTHORIZED'")).unwrap();
+        for name in names {
+            assert!(check.contains(&format!("'{name}'")), "{name} is not in the payments CHECK");
+        }
+    }
+}
