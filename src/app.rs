@@ -36,17 +36,17 @@ pub async fn run_api(
 ) -> Result<(), ApiError> {
     let keys = KeyRing::load(
         s.pool.clone(),
-        s.config.jwt_issuer.clone(),
-        s.config.jwt_audience.clone(),
-        s.config.access_token_ttl,
+        s.config.api.auth.jwt_issuer.clone(),
+        s.config.api.auth.jwt_audience.clone(),
+        s.config.api.auth.access_token_ttl,
     )
     .await?;
     let keys = Arc::new(keys);
     let auth = Arc::new(AuthService {
         pool: s.pool.clone(),
         keys: keys.clone(),
-        refresh_ttl: s.config.refresh_token_ttl,
-        limits: s.config.rate_limits,
+        refresh_ttl: s.config.api.auth.refresh_token_ttl,
+        limits: s.config.api.auth.rate_limits,
     });
     let api = ApiState {
         pool: s.pool.clone(),
@@ -63,11 +63,14 @@ pub async fn run_api(
     let relay = tokio::spawn(ecommerce_platform::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),
-        s.config.outbox_poll_interval,
+        s.config.outbox.poll_interval,
         shutdown.clone(),
     ));
-    let pruner =
-        tokio::spawn(prune_rate_limits(s.pool.clone(), s.config.rate_limits.window, shutdown.clone()));
+    let pruner = tokio::spawn(prune_rate_limits(
+        s.pool.clone(),
+        s.config.api.auth.rate_limits.window,
+        shutdown.clone(),
+    ));
     let stop = shutdown.clone();
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -30,9 +30,9 @@ pub struct HttpState {
 /// The API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`: the client
 /// address feeds the login and register limits.
 pub fn router(state: HttpState) -> Router {
-    let limit = state.api.config.http_body_limit;
+    let limit = state.api.config.api.http_body_limit;
     let mut router = Router::new();
-    if state.api.config.graphql_playground {
+    if state.api.config.api.graphql.playground {
         router = router.merge(crate::playground::routes());
     }
     router
@@ -140,7 +140,7 @@ fn client_addr(api: &ApiState, peer: Option<std::net::SocketAddr>, headers: &Hea
     let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
     let unknown = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     ClientAddr(
-        forwarded_client(forwarded, api.config.trusted_proxy_hops)
+        forwarded_client(forwarded, api.config.api.trusted_proxy_hops)
             .or(peer.map(|p| p.ip()))
             .unwrap_or(unknown),
     )
@@ -174,7 +174,7 @@ async fn graphql(
         BatchRequest::Batch(_) => Some("batch".to_string()),
     };
     if let BatchRequest::Batch(requests) = &batch {
-        let max = s.api.config.graphql_max_batch;
+        let max = s.api.config.api.graphql.max_batch;
         if requests.len() > max {
             let e =
                 ServerError::new(format!("Batch has too many operations ({} > {max})", requests.len()), None);

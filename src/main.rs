@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ecommerce_checkout::roles::{self, Services};
-use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::config::{redact_url, BrokerKind, Config, ExposeSecret};
 use ecommerce_platform::metrics::ConsumerStats;
 use ecommerce_platform::postgres;
 use ecommerce_saga::app;
@@ -64,29 +64,29 @@ async fn main() -> anyhow::Result<()> {
     };
     let telemetry = ecommerce_platform::telemetry::init(
         service.unwrap_or("api"),
-        service.and(config.otlp_endpoint.as_deref()),
+        service.and(config.telemetry.otlp_endpoint.as_deref()),
     )?;
     // All roles in one process: unless a broker is named, they talk through in-process queues.
     if matches!(cli.command, Some(Command::All)) && std::env::var("BROKER").map_or(true, |b| b.is_empty()) {
-        config.broker = BrokerKind::Memory;
+        config.broker.kind = BrokerKind::Memory;
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::PrintSchema => print!("{}", ecommerce_saga::graphql::sdl()),
         Command::Migrate => {
-            postgres::migrate(&config)
-                .await
-                .with_context(|| format!("migrating {}", postgres::describe(&config.database_url)))?;
+            postgres::migrate(&config).await.with_context(|| {
+                format!("migrating {}", postgres::describe(config.postgres.url.expose_secret()))
+            })?;
             tracing::info!("migrations applied");
         }
         Command::Seed { stock } => {
             // PostgreSQL (stock) and MongoDB (catalog) only: a short command opens no broker
             // connection that would be cut when the runtime stops.
-            let pool = postgres::connect(&config)
-                .await
-                .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
-            let mongo = Mongo::connect(&config)
-                .await
-                .with_context(|| format!("cannot reach MongoDB at {}", config.mongo_url))?;
+            let pool = postgres::connect(&config).await.with_context(|| {
+                format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
+            })?;
+            let mongo = Mongo::connect(&config).await.with_context(|| {
+                format!("cannot reach MongoDB at {}", redact_url(config.mongo.url.expose_secret()))
+            })?;
             let mut products = ecommerce_storefront::catalog::seed::demo_products();
             if let Some(level) = stock {
                 products.iter_mut().for_each(|(_, s)| *s = level);
@@ -97,9 +97,9 @@ async fn main() -> anyhow::Result<()> {
         Command::CreateOperator { email } => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
-            let pool = postgres::connect(&config)
-                .await
-                .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
+            let pool = postgres::connect(&config).await.with_context(|| {
+                format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
+            })?;
             match ecommerce_saga::auth::service::create_account(
                 &pool,
                 &email,
@@ -118,10 +118,10 @@ async fn main() -> anyhow::Result<()> {
         Command::GrantRole { email, role } => set_role(&config, &email, &role, true).await?,
         Command::RevokeRole { email, role } => set_role(&config, &email, &role, false).await?,
         Command::RotateKeys => {
-            let pool = postgres::connect(&config)
-                .await
-                .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
-            let kid = ecommerce_saga::auth::keys::rotate(&pool, config.access_token_ttl).await?;
+            let pool = postgres::connect(&config).await.with_context(|| {
+                format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
+            })?;
+            let kid = ecommerce_saga::auth::keys::rotate(&pool, config.api.auth.access_token_ttl).await?;
             tracing::info!(%kid, "new signing key added");
             println!("{kid}");
         }
@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
             let s = Services::connect(config).await?;
             let shutdown = CancellationToken::new();
             roles::cancel_on_signal(shutdown.clone());
-            let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
+            let listener = tokio::net::TcpListener::bind(s.config.api.addr).await?;
             s.announce("api", Some(&mongo.describe().await)).await;
             announce(&listener, "api")?;
             app::run_api(s, mongo, listener, shutdown).await?;
@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             let s = Services::connect(config).await?;
             let shutdown = CancellationToken::new();
             roles::cancel_on_signal(shutdown.clone());
-            let listener = tokio::net::TcpListener::bind(s.config.api_addr).await?;
+            let listener = tokio::net::TcpListener::bind(s.config.api.addr).await?;
             s.announce("api + orchestrator + workers", Some(&mongo.describe().await)).await;
             announce(&listener, "api + orchestrator + workers")?;
             let orchestrator = tokio::spawn(roles::run_orchestrator(
@@ -165,7 +165,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn open_mongo(config: &Config) -> anyhow::Result<Mongo> {
-    Mongo::open(config).await.with_context(|| format!("cannot reach MongoDB at {}", config.mongo_url))
+    Mongo::open(config)
+        .await
+        .with_context(|| format!("cannot reach MongoDB at {}", redact_url(config.mongo.url.expose_secret())))
 }
 
 fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<()> {
@@ -178,9 +180,9 @@ fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<(
 async fn set_role(config: &Config, email: &str, role: &str, grant: bool) -> anyhow::Result<()> {
     let role = ecommerce_saga::auth::Role::parse(role)
         .with_context(|| format!("unknown role {role:?}; known: operator"))?;
-    let pool = postgres::connect(config)
-        .await
-        .with_context(|| format!("cannot reach {}", postgres::describe(&config.database_url)))?;
+    let pool = postgres::connect(config).await.with_context(|| {
+        format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
+    })?;
     ecommerce_saga::auth::service::set_role(&pool, email, role, grant).await?;
     println!("{} {} {email}", if grant { "granted" } else { "revoked" }, role.as_str());
     Ok(())

@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 fn config(kind: BrokerKind) -> Config {
     let mut c = Config::from_env().expect("config");
-    c.broker = kind;
-    c.broker_namespace = format!("c_{}", &Uuid::new_v4().simple().to_string()[..16]);
-    c.ack_wait = Duration::from_secs(2);
+    c.broker.kind = kind;
+    c.broker.namespace = format!("c_{}", &Uuid::new_v4().simple().to_string()[..16]);
+    c.broker.ack_wait = Duration::from_secs(2);
     c
 }
 

@@ -8,6 +8,7 @@
 //! `FAULT_SAGAS` (default 200) sets N; one test per broker (NATS and RabbitMQ; Kafka: see the end). Needs the
 //! binaries built (`cargo build --workspace --bins`, which scripts/test.sh does first).
 
+use ecommerce_platform::config::ExposeSecret;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -254,7 +255,8 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-/// The runs share the machine's brokers and cores: one at a time.
+/// The tests share the machine's brokers and cores, and the harness restarts the broker in the
+/// middle of its runs (a process starting then cannot connect): one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The test's own connections: PostgreSQL and the broker, and MongoDB.
@@ -273,10 +275,10 @@ async fn prepare(kind: BrokerKind) -> (String, Config, Stores, PathBuf, PgConnec
     let mut admin = PgConnection::connect(ADMIN_URL).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
     let mut config = Config::from_env().unwrap();
-    config.database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    config.mongo_database = name.clone();
-    config.broker = kind;
-    config.broker_namespace = name.clone();
+    config.postgres.url = format!("postgres://postgres@127.0.0.1:5432/{name}").into();
+    config.mongo.database = name.clone();
+    config.broker.kind = kind;
+    config.broker.namespace = name.clone();
     ecommerce_platform::postgres::migrate(&config).await.unwrap();
     let services = Services::connect(config.clone()).await.unwrap();
     let mongo = Mongo::open(&config).await.unwrap();
@@ -305,7 +307,7 @@ async fn run(kind: BrokerKind, broker: &str) {
     let port = free_port();
     let api = format!("http://127.0.0.1:{port}");
     let env: Vec<(String, String)> = [
-        ("DATABASE_URL", config.database_url.as_str()),
+        ("DATABASE_URL", config.postgres.url.expose_secret()),
         ("DATABASE_MAX_CONNECTIONS", "8"),
         ("MONGO_DATABASE", &name),
         ("BROKER", broker),
@@ -391,7 +393,7 @@ async fn run(kind: BrokerKind, broker: &str) {
     let pool = {
         // The harness's own pool may have been cut by pg_terminate_backend too.
         pool.close().await;
-        PgPool::connect(&config.database_url).await.unwrap()
+        PgPool::connect(config.postgres.url.expose_secret()).await.unwrap()
     };
     loop {
         let open =
@@ -549,12 +551,14 @@ fn metric(page: &str, series: &str) -> f64 {
 /// error that names the setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_binaries_serve_their_own_metrics() {
+    // The harness restarts the broker under its runs: nothing else may use it meanwhile.
+    let _one_at_a_time = SERIAL.lock().await;
     let (name, config, stores, logs, admin) = prepare(BrokerKind::Nats).await;
     let services = &stores.services;
     let (api_port, orchestrator_port, workers_port) = (free_port(), free_port(), free_port());
     let api = format!("http://127.0.0.1:{api_port}");
     let env: Vec<(String, String)> = [
-        ("DATABASE_URL", config.database_url.clone()),
+        ("DATABASE_URL", config.postgres.url.expose_secret().to_string()),
         ("MONGO_DATABASE", name.clone()),
         ("BROKER", "nats".into()),
         ("BROKER_NAMESPACE", name.clone()),
@@ -717,13 +721,15 @@ async fn otlp_receiver() -> (u16, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
 /// all carry it, each hop parented by the span that sent its message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_across_processes() {
+    // The harness restarts the broker under its runs: nothing else may use it meanwhile.
+    let _one_at_a_time = SERIAL.lock().await;
     let (name, config, stores, logs, admin) = prepare(BrokerKind::Nats).await;
     let services = &stores.services;
     let (otlp_port, spans) = otlp_receiver().await;
     let api_port = free_port();
     let api = format!("http://127.0.0.1:{api_port}");
     let env: Vec<(String, String)> = [
-        ("DATABASE_URL", config.database_url.clone()),
+        ("DATABASE_URL", config.postgres.url.expose_secret().to_string()),
         ("MONGO_DATABASE", name.clone()),
         ("BROKER", "nats".into()),
         ("BROKER_NAMESPACE", name.clone()),

@@ -15,13 +15,14 @@ struct Cli {}
 async fn main() -> anyhow::Result<()> {
     Cli::parse();
     let config = Config::from_env()?;
-    let telemetry = ecommerce_platform::telemetry::init("orchestrator", config.otlp_endpoint.as_deref())?;
+    let telemetry =
+        ecommerce_platform::telemetry::init("orchestrator", config.telemetry.otlp_endpoint.as_deref())?;
     config.require_shared_broker("the orchestrator binary")?;
     let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
     roles::cancel_on_signal(shutdown.clone());
     s.announce("orchestrator", None).await;
-    if let Some(addr) = s.config.orchestrator_metrics_addr {
+    if let Some(addr) = s.config.orchestrator.metrics_addr {
         roles::serve_metrics(&s, addr, "ORCHESTRATOR_METRICS_ADDR", shutdown.clone()).await?;
     }
     roles::run_orchestrator(s, Default::default(), shutdown).await;

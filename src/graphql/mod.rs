@@ -38,16 +38,16 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
     // Depth is not the engine's `limit_depth`: that one counts introspection too and refuses the
     // standard introspection query (see `limits`).
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_complexity(config.graphql_max_complexity)
+        .limit_complexity(config.api.graphql.max_complexity)
         .limit_recursive_depth(limits::MAX_RECURSIVE_DEPTH)
         .limit_directives(8)
         .extension(error::ErrorPolicy)
         .extension(introspection::SchemaDescription)
         .extension(limits::DocumentLimitsExtension(limits::DocumentLimits {
-            max_depth: config.graphql_max_depth,
-            max_aliases: config.graphql_max_aliases,
+            max_depth: config.api.graphql.max_depth,
+            max_aliases: config.api.graphql.max_aliases,
         }));
-    if !config.graphql_introspection {
+    if !config.api.graphql.introspection {
         // "Did you mean ...?" would tell field names that introspection is off to hide.
         builder = builder.disable_introspection().disable_suggestions();
     }

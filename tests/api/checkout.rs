@@ -105,7 +105,7 @@ async fn gateway_timeout_retries_then_compensates_after_the_step_timeout() {
         c.saga.step_timeout = Duration::from_millis(600);
         c.saga.max_attempts = 2;
         c.saga.compensation_timeout = Duration::from_secs(5);
-        c.payment_gateway_timeout = Duration::from_millis(200);
+        c.workers.payment_gateway_timeout = Duration::from_millis(200);
     })
     .await;
     let buyer = app.register().await;
@@ -149,7 +149,7 @@ async fn a_late_subscriber_gets_the_recorded_history_then_completion() {
 #[tokio::test]
 async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_cancelled() {
     // A gateway that never answers keeps the saga waiting at authorization long enough to cancel.
-    let app = spawn_app_with(|c| c.payment_gateway_timeout = Duration::from_secs(60)).await;
+    let app = spawn_app_with(|c| c.workers.payment_gateway_timeout = Duration::from_secs(60)).await;
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "BAG-003", 2).await;
     let id = app.place(&buyer, "cancel-1", "tok_timeout").await;

@@ -57,23 +57,23 @@ fn init_logs() {
 /// A config for one test: generous step timeouts so a slow machine never retries by accident.
 pub fn test_config(name: &str) -> Config {
     let mut c = Config::from_env().expect("config");
-    c.database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    c.database_max_connections = 5;
-    c.mongo_database = name.to_string();
-    c.broker_namespace = name.to_string();
-    c.api_addr = "127.0.0.1:0".parse().unwrap();
+    c.postgres.url = format!("postgres://postgres@127.0.0.1:5432/{name}").into();
+    c.postgres.max_connections = 5;
+    c.mongo.database = name.to_string();
+    c.broker.namespace = name.to_string();
+    c.api.addr = "127.0.0.1:0".parse().unwrap();
     // The suite runs once per transport: TEST_BROKER=nats|rabbitmq|kafka|memory (default nats);
     // `memory` is the in-process transport, as in `api all`.
     let broker = std::env::var("TEST_BROKER").unwrap_or_else(|_| "nats".into());
-    c.broker = ecommerce_platform::config::BrokerKind::parse(&broker)
+    c.broker.kind = ecommerce_platform::config::BrokerKind::parse(&broker)
         .expect("TEST_BROKER is nats, rabbitmq, kafka or memory");
     c.saga.step_timeout = Duration::from_secs(30);
     c.saga.compensation_timeout = Duration::from_secs(30);
-    c.outbox_poll_interval = Duration::from_millis(20);
-    c.timeout_scan_interval = Duration::from_millis(100);
+    c.outbox.poll_interval = Duration::from_millis(20);
+    c.orchestrator.timeout_scan_interval = Duration::from_millis(100);
     // Every test client is 127.0.0.1; tests of the limits set their own.
-    c.rate_limits.register_per_address = 1_000_000;
-    c.rate_limits.login_per_address = 1_000_000;
+    c.api.auth.rate_limits.register_per_address = 1_000_000;
+    c.api.auth.rate_limits.login_per_address = 1_000_000;
     c
 }
 

@@ -73,7 +73,7 @@ async fn a_command_delivered_twice_has_one_effect() {
 async fn a_reply_delivered_twice_advances_the_saga_once() {
     // The saga waits at the payment step (the gateway never answers), so a reply that applies there
     // would advance it: only the orchestrator's inbox stops a redelivered one.
-    let app = spawn_app_with(|c| c.payment_gateway_timeout = Duration::from_secs(60)).await;
+    let app = spawn_app_with(|c| c.workers.payment_gateway_timeout = Duration::from_secs(60)).await;
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "MUG-001", 1).await;
     let id = app.place(&buyer, "reply-dup", "tok_timeout").await;

@@ -147,7 +147,7 @@ async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
         c.saga.max_attempts = 1;
         c.saga.needs_attention_steps = vec!["AUTHORIZE_PAYMENT".into()];
         // Longer than `tok_slow` (2 s), shorter than the step timeout.
-        c.payment_gateway_timeout = Duration::from_millis(2500);
+        c.workers.payment_gateway_timeout = Duration::from_millis(2500);
     })
     .await;
     let op = app.operator().await;

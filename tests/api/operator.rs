@@ -18,7 +18,7 @@ async fn app() -> TestApp {
         c.saga.max_attempts = 2;
         c.saga.retry_backoff = Duration::from_millis(50);
         c.saga.needs_attention_steps = vec!["AUTHORIZE_PAYMENT".into()];
-        c.payment_gateway_timeout = Duration::from_millis(300);
+        c.workers.payment_gateway_timeout = Duration::from_millis(300);
     })
     .await
 }

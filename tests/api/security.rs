@@ -86,8 +86,8 @@ async fn logout_ends_the_session_and_only_that_session() {
 #[tokio::test]
 async fn login_is_limited_per_account_whether_or_not_it_exists() {
     let app = spawn_app_with(|c| {
-        c.rate_limits.login_per_account = 3;
-        c.rate_limits.window = Duration::from_secs(60);
+        c.api.auth.rate_limits.login_per_account = 3;
+        c.api.auth.rate_limits.window = Duration::from_secs(60);
     })
     .await;
     let buyer = app.register().await;
@@ -124,10 +124,10 @@ async fn login_is_limited_per_account_whether_or_not_it_exists() {
 #[tokio::test]
 async fn login_and_register_are_limited_per_client_address() {
     let app = spawn_app_with(|c| {
-        c.rate_limits.login_per_address = 4;
-        c.rate_limits.register_per_address = 2;
+        c.api.auth.rate_limits.login_per_address = 4;
+        c.api.auth.rate_limits.register_per_address = 2;
         // One proxy in front, appending the address it saw to X-Forwarded-For.
-        c.trusted_proxy_hops = 1;
+        c.api.trusted_proxy_hops = 1;
     })
     .await;
     let post = |query: &'static str, vars: Value, from: &'static str| {
@@ -247,8 +247,8 @@ async fn introspection_and_playground_are_off_when_configured() {
     dev.stop().await;
 
     let prod = spawn_app_with(|c| {
-        c.graphql_introspection = false;
-        c.graphql_playground = false;
+        c.api.graphql.introspection = false;
+        c.api.graphql.playground = false;
     })
     .await;
     let page = prod.http.get(prod.url("/graphql")).send().await.unwrap();

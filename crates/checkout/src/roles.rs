@@ -1,6 +1,7 @@
 //! The orchestrator and worker roles as functions the binaries and the tests share, and the
 //! connections they need (PostgreSQL and the broker; no MongoDB).
 
+use ecommerce_platform::config::ExposeSecret;
 use std::sync::Arc;
 
 use sqlx::PgPool;
@@ -11,7 +12,7 @@ use ecommerce_platform::broker::consumer::{
     self, counted, counted_batch, BatchHandler, ConsumerSpec, Handler,
 };
 use ecommerce_platform::broker::{self, BrokerError, Topic, Transport};
-use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::config::{redact_url, BrokerKind, Config};
 use ecommerce_platform::metrics::{ConsumerStats, Metrics};
 
 use crate::payment::worker::{self as payment_worker, PaymentWorker};
@@ -45,7 +46,7 @@ pub struct Services {
 
 impl Services {
     pub async fn connect(config: Config) -> Result<Self, StartupError> {
-        let target = ecommerce_platform::postgres::describe(&config.database_url);
+        let target = ecommerce_platform::postgres::describe(config.postgres.url.expose_secret());
         let pool = ecommerce_platform::postgres::connect(&config)
             .await
             .map_err(|source| StartupError::Postgres { target, source })?;
@@ -63,20 +64,24 @@ impl Services {
             .fetch_one(&self.pool)
             .await
             .unwrap_or_else(|_| "unknown".into());
-        let broker = match c.broker {
-            BrokerKind::Nats => format!("NATS JetStream at {}", c.nats_url),
-            BrokerKind::RabbitMq => "RabbitMQ".to_string(), // the URL carries credentials
-            BrokerKind::Kafka => format!("Kafka at {}", c.kafka_brokers),
+        let broker = match c.broker.kind {
+            BrokerKind::Nats => {
+                format!("NATS JetStream at {}", redact_url(c.broker.nats_url.expose_secret()))
+            }
+            BrokerKind::RabbitMq => {
+                format!("RabbitMQ at {}", redact_url(c.broker.rabbitmq_url.expose_secret()))
+            }
+            BrokerKind::Kafka => format!("Kafka at {}", c.broker.kafka_brokers),
             BrokerKind::Memory => "in-process queues".to_string(),
         };
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             roles,
             broker = %broker,
-            namespace = %c.broker_namespace,
+            namespace = %c.broker.namespace,
             postgres = %format!(
                 "{} (server {pg_version})",
-                ecommerce_platform::postgres::describe(&c.database_url)
+                ecommerce_platform::postgres::describe(c.postgres.url.expose_secret())
             ),
             mongo = documents.unwrap_or("not used"),
             env = ?c.app_env,
@@ -137,7 +142,7 @@ pub fn checkout_workers(
     stats: &Arc<ConsumerStats>,
 ) -> Vec<Worker> {
     let stock = StockWorker::new(s.pool.clone());
-    let payment = PaymentWorker::new(s.pool.clone(), gateway, s.config.payment_gateway_timeout);
+    let payment = PaymentWorker::new(s.pool.clone(), gateway, s.config.workers.payment_gateway_timeout);
     let stock_batch = {
         let stock = stock.clone();
         counted_batch(stats.clone(), move |batch| {
@@ -182,11 +187,11 @@ pub async fn run_workers(
                 name: w.name.to_string(),
                 topic: w.topic,
                 concurrency: match w.batch {
-                    Some(_) => s.config.consumer_batches_in_flight,
-                    None => s.config.worker_concurrency,
+                    Some(_) => s.config.consumers.batches_in_flight,
+                    None => s.config.consumers.concurrency,
                 },
-                max_batch: s.config.consumer_max_batch,
-                max_deliveries: s.config.max_deliveries,
+                max_batch: s.config.consumers.max_batch,
+                max_deliveries: s.config.broker.max_deliveries,
                 metrics: s.metrics.clone(),
             };
             let (transport, shutdown) = (s.transport.clone(), shutdown.clone());
@@ -201,7 +206,7 @@ pub async fn run_workers(
     tasks.push(tokio::spawn(ecommerce_platform::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),
-        s.config.outbox_poll_interval,
+        s.config.outbox.poll_interval,
         shutdown.clone(),
     )));
     futures::future::join_all(tasks).await;

@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     // On the in-process transport no other process can run the sagas: this one does (the
     // checkout's workers; the cart worker has nothing to do for orders without a cart).
     let shutdown = CancellationToken::new();
-    let roles = (s.config.broker == BrokerKind::Memory).then(|| {
+    let roles = (s.config.broker.kind == BrokerKind::Memory).then(|| {
         let stats = Arc::new(ConsumerStats::default());
         let workers =
             roles::checkout_workers(&s, ecommerce_checkout::payment::configured_gateway(&s.config), &stats);

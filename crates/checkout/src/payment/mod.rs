@@ -12,7 +12,7 @@ use ecommerce_platform::config::{Config, PaymentGatewayKind};
 
 /// The gateway `PAYMENT_GATEWAY` names.
 pub fn configured_gateway(config: &Config) -> Arc<dyn PaymentGateway> {
-    match config.payment_gateway {
+    match config.workers.payment_gateway {
         PaymentGatewayKind::Test => Arc::new(TestGateway),
     }
 }

@@ -172,9 +172,9 @@ pub async fn run(
     let spec = ConsumerSpec {
         name: CONSUMER.to_string(),
         topic: Topic::Replies,
-        concurrency: config.consumer_batches_in_flight,
-        max_batch: config.consumer_max_batch,
-        max_deliveries: config.max_deliveries,
+        concurrency: config.consumers.batches_in_flight,
+        max_batch: config.consumers.max_batch,
+        max_deliveries: config.broker.max_deliveries,
         metrics,
     };
     let consumer =
@@ -182,10 +182,10 @@ pub async fn run(
     let relay = tokio::spawn(ecommerce_platform::postgres::outbox::run_relay(
         pool.clone(),
         transport.clone(),
-        config.outbox_poll_interval,
+        config.outbox.poll_interval,
         shutdown.clone(),
     ));
-    let scan_every = config.timeout_scan_interval;
+    let scan_every = config.orchestrator.timeout_scan_interval;
     let scanner_shutdown = shutdown.clone();
     let scanner = tokio::spawn(
         async move {

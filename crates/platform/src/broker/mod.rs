@@ -13,6 +13,7 @@ pub mod nats;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 
+use crate::config::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,30 +119,39 @@ pub trait Transport: Send + Sync {
 
 pub async fn connect(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
     let transport = connect_broker(config).await?;
-    Ok(match config.chaos_duplicate {
+    Ok(match config.broker.chaos.duplicate {
         true => {
             tracing::warn!("CHAOS_DUPLICATE is on: every message is published twice, some out of order");
-            Arc::new(chaos::ChaosTransport::new(transport, config.chaos_reorder_max))
+            Arc::new(chaos::ChaosTransport::new(transport, config.broker.chaos.reorder_max))
         }
         false => transport,
     })
 }
 
 async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
-    match config.broker {
+    match config.broker.kind {
         #[cfg(feature = "nats")]
         BrokerKind::Nats => Ok(Arc::new(
-            nats::NatsTransport::connect(&config.nats_url, &config.broker_namespace, config.ack_wait).await?,
+            nats::NatsTransport::connect(
+                config.broker.nats_url.expose_secret(),
+                &config.broker.namespace,
+                config.broker.ack_wait,
+            )
+            .await?,
         )),
         #[cfg(feature = "rabbitmq")]
         BrokerKind::RabbitMq => Ok(Arc::new(
-            rabbitmq::RabbitTransport::connect(&config.rabbitmq_url, &config.broker_namespace).await?,
+            rabbitmq::RabbitTransport::connect(
+                config.broker.rabbitmq_url.expose_secret(),
+                &config.broker.namespace,
+            )
+            .await?,
         )),
         #[cfg(feature = "kafka")]
         BrokerKind::Kafka => Ok(Arc::new(
-            kafka::KafkaTransport::connect(&config.kafka_brokers, &config.broker_namespace).await?,
+            kafka::KafkaTransport::connect(&config.broker.kafka_brokers, &config.broker.namespace).await?,
         )),
-        BrokerKind::Memory => Ok(Arc::new(memory::MemoryTransport::connect(&config.broker_namespace))),
+        BrokerKind::Memory => Ok(Arc::new(memory::MemoryTransport::connect(&config.broker.namespace))),
         #[allow(unreachable_patterns)] // every broker compiled in
         other => Err(BrokerError::Connect(format!(
             "{other:?} is not compiled into this binary (cargo feature of ecommerce-platform)"

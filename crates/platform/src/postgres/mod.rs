@@ -3,6 +3,7 @@
 pub mod inbox;
 pub mod outbox;
 
+use crate::config::ExposeSecret;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
@@ -23,18 +24,18 @@ pub fn describe(url: &str) -> String {
 
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
+        .max_connections(config.postgres.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&config.database_url)
+        .connect(config.postgres.url.expose_secret())
         .await
 }
 
 /// Creates the database if it does not exist, then applies pending migrations.
 pub async fn migrate(config: &Config) -> Result<(), sqlx::Error> {
-    if !Postgres::database_exists(&config.database_url).await? {
-        Postgres::create_database(&config.database_url).await?;
+    if !Postgres::database_exists(config.postgres.url.expose_secret()).await? {
+        Postgres::create_database(config.postgres.url.expose_secret()).await?;
     }
-    let pool = PgPoolOptions::new().max_connections(1).connect(&config.database_url).await?;
+    let pool = PgPoolOptions::new().max_connections(1).connect(config.postgres.url.expose_secret()).await?;
     MIGRATOR.run(&pool).await?;
     pool.close().await;
     Ok(())

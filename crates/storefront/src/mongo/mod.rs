@@ -3,6 +3,7 @@
 pub mod carts;
 pub mod catalog;
 
+use ecommerce_platform::config::ExposeSecret;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 
@@ -18,11 +19,11 @@ pub struct Mongo {
 
 impl Mongo {
     pub async fn connect(config: &Config) -> Result<Self, mongodb::error::Error> {
-        let mut options = ClientOptions::parse(&config.mongo_url).await?;
+        let mut options = ClientOptions::parse(config.mongo.url.expose_secret()).await?;
         options.app_name = Some("ecommerce-saga".into());
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
         let client = Client::with_options(options)?;
-        let db = client.database(&config.mongo_database);
+        let db = client.database(&config.mongo.database);
         Ok(Mongo { client, db, products: Default::default() })
     }
 
