@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ecommerce-saga/target
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: services up migrate-up seed run-api run-worker run-orchestrator run-all test lint build schema loadgen bench
+.PHONY: services up migrate-up seed run-api run-worker run-orchestrator run-all test lint build schema sqlx loadgen bench
 
 services:          ## install/start PostgreSQL, NATS and the MongoDB-wire server
 	scripts/services.sh up
@@ -42,6 +42,9 @@ build:
 
 schema:            ## regenerate schema/schema.graphql from the code
 	cargo run -q --bin api -- print-schema > schema/schema.graphql
+
+sqlx:              ## regenerate .sqlx/ (compile-time checked queries) after changing a query! or a migration
+	scripts/sqlx-prepare.sh
 
 loadgen:           ## 1000 checkouts through the running API (see loadgen --help)
 	cargo run --release --bin loadgen -- --orders 1000

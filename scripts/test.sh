@@ -23,6 +23,8 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+echo "== .sqlx/ (compile-time checked queries) matches the queries and migrations"
+scripts/sqlx-prepare.sh --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (the fault-injection harness runs these binaries)"

@@ -47,20 +47,13 @@ pub async fn list(pool: &PgPool, user_id: Uuid, limit: i64) -> AppResult<Vec<Ord
 }
 
 pub async fn lines(pool: &PgPool, order_id: Uuid) -> AppResult<Vec<OrderLine>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as!(
+        OrderLine,
         "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+        order_id
     )
-    .bind(order_id)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| OrderLine {
-            sku: r.get("sku"),
-            quantity: r.get("quantity"),
-            unit_price_minor: r.get("unit_price_minor"),
-        })
-        .collect())
+    .await?)
 }
 
 /// The user's order placed with this idempotency key, if any.
@@ -114,14 +107,14 @@ pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppR
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
     let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_minor).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor)
          SELECT $1, n - 1, sku, q, p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)",
+        order_id,
+        &skus as &[&str],
+        &quantities,
+        &prices,
     )
-    .bind(order_id)
-    .bind(&skus)
-    .bind(&quantities)
-    .bind(&prices)
     .execute(&mut *tx)
     .await?;
     let start = machine::start(def);

@@ -2,7 +2,7 @@
 //! record. Every status change is a compare-and-set from the status the worker read, so two
 //! deliveries (or a void racing an authorization) cannot both win.
 
-use sqlx::{PgExecutor, Row};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::EnumIter)]
@@ -42,14 +42,14 @@ pub async fn insert_pending<'e>(
     amount_minor: i64,
     currency: &str,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
+    let r = sqlx::query!(
         "INSERT INTO payments (order_id, status, amount_minor, currency) VALUES ($1, $2, $3, $4)
          ON CONFLICT DO NOTHING",
+        order_id,
+        PaymentStatus::Pending.as_str(),
+        amount_minor,
+        currency,
     )
-    .bind(order_id)
-    .bind(PaymentStatus::Pending.as_str())
-    .bind(amount_minor)
-    .bind(currency)
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -58,32 +58,33 @@ pub async fn insert_pending<'e>(
 /// Leaves a VOIDED tombstone for an order with no payment yet, so an authorization arriving
 /// later is voided instead of kept; `false` when the order has a payment.
 pub async fn insert_void_tombstone<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
+    let r = sqlx::query!(
         "INSERT INTO payments (order_id, status, amount_minor, reason) VALUES ($1, $2, 0, 'voided before authorized')
          ON CONFLICT DO NOTHING",
+        order_id,
+        PaymentStatus::Voided.as_str(),
     )
-    .bind(order_id)
-    .bind(PaymentStatus::Voided.as_str())
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
 }
 
 pub async fn load<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT status, amount_minor, gateway_ref, reason FROM payments WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(db)
-            .await?;
+    let row = sqlx::query!(
+        "SELECT status, amount_minor, gateway_ref, reason FROM payments WHERE order_id = $1",
+        order_id
+    )
+    .fetch_optional(db)
+    .await?;
     row.map(|r| {
-        let status: String = r.try_get("status")?;
         Ok(Payment {
-            status: status
+            status: r
+                .status
                 .parse()
-                .map_err(|_| sqlx::Error::Decode(format!("unknown payment status {status}").into()))?,
-            amount_minor: r.try_get("amount_minor")?,
-            gateway_ref: r.try_get("gateway_ref")?,
-            reason: r.try_get("reason")?,
+                .map_err(|_| sqlx::Error::Decode(format!("unknown payment status {}", r.status).into()))?,
+            amount_minor: r.amount_minor,
+            gateway_ref: r.gateway_ref,
+            reason: r.reason,
         })
     })
     .transpose()
@@ -99,16 +100,16 @@ pub async fn transition<'e>(
     gateway_ref: Option<&str>,
     reason: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
+    let r = sqlx::query!(
         "UPDATE payments SET status = $3, gateway_ref = COALESCE($4, gateway_ref),
              reason = COALESCE($5, reason), updated_at = now()
          WHERE order_id = $1 AND status = $2",
+        order_id,
+        from.as_str(),
+        to.as_str(),
+        gateway_ref,
+        reason,
     )
-    .bind(order_id)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(gateway_ref)
-    .bind(reason)
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)

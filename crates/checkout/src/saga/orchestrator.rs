@@ -55,10 +55,7 @@ impl Orchestrator {
     pub async fn handle_replies(&self, batch: Vec<(Envelope, tracing::Span)>) -> Result<Vec<bool>, AppError> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<uuid::Uuid> = batch.iter().map(|(e, _)| e.message_id).collect();
-        let fresh = inbox::claim_many(&mut tx, CONSUMER, &ids).await?;
-        let mut seen = std::collections::HashSet::new();
-        let new: Vec<bool> =
-            batch.iter().map(|(e, _)| fresh.contains(&e.message_id) && seen.insert(e.message_id)).collect();
+        let new = inbox::claim_each(&mut tx, CONSUMER, &ids).await?;
         let mut saga_ids: Vec<uuid::Uuid> =
             batch.iter().zip(&new).filter(|(_, n)| **n).map(|((e, _), _)| e.saga_id).collect();
         saga_ids.sort();

@@ -3,7 +3,7 @@
 //! Idempotent twice over: the inbox drops a redelivered message, and the reservation row keyed by
 //! order id makes a retried command (new message id, same order) return the first outcome.
 
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tracing::{info, Instrument};
 
 use crate::saga::messages::{Body, Command, Envelope, Reply, ReplyKind, StockLine};
@@ -35,11 +35,7 @@ impl StockWorker {
     pub async fn handle_batch(&self, batch: Vec<(Envelope, tracing::Span)>) -> Result<Vec<bool>, AppError> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<uuid::Uuid> = batch.iter().map(|(e, _)| e.message_id).collect();
-        let fresh = inbox::claim_many(&mut tx, CONSUMER, &ids).await?;
-        // A message that appears twice in one batch (a redelivery racing its original) is new once.
-        let mut seen = std::collections::HashSet::new();
-        let new: Vec<bool> =
-            batch.iter().map(|(e, _)| fresh.contains(&e.message_id) && seen.insert(e.message_id)).collect();
+        let new = inbox::claim_each(&mut tx, CONSUMER, &ids).await?;
         let todo: Vec<&(Envelope, tracing::Span)> =
             batch.iter().zip(&new).filter(|(_, n)| **n).map(|(b, _)| b).collect();
         lock_stock(&mut tx, todo.iter().map(|(e, _)| e)).await?;
@@ -85,14 +81,14 @@ async fn lock_stock(
     if reserve.is_empty() && release.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "SELECT 1 FROM stock WHERE sku = ANY($1)
+    sqlx::query!(
+        "SELECT 1 AS locked FROM stock WHERE sku = ANY($1)
             OR sku IN (SELECT sku FROM stock_reservation_lines WHERE order_id = ANY($2))
          ORDER BY sku FOR UPDATE",
+        &reserve,
+        &release,
     )
-    .bind(&reserve)
-    .bind(&release)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
     Ok(())
 }
@@ -105,11 +101,13 @@ async fn existing(
     tx: &mut Transaction<'_, Postgres>,
     order_id: uuid::Uuid,
 ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    let row = sqlx::query("SELECT status, reason FROM stock_reservations WHERE order_id = $1 FOR UPDATE")
-        .bind(order_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map(|r| (r.get("status"), r.get("reason"))))
+    let row = sqlx::query!(
+        "SELECT status, reason FROM stock_reservations WHERE order_id = $1 FOR UPDATE",
+        order_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| (r.status, r.reason)))
 }
 
 async fn reserve(
@@ -117,10 +115,10 @@ async fn reserve(
     env: &Envelope,
     lines: &[StockLine],
 ) -> Result<Reply, AppError> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO stock_reservations (order_id, status) VALUES ($1, 'RESERVED') ON CONFLICT DO NOTHING",
+        env.order_id,
     )
-    .bind(env.order_id)
     .execute(&mut **tx)
     .await?
     .rows_affected()
@@ -141,23 +139,26 @@ async fn reserve(
     {
         let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
         for line in &lines {
-            let updated =
-                sqlx::query("UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2")
-                    .bind(&line.sku)
-                    .bind(line.quantity)
-                    .execute(&mut *sp)
-                    .await?
-                    .rows_affected();
+            let updated = sqlx::query!(
+                "UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2",
+                line.sku,
+                line.quantity,
+            )
+            .execute(&mut *sp)
+            .await?
+            .rows_affected();
             if updated == 0 {
                 short = Some(line.sku.clone());
                 break;
             }
-            sqlx::query("INSERT INTO stock_reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
-                .bind(env.order_id)
-                .bind(&line.sku)
-                .bind(line.quantity)
-                .execute(&mut *sp)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO stock_reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
+                env.order_id,
+                line.sku,
+                line.quantity,
+            )
+            .execute(&mut *sp)
+            .await?;
         }
         if short.is_some() {
             sp.rollback().await?;
@@ -172,10 +173,12 @@ async fn reserve(
         }
         Some(sku) => {
             let reason = format!("insufficient stock for {sku}");
-            sqlx::query("UPDATE stock_reservations SET status = 'REJECTED', reason = $2, updated_at = now() WHERE order_id = $1")
-                .bind(env.order_id)
-                .bind(&reason)
-                .execute(&mut **tx)
+            sqlx::query!(
+                "UPDATE stock_reservations SET status = 'REJECTED', reason = $2, updated_at = now() WHERE order_id = $1",
+                env.order_id,
+                reason,
+            )
+            .execute(&mut **tx)
                 .await?;
             info!(%reason, "stock rejected");
             reply(ReplyKind::StockRejected, Some(reason))
@@ -184,10 +187,10 @@ async fn reserve(
 }
 
 async fn release(tx: &mut Transaction<'_, Postgres>, env: &Envelope) -> Result<Reply, AppError> {
-    let tombstone = sqlx::query(
+    let tombstone = sqlx::query!(
         "INSERT INTO stock_reservations (order_id, status, reason) VALUES ($1, 'RELEASED', 'released before reserved') ON CONFLICT DO NOTHING",
+        env.order_id,
     )
-    .bind(env.order_id)
     .execute(&mut **tx)
     .await?
     .rows_affected()
@@ -195,16 +198,18 @@ async fn release(tx: &mut Transaction<'_, Postgres>, env: &Envelope) -> Result<R
     if !tombstone {
         if let Some((status, _)) = existing(tx, env.order_id).await? {
             if status == "RESERVED" {
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE stock s SET available = s.available + l.quantity
                      FROM stock_reservation_lines l WHERE l.order_id = $1 AND l.sku = s.sku",
+                    env.order_id,
                 )
-                .bind(env.order_id)
                 .execute(&mut **tx)
                 .await?;
-                sqlx::query("UPDATE stock_reservations SET status = 'RELEASED', updated_at = now() WHERE order_id = $1")
-                    .bind(env.order_id)
-                    .execute(&mut **tx)
+                sqlx::query!(
+                    "UPDATE stock_reservations SET status = 'RELEASED', updated_at = now() WHERE order_id = $1",
+                    env.order_id,
+                )
+                .execute(&mut **tx)
                     .await?;
                 info!("stock released");
             }
