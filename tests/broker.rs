@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ecommerce_core::saga::messages::{Body, Command, Envelope};
-use ecommerce_platform::broker::consumer::{self, Handler};
 use ecommerce_platform::broker::{self, Topic, Transport};
 use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::consumer::{self, Handler};
 use ecommerce_platform::error::AppError;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;

@@ -285,7 +285,7 @@ async fn prepare(kind: BrokerKind) -> (String, Config, Stores, PathBuf, PgConnec
     let products: Vec<_> = SKUS
         .iter()
         .map(|(sku, stock)| {
-            let p = ecommerce_storefront::catalog::Product {
+            let p = ecommerce_core::catalog::Product {
                 sku: sku.to_string(),
                 name: sku.to_string(),
                 price: ecommerce_core::domain::Money::new(1_000, "USD").expect("valid money"),

@@ -1,11 +1,11 @@
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Object, Result};
 
+use ecommerce_core::cart::Cart;
+use ecommerce_core::catalog::Product;
 use ecommerce_core::domain::{Money, Quantity, Sku};
 use ecommerce_platform::error::AppError;
 use ecommerce_storefront::cart::service::{self, Change};
-use ecommerce_storefront::cart::Cart;
-use ecommerce_storefront::catalog::Product;
 use ecommerce_storefront::mongo::carts;
 
 use super::catalog::ProductGql;

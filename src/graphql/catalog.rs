@@ -1,9 +1,9 @@
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Object, Result};
 
+use ecommerce_core::catalog::Product;
 use ecommerce_core::domain::Sku;
 use ecommerce_platform::error::AppError;
-use ecommerce_storefront::catalog::Product;
 use ecommerce_storefront::mongo::catalog;
 
 use super::context::state;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 use sqlx::PgPool;
 
-use ecommerce_storefront::catalog::Product;
+use ecommerce_core::catalog::Product;
 use ecommerce_storefront::mongo::{catalog, Mongo};
 
 pub struct ProductLoader {

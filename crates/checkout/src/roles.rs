@@ -8,11 +8,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use ecommerce_platform::broker::consumer::{
-    self, counted, counted_batch, BatchHandler, ConsumerSpec, Handler,
-};
 use ecommerce_platform::broker::{self, BrokerError, Topic, Transport};
 use ecommerce_platform::config::{redact_url, BrokerKind, Config};
+use ecommerce_platform::consumer::{self, counted, counted_batch, BatchHandler, ConsumerSpec, Handler};
 use ecommerce_platform::metrics::{ConsumerStats, Metrics};
 
 use crate::payment::worker::{self as payment_worker, PaymentWorker};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use ecommerce_checkout::payment::PaymentGateway;
 use ecommerce_checkout::roles::{self, Services, Worker};
-use ecommerce_platform::broker::consumer::counted;
 use ecommerce_platform::broker::Topic;
+use ecommerce_platform::consumer::counted;
 use ecommerce_platform::metrics::ConsumerStats;
 use tokio_util::sync::CancellationToken;
 

@@ -4,7 +4,6 @@
 //! handled by the consumers' inbox, not by the broker.
 
 pub mod chaos;
-pub mod consumer;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;

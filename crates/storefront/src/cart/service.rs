@@ -2,8 +2,8 @@
 
 use uuid::Uuid;
 
-use super::Cart;
 use crate::mongo::{carts, catalog, Mongo};
+use ecommerce_core::cart::Cart;
 use ecommerce_core::domain::{Quantity, Sku};
 use ecommerce_platform::error::{AppError, AppResult};
 

@@ -2,8 +2,8 @@
 
 use sqlx::PgPool;
 
-use super::Product;
 use crate::mongo::{catalog, Mongo};
+use ecommerce_core::catalog::Product;
 use ecommerce_core::domain::Money;
 use ecommerce_platform::error::AppError;
 

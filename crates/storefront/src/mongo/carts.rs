@@ -5,7 +5,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use uuid::Uuid;
 
 use super::Mongo;
-use crate::cart::{Cart, CartItem};
+use ecommerce_core::cart::{Cart, CartItem};
 
 const COLLECTION: &str = "carts";
 

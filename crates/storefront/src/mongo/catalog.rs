@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
 use super::Mongo;
-use crate::catalog::Product;
+use ecommerce_core::catalog::Product;
 use ecommerce_core::domain::Money;
 
 const COLLECTION: &str = "products";

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info_span, warn, Instrument};
 
-use super::{Delivery, Topic, Transport};
+use crate::broker::{Delivery, Topic, Transport};
 use crate::error::AppError;
 use crate::metrics::{ConsumerStats, Metrics};
 use crate::telemetry::TraceParent;
