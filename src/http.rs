@@ -12,7 +12,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
 use crate::graphql::error::ensure_codes;
@@ -35,7 +38,7 @@ pub fn router(state: HttpState) -> Router {
     if state.api.config.api.graphql.playground {
         router = router.merge(crate::playground::routes());
     }
-    router
+    let mut router = router
         .route("/graphql", post(graphql))
         .route("/graphql/ws", get(subscriptions))
         .route("/.well-known/jwks.json", get(jwks))
@@ -45,8 +48,41 @@ pub fn router(state: HttpState) -> Router {
         .merge(crate::monitor::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
-        .layer(axum::middleware::from_fn_with_state(limit, refuse_oversized_bodies))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(limit, refuse_oversized_bodies));
+    if state.api.config.api.compression {
+        // Bodies under 32 bytes (and a websocket's `101`) stay as they are.
+        router = router.layer(CompressionLayer::new());
+    }
+    // A span per request (`tower_http=debug` shows them); GraphQL requests get their own below.
+    router = router.layer(TraceLayer::new_for_http());
+    if let Some(cors) = cors(&state.api.config.api.cors_allowed_origins) {
+        // Outermost, so preflights and refusals (413, 429) carry the CORS headers too.
+        router = router.layer(cors);
+    }
+    router.with_state(state)
+}
+
+/// The CORS policy for `origins` (see `CORS_ALLOWED_ORIGINS`); `None` when there are none.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse::<header::HeaderValue>().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static(ecommerce_platform::broker::TRACEPARENT),
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 /// How much of an oversized body is read (and thrown away) before it is answered, and for how long.
@@ -167,12 +203,7 @@ async fn graphql(
     headers: HeaderMap,
     req: GraphQLBatchRequest,
 ) -> GraphQLResponse {
-    let started = std::time::Instant::now();
     let batch = req.into_inner();
-    let operation = match &batch {
-        BatchRequest::Single(r) => operation_name(r.operation_name.as_deref(), &r.query).map(str::to_string),
-        BatchRequest::Batch(_) => Some("batch".to_string()),
-    };
     if let BatchRequest::Batch(requests) = &batch {
         let max = s.api.config.api.graphql.max_batch;
         if requests.len() > max {
@@ -206,25 +237,7 @@ async fn graphql(
         BatchResponse::Single(r) => ensure_codes(&mut r.errors),
         BatchResponse::Batch(rs) => rs.iter_mut().for_each(|r| ensure_codes(&mut r.errors)),
     }
-    s.metrics.observe_graphql(operation.as_deref(), started.elapsed().as_secs_f64());
     resp.into()
-}
-
-/// The operation's name: the request's `operationName`, else the name written in the document
-/// (`query MyOrders { ... }`), else `None`.
-pub fn operation_name<'a>(explicit: Option<&'a str>, query: &'a str) -> Option<&'a str> {
-    if explicit.is_some() {
-        return explicit;
-    }
-    let rest = query.trim_start();
-    let kind = ["query", "mutation", "subscription"].into_iter().find(|k| rest.starts_with(k))?;
-    let after = &rest[kind.len()..];
-    let name_start = after.trim_start();
-    if name_start.len() == after.len() {
-        return None; // e.g. `queryX`, not the keyword
-    }
-    let end = name_start.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(name_start.len());
-    (end > 0).then(|| &name_start[..end])
 }
 
 /// Prometheus metrics (OpenMetrics text).
@@ -299,7 +312,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{forwarded_client, operation_name};
+    use super::forwarded_client;
 
     fn ip(s: &str) -> Option<std::net::IpAddr> {
         Some(s.parse().unwrap())
@@ -323,15 +336,5 @@ mod tests {
         assert_eq!(forwarded_client(["203.0.113.7"].into_iter(), 2), None);
         assert_eq!(forwarded_client(std::iter::empty(), 1), None);
         assert_eq!(forwarded_client(["1.2.3.4, not-an-address"].into_iter(), 1), None);
-    }
-
-    #[test]
-    fn operation_names_come_from_the_request_or_the_document() {
-        assert_eq!(operation_name(Some("Given"), "query Other { me { id } }"), Some("Given"));
-        assert_eq!(operation_name(None, "  query MyOrders { orders { id } }"), Some("MyOrders"));
-        assert_eq!(operation_name(None, "mutation Place($k: String!) { x }"), Some("Place"));
-        assert_eq!(operation_name(None, "{ me { id } }"), None);
-        assert_eq!(operation_name(None, "query { me { id } }"), None);
-        assert_eq!(operation_name(None, "queryX { me }"), None);
     }
 }

@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters,
+    OctetKeyPairType, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -19,9 +24,6 @@ use uuid::Uuid;
 
 use super::Role;
 
-/// PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] =
-    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 /// Clock skew tolerated on `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 30;
 /// How stale the in-memory key set may get before it is re-read.
@@ -91,6 +93,33 @@ pub struct KeyRing {
 fn public_x(seed: &[u8; 32]) -> String {
     let signing = ed25519_dalek::SigningKey::from_bytes(seed);
     URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes())
+}
+
+/// The private key as jsonwebtoken takes it: PKCS#8 DER, written by ed25519-dalek.
+fn encoding_key(seed: &[u8]) -> Result<EncodingKey, KeyError> {
+    let seed: &[u8; 32] =
+        seed.try_into().map_err(|_| KeyError::Signing("a signing key is not 32 bytes".into()))?;
+    let der = ed25519_dalek::SigningKey::from_bytes(seed)
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Signing(e.to_string()))?;
+    Ok(EncodingKey::from_ed_der(der.as_bytes()))
+}
+
+/// A verifying key as a JWK (RFC 8037: `OKP`, `Ed25519`).
+fn jwk(kid: &str, x: &str) -> Jwk {
+    Jwk {
+        common: CommonParameters {
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_algorithm: Some(KeyAlgorithm::EdDSA),
+            key_id: Some(kid.to_string()),
+            ..Default::default()
+        },
+        algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: x.to_string(),
+        }),
+    }
 }
 
 fn now() -> u64 {
@@ -201,9 +230,7 @@ impl KeyRing {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
-        let mut der = ED25519_PKCS8_PREFIX.to_vec();
-        der.extend_from_slice(&key.seed);
-        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der))
+        let token = jsonwebtoken::encode(&header, &claims, &encoding_key(&key.seed)?)
             .map_err(|e| KeyError::Signing(e.to_string()))?;
         Ok((token, claims.exp))
     }
@@ -244,15 +271,10 @@ impl KeyRing {
     }
 
     /// The public keys that currently verify, as a JWK Set (RFC 7517).
-    pub async fn jwks(&self) -> Result<serde_json::Value, sqlx::Error> {
+    pub async fn jwks(&self) -> Result<JwkSet, sqlx::Error> {
         self.refresh_if_stale(false).await?;
         let loaded = self.loaded.read().await;
-        let keys: Vec<_> = loaded
-            .keys
-            .iter()
-            .map(|k| serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": k.x, "kid": k.kid, "alg": "EdDSA", "use": "sig" }))
-            .collect();
-        Ok(serde_json::json!({ "keys": keys }))
+        Ok(JwkSet { keys: loaded.keys.iter().map(|k| jwk(&k.kid, &k.x)).collect() })
     }
 }
 
@@ -261,21 +283,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pkcs8_prefix_and_public_key_match_dalek() {
+    fn dalek_keys_sign_what_the_published_jwk_verifies() {
         let seed = [7u8; 32];
-        let mut der = ED25519_PKCS8_PREFIX.to_vec();
-        der.extend_from_slice(&seed);
-        assert_eq!(der.len(), 48);
         let claims = serde_json::json!({ "sub": "x", "exp": now() + 60 });
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some("t".into());
-        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap();
-        let key = DecodingKey::from_ed_components(&public_x(&seed)).unwrap();
+        let token = jsonwebtoken::encode(&header, &claims, &encoding_key(&seed).unwrap()).unwrap();
+        let published = jwk("t", &public_x(&seed));
+        assert_eq!(
+            serde_json::to_value(&published).unwrap(),
+            serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": public_x(&seed), "kid": "t", "alg": "EdDSA", "use": "sig" })
+        );
+        let key = DecodingKey::from_jwk(&published).unwrap();
         let mut v = Validation::new(Algorithm::EdDSA);
         v.required_spec_claims.clear();
         v.validate_aud = false;
         assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v).is_ok());
-        let other = DecodingKey::from_ed_components(&public_x(&[8u8; 32])).unwrap();
+        let other = DecodingKey::from_jwk(&jwk("o", &public_x(&[8u8; 32]))).unwrap();
         assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &other, &v).is_err());
+        assert!(encoding_key(&[1u8; 31]).is_err(), "a seed of the wrong length is refused");
     }
 }

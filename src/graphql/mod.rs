@@ -10,6 +10,7 @@ pub mod error;
 pub mod introspection;
 pub mod limits;
 pub mod loader;
+pub mod metrics;
 pub mod order;
 pub mod saga;
 pub mod types;
@@ -53,6 +54,7 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
     }
     if let Some(state) = state {
         builder = builder
+            .extension(metrics::OperationMetrics(state.metrics.clone()))
             .data(DataLoader::new(ProductLoader { mongo: state.mongo.clone() }, tokio::spawn))
             .data(DataLoader::new(StockLoader { pool: state.pool.clone() }, tokio::spawn))
             .data(state);

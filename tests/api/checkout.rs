@@ -237,12 +237,22 @@ async fn metrics_report_requests_sagas_and_outbox_lag() {
     app.wait_terminal(&buyer, &id).await;
     let named = app.gql(Some(&buyer.token), "query MyOrders { orders { id } }", json!({})).await;
     assert!(named.get("errors").is_none(), "{named}");
+    // Names the engine resolves, where the document's text does not start with them.
+    for doc in [
+        "# the orders page\nquery CommentedFirst { orders { id } }",
+        "fragment O on Order { id } query FragmentFirst { orders { ...O } }",
+    ] {
+        let r = app.gql(Some(&buyer.token), doc, json!({})).await;
+        assert!(r.get("errors").is_none(), "{r}");
+    }
 
     let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     for expected in [
         "ecommerce_saga_graphql_request_duration_seconds_count{operation=\"MyOrders\"} 1",
+        "ecommerce_saga_graphql_request_duration_seconds_count{operation=\"CommentedFirst\"} 1",
+        "ecommerce_saga_graphql_request_duration_seconds_count{operation=\"FragmentFirst\"} 1",
         "ecommerce_saga_graphql_request_duration_seconds_count{operation=\"anonymous\"}",
         "ecommerce_saga_sagas{status=\"COMPENSATED\",reason=\"PAYMENT_DECLINED\"} 1",
         "ecommerce_saga_outbox_pending ",

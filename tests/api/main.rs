@@ -8,6 +8,7 @@ mod checkout;
 mod contention;
 mod fuzz;
 mod helpers;
+mod http;
 mod idempotency;
 mod limits;
 mod loadgen;

@@ -150,6 +150,11 @@ pub struct ApiConfig {
     pub trusted_proxy_hops: usize,
     pub graphql: GraphqlConfig,
     pub http_body_limit: usize,
+    /// Origins a browser may call the API from (CORS); empty: the API's own origin only, `*`:
+    /// any (tokens travel in the `Authorization` header, never in cookies).
+    pub cors_allowed_origins: Vec<String>,
+    /// gzip for responses when the client accepts it.
+    pub compression: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -258,6 +263,29 @@ fn steps(value: &str) -> Result<Vec<String>, ConfigError> {
             why: format!("unknown step {bad}; steps are {}", known.join(", ")),
         }),
         None => Ok(names),
+    }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: comma-separated origins (`https://shop.example.com`, with a port when
+/// it is not the scheme's), or `*`.
+fn origins(value: &str) -> Result<Vec<String>, ConfigError> {
+    let origins: Vec<String> =
+        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let valid = |o: &str| {
+        o == "*"
+            || ["http://", "https://"].iter().any(|scheme| {
+                o.strip_prefix(scheme).is_some_and(|host| {
+                    !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+                })
+            })
+    };
+    match origins.iter().find(|o| !valid(o)) {
+        Some(bad) => Err(ConfigError {
+            name: "CORS_ALLOWED_ORIGINS",
+            value: value.to_string(),
+            why: format!("{bad} is not an origin: scheme://host[:port] without a path, or *"),
+        }),
+        None => Ok(origins),
     }
 }
 
@@ -393,6 +421,8 @@ impl Config {
                     playground: src.parse("GRAPHQL_PLAYGROUND", dev_default)?,
                 },
                 http_body_limit: src.parse("HTTP_BODY_LIMIT_BYTES", "65536")?,
+                cors_allowed_origins: origins(&var("CORS_ALLOWED_ORIGINS", ""))?,
+                compression: src.parse("HTTP_COMPRESSION", "true")?,
             },
             orchestrator: OrchestratorConfig {
                 metrics_addr: src.addr_or_off("ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:9101")?,
@@ -476,6 +506,16 @@ mod tests {
         assert!(e.why.contains("TRUSTED_PROXY_HOPS"), "{}", e.why);
         assert_eq!(config(&[("TRUST_FORWARDED_FOR", "false")]).unwrap().api.trusted_proxy_hops, 0);
         assert_eq!(config(&[("PAYMENT_GATEWAY", "cash")]).unwrap_err().name, "PAYMENT_GATEWAY");
+        for bad in ["shop.example.com", "https://shop.example.com/", "https://", "ftp://x"] {
+            assert_eq!(
+                config(&[("CORS_ALLOWED_ORIGINS", bad)]).unwrap_err().name,
+                "CORS_ALLOWED_ORIGINS",
+                "{bad}"
+            );
+        }
+        let cors =
+            config(&[("CORS_ALLOWED_ORIGINS", "https://shop.example.com, http://localhost:5173")]).unwrap();
+        assert_eq!(cors.api.cors_allowed_origins, ["https://shop.example.com", "http://localhost:5173"]);
         let e = config(&[("SAGA_NEEDS_ATTENTION_STEPS", "CAPTURE_PAYMENT, SHIP_PARCEL")]).unwrap_err();
         assert_eq!(e.name, "SAGA_NEEDS_ATTENTION_STEPS");
         assert!(e.why.contains("RESERVE_STOCK, AUTHORIZE_PAYMENT, CAPTURE_PAYMENT"), "{}", e.why);

@@ -69,9 +69,10 @@ where
     })
 }
 
+/// How long a failed message waits before it is delivered again.
 fn backoff(delivery_count: u64) -> Duration {
-    let exp = delivery_count.min(7) as u32;
-    Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(10))
+    let attempt = u32::try_from(delivery_count).unwrap_or(u32::MAX);
+    crate::retry::delay(attempt, Duration::from_millis(100), Duration::from_secs(10))
 }
 
 /// How a consumer treats failures, and where it reports.
@@ -269,7 +270,7 @@ async fn run_with(
             Ok(d) => d,
             Err(e) => {
                 failures += 1;
-                let wait = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                let wait = crate::retry::delay(failures, Duration::from_millis(200), Duration::from_secs(6));
                 warn!(%consumer, ?topic, error = %e, ?wait, "subscribe failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -8,4 +8,5 @@ pub mod consumer;
 pub mod error;
 pub mod metrics;
 pub mod postgres;
+pub mod retry;
 pub mod telemetry;

@@ -219,7 +219,7 @@ pub async fn run_relay(
             }
             Err(e) => {
                 failures += 1;
-                let wait = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                let wait = crate::retry::delay(failures, Duration::from_millis(100), Duration::from_secs(6));
                 warn!(error = %e, ?wait, "outbox relay failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
