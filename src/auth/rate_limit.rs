@@ -2,6 +2,10 @@
 //!
 //! One upsert per attempt: the row's window restarts when it has passed, otherwise its count goes
 //! up. An attempt over the limit is refused with the seconds until the window ends.
+//!
+//! Kept by hand: the rate-limiting crates (governor, tower_governor) count in one process's
+//! memory, so each API replica would grant the full budget; this one is shared through the
+//! database the replicas already have.
 
 use std::time::Duration;
 

@@ -208,6 +208,8 @@ pub fn check(doc: &ExecutableDocument, limits: &DocumentLimits) -> Result<Shape,
     Ok(shape)
 }
 
+// Kept by hand: async-graphql limits depth, complexity, recursion and directives, not the number
+// of aliases (graphql-js has no such rule either).
 /// Aliased fields in every operation and fragment of `doc`, each counted where it is written.
 pub fn count_aliases(doc: &ExecutableDocument) -> usize {
     fn walk(set: &SelectionSet) -> usize {

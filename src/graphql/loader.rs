@@ -1,12 +1,17 @@
-//! DataLoaders: order lines and cart items resolve their products in one query per request batch.
+//! DataLoaders: what a page of objects asks of each of them is read in one query per request
+//! batch: products and stock levels of order lines and cart items, and the lines, saga and saga
+//! events of a page of orders.
 
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
 use sqlx::PgPool;
 
+use ecommerce_checkout::order::{service, OrderLine};
+use ecommerce_checkout::saga::store::{self, SagaEventRow, SagaSummary};
 use ecommerce_core::catalog::Product;
 use ecommerce_storefront::mongo::{catalog, Mongo};
+use uuid::Uuid;
 
 pub struct ProductLoader {
     pub mongo: Mongo,
@@ -34,5 +39,56 @@ impl Loader<String> for StockLoader {
         let levels =
             ecommerce_checkout::stock::levels(&self.pool, keys).await.map_err(std::sync::Arc::new)?;
         Ok(levels.into_iter().collect())
+    }
+}
+
+/// An order's lines, by order id.
+pub struct OrderLinesLoader {
+    pub pool: PgPool,
+}
+
+impl Loader<Uuid> for OrderLinesLoader {
+    type Value = Vec<OrderLine>;
+    type Error = std::sync::Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<OrderLine>>, Self::Error> {
+        let mut by_order: HashMap<Uuid, Vec<OrderLine>> = HashMap::new();
+        for (order_id, line) in service::lines_of(&self.pool, keys).await.map_err(std::sync::Arc::new)? {
+            by_order.entry(order_id).or_default().push(line);
+        }
+        Ok(by_order)
+    }
+}
+
+/// An order's saga, by order id.
+pub struct SagaByOrderLoader {
+    pub pool: PgPool,
+}
+
+impl Loader<Uuid> for SagaByOrderLoader {
+    type Value = SagaSummary;
+    type Error = std::sync::Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, SagaSummary>, Self::Error> {
+        let sagas = store::summaries_by_orders(&self.pool, keys).await.map_err(std::sync::Arc::new)?;
+        Ok(sagas.into_iter().map(|s| (s.order_id, s)).collect())
+    }
+}
+
+/// A saga's events in order, by saga id.
+pub struct SagaEventsLoader {
+    pub pool: PgPool,
+}
+
+impl Loader<Uuid> for SagaEventsLoader {
+    type Value = Vec<SagaEventRow>;
+    type Error = std::sync::Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<SagaEventRow>>, Self::Error> {
+        let mut by_saga: HashMap<Uuid, Vec<SagaEventRow>> = HashMap::new();
+        for event in store::events_of(&self.pool, keys).await.map_err(std::sync::Arc::new)? {
+            by_saga.entry(event.saga_id).or_default().push(event);
+        }
+        Ok(by_saga)
     }
 }

@@ -21,7 +21,7 @@ use async_graphql::{MergedObject, MergedSubscription, Schema};
 use ecommerce_platform::config::Config;
 
 pub use context::{ApiState, Caller, ClientAddr, TraceId};
-use loader::{ProductLoader, StockLoader};
+use loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader, SagaEventsLoader, StockLoader};
 
 #[derive(MergedObject, Default)]
 pub struct Query(auth::AuthQuery, catalog::CatalogQuery, cart::CartQuery, order::OrderQuery, saga::SagaQuery);
@@ -57,6 +57,9 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
             .extension(metrics::OperationMetrics(state.metrics.clone()))
             .data(DataLoader::new(ProductLoader { mongo: state.mongo.clone() }, tokio::spawn))
             .data(DataLoader::new(StockLoader { pool: state.pool.clone() }, tokio::spawn))
+            .data(DataLoader::new(OrderLinesLoader { pool: state.pool.clone() }, tokio::spawn))
+            .data(DataLoader::new(SagaByOrderLoader { pool: state.pool.clone() }, tokio::spawn))
+            .data(DataLoader::new(SagaEventsLoader { pool: state.pool.clone() }, tokio::spawn))
             .data(state);
     }
     builder.finish()

@@ -10,7 +10,7 @@ use ecommerce_platform::error::AppError;
 
 use super::catalog::ProductGql;
 use super::context::{state, trace_id, user};
-use super::loader::ProductLoader;
+use super::loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader};
 use super::saga::{SagaEventGql, SagaGql};
 use super::types::{MoneyGql, OrderStatusGql};
 
@@ -64,12 +64,23 @@ impl OrderGql {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    // Batched: a page of orders reads all their lines in one query.
     async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<OrderLineGql>> {
-        let lines = service::lines(&state(ctx).pool, self.0.id).await?;
+        let lines = ctx
+            .data_unchecked::<DataLoader<OrderLinesLoader>>()
+            .load_one(self.0.id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .unwrap_or_default();
         Ok(lines.into_iter().map(|l| OrderLineGql(l, self.0.currency.clone())).collect())
     }
+    // Batched: a page of orders reads all their sagas in one query.
     async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
-        let s = store::summary_by_order(&state(ctx).pool, self.0.id).await.map_err(AppError::from)?;
+        let s = ctx
+            .data_unchecked::<DataLoader<SagaByOrderLoader>>()
+            .load_one(self.0.id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(s.map(SagaGql))
     }
 }

@@ -14,7 +14,9 @@ use ecommerce_checkout::saga::{definition, SagaDefinition, SagaStatus};
 use ecommerce_platform::error::AppError;
 
 use super::context::{operator, state, OperatorOnly};
+use super::loader::SagaEventsLoader;
 use super::types::OrderStatusGql;
+use async_graphql::dataloader::DataLoader;
 
 /// One entry of a saga's history.
 #[derive(SimpleObject)]
@@ -101,8 +103,14 @@ impl SagaGql {
         Ok(entries.into_iter().map(AuditEntryGql).collect())
     }
     /// The step history, oldest first.
+    // Batched: a page of sagas reads all their events in one query.
     async fn events(&self, ctx: &Context<'_>) -> Result<Vec<SagaEventGql>> {
-        let events = store::events_after(&state(ctx).pool, self.0.id, 0).await.map_err(AppError::from)?;
+        let events = ctx
+            .data_unchecked::<DataLoader<SagaEventsLoader>>()
+            .load_one(self.0.id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .unwrap_or_default();
         Ok(events.into_iter().map(Into::into).collect())
     }
 }

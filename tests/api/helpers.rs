@@ -9,7 +9,7 @@ use ecommerce_checkout::payment::TestGateway;
 use ecommerce_checkout::roles::{self, Services};
 use ecommerce_core::saga::messages::{Body, Command, DomainEvent, Envelope};
 use ecommerce_platform::broker::Topic;
-use ecommerce_platform::config::Config;
+use ecommerce_platform::config::{Config, ExposeSecret};
 use ecommerce_platform::metrics::ConsumerStats;
 use ecommerce_saga::app;
 use ecommerce_storefront::catalog::seed;
@@ -35,6 +35,9 @@ pub struct TestApp {
     pub stats: Arc<ConsumerStats>,
     /// Counts of the orchestrator's reply consumer.
     pub orchestrator_stats: Arc<ConsumerStats>,
+    /// Connections the API took from its pool: one per query outside a transaction, one per
+    /// transaction.
+    pub api_queries: Arc<std::sync::atomic::AtomicU64>,
     name: String,
     config: Config,
     shutdown: CancellationToken,
@@ -94,7 +97,19 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     ecommerce_platform::postgres::migrate(&config).await.expect("migrate");
 
     // Each role gets its own connections: they share only the stores and the broker.
-    let api = Services::connect(config.clone()).await.expect("api services");
+    let mut api = Services::connect(config.clone()).await.expect("api services");
+    // The API's pool counts what it hands out (tests/api/dataloader.rs reads it).
+    let api_queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = api_queries.clone();
+    api.pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(config.postgres.max_connections)
+        .before_acquire(move |_, _| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(true) })
+        })
+        .connect(config.postgres.url.expose_secret())
+        .await
+        .expect("api pool");
     let orch = Services::connect(config.clone()).await.expect("orchestrator services");
     let workers = Services::connect(config.clone()).await.expect("worker services");
     let api_mongo = Mongo::open(&config).await.expect("api MongoDB");
@@ -126,6 +141,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         http: reqwest::Client::new(),
         services: api,
         mongo: api_mongo,
+        api_queries,
         stats,
         orchestrator_stats,
         name,

@@ -6,6 +6,7 @@ mod auth;
 mod cart;
 mod checkout;
 mod contention;
+mod dataloader;
 mod fuzz;
 mod helpers;
 mod http;

@@ -46,14 +46,22 @@ pub async fn list(pool: &PgPool, user_id: Uuid, limit: i64) -> AppResult<Vec<Ord
     Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
 }
 
-pub async fn lines(pool: &PgPool, order_id: Uuid) -> AppResult<Vec<OrderLine>> {
-    Ok(sqlx::query_as!(
-        OrderLine,
-        "SELECT sku, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY line_no",
-        order_id
+/// The lines of `order_ids`, each order's in line order, in one query (a page of orders with
+/// their lines).
+pub async fn lines_of(pool: &PgPool, order_ids: &[Uuid]) -> Result<Vec<(Uuid, OrderLine)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT order_id, sku, quantity, unit_price_minor FROM order_lines WHERE order_id = ANY($1)
+         ORDER BY order_id, line_no",
+        order_ids
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (r.order_id, OrderLine { sku: r.sku, quantity: r.quantity, unit_price_minor: r.unit_price_minor })
+        })
+        .collect())
 }
 
 /// The user's order placed with this idempotency key, if any.

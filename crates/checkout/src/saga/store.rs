@@ -372,30 +372,48 @@ impl Writes {
     }
 }
 
+fn row_to_event(r: &sqlx::postgres::PgRow) -> Result<SagaEventRow, sqlx::Error> {
+    Ok(SagaEventRow {
+        saga_id: r.try_get("saga_id")?,
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        detail: r.try_get("detail")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
 /// A saga's history after `after_seq`, in order.
 pub async fn events_after<'e>(
     db: impl PgExecutor<'e>,
     saga_id: Uuid,
     after_seq: i32,
 ) -> Result<Vec<SagaEventRow>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query(
         "SELECT saga_id, seq, kind, detail, created_at FROM saga_events WHERE saga_id = $1 AND seq > $2 ORDER BY seq",
     )
     .bind(saga_id)
     .bind(after_seq)
     .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SagaEventRow {
-                saga_id: r.try_get("saga_id")?,
-                seq: r.try_get("seq")?,
-                kind: r.try_get("kind")?,
-                detail: r.try_get("detail")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    .await?
+    .iter()
+    .map(row_to_event)
+    .collect()
+}
+
+/// The histories of `saga_ids`, each in order, in one query (a page of sagas with their events).
+pub async fn events_of<'e>(
+    db: impl PgExecutor<'e>,
+    saga_ids: &[Uuid],
+) -> Result<Vec<SagaEventRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT saga_id, seq, kind, detail, created_at FROM saga_events WHERE saga_id = ANY($1) ORDER BY saga_id, seq",
+    )
+    .bind(saga_ids)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(row_to_event)
+    .collect()
 }
 
 /// A saga as operators and order owners see it, without its payload.
@@ -441,6 +459,15 @@ pub async fn summary_by_order<'e>(
 ) -> Result<Option<SagaSummary>, sqlx::Error> {
     let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE order_id = $1");
     sqlx::query(&sql).bind(order_id).fetch_optional(db).await?.as_ref().map(row_to_summary).transpose()
+}
+
+/// The sagas of `order_ids` (an order has one), in one query.
+pub async fn summaries_by_orders<'e>(
+    db: impl PgExecutor<'e>,
+    order_ids: &[Uuid],
+) -> Result<Vec<SagaSummary>, sqlx::Error> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE order_id = ANY($1)");
+    sqlx::query(&sql).bind(order_ids).fetch_all(db).await?.iter().map(row_to_summary).collect()
 }
 
 pub async fn summary<'e>(db: impl PgExecutor<'e>, saga_id: Uuid) -> Result<Option<SagaSummary>, sqlx::Error> {

@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, TRACEPARENT};
+
+/// How long a starting process waits for JetStream to create (or find) its stream.
+const STREAM_PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct NatsTransport {
     client: async_nats::Client,
@@ -28,16 +32,36 @@ impl NatsTransport {
             .map_err(|e| BrokerError::Connect(format!("NATS at {url}: {e}")))?;
         let js = jetstream::new(client.clone());
         let stream = namespace.to_string();
-        js.get_or_create_stream(stream::Config {
+        let config = stream::Config {
             name: stream.clone(),
             subjects: vec![format!("{stream}.>")],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             max_age: Duration::from_secs(7 * 24 * 3600),
             ..Default::default()
-        })
-        .await
-        .map_err(|e| BrokerError::Connect(format!("JetStream stream {stream}: {e}")))?;
+        };
+        // JetStream answers late while it starts, recovers or is busy (a server just restarted,
+        // many streams created at once): a process starting then waits for it rather than exit.
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable
+                    ) && started.elapsed() < STREAM_PATIENCE =>
+                {
+                    attempt += 1;
+                    let wait =
+                        crate::retry::delay(attempt, Duration::from_millis(200), Duration::from_secs(5));
+                    tracing::warn!(%stream, error = %e, ?wait, "JetStream not answering yet; asking again");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(BrokerError::Connect(format!("JetStream stream {stream}: {e}"))),
+            }
+        }
         Ok(Self { client, js, stream, ack_wait })
     }
 
