@@ -34,13 +34,7 @@ pub async fn run_api(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
-    let keys = KeyRing::load(
-        s.pool.clone(),
-        s.config.api.auth.jwt_issuer.clone(),
-        s.config.api.auth.jwt_audience.clone(),
-        s.config.api.auth.access_token_ttl,
-    )
-    .await?;
+    let keys = KeyRing::load(s.pool.clone(), &s.config.api.auth).await?;
     let keys = Arc::new(keys);
     let auth = Arc::new(AuthService {
         pool: s.pool.clone(),

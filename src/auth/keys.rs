@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ecommerce_platform::config::AuthConfig;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters,
@@ -26,8 +27,6 @@ use super::Role;
 
 /// Clock skew tolerated on `exp`/`nbf`.
 const LEEWAY_SECS: u64 = 30;
-/// How stale the in-memory key set may get before it is re-read.
-const REFRESH_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
@@ -87,6 +86,8 @@ pub struct KeyRing {
     issuer: String,
     audience: String,
     ttl: Duration,
+    /// How stale the in-memory key set may get before it is re-read.
+    refresh_after: Duration,
     loaded: RwLock<Loaded>,
 }
 
@@ -151,12 +152,8 @@ pub async fn rotate(pool: &PgPool, token_ttl: Duration) -> Result<String, sqlx::
 
 impl KeyRing {
     /// Loads the key set, creating the first key if the database has none.
-    pub async fn load(
-        pool: PgPool,
-        issuer: String,
-        audience: String,
-        ttl: Duration,
-    ) -> Result<Self, KeyError> {
+    pub async fn load(pool: PgPool, config: &AuthConfig) -> Result<Self, KeyError> {
+        let ttl = config.access_token_ttl;
         // Serialize first-key creation across instances starting together.
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(7243001)").execute(&mut *tx).await?;
@@ -169,7 +166,14 @@ impl KeyRing {
             rotate(&pool, ttl).await?;
         }
         let keys = Self::read(&pool).await?;
-        Ok(Self { pool, issuer, audience, ttl, loaded: RwLock::new(Loaded { keys, at: Instant::now() }) })
+        Ok(Self {
+            pool,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            ttl,
+            refresh_after: config.signing_keys_refresh,
+            loaded: RwLock::new(Loaded { keys, at: Instant::now() }),
+        })
     }
 
     async fn read(pool: &PgPool) -> Result<Vec<Key>, sqlx::Error> {
@@ -191,7 +195,7 @@ impl KeyRing {
     }
 
     async fn refresh_if_stale(&self, force: bool) -> Result<(), sqlx::Error> {
-        let stale = self.loaded.read().await.at.elapsed() > REFRESH_AFTER;
+        let stale = self.loaded.read().await.at.elapsed() > self.refresh_after;
         if stale || force {
             let keys = Self::read(&self.pool).await?;
             *self.loaded.write().await = Loaded { keys, at: Instant::now() };

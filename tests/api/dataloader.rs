@@ -1,6 +1,7 @@
 //! A page of orders with their lines, sagas and saga events costs a constant number of queries,
 //! not one per order: the DataLoaders batch them. The API's pool counts the connections it hands
-//! out; nothing else uses that pool meanwhile (no relay polls, no timeout scans, no subscribers).
+//! out; nothing else uses that pool meanwhile (no relay polls, no timeout scans, no rate-limit
+//! pruning, no re-reading of the signing keys, no subscribers).
 
 use std::time::Duration;
 
@@ -16,10 +17,15 @@ fn queries(app: &TestApp) -> u64 {
 #[tokio::test]
 async fn a_page_of_orders_with_lines_sagas_and_events_is_a_few_queries() {
     // Nothing else uses the API's pool meanwhile: no relay polls, no timeout scans (the sagas need
-    // neither: their commands are published when committed, and none times out).
+    // neither: their commands are published when committed, and none times out), no pruning of
+    // rate-limit windows after the first at start, and no re-reading of the signing keys (the
+    // first request after a stale period would pay one more query than the next).
+    let hour = Duration::from_secs(3600);
     let app = spawn_app_with(|c| {
-        c.outbox.poll_interval = Duration::from_secs(3600);
-        c.orchestrator.timeout_scan_interval = Duration::from_secs(3600);
+        c.outbox.poll_interval = hour;
+        c.orchestrator.timeout_scan_interval = hour;
+        c.api.auth.rate_limits.window = hour;
+        c.api.auth.signing_keys_refresh = hour;
     })
     .await;
     let buyer = app.register().await;

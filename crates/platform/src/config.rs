@@ -163,6 +163,9 @@ pub struct AuthConfig {
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// How stale an API's copy of the signing keys may get: how soon a key rotated by another
+    /// instance signs here (tokens under a key not yet seen are verified after a re-read anyway).
+    pub signing_keys_refresh: Duration,
     pub rate_limits: RateLimits,
 }
 
@@ -404,6 +407,7 @@ impl Config {
                     jwt_audience: var("JWT_AUDIENCE", "ecommerce-saga-api"),
                     access_token_ttl: Duration::from_secs(src.parse("ACCESS_TOKEN_TTL_SECS", "900")?),
                     refresh_token_ttl: Duration::from_secs(src.parse("REFRESH_TOKEN_TTL_SECS", "2592000")?),
+                    signing_keys_refresh: Duration::from_secs(src.parse("SIGNING_KEYS_REFRESH_SECS", "5")?),
                     rate_limits: RateLimits {
                         window: Duration::from_secs(src.parse("RATE_LIMIT_WINDOW_SECS", "300")?),
                         login_per_account: src.parse("LOGIN_MAX_PER_ACCOUNT", "10")?,
