@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::graphql::error::ensure_codes;
 use crate::graphql::{ApiState, AppSchema, Caller, ClientAddr, TraceId};
 use ecommerce_platform::broker::Transport;
+use ecommerce_platform::telemetry::TraceHeaders;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -76,11 +77,12 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::HeaderName::from_static(ecommerce_platform::broker::TRACEPARENT),
-            ])
+            .allow_headers(
+                [header::AUTHORIZATION, header::CONTENT_TYPE]
+                    .into_iter()
+                    .chain(TraceHeaders::FIELDS.map(header::HeaderName::from_static))
+                    .collect::<Vec<_>>(),
+            )
             .max_age(std::time::Duration::from_secs(3600)),
     )
 }
@@ -217,18 +219,19 @@ async fn graphql(
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let caller = caller(&s.api, token).await;
     let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
-    // The client's trace when it sends a W3C `traceparent`; otherwise a new one.
-    let incoming = headers
-        .get(ecommerce_platform::broker::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(ecommerce_platform::telemetry::TraceParent::parse);
+    // The client's trace when it sends a W3C trace context; otherwise a new one. A header sent more
+    // than once is one list (RFC 9110), which is what `tracestate` may be split into.
+    let incoming = TraceHeaders::read(|name| {
+        let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(","))
+    });
     let user_id = match &caller {
         Caller::User(u, _) => u.id.to_string(),
         _ => String::new(),
     };
     let span = tracing::info_span!("graphql", trace_id = tracing::field::Empty, user_id = %user_id);
-    let trace = ecommerce_platform::telemetry::join(&span, incoming.as_ref())
-        .or(incoming.map(|t| t.trace_id))
+    let trace = ecommerce_platform::telemetry::join(&span, &incoming)
+        .or_else(|| incoming.trace_id())
         .unwrap_or_else(ecommerce_platform::telemetry::new_trace_id);
     span.record("trace_id", trace.as_str());
     let batch = batch.data(caller).data(client).data(TraceId(trace));

@@ -153,20 +153,24 @@ async fn no_loss_when_the_consumer_restarts(kind: BrokerKind) {
     t.destroy().await.unwrap();
 }
 
-/// The W3C trace context travels as a `traceparent` header, also on a redelivery.
+/// The W3C trace context travels as `traceparent` and `tracestate` headers, also on a redelivery.
 async fn trace_context_travels_in_headers(kind: BrokerKind) {
     let c = config(kind);
     let t = connect(&c).await;
     drop(t.subscribe("tracer", Topic::StockCommands).await.unwrap());
     let saga = Uuid::now_v7();
-    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let out = |n: usize, traceparent: Option<&str>| broker::Outgoing {
+    let sent = broker::TraceHeaders::read(|name| match name {
+        "traceparent" => Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into()),
+        "tracestate" => Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".into()),
+        _ => None,
+    });
+    let out = |n: usize, trace: &broker::TraceHeaders| broker::Outgoing {
         topic: Topic::StockCommands,
         key: saga.to_string(),
         payload: Bytes::from(message(saga, n).encode()),
-        traceparent: traceparent.map(str::to_string),
+        trace: trace.clone(),
     };
-    t.publish_batch(&[out(0, Some(tp)), out(1, None)]).await.unwrap();
+    t.publish_batch(&[out(0, &sent), out(1, &Default::default())]).await.unwrap();
 
     let mut stream = t.subscribe("tracer", Topic::StockCommands).await.unwrap();
     let mut seen = HashMap::new();
@@ -175,20 +179,20 @@ async fn trace_context_travels_in_headers(kind: BrokerKind) {
         let d = next_delivery(&mut stream).await;
         let k: usize = Envelope::decode(&d.payload).unwrap().trace_id.parse().unwrap();
         if k == 0 && seen.contains_key(&0) {
-            redelivered = Some(d.traceparent.clone());
+            redelivered = Some(d.trace.clone());
             d.acker.ack().await.unwrap();
             continue;
         }
-        seen.insert(k, d.traceparent.clone());
+        seen.insert(k, d.trace.clone());
         if k == 0 {
             d.acker.nak(Duration::ZERO).await.unwrap();
         } else {
             d.acker.ack().await.unwrap();
         }
     }
-    assert_eq!(seen[&0].as_deref(), Some(tp));
-    assert_eq!(seen[&1], None, "no header when none was sent");
-    assert_eq!(redelivered, Some(Some(tp.to_string())), "kept on redelivery");
+    assert_eq!(seen[&0], sent);
+    assert!(seen[&1].is_empty(), "no headers when none were sent: {:?}", seen[&1]);
+    assert_eq!(redelivered, Some(sent), "kept on redelivery");
     t.destroy().await.unwrap();
 }
 

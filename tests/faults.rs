@@ -718,7 +718,8 @@ async fn otlp_receiver() -> (u16, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
 
 /// One order is one trace: the client's `traceparent` on `placeOrder` names the trace, and the
 /// spans the API, the workers and the orchestrator export (separate processes, NATS between them)
-/// all carry it, each hop parented by the span that sent its message.
+/// all carry it, each hop parented by the span that sent its message, with the client's
+/// `tracestate`. An order whose client does not sample exports no spans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_across_processes() {
     // The harness restarts the broker under its runs: nothing else may use it meanwhile.
@@ -751,23 +752,48 @@ async fn one_order_is_one_trace_across_processes() {
     wait_port(api_port, true).await;
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let token = buyer_with_a_mug(&http, &api, "traced@example.com").await;
-    let trace_id = Uuid::new_v4().simple().to_string();
     let client_span = "00f067aa0ba902b7";
-    let r: Value = http
-        .post(format!("{api}/graphql"))
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
-        .json(&json!({ "query": "mutation { placeOrder(idempotencyKey: \"t-1\", paymentToken: \"tok_visa\") { id } }" }))
-        .send()
+    let place = |token: String, traceparent: String, key: &'static str| {
+        let request = http
+            .post(format!("{api}/graphql"))
+            .bearer_auth(token)
+            .header("traceparent", traceparent)
+            .header("tracestate", "shop=web")
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .json(&json!({ "query": format!(
+                "mutation {{ placeOrder(idempotencyKey: \"{key}\", paymentToken: \"tok_visa\") {{ id }} }}"
+            ) }));
+        async move {
+            let r: Value = request.send().await.unwrap().json().await.unwrap();
+            assert!(r["data"]["placeOrder"]["id"].is_string(), "{r}");
+        }
+    };
+    // First an order whose client decided not to sample: none of its spans is exported, in any
+    // process. It ends before the sampled one starts, and each process exports its spans in the
+    // order they end, so by the time the sampled order's last spans arrive, these would have.
+    let unsampled_trace = Uuid::new_v4().simple().to_string();
+    let token = buyer_with_a_mug(&http, &api, "untraced@example.com").await;
+    place(token, format!("00-{unsampled_trace}-{client_span}-00"), "u-1").await;
+    let started = Instant::now();
+    while sqlx::query_scalar::<_, String>("SELECT status FROM sagas WHERE trace_id = $1")
+        .bind(&unsampled_trace)
+        .fetch_one(&services.pool)
         .await
         .unwrap()
-        .json()
+        != "COMPLETED"
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "logs in {}", logs.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let token = buyer_with_a_mug(&http, &api, "traced@example.com").await;
+    let trace_id = Uuid::new_v4().simple().to_string();
+    place(token, format!("00-{trace_id}-{client_span}-01"), "t-1").await;
+    let stored: String = sqlx::query_scalar("SELECT trace_id FROM sagas WHERE trace_id = $1")
+        .bind(&trace_id)
+        .fetch_one(&services.pool)
         .await
         .unwrap();
-    assert!(r["data"]["placeOrder"]["id"].is_string(), "{r}");
-    let stored: String =
-        sqlx::query_scalar("SELECT trace_id FROM sagas").fetch_one(&services.pool).await.unwrap();
     assert_eq!(stored, trace_id, "the saga keeps the client's trace");
 
     // Spans arrive in batches; wait for every role's, through the last reply and the cart update.
@@ -809,6 +835,19 @@ async fn one_order_is_one_trace_across_processes() {
             span["name"]
         );
     }
+    // The client's `tracestate` (sent as two header lines, one list) travels with the trace.
+
+    for (service, span) in &ours {
+        assert_eq!(span["traceState"], "shop=web,congo=t61rcWkgMzE", "{service} span {}", span["name"]);
+    }
+    let unsampled: Vec<_> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| s["traceId"] == unsampled_trace.as_str())
+        .cloned()
+        .collect();
+    assert!(unsampled.is_empty(), "spans of a trace the client did not sample: {unsampled:#?}");
     let root: Vec<_> = ours.iter().filter(|(_, s)| s["parentSpanId"] == client_span).collect();
     assert_eq!(root.len(), 1, "the API's request span is the only child of the client's: {root:#?}");
     assert_eq!(root[0].0, "api");

@@ -5,19 +5,22 @@ use std::time::Duration;
 
 pub use secrecy::{ExposeSecret, SecretString};
 
+use clap::{ArgAction, CommandFactory, FromArgMatches};
 use ecommerce_core::saga::definition::{SagaDefinition, SagaTiming};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid value for {name}: {value:?} ({why})")]
 pub struct ConfigError {
-    pub name: &'static str,
+    /// The environment variable.
+    pub name: String,
     pub value: String,
     pub why: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BrokerKind {
     Nats,
+    #[value(name = "rabbitmq")]
     RabbitMq,
     Kafka,
     /// In-process queues: every role in one process (`api all`), nothing durable.
@@ -26,25 +29,19 @@ pub enum BrokerKind {
 
 impl BrokerKind {
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "nats" => Some(BrokerKind::Nats),
-            "rabbitmq" => Some(BrokerKind::RabbitMq),
-            "kafka" => Some(BrokerKind::Kafka),
-            "memory" => Some(BrokerKind::Memory),
-            _ => None,
-        }
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 }
 
 /// The payment provider the payment worker talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PaymentGatewayKind {
     /// The deterministic built-in gateway: the payment token decides the outcome (no money moves).
     Test,
 }
 
 /// Where the service runs; decides the defaults of the development conveniences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AppEnv {
     Development,
     Production,
@@ -218,60 +215,22 @@ pub const RETIRED: &[(&str, &str, &str)] = &[(
     "false",
 )];
 
-/// Where settings come from: the process environment, or a map in tests.
-struct Source<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Source<'_> {
-    /// The value, or `default` when unset or empty.
-    fn var(&self, name: &'static str, default: &str) -> String {
-        (self.0)(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
-    }
-
-    fn secret(&self, name: &'static str, default: &str) -> SecretString {
-        SecretString::from(self.var(name, default))
-    }
-
-    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: &str) -> Result<T, ConfigError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        let value = self.var(name, default);
-        value.parse().map_err(|e: T::Err| ConfigError { name, value, why: e.to_string() })
-    }
-
-    /// An address, or `None` when the value is `off`.
-    fn addr_or_off(&self, name: &'static str, default: &str) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.var(name, default) == "off" {
-            return Ok(None);
-        }
-        self.parse(name, default).map(Some)
-    }
-
-    fn millis(&self, name: &'static str, default: &str) -> Result<Duration, ConfigError> {
-        self.parse::<u64>(name, default).map(Duration::from_millis)
-    }
-}
-
 /// `SAGA_NEEDS_ATTENTION_STEPS`: comma-separated names of the checkout saga's steps, as its
 /// definition names them.
-fn steps(value: &str) -> Result<Vec<String>, ConfigError> {
+fn steps(value: &str) -> Result<StepNames, String> {
     let checkout = SagaDefinition::checkout(SagaTiming::default());
     let known: Vec<&str> = checkout.steps.iter().map(|s| s.name).collect();
     let names: Vec<String> =
         value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     match names.iter().find(|n| !known.contains(&n.as_str())) {
-        Some(bad) => Err(ConfigError {
-            name: "SAGA_NEEDS_ATTENTION_STEPS",
-            value: value.to_string(),
-            why: format!("unknown step {bad}; steps are {}", known.join(", ")),
-        }),
-        None => Ok(names),
+        Some(bad) => Err(format!("unknown step {bad}; steps are {}", known.join(", "))),
+        None => Ok(StepNames(names)),
     }
 }
 
 /// `CORS_ALLOWED_ORIGINS`: comma-separated origins (`https://shop.example.com`, with a port when
 /// it is not the scheme's), or `*`.
-fn origins(value: &str) -> Result<Vec<String>, ConfigError> {
+fn origins(value: &str) -> Result<Origins, String> {
     let origins: Vec<String> =
         value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     let valid = |o: &str| {
@@ -283,12 +242,8 @@ fn origins(value: &str) -> Result<Vec<String>, ConfigError> {
             })
     };
     match origins.iter().find(|o| !valid(o)) {
-        Some(bad) => Err(ConfigError {
-            name: "CORS_ALLOWED_ORIGINS",
-            value: value.to_string(),
-            why: format!("{bad} is not an origin: scheme://host[:port] without a path, or *"),
-        }),
-        None => Ok(origins),
+        Some(bad) => Err(format!("{bad} is not an origin: scheme://host[:port] without a path, or *")),
+        None => Ok(Origins(origins)),
     }
 }
 
@@ -298,7 +253,7 @@ impl Config {
     pub fn require_shared_broker(&self, role: &str) -> Result<(), ConfigError> {
         if self.broker.kind == BrokerKind::Memory {
             return Err(ConfigError {
-                name: "BROKER",
+                name: "BROKER".into(),
                 value: "memory".into(),
                 why: format!(
                     "the in-process broker only connects roles in one process (`api all`), not {role}"
@@ -317,128 +272,302 @@ impl Config {
         // A retired setting that is still set would otherwise be ignored without a word.
         for &(name, instead, harmless) in RETIRED {
             if let Some(value) = lookup(name).filter(|v| !v.is_empty() && v != harmless) {
-                return Err(ConfigError { name, value, why: format!("no longer read: {instead}") });
+                return Err(ConfigError {
+                    name: name.into(),
+                    value,
+                    why: format!("no longer read: {instead}"),
+                });
             }
         }
-        let src = Source(lookup);
-        let var = |name, default| src.var(name, default);
-        let broker_name = var("BROKER", "nats");
-        let broker = BrokerKind::parse(&broker_name).ok_or_else(|| ConfigError {
-            name: "BROKER",
-            value: broker_name.clone(),
-            why: "supported: nats, rabbitmq, kafka, memory (api all only)".into(),
-        })?;
-        let namespace = var("BROKER_NAMESPACE", "ecommerce_saga");
-        if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ConfigError {
-                name: "BROKER_NAMESPACE",
-                value: namespace,
-                why: "letters, digits and _ only".into(),
-            });
+        Settings::read(lookup)?.into_config()
+    }
+}
+
+/// Every variable with its type and default, as clap reads them (each also has a flag, which only
+/// [`Settings::read`] uses). `.env.example` documents them; a test holds the two together.
+#[derive(Debug, clap::Parser)]
+#[command(name = "ecommerce-saga", no_binary_name = true)]
+pub struct Settings {
+    #[arg(long, env = "APP_ENV", value_enum, default_value = "development")]
+    app_env: AppEnv,
+
+    // Stores
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ecommerce_saga")]
+    database_url: String,
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "10")]
+    database_max_connections: u32,
+    #[arg(long, env = "MONGO_URL", default_value = "mongodb://127.0.0.1:27017")]
+    mongo_url: String,
+    #[arg(long, env = "MONGO_DATABASE", default_value = "ecommerce_saga")]
+    mongo_database: String,
+
+    // Broker
+    #[arg(long, env = "BROKER", value_enum, default_value = "nats")]
+    broker: BrokerKind,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[arg(long, env = "RABBITMQ_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    rabbitmq_url: String,
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    #[arg(long, env = "BROKER_NAMESPACE", default_value = "ecommerce_saga", value_parser = namespace)]
+    broker_namespace: String,
+    #[arg(long, env = "MAX_DELIVERIES", default_value = "10")]
+    max_deliveries: u64,
+    #[arg(long, env = "BROKER_ACK_WAIT_MS", default_value = "30000")]
+    broker_ack_wait_ms: u64,
+    #[arg(long, env = "CHAOS_DUPLICATE", default_value = "false", action = ArgAction::Set)]
+    chaos_duplicate: bool,
+    #[arg(long, env = "CHAOS_REORDER_MAX_MS", default_value = "200")]
+    chaos_reorder_max_ms: u64,
+
+    // Saga timing, relay, consumers
+    #[arg(long, env = "SAGA_STEP_TIMEOUT_MS", default_value = "5000")]
+    saga_step_timeout_ms: u64,
+    #[arg(long, env = "SAGA_STEP_MAX_ATTEMPTS", default_value = "3")]
+    saga_step_max_attempts: u32,
+    #[arg(long, env = "SAGA_COMPENSATION_TIMEOUT_MS", default_value = "5000")]
+    saga_compensation_timeout_ms: u64,
+    #[arg(long, env = "SAGA_STEP_RETRY_BACKOFF_MS", default_value = "500")]
+    saga_step_retry_backoff_ms: u64,
+    #[arg(long, env = "SAGA_COMPENSATION_MAX_ATTEMPTS", default_value = "20")]
+    saga_compensation_max_attempts: u32,
+    #[arg(long, env = "SAGA_NEEDS_ATTENTION_STEPS", default_value = "", value_parser = steps)]
+    saga_needs_attention_steps: StepNames,
+    #[arg(long, env = "SAGA_TIMEOUT_SCAN_MS", default_value = "250")]
+    saga_timeout_scan_ms: u64,
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value = "200")]
+    outbox_poll_ms: u64,
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "16")]
+    worker_concurrency: usize,
+    #[arg(long, env = "CONSUMER_MAX_BATCH", default_value = "64")]
+    consumer_max_batch: usize,
+    #[arg(long, env = "CONSUMER_BATCHES_IN_FLIGHT", default_value = "2")]
+    consumer_batches_in_flight: usize,
+
+    // Telemetry and the processes' addresses
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otel_exporter_otlp_endpoint: Option<String>,
+    #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
+    api_addr: SocketAddr,
+    #[arg(long, env = "ORCHESTRATOR_METRICS_ADDR", default_value = "127.0.0.1:9101", value_parser = addr_or_off)]
+    orchestrator_metrics_addr: Listen,
+    #[arg(long, env = "WORKERS_METRICS_ADDR", default_value = "127.0.0.1:9102", value_parser = addr_or_off)]
+    workers_metrics_addr: Listen,
+
+    // Accounts and tokens
+    #[arg(long, env = "JWT_ISSUER", default_value = "ecommerce-saga")]
+    jwt_issuer: String,
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "ecommerce-saga-api")]
+    jwt_audience: String,
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value = "900")]
+    access_token_ttl_secs: u64,
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value = "2592000")]
+    refresh_token_ttl_secs: u64,
+    #[arg(long, env = "SIGNING_KEYS_REFRESH_SECS", default_value = "5")]
+    signing_keys_refresh_secs: u64,
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECS", default_value = "300")]
+    rate_limit_window_secs: u64,
+    #[arg(long, env = "LOGIN_MAX_PER_ACCOUNT", default_value = "10")]
+    login_max_per_account: u32,
+    #[arg(long, env = "LOGIN_MAX_PER_ADDRESS", default_value = "100")]
+    login_max_per_address: u32,
+    #[arg(long, env = "REGISTER_MAX_PER_ADDRESS", default_value = "20")]
+    register_max_per_address: u32,
+
+    // HTTP and GraphQL
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value = "0")]
+    trusted_proxy_hops: usize,
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value = "12")]
+    graphql_max_depth: usize,
+    #[arg(long, env = "GRAPHQL_MAX_COMPLEXITY", default_value = "1000")]
+    graphql_max_complexity: usize,
+    #[arg(long, env = "GRAPHQL_MAX_ALIASES", default_value = "30")]
+    graphql_max_aliases: usize,
+    #[arg(long, env = "GRAPHQL_MAX_BATCH", default_value = "10")]
+    graphql_max_batch: usize,
+    /// Default: on in development, off in production.
+    #[arg(long, env = "GRAPHQL_INTROSPECTION", action = ArgAction::Set)]
+    graphql_introspection: Option<bool>,
+    /// Default: on in development, off in production.
+    #[arg(long, env = "GRAPHQL_PLAYGROUND", action = ArgAction::Set)]
+    graphql_playground: Option<bool>,
+    #[arg(long, env = "HTTP_BODY_LIMIT_BYTES", default_value = "65536")]
+    http_body_limit_bytes: usize,
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "", value_parser = origins)]
+    cors_allowed_origins: Origins,
+    #[arg(long, env = "HTTP_COMPRESSION", default_value = "true", action = ArgAction::Set)]
+    http_compression: bool,
+
+    // Payments
+    #[arg(long, env = "PAYMENT_GATEWAY", value_enum, default_value = "test")]
+    payment_gateway: PaymentGatewayKind,
+    #[arg(long, env = "PAYMENT_GATEWAY_TIMEOUT_MS", default_value = "3000")]
+    payment_gateway_timeout_ms: u64,
+}
+
+/// A listening address, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+/// Comma-separated step names, checked against the checkout saga's definition.
+#[derive(Debug, Clone)]
+struct StepNames(Vec<String>);
+
+/// Comma-separated origins, each checked.
+#[derive(Debug, Clone)]
+struct Origins(Vec<String>);
+
+impl Settings {
+    /// Parses the values `lookup` gives for the variables (unset and empty mean the default). They
+    /// reach clap as flags rather than through its own reading of the process environment, so that
+    /// tests can read a map, and empty means unset whichever clap version reads it.
+    pub fn read(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let command = Self::command();
+        let mut flags = Vec::new();
+        for arg in command.get_arguments() {
+            let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else { continue };
+            if let Some(value) = lookup(&env.to_string_lossy()).filter(|v| !v.is_empty()) {
+                flags.push(format!("--{long}={value}"));
+            }
         }
-        let env_name = var("APP_ENV", "development");
-        let app_env = match env_name.as_str() {
-            "development" => AppEnv::Development,
-            "production" => AppEnv::Production,
-            _ => {
-                return Err(ConfigError {
-                    name: "APP_ENV",
-                    value: env_name,
-                    why: "development or production".into(),
-                })
-            }
+        // Only the flags carry values: clap does not read the environment itself here.
+        let command = command.mut_args(|a| a.env(None));
+        let matches = command.try_get_matches_from(&flags).map_err(|e| Self::error(e, lookup))?;
+        Self::from_arg_matches(&matches).map_err(|e| Self::error(e, lookup))
+    }
+
+    /// Each variable's name and default (`None`: no default), in declaration order.
+    pub fn variables() -> Vec<(String, Option<String>)> {
+        Self::command()
+            .get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env()?.to_string_lossy().into_owned();
+                let default = a.get_default_values().first().map(|d| d.to_string_lossy().into_owned());
+                Some((env, default))
+            })
+            .collect()
+    }
+
+    /// Names the variable (not the flag) and says what is wrong in clap's words.
+    fn error(e: clap::Error, lookup: &dyn Fn(&str) -> Option<String>) -> ConfigError {
+        use clap::error::{ContextKind, ContextValue};
+        let context = |kind| match e.get(kind) {
+            Some(ContextValue::String(s)) => s.clone(),
+            Some(ContextValue::Strings(v)) => v.join(", "),
+            _ => String::new(),
         };
-        let gateway_name = var("PAYMENT_GATEWAY", "test");
-        let payment_gateway = match gateway_name.as_str() {
-            "test" => PaymentGatewayKind::Test,
-            _ => {
-                return Err(ConfigError {
-                    name: "PAYMENT_GATEWAY",
-                    value: gateway_name,
-                    why: "supported: test (the deterministic built-in gateway)".into(),
-                })
-            }
+        let flag = context(ContextKind::InvalidArg);
+        let long = flag.trim_start_matches('-').split([' ', '=']).next().unwrap_or_default().to_string();
+        let command = Self::command();
+        let arg = command.get_arguments().find(|a| a.get_long() == Some(long.as_str()));
+        let name = arg
+            .and_then(|a| a.get_env())
+            .map_or_else(|| flag.clone(), |env| env.to_string_lossy().into_owned());
+        let value = lookup(&name).unwrap_or_else(|| context(ContextKind::InvalidValue));
+        let valid: Vec<String> = arg
+            .map(|a| a.get_possible_values().iter().map(|v| v.get_name().to_string()).collect())
+            .unwrap_or_default();
+        let why = match std::error::Error::source(&e) {
+            Some(source) => source.to_string(),
+            None if !valid.is_empty() => format!("supported: {}", valid.join(", ")),
+            None => e.kind().to_string(),
         };
-        let dev_default = if app_env == AppEnv::Development { "true" } else { "false" };
+        ConfigError { name, value, why }
+    }
+
+    fn into_config(self) -> Result<Config, ConfigError> {
+        let dev = self.app_env == AppEnv::Development;
         Ok(Config {
-            app_env,
+            app_env: self.app_env,
             postgres: PostgresConfig {
-                url: src.secret("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ecommerce_saga"),
-                max_connections: src.parse("DATABASE_MAX_CONNECTIONS", "10")?,
+                url: SecretString::from(self.database_url),
+                max_connections: self.database_max_connections,
             },
-            mongo: MongoConfig {
-                url: src.secret("MONGO_URL", "mongodb://127.0.0.1:27017"),
-                database: var("MONGO_DATABASE", "ecommerce_saga"),
-            },
+            mongo: MongoConfig { url: SecretString::from(self.mongo_url), database: self.mongo_database },
             broker: BrokerConfig {
-                kind: broker,
-                namespace,
-                nats_url: src.secret("NATS_URL", "nats://127.0.0.1:4222"),
-                rabbitmq_url: src.secret("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-                kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
-                max_deliveries: src.parse("MAX_DELIVERIES", "10")?,
-                ack_wait: src.millis("BROKER_ACK_WAIT_MS", "30000")?,
+                kind: self.broker,
+                namespace: self.broker_namespace,
+                nats_url: SecretString::from(self.nats_url),
+                rabbitmq_url: SecretString::from(self.rabbitmq_url),
+                kafka_brokers: self.kafka_brokers,
+                max_deliveries: self.max_deliveries,
+                ack_wait: Duration::from_millis(self.broker_ack_wait_ms),
                 chaos: ChaosConfig {
-                    duplicate: src.parse("CHAOS_DUPLICATE", "false")?,
-                    reorder_max: src.millis("CHAOS_REORDER_MAX_MS", "200")?,
+                    duplicate: self.chaos_duplicate,
+                    reorder_max: Duration::from_millis(self.chaos_reorder_max_ms),
                 },
             },
             saga: SagaTiming {
-                step_timeout: src.millis("SAGA_STEP_TIMEOUT_MS", "5000")?,
-                max_attempts: src.parse("SAGA_STEP_MAX_ATTEMPTS", "3")?,
-                compensation_timeout: src.millis("SAGA_COMPENSATION_TIMEOUT_MS", "5000")?,
-                retry_backoff: src.millis("SAGA_STEP_RETRY_BACKOFF_MS", "500")?,
-                compensation_max_attempts: src.parse("SAGA_COMPENSATION_MAX_ATTEMPTS", "20")?,
-                needs_attention_steps: steps(&var("SAGA_NEEDS_ATTENTION_STEPS", ""))?,
+                step_timeout: Duration::from_millis(self.saga_step_timeout_ms),
+                max_attempts: self.saga_step_max_attempts,
+                compensation_timeout: Duration::from_millis(self.saga_compensation_timeout_ms),
+                retry_backoff: Duration::from_millis(self.saga_step_retry_backoff_ms),
+                compensation_max_attempts: self.saga_compensation_max_attempts,
+                needs_attention_steps: self.saga_needs_attention_steps.0,
             },
-            outbox: OutboxConfig { poll_interval: src.millis("OUTBOX_POLL_MS", "200")? },
+            outbox: OutboxConfig { poll_interval: Duration::from_millis(self.outbox_poll_ms) },
             consumers: ConsumerConfig {
-                concurrency: src.parse("WORKER_CONCURRENCY", "16")?,
-                max_batch: src.parse("CONSUMER_MAX_BATCH", "64")?,
-                batches_in_flight: src.parse("CONSUMER_BATCHES_IN_FLIGHT", "2")?,
+                concurrency: self.worker_concurrency,
+                max_batch: self.consumer_max_batch,
+                batches_in_flight: self.consumer_batches_in_flight,
             },
-            telemetry: TelemetryConfig {
-                otlp_endpoint: Some(var("OTEL_EXPORTER_OTLP_ENDPOINT", "")).filter(|v| !v.is_empty()),
-            },
+            telemetry: TelemetryConfig { otlp_endpoint: self.otel_exporter_otlp_endpoint },
             api: ApiConfig {
-                addr: src.parse("API_ADDR", "127.0.0.1:8080")?,
+                addr: self.api_addr,
                 auth: AuthConfig {
-                    jwt_issuer: var("JWT_ISSUER", "ecommerce-saga"),
-                    jwt_audience: var("JWT_AUDIENCE", "ecommerce-saga-api"),
-                    access_token_ttl: Duration::from_secs(src.parse("ACCESS_TOKEN_TTL_SECS", "900")?),
-                    refresh_token_ttl: Duration::from_secs(src.parse("REFRESH_TOKEN_TTL_SECS", "2592000")?),
-                    signing_keys_refresh: Duration::from_secs(src.parse("SIGNING_KEYS_REFRESH_SECS", "5")?),
+                    jwt_issuer: self.jwt_issuer,
+                    jwt_audience: self.jwt_audience,
+                    access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
+                    refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+                    signing_keys_refresh: Duration::from_secs(self.signing_keys_refresh_secs),
                     rate_limits: RateLimits {
-                        window: Duration::from_secs(src.parse("RATE_LIMIT_WINDOW_SECS", "300")?),
-                        login_per_account: src.parse("LOGIN_MAX_PER_ACCOUNT", "10")?,
-                        login_per_address: src.parse("LOGIN_MAX_PER_ADDRESS", "100")?,
-                        register_per_address: src.parse("REGISTER_MAX_PER_ADDRESS", "20")?,
+                        window: Duration::from_secs(self.rate_limit_window_secs),
+                        login_per_account: self.login_max_per_account,
+                        login_per_address: self.login_max_per_address,
+                        register_per_address: self.register_max_per_address,
                     },
                 },
-                trusted_proxy_hops: src.parse("TRUSTED_PROXY_HOPS", "0")?,
+                trusted_proxy_hops: self.trusted_proxy_hops,
                 graphql: GraphqlConfig {
-                    max_depth: src.parse("GRAPHQL_MAX_DEPTH", "12")?,
-                    max_complexity: src.parse("GRAPHQL_MAX_COMPLEXITY", "1000")?,
-                    max_aliases: src.parse("GRAPHQL_MAX_ALIASES", "30")?,
-                    max_batch: src.parse("GRAPHQL_MAX_BATCH", "10")?,
-                    introspection: src.parse("GRAPHQL_INTROSPECTION", dev_default)?,
-                    playground: src.parse("GRAPHQL_PLAYGROUND", dev_default)?,
+                    max_depth: self.graphql_max_depth,
+                    max_complexity: self.graphql_max_complexity,
+                    max_aliases: self.graphql_max_aliases,
+                    max_batch: self.graphql_max_batch,
+                    introspection: self.graphql_introspection.unwrap_or(dev),
+                    playground: self.graphql_playground.unwrap_or(dev),
                 },
-                http_body_limit: src.parse("HTTP_BODY_LIMIT_BYTES", "65536")?,
-                cors_allowed_origins: origins(&var("CORS_ALLOWED_ORIGINS", ""))?,
-                compression: src.parse("HTTP_COMPRESSION", "true")?,
+                http_body_limit: self.http_body_limit_bytes,
+                cors_allowed_origins: self.cors_allowed_origins.0,
+                compression: self.http_compression,
             },
             orchestrator: OrchestratorConfig {
-                metrics_addr: src.addr_or_off("ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:9101")?,
-                timeout_scan_interval: src.millis("SAGA_TIMEOUT_SCAN_MS", "250")?,
+                metrics_addr: self.orchestrator_metrics_addr.0,
+                timeout_scan_interval: Duration::from_millis(self.saga_timeout_scan_ms),
             },
             workers: WorkersConfig {
-                metrics_addr: src.addr_or_off("WORKERS_METRICS_ADDR", "127.0.0.1:9102")?,
-                payment_gateway,
-                payment_gateway_timeout: src.millis("PAYMENT_GATEWAY_TIMEOUT_MS", "3000")?,
+                metrics_addr: self.workers_metrics_addr.0,
+                payment_gateway: self.payment_gateway,
+                payment_gateway_timeout: Duration::from_millis(self.payment_gateway_timeout_ms),
             },
         })
     }
+}
+
+/// `BROKER_NAMESPACE`: letters, digits and `_`.
+fn namespace(value: &str) -> Result<String, String> {
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("letters, digits and _ only".into());
+    }
+    Ok(value.to_string())
+}
+
+/// An address, or `off` for none.
+fn addr_or_off(value: &str) -> Result<Listen, String> {
+    if value == "off" {
+        return Ok(Listen(None));
+    }
+    value.parse().map(|a| Listen(Some(a))).map_err(|e: std::net::AddrParseError| format!("{e}, or off"))
 }
 
 #[cfg(test)]
@@ -464,32 +593,45 @@ mod tests {
         assert!(!empty.api.graphql.playground, "empty means the default");
     }
 
-    /// `.env.example` names every variable the code reads, and its values are the defaults.
+    /// `.env.example` names every variable the code reads, nothing else, and its values are the
+    /// defaults.
     #[test]
     fn env_example_lists_every_variable_with_its_default() {
-        let example: std::collections::HashMap<String, String> = include_str!("../../../.env.example")
+        let text = include_str!("../../../.env.example");
+        let example: std::collections::HashMap<String, String> = text
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        let read = std::sync::Mutex::new(Vec::new());
-        let defaults = Config::from_lookup(&|name| {
-            read.lock().unwrap().push(name.to_string());
-            None
-        })
-        .unwrap();
-        for name in read.lock().unwrap().iter().filter(|n| !RETIRED.iter().any(|(r, ..)| r == n)) {
-            assert!(example.contains_key(name), "{name} is read but missing from .env.example");
+        let variables = Settings::variables();
+        assert!(variables.len() > 40, "clap lists the variables: {variables:?}");
+        for (name, default) in &variables {
+            let listed =
+                example.get(name).unwrap_or_else(|| panic!("{name} is read but missing from .env.example"));
+            assert_eq!(
+                listed,
+                default.as_deref().unwrap_or(""),
+                "{name}: .env.example differs from the default"
+            );
+        }
+        // The log setup reads these two itself (tracing-subscriber's filter and format).
+        for name in example.keys().filter(|n| !["RUST_LOG", "LOG_FORMAT"].contains(&n.as_str())) {
+            assert!(
+                variables.iter().any(|(v, _)| v == name),
+                "{name} is in .env.example but nothing reads it"
+            );
         }
         // And says what each means: every group of variables (lines between blank lines) has a comment.
-        for block in include_str!("../../../.env.example").split("\n\n") {
+        for block in text.split("\n\n") {
             let has_comment = block.lines().any(|l| l.trim_start().starts_with('#'));
             let vars: Vec<&str> = block.lines().filter(|l| !l.starts_with('#') && l.contains('=')).collect();
             assert!(vars.is_empty() || has_comment, "undocumented in .env.example: {vars:?}");
         }
+        // The listed values parse into exactly the defaults (Debug shows every setting but the
+        // secrets; those are compared as they are).
+        let defaults = Config::from_lookup(&|_| None).unwrap();
         let from_example = Config::from_lookup(&|name| example.get(name).cloned()).unwrap();
-        // Debug shows every setting but the secrets; those are compared as they are.
         let all = |c: &Config| {
             let secrets = [&c.postgres.url, &c.mongo.url, &c.broker.nats_url, &c.broker.rabbitmq_url];
             format!("{c:?} {:?}", secrets.map(|s| s.expose_secret().to_string()))
@@ -503,8 +645,21 @@ mod tests {
         assert_eq!(e.name, "APP_ENV");
         let e = config(&[("LOGIN_MAX_PER_ACCOUNT", "-1")]).unwrap_err();
         assert_eq!(e.name, "LOGIN_MAX_PER_ACCOUNT");
+        assert!(e.why.contains("4294967295"), "{}", e.why);
+        assert_eq!(e.value, "-1");
         let e = config(&[("BROKER", "kafkaesque")]).unwrap_err();
         assert_eq!(e.name, "BROKER");
+        assert_eq!(e.why, "supported: nats, rabbitmq, kafka, memory");
+        assert_eq!(config(&[("BROKER", "rabbitmq")]).unwrap().broker.kind, BrokerKind::RabbitMq);
+        let e = config(&[("BROKER_NAMESPACE", "shop-eu")]).unwrap_err();
+        assert_eq!((e.name.as_str(), e.why.as_str()), ("BROKER_NAMESPACE", "letters, digits and _ only"));
+        let e = config(&[("HTTP_COMPRESSION", "yes")]).unwrap_err();
+        assert_eq!(e.name, "HTTP_COMPRESSION");
+        let e = config(&[("ORCHESTRATOR_METRICS_ADDR", "9101")]).unwrap_err();
+        assert_eq!(e.name, "ORCHESTRATOR_METRICS_ADDR");
+        let off = config(&[("ORCHESTRATOR_METRICS_ADDR", "off"), ("SAGA_STEP_TIMEOUT_MS", "750")]).unwrap();
+        assert_eq!(off.orchestrator.metrics_addr, None);
+        assert_eq!(off.saga.step_timeout, Duration::from_millis(750));
         let e = config(&[("TRUST_FORWARDED_FOR", "true")]).unwrap_err();
         assert_eq!(e.name, "TRUST_FORWARDED_FOR");
         assert!(e.why.contains("TRUSTED_PROXY_HOPS"), "{}", e.why);

@@ -20,7 +20,7 @@ use tracing::{error, info_span, warn, Instrument};
 use crate::broker::{Delivery, Topic, Transport};
 use crate::error::AppError;
 use crate::metrics::{ConsumerStats, Metrics};
-use crate::telemetry::TraceParent;
+use crate::telemetry::TraceHeaders;
 use ecommerce_core::saga::messages::Envelope;
 
 pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
@@ -124,23 +124,23 @@ async fn decode(delivery: Delivery, s: &Settle) -> Option<(Delivery, Envelope)> 
     }
 }
 
-/// The span a message is handled in, a child of the context it was sent in (its `traceparent`
-/// header; else the envelope's trace).
+/// The span a message is handled in, a child of the context it was sent in (its trace context
+/// headers; else the envelope's trace).
 fn handle_span(delivery: &Delivery, envelope: &Envelope, consumer: &str) -> tracing::Span {
-    let parent = delivery
-        .traceparent
-        .as_deref()
-        .and_then(TraceParent::parse)
-        .or_else(|| TraceParent::derived(&envelope.trace_id, envelope.message_id));
+    let parent = match delivery.trace.span_context() {
+        Some(_) => delivery.trace.clone(),
+        None => TraceHeaders::derived(&envelope.trace_id, envelope.message_id),
+    };
+    let trace_id = parent.trace_id().unwrap_or_else(|| envelope.trace_id.clone());
     let span = info_span!(
         "handle",
         consumer,
         message_id = %envelope.message_id,
         saga_id = %envelope.saga_id,
         order_id = %envelope.order_id,
-        trace_id = %parent.as_ref().map_or(envelope.trace_id.as_str(), |p| p.trace_id.as_str()),
+        trace_id = %trace_id,
     );
-    crate::telemetry::join(&span, parent.as_ref());
+    crate::telemetry::join(&span, &parent);
     span
 }
 

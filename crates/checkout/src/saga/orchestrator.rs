@@ -21,7 +21,7 @@ use ecommerce_platform::error::AppError;
 use ecommerce_platform::metrics::ConsumerStats;
 use ecommerce_platform::metrics::Metrics;
 use ecommerce_platform::postgres::inbox;
-use ecommerce_platform::telemetry::TraceParent;
+use ecommerce_platform::telemetry::TraceHeaders;
 
 pub const CONSUMER: &str = "orchestrator";
 
@@ -106,10 +106,7 @@ impl Orchestrator {
         let mut writes = store::Writes::default();
         for saga in &mut expired {
             let span = info_span!("timeout", saga_id = %saga.id, order_id = %saga.order_id, trace_id = %saga.trace_id);
-            ecommerce_platform::telemetry::join(
-                &span,
-                TraceParent::derived(&saga.trace_id, saga.id).as_ref(),
-            );
+            ecommerce_platform::telemetry::join(&span, &TraceHeaders::derived(&saga.trace_id, saga.id));
             let _g = span.enter();
             match machine::handle(&self.def, &saga.state, &Input::Timeout) {
                 Some(t) => {

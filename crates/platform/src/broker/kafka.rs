@@ -22,7 +22,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, TRACEPARENT};
+use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport};
 
 const PARTITIONS: i32 = 3;
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -164,7 +164,7 @@ struct KafkaAcker {
     key: String,
     payload: Bytes,
     count: u64,
-    traceparent: Option<String>,
+    trace: TraceHeaders,
 }
 
 /// A record header's value as text.
@@ -173,11 +173,13 @@ fn header(m: &impl Message, name: &str) -> Option<String> {
     std::str::from_utf8(value).ok().map(str::to_string)
 }
 
-fn with_traceparent(headers: OwnedHeaders, traceparent: Option<&str>) -> OwnedHeaders {
-    match traceparent {
-        Some(tp) => headers.insert(Header { key: TRACEPARENT, value: Some(tp) }),
-        None => headers,
-    }
+fn with_trace(headers: OwnedHeaders, trace: &TraceHeaders) -> OwnedHeaders {
+    trace.iter().fold(headers, |headers, (key, value)| headers.insert(Header { key, value: Some(value) }))
+}
+
+/// A record's trace context headers.
+fn trace(m: &impl Message) -> TraceHeaders {
+    TraceHeaders::read(|name| header(m, name))
 }
 
 /// What an acker needs to re-publish a failed message.
@@ -202,9 +204,9 @@ impl Acker for KafkaAcker {
     async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BrokerError> {
         tokio::time::sleep(delay).await;
         let count = (self.count + 1).to_string();
-        let headers = with_traceparent(
+        let headers = with_trace(
             OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count.as_str()) }),
-            self.traceparent.as_deref(),
+            &self.trace,
         );
         self.transport
             .producer
@@ -227,9 +229,9 @@ impl Transport for KafkaTransport {
         let mut deliveries = Vec::with_capacity(messages.len());
         for m in messages {
             let topic = self.topic_name(m.topic);
-            let headers = with_traceparent(
+            let headers = with_trace(
                 OwnedHeaders::new().insert(Header { key: DELIVERY_COUNT, value: Some(count) }),
-                m.traceparent.as_deref(),
+                &m.trace,
             );
             let record = FutureRecord::to(&topic).key(&m.key).payload(m.payload.as_ref()).headers(headers);
             // Fails at once if the producer queue is full (it holds far more than one batch).
@@ -286,7 +288,7 @@ impl Transport for KafkaTransport {
                     }
                 };
                 let count = header(&m, DELIVERY_COUNT).and_then(|v| v.parse().ok()).unwrap_or(1u64);
-                let traceparent = header(&m, TRACEPARENT);
+                let trace = trace(&m);
                 tracker.lock().expect("tracker lock").start(m.partition(), m.offset());
                 let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
                 let acker = KafkaAcker {
@@ -298,9 +300,9 @@ impl Transport for KafkaTransport {
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
                     payload: payload.clone(),
                     count,
-                    traceparent: traceparent.clone(),
+                    trace: trace.clone(),
                 };
-                yield Ok(Delivery { payload, traceparent, delivery_count: count, acker: Box::new(acker) });
+                yield Ok(Delivery { payload, trace, delivery_count: count, acker: Box::new(acker) });
             }
         };
         Ok(stream.boxed())
@@ -325,9 +327,9 @@ impl Transport for KafkaTransport {
             loop {
                 match kafka.recv().await {
                     Ok(m) => {
-                        let traceparent = header(&m, TRACEPARENT);
+                        let trace = trace(&m);
                         let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-                        yield Ok(Delivery { payload, traceparent, delivery_count: 1, acker: Box::new(NoAck) });
+                        yield Ok(Delivery { payload, trace, delivery_count: 1, acker: Box::new(NoAck) });
                     }
                     Err(rdkafka::error::KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;

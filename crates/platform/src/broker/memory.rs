@@ -18,11 +18,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, SUBSCRIPTIONS};
+use super::{
+    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport, SUBSCRIPTIONS,
+};
 
 struct Message {
     payload: Bytes,
-    traceparent: Option<String>,
+    trace: TraceHeaders,
     delivery_count: u64,
 }
 
@@ -144,11 +146,8 @@ impl Transport for MemoryTransport {
                 .map(|q| q.values().cloned().collect())
                 .unwrap_or_default();
             for q in queues {
-                let message = Message {
-                    payload: m.payload.clone(),
-                    traceparent: m.traceparent.clone(),
-                    delivery_count: 1,
-                };
+                let message =
+                    Message { payload: m.payload.clone(), trace: m.trace.clone(), delivery_count: 1 };
                 q.tx.send(message).map_err(|_| BrokerError::Publish("queue closed".into()))?;
             }
         }
@@ -161,7 +160,7 @@ impl Transport for MemoryTransport {
             let message = queue.rx.lock().await.recv().await?;
             let delivery = Delivery {
                 payload: message.payload.clone(),
-                traceparent: message.traceparent.clone(),
+                trace: message.trace.clone(),
                 delivery_count: message.delivery_count,
                 acker: Box::new(MemoryAcker { queue: queue.tx.clone(), message: Some(message) }),
             };
@@ -179,7 +178,7 @@ impl Transport for MemoryTransport {
             let message = queue.rx.lock().await.recv().await?;
             let delivery = Delivery {
                 payload: message.payload,
-                traceparent: message.traceparent,
+                trace: message.trace,
                 delivery_count: 1,
                 acker: Box::new(NoAck),
             };

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::config::{BrokerKind, Config};
+pub use crate::telemetry::TraceHeaders;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -56,8 +57,9 @@ pub trait Acker: Send {
 
 pub struct Delivery {
     pub payload: Bytes,
-    /// The W3C trace context the message was published with (the `traceparent` header).
-    pub traceparent: Option<String>,
+    /// The W3C trace context the message was published with (its `traceparent` and `tracestate`
+    /// headers).
+    pub trace: TraceHeaders,
     /// How many times the broker has delivered this message, this time included (1 = first).
     pub delivery_count: u64,
     pub acker: Box<dyn Acker>,
@@ -84,19 +86,22 @@ pub struct Outgoing {
     pub topic: Topic,
     pub key: String,
     pub payload: Bytes,
-    /// Sent as the `traceparent` header.
-    pub traceparent: Option<String>,
+    /// Sent as headers (`traceparent`, `tracestate`).
+    pub trace: TraceHeaders,
 }
-
-/// The header every transport carries the trace context in.
-pub const TRACEPARENT: &str = "traceparent";
 
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Returns once the broker has durably accepted the message. `key` keeps one saga's messages
     /// together on brokers that partition.
     async fn publish(&self, topic: Topic, key: &str, payload: Bytes) -> Result<(), BrokerError> {
-        self.publish_batch(&[Outgoing { topic, key: key.to_string(), payload, traceparent: None }]).await
+        self.publish_batch(&[Outgoing {
+            topic,
+            key: key.to_string(),
+            payload,
+            trace: TraceHeaders::default(),
+        }])
+        .await
     }
     /// Publishes `messages` in this order, each with its headers; returns once the broker durably
     /// accepted all of them. On an error some may have been accepted (the caller publishes them

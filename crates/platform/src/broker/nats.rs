@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream, A
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, TRACEPARENT};
+use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport};
 
 /// How long a starting process waits for JetStream to create (or find) its stream.
 const STREAM_PATIENCE: Duration = Duration::from_secs(60);
@@ -75,8 +75,8 @@ impl NatsTransport {
     }
 }
 
-fn traceparent(headers: &Option<async_nats::HeaderMap>) -> Option<String> {
-    headers.as_ref()?.get(TRACEPARENT).map(|v| v.as_str().to_string())
+fn trace(headers: &Option<async_nats::HeaderMap>) -> TraceHeaders {
+    TraceHeaders::read(|name| Some(headers.as_ref()?.get(name)?.as_str().to_string()))
 }
 
 struct NatsAcker(jetstream::Message);
@@ -100,8 +100,8 @@ impl Transport for NatsTransport {
         let mut broadcast = false;
         for m in messages {
             let mut headers = async_nats::HeaderMap::new();
-            if let Some(tp) = &m.traceparent {
-                headers.insert(TRACEPARENT, tp.as_str());
+            for (name, value) in m.trace.iter() {
+                headers.insert(name, value);
             }
             if m.topic == Topic::SagaChanges {
                 self.client
@@ -135,8 +135,8 @@ impl Transport for NatsTransport {
             .map_err(|e| BrokerError::Consume(e.to_string()))?;
         Ok(sub
             .map(|m| {
-                let traceparent = traceparent(&m.headers);
-                Ok(Delivery { payload: m.payload, traceparent, delivery_count: 1, acker: Box::new(NoAck) })
+                let trace = trace(&m.headers);
+                Ok(Delivery { payload: m.payload, trace, delivery_count: 1, acker: Box::new(NoAck) })
             })
             .boxed())
     }
@@ -164,10 +164,10 @@ impl Transport for NatsTransport {
             .map(|m| {
                 let m = m.map_err(|e| BrokerError::Consume(e.to_string()))?;
                 let delivery_count = m.info().map(|i| i.delivered as u64).unwrap_or(1);
-                let traceparent = traceparent(&m.headers);
+                let trace = trace(&m.headers);
                 Ok(Delivery {
                     payload: m.payload.clone(),
-                    traceparent,
+                    trace,
                     delivery_count,
                     acker: Box::new(NatsAcker(m)),
                 })

@@ -24,7 +24,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::{Mutex, RwLock};
 
 use super::{
-    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, Transport, SUBSCRIPTIONS, TRACEPARENT,
+    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport, SUBSCRIPTIONS,
 };
 
 const PREFETCH: u16 = 64;
@@ -142,9 +142,10 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn traceparent(props: &BasicProperties) -> Option<String> {
-    let headers = props.headers().as_ref()?;
-    headers.inner().get(TRACEPARENT).and_then(|v| v.as_long_string()).map(|s| s.to_string())
+fn trace(props: &BasicProperties) -> TraceHeaders {
+    TraceHeaders::read(|name| {
+        Some(props.headers().as_ref()?.inner().get(name)?.as_long_string()?.to_string())
+    })
 }
 
 fn delivery_count(props: &BasicProperties) -> u64 {
@@ -188,9 +189,11 @@ impl Transport for RabbitTransport {
         for m in messages {
             let mut props =
                 BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-            if let Some(tp) = &m.traceparent {
+            if !m.trace.is_empty() {
                 let mut headers = FieldTable::default();
-                headers.insert(ShortString::from(TRACEPARENT), AMQPValue::LongString(tp.as_str().into()));
+                for (name, value) in m.trace.iter() {
+                    headers.insert(ShortString::from(name), AMQPValue::LongString(value.into()));
+                }
                 props = props.with_headers(headers);
             }
             let pending = conn
@@ -231,9 +234,9 @@ impl Transport for RabbitTransport {
             .map(move |d| {
                 let _keep = &channel;
                 let d = d.map_err(err(BrokerError::Consume))?;
-                let traceparent = traceparent(&d.properties);
+                let trace = trace(&d.properties);
                 Ok(Delivery {
-                    traceparent,
+                    trace,
                     payload: Bytes::from(d.data),
                     delivery_count: delivery_count(&d.properties),
                     acker: Box::new(RabbitAcker(d.acker)),
@@ -278,9 +281,9 @@ impl Transport for RabbitTransport {
             .map(move |d| {
                 let _keep = &channel;
                 let d = d.map_err(err(BrokerError::Consume))?;
-                let traceparent = traceparent(&d.properties);
+                let trace = trace(&d.properties);
                 Ok(Delivery {
-                    traceparent,
+                    trace,
                     payload: Bytes::from(d.data),
                     delivery_count: 1,
                     acker: Box::new(NoAck),

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::broker::{Outgoing, Topic, Transport};
-use crate::telemetry::TraceParent;
+use crate::telemetry::TraceHeaders;
 use ecommerce_core::saga::messages::Envelope;
 
 /// How old an undelayed row must be before the relay publishes it: younger ones are the
@@ -81,7 +81,7 @@ pub struct OutboxRow {
     topic: &'static str,
     key: String,
     payload: Vec<u8>,
-    traceparent: Option<String>,
+    trace: TraceHeaders,
     delay_ms: i64,
 }
 
@@ -91,7 +91,7 @@ impl OutboxRow {
             topic: Topic::parse(self.topic)?,
             key: self.key.clone(),
             payload: Bytes::from(self.payload.clone()),
-            traceparent: self.traceparent.clone(),
+            trace: self.trace.clone(),
         })
     }
 
@@ -103,8 +103,7 @@ impl OutboxRow {
             topic: envelope.topic().as_str(),
             key: envelope.saga_id.to_string(),
             payload: envelope.encode(),
-            traceparent: TraceParent::for_message(&envelope.trace_id, envelope.message_id)
-                .map(|t| t.header()),
+            trace: TraceHeaders::for_message(&envelope.trace_id, envelope.message_id),
             delay_ms: delay.as_millis() as i64,
         }
     }
@@ -119,13 +118,14 @@ pub async fn insert_all(tx: &mut Transaction<'_, Postgres>, rows: &[OutboxRow]) 
     let topics: Vec<&str> = rows.iter().map(|r| r.topic).collect();
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
-    let traceparents: Vec<Option<&str>> = rows.iter().map(|r| r.traceparent.as_deref()).collect();
+    let traceparents: Vec<Option<&str>> = rows.iter().map(|r| r.trace.get("traceparent")).collect();
+    let tracestates: Vec<Option<&str>> = rows.iter().map(|r| r.trace.get("tracestate")).collect();
     let delays: Vec<i64> = rows.iter().map(|r| r.delay_ms).collect();
     sqlx::query(
-        "INSERT INTO outbox (message_id, topic, key, payload, traceparent, available_at)
-         SELECT m, t, k, p, tp, now() + d * interval '1 millisecond'
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
-             WITH ORDINALITY AS r(m, t, k, p, tp, d, n)
+        "INSERT INTO outbox (message_id, topic, key, payload, traceparent, tracestate, available_at)
+         SELECT m, t, k, p, tp, ts, now() + d * interval '1 millisecond'
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::bigint[])
+             WITH ORDINALITY AS r(m, t, k, p, tp, ts, d, n)
           ORDER BY n",
     )
     .bind(&ids)
@@ -133,6 +133,7 @@ pub async fn insert_all(tx: &mut Transaction<'_, Postgres>, rows: &[OutboxRow]) 
     .bind(&keys)
     .bind(&payloads)
     .bind(&traceparents)
+    .bind(&tracestates)
     .bind(&delays)
     .execute(&mut **tx)
     .await?;
@@ -146,7 +147,7 @@ pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) ->
     // Delayed rows when due; undelayed ones (available when written) once the dispatcher had its
     // chance.
     let rows = sqlx::query(
-        "SELECT id, topic, key, payload, traceparent FROM outbox
+        "SELECT id, topic, key, payload, traceparent, tracestate FROM outbox
           WHERE available_at <= now()
             AND (available_at > created_at OR created_at < now() - $2::bigint * interval '1 millisecond')
           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -173,7 +174,7 @@ pub async fn relay_once(pool: &PgPool, transport: &dyn Transport, batch: i64) ->
             topic,
             key: row.get("key"),
             payload: Bytes::from(payload),
-            traceparent: row.get("traceparent"),
+            trace: TraceHeaders::read(|field| row.get(field)),
         });
     }
     // In id order, so one saga's messages leave in the order they were written.
