@@ -25,8 +25,11 @@ impl AuthUser {
     }
 }
 
-/// What an account may do beyond its own data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
+/// What an account may do beyond its own data. Tokens and the database name it in lowercase;
+/// GraphQL as an enum (`OPERATOR`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, async_graphql::Enum,
+)]
 #[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Sees every saga (the monitor page, operator queries and subscriptions).

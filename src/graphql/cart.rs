@@ -27,24 +27,31 @@ async fn product(ctx: &Context<'_>, sku: &str) -> Result<Option<Product>> {
         .map_err(|e| async_graphql::Error::from(AppError::Internal(e.to_string())))
 }
 
+/// Units of one product in a cart.
 #[Object(name = "CartItem")]
 impl CartItemGql {
+    /// The product's stock-keeping unit.
     async fn sku(&self) -> &str {
         &self.sku
     }
+    /// Units of it (1 to 99).
     async fn quantity(&self) -> i32 {
         self.quantity
     }
+    /// The product as the catalog describes it now; `null` if it left the catalog.
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<ProductGql>> {
         Ok(product(ctx, &self.sku).await?.map(ProductGql))
     }
+    /// Quantity times the current price; `null` if the product left the catalog.
     async fn line_total(&self, ctx: &Context<'_>) -> Result<Option<MoneyGql>> {
         Ok(product(ctx, &self.sku).await?.and_then(|p| p.price.times(self.quantity)).map(|m| (&m).into()))
     }
 }
 
+/// What the signed-in buyer is about to order.
 #[Object(name = "Cart")]
 impl CartGql {
+    /// One entry per product, in the order they were added.
     async fn items(&self) -> Vec<CartItemGql> {
         self.0.items.iter().map(|i| CartItemGql { sku: i.sku.clone(), quantity: i.quantity }).collect()
     }
@@ -99,18 +106,35 @@ async fn apply(ctx: &Context<'_>, change: Change) -> Result<CartGql> {
 #[Object]
 impl CartMutation {
     /// Adds units of a product (1 to 99 per line).
-    async fn add_to_cart(&self, ctx: &Context<'_>, sku: String, quantity: i32) -> Result<CartGql> {
+    async fn add_to_cart(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
+        #[graphql(desc = "Units to add to what the cart holds.")] quantity: i32,
+    ) -> Result<CartGql> {
         user(ctx)?;
         apply(ctx, Change::Add(self::sku(&sku)?, qty(quantity)?)).await
     }
-    async fn update_cart_item(&self, ctx: &Context<'_>, sku: String, quantity: i32) -> Result<CartGql> {
+    /// Sets how many units of a product the cart holds (1 to 99).
+    async fn update_cart_item(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
+        #[graphql(desc = "The new number of units.")] quantity: i32,
+    ) -> Result<CartGql> {
         user(ctx)?;
         apply(ctx, Change::Update(self::sku(&sku)?, qty(quantity)?)).await
     }
-    async fn remove_from_cart(&self, ctx: &Context<'_>, sku: String) -> Result<CartGql> {
+    /// Takes a product out of the cart.
+    async fn remove_from_cart(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
+    ) -> Result<CartGql> {
         user(ctx)?;
         apply(ctx, Change::Remove(self::sku(&sku)?)).await
     }
+    /// Empties the cart.
     async fn clear_cart(&self, ctx: &Context<'_>) -> Result<CartGql> {
         apply(ctx, Change::Clear).await
     }

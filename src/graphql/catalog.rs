@@ -12,14 +12,18 @@ use super::types::MoneyGql;
 
 pub struct ProductGql(pub Product);
 
+/// Something the shop sells.
 #[Object(name = "Product")]
 impl ProductGql {
+    /// Its stock-keeping unit, unique in the catalog.
     async fn sku(&self) -> &str {
         &self.0.sku
     }
+    /// What it is called.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// The price of one unit.
     async fn price(&self) -> MoneyGql {
         (&self.0.price).into()
     }
@@ -44,13 +48,18 @@ impl CatalogQuery {
     async fn products(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50, validator(minimum = 1, maximum = 100))] first: i32,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 100), desc = "How many (1 to 100).")] first: i32,
     ) -> Result<Vec<ProductGql>> {
         let products = catalog::list(&state(ctx).mongo, first as i64).await.map_err(AppError::from)?;
         Ok(products.into_iter().map(ProductGql).collect())
     }
 
-    async fn product(&self, ctx: &Context<'_>, sku: String) -> Result<ProductGql> {
+    /// One product; `NOT_FOUND` when the catalog has none with this SKU.
+    async fn product(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
+    ) -> Result<ProductGql> {
         let sku = Sku::parse(&sku).map_err(AppError::from)?;
         let found =
             catalog::by_skus(&state(ctx).mongo, &[sku.into_string()]).await.map_err(AppError::from)?;

@@ -23,12 +23,16 @@ use ecommerce_platform::config::Config;
 pub use context::{ApiState, Caller, ClientAddr, TraceId};
 use loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader, SagaEventsLoader, StockLoader};
 
+/// What can be read: the catalog, and the signed-in user's account, cart and orders (operators:
+/// every saga).
 #[derive(MergedObject, Default)]
 pub struct Query(auth::AuthQuery, catalog::CatalogQuery, cart::CartQuery, order::OrderQuery, saga::SagaQuery);
 
+/// What can be changed: accounts and sessions, the cart, orders (operators: saga repairs).
 #[derive(MergedObject, Default)]
 pub struct Mutation(auth::AuthMutation, cart::CartMutation, order::OrderMutation, saga::SagaMutation);
 
+/// What can be followed live over graphql-ws: an order's checkout (operators: every saga).
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(order::OrderSubscription, saga::SagaSubscription);
 

@@ -5,25 +5,29 @@ use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use ecommerce_checkout::order::{service, Order, OrderLine};
-use ecommerce_checkout::saga::store;
+use ecommerce_checkout::saga::{store, FailureReason};
 use ecommerce_platform::error::AppError;
 
 use super::catalog::ProductGql;
 use super::context::{state, trace_id, user};
 use super::loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader};
-use super::saga::{SagaEventGql, SagaGql};
+use super::saga::{known, SagaEventGql, SagaGql};
 use super::types::{MoneyGql, OrderStatusGql};
 
 pub struct OrderLineGql(OrderLine, String);
 
+/// Units of one product in an order, at the price they were ordered at.
 #[Object(name = "OrderLine")]
 impl OrderLineGql {
+    /// The product's stock-keeping unit.
     async fn sku(&self) -> &str {
         &self.0.sku
     }
+    /// Units ordered.
     async fn quantity(&self) -> i32 {
         self.0.quantity
     }
+    /// The price of one unit when the order was placed.
     async fn unit_price(&self) -> MoneyGql {
         MoneyGql { amount_minor: self.0.unit_price_minor, currency: self.1.clone() }
     }
@@ -40,30 +44,38 @@ impl OrderLineGql {
 
 pub struct OrderGql(pub Order);
 
+/// A buyer's order: what was ordered, at what price, and how its checkout went.
 #[Object(name = "Order")]
 impl OrderGql {
+    /// The order's id.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// Where the order is.
     async fn status(&self) -> OrderStatusGql {
         self.0.status.into()
     }
+    /// What the buyer pays.
     async fn total(&self) -> MoneyGql {
         MoneyGql { amount_minor: self.0.total_minor, currency: self.0.currency.clone() }
     }
+    /// The key `placeOrder` was called with.
     async fn idempotency_key(&self) -> &str {
         &self.0.idempotency_key
     }
-    /// Why the order was cancelled: `OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_TIMEOUT`, `CANCELLED_BY_USER`, ...
-    async fn cancel_reason(&self) -> Option<&str> {
-        self.0.cancel_reason.as_deref()
+    /// Why the order was cancelled; `null` unless it was.
+    async fn cancel_reason(&self) -> Result<Option<FailureReason>> {
+        self.0.cancel_reason.as_deref().map(|r| known(r, FailureReason::parse, "cancel reason")).transpose()
     }
+    /// When it was placed.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When its status last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    /// What was ordered.
     // Batched: a page of orders reads all their lines in one query.
     async fn lines(&self, ctx: &Context<'_>) -> Result<Vec<OrderLineGql>> {
         let lines = ctx
@@ -74,6 +86,7 @@ impl OrderGql {
             .unwrap_or_default();
         Ok(lines.into_iter().map(|l| OrderLineGql(l, self.0.currency.clone())).collect())
     }
+    /// The checkout saga: its progress step by step.
     // Batched: a page of orders reads all their sagas in one query.
     async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
         let s = ctx
@@ -95,7 +108,11 @@ pub struct OrderQuery;
 #[Object]
 impl OrderQuery {
     /// One of the signed-in user's orders; someone else's is `NOT_FOUND`.
-    async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<OrderGql> {
+    async fn order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order's id.")] id: ID,
+    ) -> Result<OrderGql> {
         let u = user(ctx)?;
         let id = parse_id(&id)?;
         Ok(OrderGql(service::get(&state(ctx).pool, u.id, id).await?))
@@ -107,7 +124,7 @@ impl OrderQuery {
     async fn orders(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20, validator(minimum = 1, maximum = 100))] first: i32,
+        #[graphql(default = 20, validator(minimum = 1, maximum = 100), desc = "How many (1 to 100).")] first: i32,
     ) -> Result<Vec<OrderGql>> {
         let u = user(ctx)?;
         let orders = service::list(&state(ctx).pool, u.id, first as i64).await?;
@@ -125,7 +142,10 @@ impl OrderMutation {
     async fn place_order(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Chosen by the client for this checkout (1 to 64 of `A-Z a-z 0-9 _ - : .`); \
+                          sent again on a retry, it returns the same order.")]
         idempotency_key: String,
+        #[graphql(desc = "The payment method, as the payment provider's client library tokenized it.")]
         payment_token: String,
     ) -> Result<OrderGql> {
         let u = user(ctx)?;
@@ -144,7 +164,11 @@ impl OrderMutation {
     }
 
     /// Cancels an order that is not confirmed yet; stock and payment are released by compensation.
-    async fn cancel_order(&self, ctx: &Context<'_>, order_id: ID) -> Result<OrderGql> {
+    async fn cancel_order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order's id.")] order_id: ID,
+    ) -> Result<OrderGql> {
         let u = user(ctx)?;
         let id = parse_id(&order_id)?;
         let s = state(ctx);
@@ -162,7 +186,7 @@ impl OrderSubscription {
     async fn order_events(
         &self,
         ctx: &Context<'_>,
-        order_id: ID,
+        #[graphql(desc = "One of the signed-in user's orders.")] order_id: ID,
     ) -> Result<impl Stream<Item = Result<SagaEventGql>>> {
         let u = user(ctx)?;
         let id = parse_id(&order_id)?;
@@ -172,6 +196,8 @@ impl OrderSubscription {
             .await
             .map_err(AppError::from)?
             .ok_or(AppError::NotFound("order"))?;
-        Ok(s.feed.stream(saga.id).map(|r| r.map(SagaEventGql::from).map_err(|e| AppError::from(e).into())))
+        Ok(s.feed
+            .stream(saga.id)
+            .map(|r| r.map_err(|e| AppError::from(e).into()).and_then(SagaEventGql::try_from)))
     }
 }

@@ -1,7 +1,7 @@
 //! Sagas in GraphQL: the `Saga` type (an order's saga for its owner, any saga for operators), and
 //! the operator-only queries and change stream behind the monitor page.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::connection::{Edge, EmptyFields, PageInfo};
 use async_graphql::{Context, Object, Result, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -10,7 +10,7 @@ use uuid::Uuid;
 use ecommerce_checkout::saga::machine::OperatorAction;
 use ecommerce_checkout::saga::operator as ops;
 use ecommerce_checkout::saga::store::{self, SagaEventRow, SagaSummary};
-use ecommerce_checkout::saga::{definition, SagaDefinition, SagaStatus};
+use ecommerce_checkout::saga::{definition, EventKind, FailureReason, SagaDefinition, SagaStatus, Step};
 use ecommerce_platform::error::AppError;
 
 use super::context::{operator, state, OperatorOnly};
@@ -24,32 +24,47 @@ use async_graphql::dataloader::DataLoader;
 pub struct SagaEventGql {
     /// 1, 2, 3, ... in the order the saga recorded them.
     pub sequence: i32,
-    /// `ORDER_PLACED`, `STOCK_RESERVED`, ..., `COMPLETED` or `COMPENSATED`.
+    /// What happened.
     #[graphql(name = "type")]
-    pub kind: String,
+    pub kind: EventKind,
+    /// More about it, when there is more: the provider's words on a refusal, the step that timed
+    /// out, an operator's reason.
     pub detail: Option<String>,
+    /// When it was recorded.
     pub at: DateTime<Utc>,
 }
 
-impl From<SagaEventRow> for SagaEventGql {
-    fn from(e: SagaEventRow) -> Self {
-        SagaEventGql { sequence: e.seq, kind: e.kind, detail: e.detail, at: e.created_at }
+impl TryFrom<SagaEventRow> for SagaEventGql {
+    type Error = async_graphql::Error;
+
+    fn try_from(e: SagaEventRow) -> Result<Self> {
+        let kind = known(&e.kind, EventKind::parse, "saga event type")?;
+        Ok(SagaEventGql { sequence: e.seq, kind, detail: e.detail, at: e.created_at })
     }
+}
+
+/// A stored name this build does not know is a fault of the server's data, reported as
+/// `INTERNAL`: never guessed, never taken for another value.
+pub(super) fn known<T>(value: &str, parse: fn(&str) -> Option<T>, what: &str) -> Result<T> {
+    parse(value).ok_or_else(|| AppError::Internal(format!("unknown {what} {value:?} in the database")).into())
 }
 
 pub struct SagaGql(pub SagaSummary);
 
+/// An order's checkout: the steps it ran, where it is, and what undid what when something failed.
 #[Object(name = "Saga")]
 impl SagaGql {
+    /// The saga's id.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// The order it checks out.
     async fn order_id(&self) -> ID {
         ID(self.0.order_id.to_string())
     }
-    /// `RUNNING`, `COMPENSATING`, `NEEDS_ATTENTION`, `COMPLETED` or `COMPENSATED`.
-    async fn status(&self) -> &str {
-        &self.0.status
+    /// Where the saga is.
+    async fn status(&self) -> Result<SagaStatus> {
+        known(&self.0.status, SagaStatus::parse, "saga status")
     }
     /// The order's status as the saga leaves it: `PENDING` while it runs or compensates, then
     /// `CONFIRMED` or `CANCELLED` (the saga's last transition writes both in one transaction).
@@ -60,19 +75,20 @@ impl SagaGql {
             _ => OrderStatusGql::Pending,
         }
     }
-    /// The step the saga is at (running, paused) or undoing (compensating): `RESERVE_STOCK`,
-    /// `AUTHORIZE_PAYMENT`, `CAPTURE_PAYMENT`; `DONE` once finished.
-    async fn step(&self, ctx: &Context<'_>) -> &'static str {
+    /// The step the saga is at (running, paused) or undoing (compensating); `null` once it has
+    /// finished.
+    async fn step(&self, ctx: &Context<'_>) -> Option<Step> {
         if SagaStatus::parse(&self.0.status).is_some_and(|s| s.is_terminal()) {
-            return "DONE";
+            return None;
         }
         let steps = &state(ctx).saga.steps;
-        usize::try_from(self.0.step).ok().and_then(|i| steps.get(i)).map_or("DONE", |s| s.name)
+        usize::try_from(self.0.step).ok().and_then(|i| steps.get(i)).map(|s| s.name)
     }
-    /// Why the saga compensated: `OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_TIMEOUT`, ...
-    async fn failure_reason(&self) -> Option<&str> {
-        self.0.failure_reason.as_deref()
+    /// Why the saga compensated; `null` while nothing failed.
+    async fn failure_reason(&self) -> Result<Option<FailureReason>> {
+        self.0.failure_reason.as_deref().map(|r| known(r, FailureReason::parse, "failure reason")).transpose()
     }
+    /// When the order was placed and the saga started.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -111,14 +127,14 @@ impl SagaGql {
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?
             .unwrap_or_default();
-        Ok(events.into_iter().map(Into::into).collect())
+        events.into_iter().map(SagaEventGql::try_from).collect()
     }
 }
 
 /// The next step in words, for people.
 fn next_action(def: &SagaDefinition, s: &SagaSummary) -> Option<String> {
     let step = usize::try_from(s.step).ok().and_then(|i| def.steps.get(i));
-    let name = step.map_or("?", |st| st.name);
+    let name = step.map_or("?", |st| st.name.as_str());
     let compensation = step.and_then(|st| st.compensation).map_or("?", |c| c.as_str());
     match SagaStatus::parse(&s.status)? {
         SagaStatus::Running => Some(format!(
@@ -143,19 +159,20 @@ fn next_action(def: &SagaDefinition, s: &SagaSummary) -> Option<String> {
     }
 }
 
-/// One operator action in a saga's audit log.
 pub struct AuditEntryGql(ops::AuditEntry);
 
+/// One operator action in a saga's audit log.
 #[Object(name = "SagaAuditEntry")]
 impl AuditEntryGql {
-    /// `RETRY_STEP`, `RESUME`, `FORCE_COMPENSATE` or `FORCE_COMPLETE`.
-    async fn action(&self) -> &str {
-        &self.0.action
+    /// What the operator did.
+    async fn action(&self) -> Result<OperatorAction> {
+        known(&self.0.action, |a| a.parse().ok(), "operator action")
     }
     /// The operator's e-mail.
     async fn actor(&self) -> &str {
         &self.0.actor_email
     }
+    /// Why, in the operator's words.
     async fn reason(&self) -> &str {
         &self.0.reason
     }
@@ -163,9 +180,11 @@ impl AuditEntryGql {
     async fn before(&self) -> async_graphql::Json<serde_json::Value> {
         async_graphql::Json(self.0.before.clone())
     }
+    /// The saga after the action, with the same fields.
     async fn after(&self) -> async_graphql::Json<serde_json::Value> {
         async_graphql::Json(self.0.after.clone())
     }
+    /// When the action was taken.
     async fn at(&self) -> DateTime<Utc> {
         self.0.at
     }
@@ -173,17 +192,6 @@ impl AuditEntryGql {
 
 fn parse_saga_id(id: &ID) -> Result<Uuid> {
     id.parse::<Uuid>().map_err(|_| async_graphql::Error::from(AppError::bad_input("not a valid saga id")))
-}
-
-fn check_status(status: &Option<String>) -> Result<()> {
-    match status.as_deref() {
-        None => Ok(()),
-        Some(s) if SagaStatus::parse(s).is_some() => Ok(()),
-        Some(_) => Err(AppError::bad_input(
-            "status must be RUNNING, COMPENSATING, NEEDS_ATTENTION, COMPLETED or COMPENSATED",
-        )
-        .into()),
-    }
 }
 
 #[derive(Default)]
@@ -197,25 +205,25 @@ impl SagaQuery {
     async fn recent_sagas(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50, validator(minimum = 1, maximum = 100))] first: i32,
-        status: Option<String>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 100), desc = "How many (1 to 100).")] first: i32,
+        #[graphql(desc = "Only sagas in this status.")] status: Option<SagaStatus>,
     ) -> Result<Vec<SagaGql>> {
-        check_status(&status)?;
-        let sagas =
-            store::recent(&state(ctx).pool, first as i64, status.as_deref()).await.map_err(AppError::from)?;
+        let sagas = store::recent(&state(ctx).pool, first as i64, status.map(SagaStatus::as_str))
+            .await
+            .map_err(AppError::from)?;
         Ok(sagas.into_iter().map(SagaGql).collect())
     }
 
     /// Operators only: sagas matching `filter`, newest first, a page of `first` (1 to 100) after
-    /// the cursor `after`; e.g. `{ status: "NEEDS_ATTENTION" }` or `{ unchangedForMinutes: 10 }`.
+    /// the cursor `after`; e.g. `{ status: NEEDS_ATTENTION }` or `{ unchangedForMinutes: 10 }`.
     #[graphql(guard = "OperatorOnly", complexity = "first.clamp(1, 100) as usize * child_complexity")]
     async fn sagas(
         &self,
         ctx: &Context<'_>,
-        filter: Option<SagaFilterInput>,
-        #[graphql(default = 20, validator(minimum = 1, maximum = 100))] first: i32,
-        after: Option<String>,
-    ) -> Result<Connection<String, SagaGql, SagaConnectionTotal, EmptyFields>> {
+        #[graphql(desc = "Which sagas; all when absent.")] filter: Option<SagaFilterInput>,
+        #[graphql(default = 20, validator(minimum = 1, maximum = 100), desc = "Page size (1 to 100).")] first: i32,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<SagaConnection> {
         let s = state(ctx);
         let f = filter.unwrap_or_default().to_filter(&s.saga)?;
         let after = match after {
@@ -224,21 +232,25 @@ impl SagaQuery {
         };
         let (sagas, more) = ops::find(&s.pool, &f, first as i64, after).await.map_err(AppError::from)?;
         let total = ops::count(&s.pool, &f).await.map_err(AppError::from)?;
-        let mut page = Connection::with_additional_fields(
-            after.is_some(),
-            more,
-            SagaConnectionTotal { total_count: total },
-        );
-        page.edges.extend(sagas.into_iter().map(|saga| {
-            let cursor = ops::Cursor { created_at: saga.created_at, id: saga.id }.encode();
-            Edge::new(cursor, SagaGql(saga))
-        }));
-        Ok(page)
+        let edges: Vec<_> = sagas
+            .into_iter()
+            .map(|saga| {
+                let cursor = ops::Cursor { created_at: saga.created_at, id: saga.id }.encode();
+                Edge::new(cursor, SagaGql(saga))
+            })
+            .collect();
+        let page_info = PageInfo {
+            has_previous_page: after.is_some(),
+            has_next_page: more,
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: edges.last().map(|e| e.cursor.clone()),
+        };
+        Ok(SagaConnection { page_info, edges, total_count: total })
     }
 
     /// Operators only: any saga by id.
     #[graphql(guard = "OperatorOnly")]
-    async fn saga(&self, ctx: &Context<'_>, id: ID) -> Result<SagaGql> {
+    async fn saga(&self, ctx: &Context<'_>, #[graphql(desc = "The saga's id.")] id: ID) -> Result<SagaGql> {
         let id = parse_saga_id(&id)?;
         let saga = store::summary(&state(ctx).pool, id).await.map_err(AppError::from)?;
         Ok(saga.map(SagaGql).ok_or(AppError::NotFound("saga"))?)
@@ -258,8 +270,10 @@ impl SagaSubscription {
     async fn saga_changes(
         &self,
         ctx: &Context<'_>,
-        status: Option<String>,
-        filter: Option<SagaFilterInput>,
+        #[graphql(desc = "Only changes into this status.")] status: Option<SagaStatus>,
+        #[graphql(desc = "Only sagas matching this (not the minute filters).")] filter: Option<
+            SagaFilterInput,
+        >,
     ) -> Result<impl Stream<Item = Result<SagaGql>>> {
         let s = state(ctx);
         let mut filter = filter.unwrap_or_default();
@@ -281,12 +295,13 @@ impl SagaSubscription {
 #[derive(async_graphql::InputObject, Default)]
 #[graphql(name = "SagaFilter")]
 pub struct SagaFilterInput {
-    /// `RUNNING`, `COMPENSATING`, `NEEDS_ATTENTION`, `COMPLETED` or `COMPENSATED`.
-    pub status: Option<String>,
-    /// The step the saga is at: `RESERVE_STOCK`, `AUTHORIZE_PAYMENT` or `CAPTURE_PAYMENT`.
-    pub step: Option<String>,
+    /// Sagas in this status.
+    pub status: Option<SagaStatus>,
+    /// Sagas at (or undoing) this step.
+    pub step: Option<Step>,
     /// Text in the last error or the failure reason (case-insensitive).
     pub error_contains: Option<String>,
+    /// The saga of this order.
     pub order_id: Option<ID>,
     /// Started more than this many minutes ago.
     pub older_than_minutes: Option<i32>,
@@ -305,14 +320,15 @@ impl SagaFilterInput {
     }
 
     fn to_filter(&self, def: &SagaDefinition) -> Result<ops::Filter> {
-        check_status(&self.status)?;
-        let step = match &self.step {
-            None => None,
-            Some(name) => Some(def.steps.iter().position(|s| s.name == name).ok_or_else(|| {
-                let names: Vec<&str> = def.steps.iter().map(|s| s.name).collect();
-                AppError::bad_input(format!("step must be one of {}", names.join(", ")))
-            })? as i32),
-        };
+        let step =
+            match self.step {
+                None => None,
+                Some(name) => {
+                    Some(def.steps.iter().position(|s| s.name == name).ok_or_else(|| {
+                        AppError::Internal(format!("step {} is not in the saga", name.as_str()))
+                    })? as i32)
+                }
+            };
         for minutes in [self.older_than_minutes, self.unchanged_for_minutes].into_iter().flatten() {
             if !(0..=525_600).contains(&minutes) {
                 return Err(AppError::bad_input("minutes must be between 0 and 525600").into());
@@ -329,7 +345,7 @@ impl SagaFilterInput {
             ),
         };
         Ok(ops::Filter {
-            status: self.status.clone(),
+            status: self.status.map(|s| s.as_str().to_string()),
             step,
             error_contains: self.error_contains.clone(),
             order_id,
@@ -339,31 +355,7 @@ impl SagaFilterInput {
     }
 }
 
-/// An operator's repair action.
-#[derive(async_graphql::Enum, Copy, Clone, PartialEq, Eq)]
-#[graphql(name = "SagaAction")]
-pub enum SagaActionGql {
-    /// Send the paused step's command (or compensation) again.
-    RetryStep,
-    /// The paused step (or compensation) took effect: continue after it.
-    Resume,
-    /// Undo the order: compensate from the current step.
-    ForceCompensate,
-    /// Confirm the order and end the saga.
-    ForceComplete,
-}
-
-impl From<SagaActionGql> for OperatorAction {
-    fn from(a: SagaActionGql) -> Self {
-        match a {
-            SagaActionGql::RetryStep => OperatorAction::RetryStep,
-            SagaActionGql::Resume => OperatorAction::Resume,
-            SagaActionGql::ForceCompensate => OperatorAction::ForceCompensate,
-            SagaActionGql::ForceComplete => OperatorAction::ForceComplete,
-        }
-    }
-}
-
+/// What an operator's repair did.
 #[derive(SimpleObject)]
 pub struct SagaActionResult {
     /// The saga after the action.
@@ -372,14 +364,19 @@ pub struct SagaActionResult {
     pub replayed: bool,
 }
 
+/// A saga a bulk repair left alone.
 #[derive(SimpleObject)]
 pub struct BulkRefusal {
+    /// The saga's id.
     pub saga_id: ID,
+    /// Why the action does not apply to it in its current state.
     pub reason: String,
 }
 
+/// What a bulk repair did, or on a dry run would do.
 #[derive(SimpleObject)]
 pub struct BulkRepairResult {
+    /// `true` when nothing was done, only counted.
     pub dry_run: bool,
     /// Sagas matching the filter (at most 500 are considered).
     pub matched: i32,
@@ -391,10 +388,31 @@ pub struct BulkRepairResult {
     pub refused: Vec<BulkRefusal>,
 }
 
-#[derive(SimpleObject)]
-pub struct SagaConnectionTotal {
+pub struct SagaConnection {
+    page_info: PageInfo,
+    edges: Vec<Edge<String, SagaGql, EmptyFields>>,
+    total_count: i64,
+}
+
+/// A page of the sagas matching a filter, newest first (a Relay cursor connection).
+#[Object]
+impl SagaConnection {
+    /// Information to aid in pagination.
+    async fn page_info(&self) -> &PageInfo {
+        &self.page_info
+    }
+    /// A list of edges.
+    async fn edges(&self) -> &[Edge<String, SagaGql, EmptyFields>] {
+        &self.edges
+    }
+    /// A list of nodes.
+    async fn nodes(&self) -> Vec<&SagaGql> {
+        self.edges.iter().map(|e| &e.node).collect()
+    }
     /// Sagas matching the filter, on every page.
-    pub total_count: i64,
+    async fn total_count(&self) -> i64 {
+        self.total_count
+    }
 }
 
 fn actor(ctx: &Context<'_>) -> Result<ops::Actor> {
@@ -437,8 +455,9 @@ impl SagaMutation {
     async fn retry_saga_step(
         &self,
         ctx: &Context<'_>,
-        saga_id: ID,
-        reason: String,
+        #[graphql(desc = "The saga to repair.")] saga_id: ID,
+        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
+        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
         idempotency_key: String,
     ) -> Result<SagaActionResult> {
         apply(ctx, OperatorAction::RetryStep, saga_id, reason, idempotency_key).await
@@ -450,8 +469,9 @@ impl SagaMutation {
     async fn resume_saga(
         &self,
         ctx: &Context<'_>,
-        saga_id: ID,
-        reason: String,
+        #[graphql(desc = "The saga to repair.")] saga_id: ID,
+        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
+        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
         idempotency_key: String,
     ) -> Result<SagaActionResult> {
         apply(ctx, OperatorAction::Resume, saga_id, reason, idempotency_key).await
@@ -462,8 +482,9 @@ impl SagaMutation {
     async fn force_compensate_saga(
         &self,
         ctx: &Context<'_>,
-        saga_id: ID,
-        reason: String,
+        #[graphql(desc = "The saga to repair.")] saga_id: ID,
+        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
+        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
         idempotency_key: String,
     ) -> Result<SagaActionResult> {
         apply(ctx, OperatorAction::ForceCompensate, saga_id, reason, idempotency_key).await
@@ -474,8 +495,9 @@ impl SagaMutation {
     async fn force_complete_saga(
         &self,
         ctx: &Context<'_>,
-        saga_id: ID,
-        reason: String,
+        #[graphql(desc = "The saga to repair.")] saga_id: ID,
+        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
+        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
         idempotency_key: String,
     ) -> Result<SagaActionResult> {
         apply(ctx, OperatorAction::ForceComplete, saga_id, reason, idempotency_key).await
@@ -487,11 +509,12 @@ impl SagaMutation {
     async fn bulk_repair_sagas(
         &self,
         ctx: &Context<'_>,
-        filter: SagaFilterInput,
-        action: SagaActionGql,
-        reason: String,
+        #[graphql(desc = "Which sagas; at least one field must be set.")] filter: SagaFilterInput,
+        #[graphql(desc = "What to do to each.")] action: OperatorAction,
+        #[graphql(desc = "Why, for each saga's audit log (1 to 500 characters).")] reason: String,
+        #[graphql(desc = "Chosen by the operator's client: the same key applies once per saga.")]
         idempotency_key: String,
-        #[graphql(default = true)] dry_run: bool,
+        #[graphql(default = true, desc = "Only count what would be done.")] dry_run: bool,
     ) -> Result<BulkRepairResult> {
         let actor = actor(ctx)?;
         if filter.is_empty() {
@@ -499,7 +522,6 @@ impl SagaMutation {
         }
         let s = state(ctx);
         let f = filter.to_filter(&s.saga)?;
-        let action = OperatorAction::from(action);
         let out = ops::bulk(&s.pool, &s.saga, &f, action, &reason, &idempotency_key, &actor, dry_run).await?;
         if !dry_run {
             for _ in 0..out.applied {

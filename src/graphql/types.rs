@@ -4,6 +4,7 @@ use async_graphql::{Enum, SimpleObject};
 use ecommerce_checkout::order::OrderStatus;
 use ecommerce_core::domain::Money;
 
+/// An amount of money in one currency.
 #[derive(SimpleObject, Clone)]
 #[graphql(name = "Money")]
 pub struct MoneyGql {
@@ -19,20 +20,14 @@ impl From<&Money> for MoneyGql {
     }
 }
 
+/// Where an order is.
 #[derive(Enum, Copy, Clone, PartialEq, Eq)]
-#[graphql(name = "OrderStatus")]
+#[graphql(name = "OrderStatus", remote = "OrderStatus")]
 pub enum OrderStatusGql {
+    /// Placed; checkout is running (or undoing what it did).
     Pending,
+    /// Stock reserved and payment captured: the order will ship.
     Confirmed,
+    /// Nothing was charged or kept: see `cancelReason`.
     Cancelled,
-}
-
-impl From<OrderStatus> for OrderStatusGql {
-    fn from(s: OrderStatus) -> Self {
-        match s {
-            OrderStatus::Pending => OrderStatusGql::Pending,
-            OrderStatus::Confirmed => OrderStatusGql::Confirmed,
-            OrderStatus::Cancelled => OrderStatusGql::Cancelled,
-        }
-    }
 }

@@ -62,7 +62,7 @@ function renderRow(saga, row) {
     order,
     cell(saga.orderStatus, `order-status order-${saga.orderStatus}`),
     cell(saga.status, `status status-${saga.status}`),
-    cell(saga.step, "step"),
+    cell(saga.step || "DONE", "step"),
     cell(saga.failureReason || "", "reason"),
     cell(saga.eventCount, "events"),
     cell(time(saga.createdAt), "created"),
@@ -125,7 +125,7 @@ function refreshAttention() {
   attentionTimer = setTimeout(async () => {
     attentionTimer = null;
     try {
-      const data = await graphql(`query Attention { sagas(filter: { status: "NEEDS_ATTENTION" }, first: 1) { totalCount } }`);
+      const data = await graphql(`query Attention { sagas(filter: { status: NEEDS_ATTENTION }, first: 1) { totalCount } }`);
       const n = data.sagas.totalCount;
       $("attention").dataset.count = n;
       $("attention").textContent = `Needing attention: ${n}`;
@@ -256,7 +256,7 @@ function connect() {
         try {
           const data = await graphql(
             // Within the API's complexity limit: the 50 newest, and up to 10 that need attention.
-            `query Recent { recentSagas(first: 50) { ${SAGA_FIELDS} } stuck: sagas(filter: { status: "NEEDS_ATTENTION" }, first: 10) { edges { node { ${SAGA_FIELDS} } } } }`,
+            `query Recent { recentSagas(first: 50) { ${SAGA_FIELDS} } stuck: sagas(filter: { status: NEEDS_ATTENTION }, first: 10) { edges { node { ${SAGA_FIELDS} } } } }`,
           );
           for (const saga of data.recentSagas.slice().reverse()) upsert(saga, false);
           for (const edge of data.stuck.edges) upsert(edge.node, false);
@@ -297,7 +297,7 @@ async function signIn(event) {
       { email: $("email").value, password: $("password").value },
     );
     const { accessToken, user } = data.login;
-    if (!user.roles.includes("operator")) {
+    if (!user.roles.includes("OPERATOR")) {
       $("login-error").textContent =
         `${user.email} does not have the operator role. Grant it with "api grant-role ${user.email} operator", then sign in again.`;
       return;

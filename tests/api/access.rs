@@ -137,7 +137,7 @@ const CASES: &[Case] = &[
         root: "Mutation",
         field: "bulkRepairSagas",
         rule: Rule::Operator,
-        doc: "mutation { bulkRepairSagas(filter: { status: \"COMPLETED\" }, action: FORCE_COMPENSATE, reason: \"acl\", idempotencyKey: \"acl\", dryRun: false) { matched applied } }",
+        doc: "mutation { bulkRepairSagas(filter: { status: COMPLETED }, action: FORCE_COMPENSATE, reason: \"acl\", idempotencyKey: \"acl\", dryRun: false) { matched applied } }",
     },
     Case {
         root: "Query",

@@ -302,7 +302,7 @@ impl TestApp {
                 json!({ "e": user.email, "p": Self::PASSWORD }),
             )
             .await;
-        assert_eq!(d["login"]["user"]["roles"], json!(["operator"]));
+        assert_eq!(d["login"]["user"]["roles"], json!(["OPERATOR"]));
         user.token = d["login"]["accessToken"].as_str().unwrap().to_string();
         user.refresh_token = d["login"]["refreshToken"].as_str().unwrap().to_string();
         user

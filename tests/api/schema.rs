@@ -90,3 +90,56 @@ async fn the_standard_introspection_query_builds_the_committed_schema() {
     assert!(p.get("errors").is_none() && p["data"]["__schema"]["queryType"]["name"] == "Query", "{p}");
     app.stop().await;
 }
+
+/// Every type, field, argument, input field and enum value a client can see has a description:
+/// what GraphiQL shows and codegen tools write into the generated types' doc comments.
+#[tokio::test]
+async fn everything_a_client_sees_is_described() {
+    let app = spawn_app().await;
+    let answer: Value = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": introspection_query(), "operationName": "IntrospectionQuery" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &answer["data"]["__schema"];
+    let described = |v: &Value| v["description"].as_str().is_some_and(|d| !d.trim().is_empty());
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let mut missing = Vec::new();
+    let mut counted = 0;
+    let mut check = |what: String, v: &Value| {
+        counted += 1;
+        if !described(v) {
+            missing.push(what);
+        }
+    };
+    for t in list(&schema["types"]) {
+        let name = t["name"].as_str().unwrap().to_string();
+        // Introspection's own types, and the scalars the GraphQL spec defines (described there;
+        // codegen tools map them to the language's own types).
+        if name.starts_with("__") || ["String", "Int", "Float", "Boolean", "ID"].contains(&name.as_str()) {
+            continue;
+        }
+        check(name.clone(), &t);
+        for f in list(&t["fields"]) {
+            let field = format!("{name}.{}", f["name"].as_str().unwrap());
+            for a in list(&f["args"]) {
+                check(format!("{field}({})", a["name"].as_str().unwrap()), &a);
+            }
+            check(field, &f);
+        }
+        for f in list(&t["inputFields"]) {
+            check(format!("{name}.{}", f["name"].as_str().unwrap()), &f);
+        }
+        for v in list(&t["enumValues"]) {
+            check(format!("{name}.{}", v["name"].as_str().unwrap()), &v);
+        }
+    }
+    assert!(counted > 200, "introspection answered: {answer}");
+    assert!(missing.is_empty(), "{} of {counted} undescribed: {missing:#?}", missing.len());
+    app.stop().await;
+}

@@ -219,7 +219,7 @@ pub const RETIRED: &[(&str, &str, &str)] = &[(
 /// definition names them.
 fn steps(value: &str) -> Result<StepNames, String> {
     let checkout = SagaDefinition::checkout(SagaTiming::default());
-    let known: Vec<&str> = checkout.steps.iter().map(|s| s.name).collect();
+    let known: Vec<&str> = checkout.steps.iter().map(|s| s.name.as_str()).collect();
     let names: Vec<String> =
         value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     match names.iter().find(|n| !known.contains(&n.as_str())) {

@@ -9,5 +9,5 @@ pub mod operator;
 pub mod orchestrator;
 pub mod store;
 
-pub use definition::{EventKind, SagaDefinition, SagaTiming};
+pub use definition::{EventKind, FailureReason, SagaDefinition, SagaTiming, Step};
 pub use machine::{SagaState, SagaStatus};

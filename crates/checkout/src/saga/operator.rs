@@ -32,7 +32,7 @@ fn state_json(s: &SagaState, step: Option<&str>) -> serde_json::Value {
         "status": s.status.as_str(),
         "step": step,
         "attempt": s.attempt,
-        "failureReason": s.failure_reason,
+        "failureReason": s.failure_reason.map(|r| r.as_str()),
         "interrupted": s.interrupted.map(|i| i.as_str()),
         "lastError": s.last_error,
     })
@@ -83,7 +83,7 @@ pub async fn act(
         return Ok(Applied { saga, replayed: true });
     }
     let t = machine::operate(def, &saga.state, action, reason).map_err(|r| AppError::Conflict(r.0))?;
-    let step_name = |i: usize| def.steps.get(i).map(|s| s.name);
+    let step_name = |i: usize| def.steps.get(i).map(|s| s.name.as_str());
     let rows = store::apply(&mut tx, &saga, &t).await?;
     sqlx::query(
         "INSERT INTO saga_audit (saga_id, action, idempotency_key, actor_id, actor_email, reason, before, after)

@@ -39,7 +39,10 @@ impl Orchestrator {
 
     /// Counts a committed transition's events.
     fn record(&self, t: &machine::Transition) {
-        self.metrics.saga_events(t.events.iter().map(|(k, _)| k.as_str()), t.state.failure_reason.as_deref());
+        self.metrics.saga_events(
+            t.events.iter().map(|(k, _)| k.as_str()),
+            t.state.failure_reason.map(|r| r.as_str()),
+        );
     }
 
     /// Returns `false` when the reply was a duplicate and nothing was done.

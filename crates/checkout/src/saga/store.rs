@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::definition::FailureReason;
 use super::machine::{OrderOutcome, SagaState, SagaStatus, Transition};
 use super::messages::{
     Body, ChangedEvent, Command, CommandKind, DomainEvent, Envelope, SagaChanged, StockLine,
@@ -79,7 +80,13 @@ pub fn state_from_row(row: &sqlx::postgres::PgRow) -> Result<SagaState, sqlx::Er
         status: status(&row.try_get::<String, _>("status")?)?,
         step: row.try_get::<i32, _>("step")? as usize,
         attempt: row.try_get::<i32, _>("attempt")? as u32,
-        failure_reason: row.try_get("failure_reason")?,
+        failure_reason: row
+            .try_get::<Option<String>, _>("failure_reason")?
+            .map(|r| {
+                FailureReason::parse(&r)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown failure reason {r}").into()))
+            })
+            .transpose()?,
         interrupted: row
             .try_get::<Option<String>, _>("interrupted_status")?
             .as_deref()
@@ -190,7 +197,7 @@ pub struct Writes {
     index: std::collections::HashMap<Uuid, usize>,
     events: Vec<(Uuid, i32, &'static str, Option<String>)>,
     outbox: Vec<outbox::OutboxRow>,
-    orders: Vec<(Uuid, &'static str, Option<String>)>,
+    orders: Vec<(Uuid, &'static str, Option<&'static str>)>,
 }
 
 struct SagaWrite {
@@ -228,7 +235,7 @@ impl Writes {
                 Some(DomainEvent::OrderConfirmed { user_id: saga.user_id, skus, lines: lines() })
             }
             Some(OrderOutcome::Cancel { reason }) => {
-                self.orders.push((saga.order_id, "CANCELLED", Some(reason.clone())));
+                self.orders.push((saga.order_id, "CANCELLED", Some(reason.as_str())));
                 Some(DomainEvent::OrderCancelled { user_id: saga.user_id, lines: lines() })
             }
             None => None,
@@ -277,7 +284,8 @@ impl Writes {
         let statuses: Vec<&str> = s.iter().map(|w| w.state.status.as_str()).collect();
         let steps: Vec<i32> = s.iter().map(|w| w.state.step as i32).collect();
         let attempts: Vec<i32> = s.iter().map(|w| w.state.attempt as i32).collect();
-        let reasons: Vec<Option<&str>> = s.iter().map(|w| w.state.failure_reason.as_deref()).collect();
+        let reasons: Vec<Option<&str>> =
+            s.iter().map(|w| w.state.failure_reason.map(|r| r.as_str())).collect();
         let deadlines: Vec<Option<i64>> = s.iter().map(|w| w.deadline_ms).collect();
         let added: Vec<i32> = s.iter().map(|w| w.added_events).collect();
         let interrupted: Vec<Option<&str>> =
@@ -355,7 +363,7 @@ impl Writes {
             let o = &self.orders;
             let ids: Vec<Uuid> = o.iter().map(|x| x.0).collect();
             let statuses: Vec<&str> = o.iter().map(|x| x.1).collect();
-            let reasons: Vec<Option<&str>> = o.iter().map(|x| x.2.as_deref()).collect();
+            let reasons: Vec<Option<&str>> = o.iter().map(|x| x.2).collect();
             sqlx::query(
                 "UPDATE orders o SET status = v.status, cancel_reason = COALESCE(v.reason, o.cancel_reason),
                      updated_at = now()

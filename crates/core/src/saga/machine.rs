@@ -6,13 +6,15 @@
 
 use std::time::Duration;
 
-use super::definition::{compensation_event, EventKind, OnExhausted, SagaDefinition};
+use super::definition::{compensation_event, EventKind, FailureReason, OnExhausted, SagaDefinition};
 use super::messages::{CommandKind, ReplyKind};
 
+/// Where a saga is.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
 pub enum SagaStatus {
     /// Forward steps are running.
     Running,
@@ -49,8 +51,8 @@ pub struct SagaState {
     pub step: usize,
     /// 1-based attempt of the command in flight.
     pub attempt: u32,
-    /// Why the saga compensates (`OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_TIMEOUT`, ...).
-    pub failure_reason: Option<String>,
+    /// Why the saga compensates.
+    pub failure_reason: Option<FailureReason>,
     /// While `NeedsAttention`: what was interrupted (`Running` or `Compensating`).
     pub interrupted: Option<SagaStatus>,
     /// While `NeedsAttention`: what went wrong, for the operator.
@@ -81,11 +83,14 @@ pub enum Input {
     Cancel,
 }
 
-/// What an operator can do to a saga (see [`operate`]).
+/// What an operator can do to a saga.
+// Applied by `operate`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
+#[cfg_attr(feature = "graphql", graphql(name = "SagaAction"))]
 pub enum OperatorAction {
     /// Send the paused step's command (or compensation) again, with a fresh attempt budget.
     RetryStep,
@@ -113,7 +118,7 @@ pub struct Refusal(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderOutcome {
     Confirm,
-    Cancel { reason: String },
+    Cancel { reason: FailureReason },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +231,7 @@ pub fn operate(
             Ok(compensate_from(
                 def,
                 Some(state.step),
-                "COMPENSATED_BY_OPERATOR",
+                FailureReason::CompensatedByOperator,
                 vec![note(EventKind::OperatorCompensated)],
             ))
         }
@@ -334,12 +339,12 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
         Input::Timeout => {
             // The outcome of the step in flight is unknown: undo it too (compensations are safe to
             // run for a command that never took effect).
-            let events = vec![(EventKind::StepTimedOut, Some(step.name.to_string()))];
+            let events = vec![(EventKind::StepTimedOut, Some(step.name.as_str().to_string()))];
             Some(compensate_from(def, Some(state.step), step.timeout_reason, events))
         }
         Input::Cancel => {
             let events = vec![(EventKind::CancelRequested, None)];
-            Some(compensate_from(def, Some(state.step), "CANCELLED_BY_USER", events))
+            Some(compensate_from(def, Some(state.step), FailureReason::CancelledByUser, events))
         }
     }
 }
@@ -350,8 +355,9 @@ fn compensating(def: &SagaDefinition, state: &SagaState, input: &Input) -> Optio
     match input {
         Input::Reply { kind, reason } if kind.answers() == compensation => {
             let events = vec![(compensation_event(compensation), reason.clone())];
-            let reason = state.failure_reason.clone().unwrap_or_default();
-            Some(compensate_from(def, state.step.checked_sub(1), &reason, events))
+            // Compensating always has a reason; a state without one says it was the operator.
+            let reason = state.failure_reason.unwrap_or(FailureReason::CompensatedByOperator);
+            Some(compensate_from(def, state.step.checked_sub(1), reason, events))
         }
         Input::Reply { .. } | Input::Cancel => None,
         Input::Timeout
@@ -384,7 +390,7 @@ fn compensating(def: &SagaDefinition, state: &SagaState, input: &Input) -> Optio
 fn compensate_from(
     def: &SagaDefinition,
     from: Option<usize>,
-    reason: &str,
+    reason: FailureReason,
     mut events: Vec<(EventKind, Option<String>)>,
 ) -> Transition {
     let next = from.and_then(|from| (0..=from).rev().find(|&i| def.steps[i].compensation.is_some()));
@@ -394,7 +400,7 @@ fn compensate_from(
                 status: SagaStatus::Compensating,
                 step: i,
                 attempt: 1,
-                failure_reason: Some(reason.to_string()),
+                failure_reason: Some(reason),
                 interrupted: None,
                 last_error: None,
             },
@@ -412,7 +418,7 @@ fn compensate_from(
                     status: SagaStatus::Compensated,
                     step: 0,
                     attempt: 0,
-                    failure_reason: Some(reason.to_string()),
+                    failure_reason: Some(reason),
                     interrupted: None,
                     last_error: None,
                 },
@@ -420,7 +426,7 @@ fn compensate_from(
                 command: None,
                 delay: Duration::ZERO,
                 deadline: None,
-                outcome: Some(OrderOutcome::Cancel { reason: reason.to_string() }),
+                outcome: Some(OrderOutcome::Cancel { reason }),
             }
         }
     }
@@ -503,8 +509,8 @@ mod tests {
         assert_eq!(events, [OrderPlaced, StockRejected, OrderCancelled, Compensated]);
         assert_eq!(commands, [CommandKind::ReserveStock]);
         assert_eq!(state.status, SagaStatus::Compensated);
-        assert_eq!(state.failure_reason.as_deref(), Some("OUT_OF_STOCK"));
-        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: "OUT_OF_STOCK".into() }));
+        assert_eq!(state.failure_reason, Some(FailureReason::OutOfStock));
+        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: FailureReason::OutOfStock }));
     }
 
     #[test]
@@ -527,8 +533,8 @@ mod tests {
             commands,
             [CommandKind::ReserveStock, CommandKind::AuthorizePayment, CommandKind::ReleaseStock]
         );
-        assert_eq!(state.failure_reason.as_deref(), Some("PAYMENT_DECLINED"));
-        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: "PAYMENT_DECLINED".into() }));
+        assert_eq!(state.failure_reason, Some(FailureReason::PaymentDeclined));
+        assert_eq!(outcome, Some(OrderOutcome::Cancel { reason: FailureReason::PaymentDeclined }));
     }
 
     #[test]
@@ -564,7 +570,7 @@ mod tests {
                 CommandKind::ReleaseStock
             ]
         );
-        assert_eq!(state.failure_reason.as_deref(), Some("PAYMENT_TIMEOUT"));
+        assert_eq!(state.failure_reason, Some(FailureReason::PaymentTimeout));
     }
 
     #[test]
@@ -629,7 +635,7 @@ mod tests {
 
         let t = operate(&def, &s, OperatorAction::ForceCompensate, "customer asked").unwrap();
         assert_eq!((t.state.status, t.command), (SagaStatus::Compensating, Some(CommandKind::VoidPayment)));
-        assert_eq!(t.state.failure_reason.as_deref(), Some("COMPENSATED_BY_OPERATOR"));
+        assert_eq!(t.state.failure_reason, Some(FailureReason::CompensatedByOperator));
 
         let t = operate(&def, &s, OperatorAction::ForceComplete, "shipped anyway").unwrap();
         assert_eq!(t.state.status, SagaStatus::Completed);
@@ -682,7 +688,7 @@ mod tests {
         );
         let resumed = operate(&def, &t.state, OperatorAction::Resume, "released by hand").unwrap();
         assert_eq!(resumed.state.status, SagaStatus::Compensated);
-        assert_eq!(resumed.outcome, Some(OrderOutcome::Cancel { reason: "CANCELLED_BY_USER".into() }));
+        assert_eq!(resumed.outcome, Some(OrderOutcome::Cancel { reason: FailureReason::CancelledByUser }));
     }
 
     #[test]
@@ -697,7 +703,7 @@ mod tests {
         ]);
         assert_eq!(events.last(), Some(&Compensated));
         assert_eq!(&commands[3..], [CommandKind::VoidPayment, CommandKind::ReleaseStock]);
-        assert_eq!(state.failure_reason.as_deref(), Some("PAYMENT_CAPTURE_FAILED"));
+        assert_eq!(state.failure_reason, Some(FailureReason::PaymentCaptureFailed));
     }
 
     #[test]
@@ -713,7 +719,7 @@ mod tests {
         ]);
         assert_eq!(&commands[4..], [CommandKind::VoidPayment, CommandKind::ReleaseStock]);
         assert_eq!(state.status, SagaStatus::Compensated);
-        assert_eq!(state.failure_reason.as_deref(), Some("CAPTURE_TIMEOUT"));
+        assert_eq!(state.failure_reason, Some(FailureReason::CaptureTimeout));
     }
 
     #[test]
@@ -721,7 +727,7 @@ mod tests {
         let (events, commands, state, _) = run(&[Input::Cancel, reply(ReplyKind::StockReleased)]);
         assert_eq!(events, [OrderPlaced, CancelRequested, StockReleased, OrderCancelled, Compensated]);
         assert_eq!(commands, [CommandKind::ReserveStock, CommandKind::ReleaseStock]);
-        assert_eq!(state.failure_reason.as_deref(), Some("CANCELLED_BY_USER"));
+        assert_eq!(state.failure_reason, Some(FailureReason::CancelledByUser));
     }
 
     #[test]
@@ -779,7 +785,7 @@ mod tests {
             status: SagaStatus::Compensating,
             step: 0,
             attempt: 1,
-            failure_reason: Some("PAYMENT_DECLINED".into()),
+            failure_reason: Some(FailureReason::PaymentDeclined),
             interrupted: None,
             last_error: None,
         };
