@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,7 @@ pub async fn run_api(
         feed: EventFeed::start(s.pool.clone(), s.transport.clone(), s.metrics.clone(), shutdown.clone()),
         config: s.config.clone(),
         metrics: s.metrics.clone(),
+        persisted_queries: LruCacheStorage::new(PERSISTED_QUERIES),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
     let app = router(HttpState { api, schema, transport: s.transport.clone(), metrics: s.metrics.clone() });
@@ -74,6 +76,10 @@ pub async fn run_api(
     let _ = relay.await;
     Ok(())
 }
+
+/// Documents an API instance remembers for automatic persisted queries (the least recently used
+/// go first). A few hundred operations make a frontend; this leaves room for several versions.
+const PERSISTED_QUERIES: usize = 2000;
 
 /// Removes rate-limit windows that ended, once per window.
 async fn prune_rate_limits(pool: PgPool, window: std::time::Duration, shutdown: CancellationToken) {

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::Data;
 use async_graphql::{BatchRequest, BatchResponse, ServerError};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -40,7 +41,7 @@ pub fn router(state: HttpState) -> Router {
         router = router.merge(crate::playground::routes());
     }
     let mut router = router
-        .route("/graphql", post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(subscriptions))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
@@ -199,13 +200,183 @@ fn bearer(value: &str) -> Option<&str> {
     value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
 }
 
-async fn graphql(
+type Peer = Option<Extension<ConnectInfo<std::net::SocketAddr>>>;
+
+/// `POST /graphql`: an operation, or a batch of them, as JSON.
+async fn graphql_post(State(s): State<HttpState>, peer: Peer, headers: HeaderMap, req: Request) -> Response {
+    // A body that does not say it is JSON is not taken for JSON.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let message = "A POST to /graphql carries Content-Type: application/json";
+        return refusal(&headers, StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+    }
+    let req = match <GraphQLBatchRequest as FromRequest<()>>::from_request(req, &()).await {
+        Ok(r) => r,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let resp = execute(&s, peer, &headers, req.into_inner()).await;
+    respond(&headers, resp)
+}
+
+/// `GET /graphql`: a query in the query string (`query`, `operationName`, and `variables` and
+/// `extensions` as JSON), as GraphQL over HTTP specifies; with automatic persisted queries, the
+/// document's hash alone will do. Without a query, the playground when it is enabled. A mutation
+/// or subscription is refused with `405` (`Allow: POST`): a GET must not change anything, and
+/// caches and prefetchers send GETs on their own.
+async fn graphql_get(
     State(s): State<HttpState>,
-    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    peer: Peer,
     headers: HeaderMap,
-    req: GraphQLBatchRequest,
-) -> GraphQLResponse {
-    let batch = req.into_inner();
+    uri: axum::http::Uri,
+) -> Response {
+    let query = uri.query().unwrap_or_default();
+    if query.is_empty() {
+        if s.api.config.api.graphql.playground {
+            return crate::playground::page();
+        }
+        return refusal(
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "GET /graphql takes an operation in its query string",
+        );
+    }
+    let request = match get_request(&uri) {
+        Ok(r) => r,
+        Err(why) => {
+            return refusal(&headers, StatusCode::BAD_REQUEST, &format!("Invalid query string: {why}"))
+        }
+    };
+    if let Some(kind) = operation_kind(&s.api, &request).await {
+        if kind != OperationType::Query {
+            let mut out = refusal(
+                &headers,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Only queries may be sent with GET; use POST",
+            );
+            out.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            return out;
+        }
+    }
+    let resp = execute(&s, peer, &headers, BatchRequest::Single(request)).await;
+    respond(&headers, resp)
+}
+
+/// The parameters of a GraphQL request sent by GET, as GraphQL over HTTP names them.
+#[derive(serde::Deserialize)]
+struct GetParams {
+    #[serde(default)]
+    query: String,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    /// JSON.
+    variables: Option<String>,
+    /// JSON.
+    extensions: Option<String>,
+}
+
+/// The request a GET carries. Not `async_graphql::http::parse_query_string`: that one reads
+/// `operation_name` where the spec (and every client) writes `operationName`.
+fn get_request(uri: &axum::http::Uri) -> Result<async_graphql::Request, String> {
+    let axum::extract::Query(p) =
+        axum::extract::Query::<GetParams>::try_from_uri(uri).map_err(|e| e.body_text())?;
+    let mut request = async_graphql::Request::new(p.query);
+    if let Some(name) = p.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(v) = p.variables {
+        let v: serde_json::Value = serde_json::from_str(&v).map_err(|e| format!("variables: {e}"))?;
+        request = request.variables(async_graphql::Variables::from_json(v));
+    }
+    if let Some(e) = p.extensions {
+        request.extensions = serde_json::from_str(&e).map_err(|e| format!("extensions: {e}"))?;
+    }
+    Ok(request)
+}
+
+/// What `request` would run, when that can be told before running it: its document (or the one
+/// persisted under its hash) parses, and names the operation unambiguously.
+async fn operation_kind(api: &ApiState, request: &async_graphql::Request) -> Option<OperationType> {
+    use async_graphql::extensions::apollo_persisted_queries::CacheStorage;
+    let document = if request.query.is_empty() {
+        let hash = request.extensions.get("persistedQuery")?;
+        let hash = serde_json::to_value(hash).ok()?.get("sha256Hash")?.as_str()?.to_string();
+        api.persisted_queries.get(hash).await?
+    } else {
+        async_graphql::parser::parse_query(&request.query).ok()?
+    };
+    match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => {
+            ops.iter().find(|(n, _)| n.as_str() == name).map(|(_, op)| op.node.ty)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// The answer as GraphQL over HTTP specifies. A client that accepts
+/// `application/graphql-response+json` gets that media type, and `400` when the request failed
+/// before anything ran (it did not parse or validate, or broke a limit: no `data`, and no error
+/// with a `path`). Any other client gets `application/json` and `200`, as before the spec.
+fn respond(headers: &HeaderMap, resp: BatchResponse) -> Response {
+    let modern = accepts_graphql_response(headers);
+    let failed_early = match &resp {
+        BatchResponse::Single(r) => {
+            r.data == async_graphql::Value::Null
+                && !r.errors.is_empty()
+                && r.errors.iter().all(|e| e.path.is_empty())
+        }
+        BatchResponse::Batch(_) => false,
+    };
+    if modern && failed_early {
+        // Nothing ran, so there is no `data` entry at all (not even `null`).
+        let mut body = serde_json::to_value(&resp).unwrap_or_default();
+        if let Some(o) = body.as_object_mut() {
+            o.remove("data");
+        }
+        return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, media_type(true))], body.to_string())
+            .into_response();
+    }
+    let mut out = GraphQLResponse(resp).into_response();
+    out.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(media_type(modern)));
+    out
+}
+
+/// A request refused before it reached the schema (it is not a well-formed GraphQL request over
+/// HTTP, or not one GET may carry), with a GraphQL error body and `status` for either media type.
+fn refusal(headers: &HeaderMap, status: StatusCode, message: &str) -> Response {
+    let modern = accepts_graphql_response(headers);
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": crate::graphql::error::BAD_USER_INPUT } }]
+    });
+    (status, [(header::CONTENT_TYPE, media_type(modern))], body.to_string()).into_response()
+}
+
+fn media_type(modern: bool) -> &'static str {
+    if modern {
+        "application/graphql-response+json; charset=utf-8"
+    } else {
+        "application/json; charset=utf-8"
+    }
+}
+
+/// Whether the `Accept` header lists `application/graphql-response+json` (with a nonzero weight).
+fn accepts_graphql_response(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
+            let mut parts = item.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let zero = parts.any(|p| p.replace(' ', "").eq_ignore_ascii_case("q=0"));
+            media.eq_ignore_ascii_case("application/graphql-response+json") && !zero
+        },
+    )
+}
+
+/// Runs an operation or a batch for the caller the request names, in the client's trace.
+async fn execute(s: &HttpState, peer: Peer, headers: &HeaderMap, batch: BatchRequest) -> BatchResponse {
     if let BatchRequest::Batch(requests) = &batch {
         let max = s.api.config.api.graphql.max_batch;
         if requests.len() > max {
@@ -218,7 +389,7 @@ async fn graphql(
     }
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     let caller = caller(&s.api, token).await;
-    let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
+    let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), headers);
     // The client's trace when it sends a W3C trace context; otherwise a new one. A header sent more
     // than once is one list (RFC 9110), which is what `tracestate` may be split into.
     let incoming = TraceHeaders::read(|name| {
@@ -240,7 +411,7 @@ async fn graphql(
         BatchResponse::Single(r) => ensure_codes(&mut r.errors),
         BatchResponse::Batch(rs) => rs.iter_mut().for_each(|r| ensure_codes(&mut r.errors)),
     }
-    resp.into()
+    resp
 }
 
 /// Prometheus metrics (OpenMetrics text).

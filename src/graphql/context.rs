@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use async_graphql::Context;
 use sqlx::PgPool;
 
@@ -26,6 +27,10 @@ pub struct ApiState {
     pub feed: EventFeed,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// Documents sent with their hash (automatic persisted queries), so that a client may send the
+    /// hash alone next time. Each instance keeps its own: on another one, the client is told
+    /// `PersistedQueryNotFound` and sends the document again, as the protocol provides.
+    pub persisted_queries: LruCacheStorage,
 }
 
 /// Who is calling, decided once per request (or websocket connection).

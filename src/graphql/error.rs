@@ -17,6 +17,8 @@ pub const NOT_FOUND: &str = "NOT_FOUND";
 pub const CONFLICT: &str = "CONFLICT";
 pub const INTERNAL: &str = "INTERNAL";
 pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+/// Automatic persisted queries: the hash is unknown here, send the document with it.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 
 pub fn code_of(e: &AppError) -> &'static str {
     match e {
@@ -51,6 +53,8 @@ pub fn ensure_codes(errors: &mut [ServerError]) {
             let (code, retry_after) = match source.as_deref().map(|s| s.downcast_ref::<AppError>()) {
                 Some(Some(app)) => (code_of(app), retry_after_of(app)),
                 Some(None) => (INTERNAL, None),
+                // The automatic persisted queries protocol's own: the client sends the document.
+                None if e.message == "PersistedQueryNotFound" => (PERSISTED_QUERY_NOT_FOUND, None),
                 None => (BAD_USER_INPUT, None),
             };
             if code == INTERNAL {

@@ -247,7 +247,8 @@ pub fn syntax_error(e: async_graphql::parser::Error) -> ServerError {
 }
 
 /// Parses the request's document once, refuses it by [`check`] before the engine walks it, and
-/// hands the parsed document on.
+/// hands the parsed document on. Registered after the persisted queries extension, which hands it
+/// a persisted document already parsed.
 pub struct DocumentLimitsExtension(pub DocumentLimits);
 
 impl ExtensionFactory for DocumentLimitsExtension {
@@ -266,6 +267,11 @@ impl Extension for Checker {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
+        if request.query.is_empty() {
+            // A persisted query: the extension before this one put the document in its place.
+            check(request.parsed_query()?, &self.0).map_err(|r| ServerError::new(r.to_string(), None))?;
+            return next.run(ctx, request).await;
+        }
         let doc = async_graphql::parser::parse_query(&request.query).map_err(syntax_error)?;
         check(&doc, &self.0).map_err(|r| ServerError::new(r.to_string(), None))?;
         request.set_parsed_query(doc);

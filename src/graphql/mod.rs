@@ -16,6 +16,7 @@ pub mod saga;
 pub mod types;
 
 use async_graphql::dataloader::DataLoader;
+use async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries;
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use ecommerce_platform::config::Config;
@@ -45,13 +46,17 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .limit_complexity(config.api.graphql.max_complexity)
         .limit_recursive_depth(limits::MAX_RECURSIVE_DEPTH)
-        .limit_directives(8)
-        .extension(error::ErrorPolicy)
-        .extension(introspection::SchemaDescription)
-        .extension(limits::DocumentLimitsExtension(limits::DocumentLimits {
+        .limit_directives(8);
+    if let Some(state) = &state {
+        // First: it turns a hash into the document the other extensions look at.
+        builder = builder.extension(ApolloPersistedQueries::new(state.persisted_queries.clone()));
+    }
+    builder = builder.extension(error::ErrorPolicy).extension(introspection::SchemaDescription).extension(
+        limits::DocumentLimitsExtension(limits::DocumentLimits {
             max_depth: config.api.graphql.max_depth,
             max_aliases: config.api.graphql.max_aliases,
-        }));
+        }),
+    );
     if !config.api.graphql.introspection {
         // "Did you mean ...?" would tell field names that introspection is off to hide.
         builder = builder.disable_introspection().disable_suggestions();

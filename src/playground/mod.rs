@@ -47,12 +47,15 @@ fn asset(content_type: &'static str, cache: &'static str, body: &'static [u8]) -
         .into_response()
 }
 
-/// `GET /graphql` (the page) and `/graphql/assets/*`; the API mounts them only while the
-/// playground is enabled (`GRAPHQL_PLAYGROUND`).
+/// The page, which `GET /graphql` answers when it carries no query (see `http`).
+pub fn page() -> Response {
+    asset("text/html; charset=utf-8", "no-cache", INDEX.as_bytes())
+}
+
+/// `/graphql/assets/*`; the API mounts them, and answers `GET /graphql` with [`page`], only while
+/// the playground is enabled (`GRAPHQL_PLAYGROUND`).
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    let page = || async { asset("text/html; charset=utf-8", "no-cache", INDEX.as_bytes()) };
     let mut router = Router::new()
-        .route("/graphql", get(page))
         .route("/graphql/assets/playground.js", get(|| async { asset(JS, "no-cache", SCRIPT.as_bytes()) }))
         .route("/graphql/assets/playground.css", get(|| async { asset(CSS, "no-cache", STYLE.as_bytes()) }));
     for &(name, content_type, body) in VENDORED {

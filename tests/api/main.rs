@@ -20,3 +20,4 @@ mod replicas;
 mod resilience;
 mod schema;
 mod security;
+mod transport;
