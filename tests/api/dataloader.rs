@@ -1,7 +1,7 @@
 //! A page of orders with their lines, sagas and saga events costs a constant number of queries,
 //! not one per order: the DataLoaders batch them. The API's pool counts the connections it hands
-//! out; nothing else uses that pool meanwhile (no relay polls, no timeout scans, no rate-limit
-//! pruning, no re-reading of the signing keys, no subscribers).
+//! out, reused or new; nothing else uses that pool meanwhile (no relay polls, no timeout scans,
+//! no rate-limit pruning, no re-reading of the signing keys, no subscribers).
 
 use std::time::Duration;
 

@@ -98,14 +98,19 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
 
     // Each role gets its own connections: they share only the stores and the broker.
     let mut api = Services::connect(config.clone()).await.expect("api services");
-    // The API's pool counts what it hands out (tests/api/dataloader.rs reads it).
+    // The API's pool counts what it hands out (tests/api/dataloader.rs reads it): idle connections
+    // pass `before_acquire`, new ones `after_connect` only, and both are handed out.
     let api_queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = api_queries.clone();
+    let (reused, opened) = (api_queries.clone(), api_queries.clone());
     api.pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(config.postgres.max_connections)
         .before_acquire(move |_, _| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            reused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async { Ok(true) })
+        })
+        .after_connect(move |_, _| {
+            opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
         })
         .connect(config.postgres.url.expose_secret())
         .await
@@ -447,6 +452,18 @@ impl Ws {
     /// The first message after `connection_init`, or `None` when the server closed the connection.
     pub async fn init_result(&mut self) -> Option<Value> {
         self.next_json().await
+    }
+
+    /// The close code the server ends the connection with, skipping other messages.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
+                .await
+                .expect("ws message in time")?;
+            if let Message::Close(frame) = msg.ok()? {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
     }
 
     pub async fn subscribe(&mut self, order_id: &str) {
