@@ -158,7 +158,7 @@ browser_up() {
   fi
   local dir="$ROOT/tests/browser"
   if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.installed" ]; then
-    log "installing playwright-core, graphql-js and graphql-http (npm ci in tests/browser)"
+    log "installing playwright-core and the GraphQL clients (npm ci in tests/browser)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules/.installed)
   fi
   echo "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), playwright-core $(node -p 'require("'"$dir"'/node_modules/playwright-core/package.json").version')"

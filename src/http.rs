@@ -8,6 +8,7 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::Data;
 use async_graphql::{BatchRequest, BatchResponse, ServerError};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -419,9 +420,13 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     ecommerce_platform::metrics::response(&s.metrics, &s.api.pool).await
 }
 
+/// What `connection_init` answers a bad or expired token with, before the socket closes.
+const REFUSED_INIT: &str = "unauthenticated";
+
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
-/// a connection with a bad token is refused, one without a token gets `UNAUTHENTICATED` per
-/// subscription.
+/// a connection with a bad or expired token is closed with graphql-ws's `4403 Forbidden` (so a
+/// client refreshes its token and connects again), one without a token gets `UNAUTHENTICATED`
+/// per subscription.
 async fn subscriptions(
     State(s): State<HttpState>,
     protocol: GraphQLProtocol,
@@ -429,7 +434,20 @@ async fn subscriptions(
 ) -> Response {
     upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
         let api = s.api.clone();
-        GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
+        // async-graphql closes a refused `connection_init` with 1002 (protocol error), which
+        // graphql-ws clients take as final; the protocol's code for "not allowed" is 4403.
+        let (sink, stream) = futures::StreamExt::split(socket);
+        let sink = futures::SinkExt::with(sink, |msg: Message| async move {
+            Ok::<_, axum::Error>(match msg {
+                Message::Close(Some(frame))
+                    if frame.code == 1002 && frame.reason.starts_with(REFUSED_INIT) =>
+                {
+                    Message::Close(Some(CloseFrame { code: 4403, reason: "Forbidden".into() }))
+                }
+                other => other,
+            })
+        });
+        GraphQLWebSocket::new_with_pair(sink, stream, s.schema.clone(), protocol)
             .on_connection_init(move |payload| async move {
                 let token = payload
                     .get("authorization")
@@ -438,7 +456,7 @@ async fn subscriptions(
                     .map(|v| bearer(v).unwrap_or(v).to_string());
                 let caller = caller(&api, token.as_deref()).await;
                 if let Caller::BadToken(e) = &caller {
-                    return Err(async_graphql::Error::new(format!("unauthenticated: {e}")));
+                    return Err(async_graphql::Error::new(format!("{REFUSED_INIT}: {e}")));
                 }
                 let mut data = Data::default();
                 data.insert(caller);

@@ -209,14 +209,48 @@ async fn tampered_expired_early_confused_wrong_kid_and_unsigned_tokens_are_refus
     ] {
         let body = me(&app, &token).await;
         assert_eq!(code(&body), "UNAUTHENTICATED", "{name}: {body}");
-        // The websocket refuses the connection outright.
+        // The websocket refuses the connection outright, with graphql-ws's 4403 Forbidden.
         let mut ws = app.ws(Some(&token)).await;
-        let first = ws.init_result().await;
-        assert!(
-            first.as_ref().is_none_or(|m| m["type"] != "connection_ack"),
-            "{name}: ws accepted: {first:?}"
-        );
+        assert_eq!(ws.close_code().await, Some(4403), "{name}");
     }
+    app.stop().await;
+}
+
+/// A frontend's graphql-ws client (the npm package) whose access token expired: the server closes
+/// the connection with 4403, which the client takes as "ask again" (it gives up on 1002, what
+/// async-graphql sends by itself); with the refreshed token it follows the order to the end.
+#[tokio::test]
+async fn a_graphql_ws_client_reconnects_with_a_fresh_token_after_4403() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let order = app.place(&buyer, "ws-refresh", "tok_visa").await;
+    let expired = sign_with_server_key(
+        &app,
+        json!({ "sub": buyer.id, "email": buyer.email, "iss": "ecommerce-saga", "aud": "ecommerce-saga-api",
+                "iat": now() - 3700, "nbf": now() - 3700, "exp": now() - 3600, "jti": uuid::Uuid::new_v4(),
+                "sid": payload(&buyer.token)["sid"] }),
+        None,
+    )
+    .await;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(dir.join("node_modules/graphql-ws").is_dir(), "run scripts/services.sh browser");
+    let args = [format!("ws://{}/graphql/ws", app.addr), expired, buyer.token.clone(), order];
+    // Off the test's runtime, which serves the API meanwhile.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node").current_dir(&dir).arg("ws-client.mjs").args(&args).output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines.first(), Some(&"CLOSED 4403"), "{stdout}");
+    let events: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("EVENT ")).collect();
+    assert_eq!(events.first(), Some(&"ORDER_PLACED"), "{stdout}");
+    assert_eq!(events.last(), Some(&"COMPLETED"), "{stdout}");
+    assert!(lines.contains(&"DONE"), "{stdout}");
     app.stop().await;
 }
 
