@@ -29,7 +29,7 @@ impl OrderLineGql {
     }
     /// The price of one unit when the order was placed.
     async fn unit_price(&self) -> MoneyGql {
-        MoneyGql { amount_minor: self.0.unit_price_minor, currency: self.1.clone() }
+        MoneyGql::new(self.0.unit_price_minor, &self.1)
     }
     /// The product as the catalog describes it now (batched across lines and orders).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<ProductGql>> {
@@ -57,7 +57,7 @@ impl OrderGql {
     }
     /// What the buyer pays.
     async fn total(&self) -> MoneyGql {
-        MoneyGql { amount_minor: self.0.total_minor, currency: self.0.currency.clone() }
+        MoneyGql::new(self.0.total_minor, &self.0.currency)
     }
     /// The key `placeOrder` was called with.
     async fn idempotency_key(&self) -> &str {

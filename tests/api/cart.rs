@@ -23,12 +23,13 @@ async fn cart_operations_and_totals() {
     let rm = app
         .data(
             Some(&buyer.token),
-            "mutation { removeFromCart(sku: \"TEE-002\") { items { sku } total { amountMinor } } }",
+            "mutation { removeFromCart(sku: \"TEE-002\") { items { sku } total { amount amountMinor } } }",
             json!({}),
         )
         .await;
     assert_eq!(rm["removeFromCart"]["items"], json!([{ "sku": "MUG-001" }]));
     assert_eq!(rm["removeFromCart"]["total"]["amountMinor"], 5 * 1_499);
+    assert_eq!(rm["removeFromCart"]["total"]["amount"], "74.95", "a decimal string in dollars");
     let cleared = app
         .data(Some(&buyer.token), "mutation { clearCart { itemCount total { amountMinor } } }", json!({}))
         .await;

@@ -105,6 +105,31 @@ impl Quantity {
     }
 }
 
+/// Digits after the decimal point in `currency` (ISO 4217's minor unit; 2 for codes not listed).
+pub fn minor_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI"
+        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
+}
+
+/// `minor` units of `currency` as a decimal string in major units, exact at any size (`-5` cents
+/// are `"-0.05"`).
+pub fn decimal(minor: i64, currency: &str) -> String {
+    let digits = minor_digits(currency) as usize;
+    let sign = if minor < 0 { "-" } else { "" };
+    let units = minor.unsigned_abs().to_string();
+    if digits == 0 {
+        return format!("{sign}{units}");
+    }
+    let padded = format!("{units:0>width$}", width = digits + 1);
+    let (major, fraction) = padded.split_at(padded.len() - digits);
+    format!("{sign}{major}.{fraction}")
+}
+
 /// An amount in integer minor units (cents) of an ISO-4217 currency. Only [`Money::new`] builds
 /// one, so every value is non-negative with a three-letter upper-case code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +157,11 @@ impl Money {
     /// The ISO-4217 code.
     pub fn currency(&self) -> &str {
         &self.currency
+    }
+
+    /// The amount in major units as a decimal string (`1250` cents of USD are `"12.50"`).
+    pub fn decimal(&self) -> String {
+        decimal(self.minor, &self.currency)
     }
 
     /// This amount `q` times; `None` on overflow or a negative `q`.
@@ -231,5 +261,18 @@ mod tests {
         assert!(Money::new(i64::MAX, "USD").unwrap().times(2).is_none());
         assert!(Money::new(-1, "USD").is_err());
         assert!(Money::new(1, "usd").is_err());
+    }
+
+    #[test]
+    fn decimal_amounts_follow_the_currencys_minor_unit() {
+        assert_eq!(decimal(1250, "USD"), "12.50");
+        assert_eq!(decimal(5, "EUR"), "0.05");
+        assert_eq!(decimal(-5, "EUR"), "-0.05");
+        assert_eq!(decimal(0, "USD"), "0.00");
+        assert_eq!(decimal(1250, "JPY"), "1250");
+        assert_eq!(decimal(1250, "KWD"), "1.250");
+        assert_eq!(decimal(i64::MAX, "USD"), "92233720368547758.07", "beyond any 32-bit Int");
+        assert_eq!(decimal(i64::MIN, "USD"), "-92233720368547758.08");
+        assert_eq!(Money::new(999, "GBP").unwrap().decimal(), "9.99");
     }
 }
