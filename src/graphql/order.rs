@@ -1,11 +1,12 @@
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Object, Result, Subscription, ID};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use uuid::Uuid;
 
 use ecommerce_checkout::order::{service, Order, OrderLine};
-use ecommerce_checkout::saga::{store, FailureReason};
+use ecommerce_checkout::saga::{store, FailureReason, SagaStatus};
 use ecommerce_platform::error::AppError;
 
 use super::catalog::ProductGql;
@@ -182,12 +183,19 @@ pub struct OrderSubscription;
 #[Subscription]
 impl OrderSubscription {
     /// The order's saga events in order: first those already recorded, then live ones, ending
-    /// with `COMPLETED` or `COMPENSATED`.
+    /// with `COMPLETED` or `COMPENSATED`. A client that reconnects passes the last `sequence` it
+    /// got as `afterSequence` and resumes there instead of replaying.
     async fn order_events(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "One of the signed-in user's orders.")] order_id: ID,
-    ) -> Result<impl Stream<Item = Result<SagaEventGql>>> {
+        #[graphql(
+            default = 0,
+            validator(minimum = 0),
+            desc = "Only events after this sequence number (0, the default: every event)."
+        )]
+        after_sequence: i32,
+    ) -> Result<BoxStream<'static, Result<SagaEventGql>>> {
         let u = user(ctx)?;
         let id = parse_id(&order_id)?;
         let s = state(ctx);
@@ -196,8 +204,14 @@ impl OrderSubscription {
             .await
             .map_err(AppError::from)?
             .ok_or(AppError::NotFound("order"))?;
+        let finished = SagaStatus::parse(&saga.status).is_some_and(|st| st.is_terminal());
+        if finished && after_sequence >= saga.event_count {
+            // The client saw the end already: nothing more will come.
+            return Ok(futures::stream::empty().boxed());
+        }
         Ok(s.feed
-            .stream(saga.id)
-            .map(|r| r.map_err(|e| AppError::from(e).into()).and_then(SagaEventGql::try_from)))
+            .stream(saga.id, after_sequence)
+            .map(|r| r.map_err(|e| AppError::from(e).into()).and_then(SagaEventGql::try_from))
+            .boxed())
     }
 }

@@ -146,6 +146,36 @@ async fn a_late_subscriber_gets_the_recorded_history_then_completion() {
     app.stop().await;
 }
 
+/// A client that lost its connection resumes after the last sequence it got instead of replaying
+/// the order's history; one that saw the end gets a subscription that completes at once.
+#[tokio::test]
+async fn a_reconnecting_subscriber_resumes_after_the_last_sequence_it_got() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let id = app.place(&buyer, "resume-1", "tok_visa").await;
+    app.wait_terminal(&buyer, &id).await;
+    let follow = "subscription($id: ID!, $after: Int!) { orderEvents(orderId: $id, afterSequence: $after) { sequence type } }";
+    for after in [0usize, 3, HAPPY.len()] {
+        let mut ws = app.ws(Some(&buyer.token)).await;
+        ws.expect_ack().await;
+        ws.start("1", follow, json!({ "id": id, "after": after })).await;
+        let mut got = Vec::new();
+        while let Some(p) = ws.next_payload().await {
+            let e = &p["data"]["orderEvents"];
+            assert_eq!(e["sequence"], after + got.len() + 1, "{p}");
+            got.push(e["type"].as_str().unwrap().to_string());
+        }
+        assert_eq!(got, HAPPY[after..], "after {after}");
+    }
+    let mut ws = app.ws(Some(&buyer.token)).await;
+    ws.expect_ack().await;
+    ws.start("1", follow, json!({ "id": id, "after": -1 })).await;
+    let refused = ws.next_payload().await.expect("an answer");
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_cancelled() {
     // A gateway that never answers keeps the saga waiting at authorization long enough to cancel.

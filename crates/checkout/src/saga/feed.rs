@@ -71,15 +71,17 @@ impl EventFeed {
         feed
     }
 
-    /// Every event of `saga_id` in order, ending after the terminal one.
+    /// Every event of `saga_id` after sequence `after` (0 for all) in order, ending after the
+    /// terminal one. The caller checks that one is still to come.
     pub fn stream(
         &self,
         saga_id: Uuid,
+        after: i32,
     ) -> impl Stream<Item = Result<SagaEventRow, sqlx::Error>> + Send + 'static {
         let pool = self.pool.clone();
         let mut wake = self.wake.subscribe();
         async_stream::try_stream! {
-            let mut last = 0;
+            let mut last = after;
             // Events a notice carried, when they follow on from `last`; else read them.
             let mut carried: Option<Vec<SagaEventRow>> = None;
             loop {
