@@ -11,10 +11,12 @@ use crate::helpers::{code, spawn_app_with, TestApp, User};
 
 const SAGA: &str = "id orderId status step attempt failureReason lastError nextAction";
 
-/// Authorization that never answers stops after two short attempts, for an operator.
+/// Authorization that never answers stops after two short attempts, for an operator. Short, but
+/// not so short that a busy machine's round trip through the broker (every reply the other
+/// steps wait for) outlasts both attempts: 1 s and 2 s.
 async fn app() -> TestApp {
     spawn_app_with(|c| {
-        c.saga.step_timeout = Duration::from_millis(400);
+        c.saga.step_timeout = Duration::from_millis(1000);
         c.saga.max_attempts = 2;
         c.saga.retry_backoff = Duration::from_millis(50);
         c.saga.needs_attention_steps = vec!["AUTHORIZE_PAYMENT".into()];
@@ -236,10 +238,13 @@ async fn retry_resume_and_force_complete_move_a_paused_saga_on() {
     assert!(r.get("errors").is_none(), "{r}");
     let end = wait_saga(&app, &op, order_a, |s| s["status"] == "COMPENSATED").await;
     assert_eq!(end["failureReason"], "PAYMENT_CAPTURE_FAILED");
+    // The capture may have been sent twice when its refusal came after the first attempt's
+    // timeout (the worker answers both alike); what matters is the path after the resume.
     let history = events(&app, &op, &a).await;
     let resumed = history.iter().position(|e| e == "OPERATOR_RESUMED").expect("resumed");
-    assert_eq!(history[resumed + 1], "PAYMENT_AUTHORIZED");
-    assert_eq!(history[resumed + 2], "PAYMENT_CAPTURE_FAILED");
+    let after: Vec<&str> =
+        history[resumed + 1..].iter().map(String::as_str).filter(|e| *e != "STEP_RETRIED").collect();
+    assert_eq!(after[..2], ["PAYMENT_AUTHORIZED", "PAYMENT_CAPTURE_FAILED"], "{history:?}");
 
     // Force-complete: the order is confirmed.
     let b = paused(&app, &op, &buyer, "rr-2").await;
