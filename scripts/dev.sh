@@ -40,8 +40,8 @@ example() {
   Try, in the playground:
     mutation { register(email: "ann@example.com", password: "correct horse") { accessToken refreshToken } }
     # set header {"Authorization": "Bearer <accessToken>"}, then
-    mutation { addToCart(sku: "MUG-001", quantity: 2) { itemCount total { amountMinor currency } } }
-    mutation { placeOrder(idempotencyKey: "first-order", paymentToken: "tok_visa") { id status } }
+    mutation { addToCart(sku: "MUG-001", quantity: 2) { cart { itemCount total { amount currency } } userErrors { code field message } } }
+    mutation { placeOrder(idempotencyKey: "first-order", paymentToken: "tok_visa") { order { id status } userErrors { code message } } }
     subscription { orderEvents(orderId: "<id>") { sequence type detail } }
   (paymentToken tok_declined, tok_capture_fails or tok_timeout shows a compensation)
 

@@ -149,7 +149,7 @@ async fn buyer(http: reqwest::Client, api: String, n: usize, orders: usize) -> V
                 &http,
                 &api,
                 Some(&token),
-                "mutation($s:String!,$q:Int!){ addToCart(sku:$s, quantity:$q){ itemCount } }",
+                "mutation($s:String!,$q:Int!){ addToCart(sku:$s, quantity:$q){ cart { itemCount } } }",
                 json!({ "s": sku, "q": qty }),
             )
             .await;
@@ -157,11 +157,11 @@ async fn buyer(http: reqwest::Client, api: String, n: usize, orders: usize) -> V
                 &http,
                 &api,
                 Some(&token),
-                "mutation($k:String!,$t:String!){ placeOrder(idempotencyKey:$k, paymentToken:$t){ id } }",
+                "mutation($k:String!,$t:String!){ placeOrder(idempotencyKey:$k, paymentToken:$t){ order { id } } }",
                 json!({ "k": key, "t": pay }),
             )
             .await;
-            if let Some(id) = r["data"]["placeOrder"]["id"].as_str() {
+            if let Some(id) = r["data"]["placeOrder"]["order"]["id"].as_str() {
                 ids.push(id.to_string());
                 break;
             }
@@ -169,7 +169,7 @@ async fn buyer(http: reqwest::Client, api: String, n: usize, orders: usize) -> V
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // Empty the cart for the next order (a confirmation may also do it, later).
-        gql(&http, &api, Some(&token), "mutation{ clearCart{ itemCount } }", json!({})).await;
+        gql(&http, &api, Some(&token), "mutation{ clearCart{ cart { itemCount } } }", json!({})).await;
     }
     ids
 }
@@ -517,7 +517,7 @@ async fn buyer_with_a_mug(http: &reqwest::Client, api: &str, email: &str) -> Str
         http,
         api,
         Some(&token),
-        "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } }",
+        "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { cart { itemCount } } }",
         json!({}),
     )
     .await;
@@ -591,11 +591,11 @@ async fn separate_binaries_serve_their_own_metrics() {
         &http,
         &api,
         Some(&token),
-        "mutation { placeOrder(idempotencyKey: \"m-1\", paymentToken: \"tok_visa\") { id } }",
+        "mutation { placeOrder(idempotencyKey: \"m-1\", paymentToken: \"tok_visa\") { order { id } } }",
         json!({}),
     )
     .await;
-    assert!(r["data"]["placeOrder"]["id"].is_string(), "{r}");
+    assert!(r["data"]["placeOrder"]["order"]["id"].is_string(), "{r}");
     let started = Instant::now();
     while count(&services.pool, "SELECT count(*) FROM sagas WHERE status = 'COMPLETED'").await < 1 {
         assert!(
@@ -765,7 +765,7 @@ async fn one_order_is_one_trace_across_processes() {
             ) }));
         async move {
             let r: Value = request.send().await.unwrap().json().await.unwrap();
-            assert!(r["data"]["placeOrder"]["id"].is_string(), "{r}");
+            assert!(r["data"]["placeOrder"]["order"]["id"].is_string(), "{r}");
         }
     };
     // First an order whose client decided not to sample: none of its spans is exported, in any

@@ -234,18 +234,24 @@ async fn one_order(
 ) -> Result<(String, Duration), String> {
     let sku = &opts.skus[n as usize % opts.skus.len()];
     let pay = &opts.payment_tokens[n as usize % opts.payment_tokens.len()];
-    let add = "mutation($s: String!) { addToCart(sku: $s, quantity: 1) { itemCount } }";
-    gql(http, &opts.url, Some(&buyer.token), add, json!({ "s": sku }))
+    let add = "mutation($s: String!) { addToCart(sku: $s, quantity: 1) { cart { itemCount } userErrors { code } } }";
+    let added = gql(http, &opts.url, Some(&buyer.token), add, json!({ "s": sku }))
         .await
         .map_err(|c| format!("addToCart:{c}"))?;
+    if let Some(code) = added["addToCart"]["userErrors"][0]["code"].as_str() {
+        return Err(format!("addToCart:{code}"));
+    }
     let started = Instant::now();
     let place =
-        "mutation($k: String!, $t: String!) { placeOrder(idempotencyKey: $k, paymentToken: $t) { id } }";
+        "mutation($k: String!, $t: String!) { placeOrder(idempotencyKey: $k, paymentToken: $t) { order { id } userErrors { code } } }";
     let key = uuid::Uuid::new_v4().simple().to_string();
     let data = gql(http, &opts.url, Some(&buyer.token), place, json!({ "k": key, "t": pay }))
         .await
         .map_err(|c| format!("placeOrder:{c}"))?;
-    let id = data["placeOrder"]["id"].as_str().ok_or("placeOrder:no id")?.to_string();
+    if let Some(code) = data["placeOrder"]["userErrors"][0]["code"].as_str() {
+        return Err(format!("placeOrder:{code}"));
+    }
+    let id = data["placeOrder"]["order"]["id"].as_str().ok_or("placeOrder:no id")?.to_string();
     let sub = json!({
         "id": id, "type": "subscribe",
         "payload": { "query": "subscription($id: ID!) { orderEvents(orderId: $id) { type detail } }", "variables": { "id": id } }

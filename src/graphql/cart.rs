@@ -1,9 +1,11 @@
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, Object, Result};
+use async_graphql::{Context, Object, Result, ID};
+use uuid::Uuid;
 
-use ecommerce_core::cart::Cart;
+use ecommerce_core::cart::{Cart, CartItem};
 use ecommerce_core::catalog::Product;
 use ecommerce_core::domain::{Money, Quantity, Sku};
+use ecommerce_core::refusal::{Refusal, UserErrorCode};
 use ecommerce_platform::error::AppError;
 use ecommerce_storefront::cart::service::{self, Change};
 use ecommerce_storefront::mongo::carts;
@@ -11,13 +13,32 @@ use ecommerce_storefront::mongo::carts;
 use super::catalog::ProductGql;
 use super::context::{state, user};
 use super::loader::ProductLoader;
+use super::node::NodeId;
+use super::payload::{split, CartPayload};
 use super::types::MoneyGql;
 
-pub struct CartGql(pub Cart);
+/// A buyer's cart: whose, and what it holds.
+pub struct CartGql {
+    owner: Uuid,
+    cart: Cart,
+}
+
+impl CartGql {
+    pub fn new(owner: Uuid, cart: Cart) -> Self {
+        CartGql { owner, cart }
+    }
+}
 
 pub struct CartItemGql {
+    owner: Uuid,
     sku: String,
     quantity: i32,
+}
+
+impl CartItemGql {
+    pub fn new(owner: Uuid, item: &CartItem) -> Self {
+        CartItemGql { owner, sku: item.sku.clone(), quantity: item.quantity }
+    }
 }
 
 async fn product(ctx: &Context<'_>, sku: &str) -> Result<Option<Product>> {
@@ -30,6 +51,10 @@ async fn product(ctx: &Context<'_>, sku: &str) -> Result<Option<Product>> {
 /// Units of one product in a cart.
 #[Object(name = "CartItem")]
 impl CartItemGql {
+    /// The line's global id (it stays while the product is in the cart).
+    pub(crate) async fn id(&self) -> ID {
+        NodeId::CartItem(self.owner, self.sku.clone()).encode()
+    }
     /// The product's stock-keeping unit.
     async fn sku(&self) -> &str {
         &self.sku
@@ -51,18 +76,22 @@ impl CartItemGql {
 /// What the signed-in buyer is about to order.
 #[Object(name = "Cart")]
 impl CartGql {
+    /// The cart's global id (one cart per buyer).
+    pub(crate) async fn id(&self) -> ID {
+        NodeId::Cart(self.owner).encode()
+    }
     /// One entry per product, in the order they were added.
     async fn items(&self) -> Vec<CartItemGql> {
-        self.0.items.iter().map(|i| CartItemGql { sku: i.sku.clone(), quantity: i.quantity }).collect()
+        self.cart.items.iter().map(|i| CartItemGql::new(self.owner, i)).collect()
     }
     /// Total units in the cart.
     async fn item_count(&self) -> i32 {
-        self.0.items.iter().map(|i| i.quantity).sum()
+        self.cart.items.iter().map(|i| i.quantity).sum()
     }
     /// `null` for an empty cart.
     async fn total(&self, ctx: &Context<'_>) -> Result<Option<MoneyGql>> {
         let mut total: Option<Money> = None;
-        for item in &self.0.items {
+        for item in &self.cart.items {
             let Some(p) = product(ctx, &item.sku).await? else {
                 continue;
             };
@@ -84,23 +113,29 @@ impl CartQuery {
     /// The signed-in user's cart.
     async fn cart(&self, ctx: &Context<'_>) -> Result<CartGql> {
         let u = user(ctx)?;
-        Ok(CartGql(carts::load(&state(ctx).mongo, u.id).await.map_err(AppError::from)?))
+        Ok(CartGql::new(u.id, carts::load(&state(ctx).mongo, u.id).await.map_err(AppError::from)?))
     }
 }
 
 #[derive(Default)]
 pub struct CartMutation;
 
-fn sku(raw: &str) -> Result<Sku> {
-    Sku::parse(raw).map_err(|e| AppError::from(e).into())
+fn sku(raw: &str) -> Result<Sku, Refusal> {
+    Sku::parse(raw).map_err(Refusal::invalid(UserErrorCode::InvalidSku))
 }
-fn qty(raw: i32) -> Result<Quantity> {
-    Quantity::parse(raw as i64).map_err(|e| AppError::from(e).into())
+fn qty(raw: i32) -> Result<Quantity, Refusal> {
+    Quantity::parse(raw as i64).map_err(Refusal::invalid(UserErrorCode::InvalidQuantity))
 }
 
-async fn apply(ctx: &Context<'_>, change: Change) -> Result<CartGql> {
+/// Every input's refusal at once, so the buyer fixes them in one go.
+fn refused(errors: impl IntoIterator<Item = Option<Refusal>>) -> CartPayload {
+    CartPayload { cart: None, user_errors: errors.into_iter().flatten().map(Into::into).collect() }
+}
+
+async fn apply(ctx: &Context<'_>, change: Change) -> Result<CartPayload> {
     let u = user(ctx)?;
-    Ok(CartGql(service::change(&state(ctx).mongo, u.id, change).await?))
+    let (cart, user_errors) = split(service::change(&state(ctx).mongo, u.id, change).await)?;
+    Ok(CartPayload { cart: cart.map(|c| CartGql::new(u.id, c)), user_errors })
 }
 
 #[Object]
@@ -111,9 +146,12 @@ impl CartMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
         #[graphql(desc = "Units to add to what the cart holds.")] quantity: i32,
-    ) -> Result<CartGql> {
+    ) -> Result<CartPayload> {
         user(ctx)?;
-        apply(ctx, Change::Add(self::sku(&sku)?, qty(quantity)?)).await
+        match (self::sku(&sku), qty(quantity)) {
+            (Ok(sku), Ok(q)) => apply(ctx, Change::Add(sku, q)).await,
+            (a, b) => Ok(refused([a.err(), b.err()])),
+        }
     }
     /// Sets how many units of a product the cart holds (1 to 99).
     async fn update_cart_item(
@@ -121,21 +159,27 @@ impl CartMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
         #[graphql(desc = "The new number of units.")] quantity: i32,
-    ) -> Result<CartGql> {
+    ) -> Result<CartPayload> {
         user(ctx)?;
-        apply(ctx, Change::Update(self::sku(&sku)?, qty(quantity)?)).await
+        match (self::sku(&sku), qty(quantity)) {
+            (Ok(sku), Ok(q)) => apply(ctx, Change::Update(sku, q)).await,
+            (a, b) => Ok(refused([a.err(), b.err()])),
+        }
     }
     /// Takes a product out of the cart.
     async fn remove_from_cart(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
-    ) -> Result<CartGql> {
+    ) -> Result<CartPayload> {
         user(ctx)?;
-        apply(ctx, Change::Remove(self::sku(&sku)?)).await
+        match self::sku(&sku) {
+            Ok(sku) => apply(ctx, Change::Remove(sku)).await,
+            Err(e) => Ok(refused([Some(e)])),
+        }
     }
     /// Empties the cart.
-    async fn clear_cart(&self, ctx: &Context<'_>) -> Result<CartGql> {
+    async fn clear_cart(&self, ctx: &Context<'_>) -> Result<CartPayload> {
         apply(ctx, Change::Clear).await
     }
 }

@@ -8,6 +8,7 @@ use async_graphql::{Response, ServerError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::AppError;
 
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
@@ -25,6 +26,12 @@ pub fn code_of(e: &AppError) -> &'static str {
         AppError::Unauthenticated | AppError::InvalidCredentials(_) => UNAUTHENTICATED,
         AppError::Forbidden(_) => FORBIDDEN,
         AppError::BadInput(_) => BAD_USER_INPUT,
+        // Where a refusal is not a `userErrors` entry (a field without a payload).
+        AppError::Refused(r) => match r.code {
+            UserErrorCode::OrderAlreadyConfirmed | UserErrorCode::OrderAlreadyCancelled => CONFLICT,
+            UserErrorCode::OrderNotFound => NOT_FOUND,
+            _ => BAD_USER_INPUT,
+        },
         AppError::NotFound(_) => NOT_FOUND,
         AppError::Conflict(_) => CONFLICT,
         AppError::TooManyRequests { .. } => TOO_MANY_REQUESTS,

@@ -11,7 +11,10 @@ pub mod introspection;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod node;
 pub mod order;
+pub mod page;
+pub mod payload;
 pub mod saga;
 pub mod types;
 
@@ -27,7 +30,14 @@ use loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader, SagaEventsLoade
 /// What can be read: the catalog, and the signed-in user's account, cart and orders (operators:
 /// every saga).
 #[derive(MergedObject, Default)]
-pub struct Query(auth::AuthQuery, catalog::CatalogQuery, cart::CartQuery, order::OrderQuery, saga::SagaQuery);
+pub struct Query(
+    node::NodeQuery,
+    auth::AuthQuery,
+    catalog::CatalogQuery,
+    cart::CartQuery,
+    order::OrderQuery,
+    saga::SagaQuery,
+);
 
 /// What can be changed: accounts and sessions, the cart, orders (operators: saga repairs).
 #[derive(MergedObject, Default)]

@@ -6,37 +6,56 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use ecommerce_checkout::order::{service, Order, OrderLine};
+use ecommerce_checkout::page::Cursor;
 use ecommerce_checkout::saga::{store, FailureReason, SagaStatus};
+use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::AppError;
 
 use super::catalog::ProductGql;
 use super::context::{state, trace_id, user};
 use super::loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader};
+use super::node::{order_uuid, NodeId};
+use super::page::{self, connection, PageRequest};
+use super::payload::{split, OrderPayload};
 use super::saga::{known, SagaEventGql, SagaGql};
 use super::types::{MoneyGql, OrderStatusGql};
 
-pub struct OrderLineGql(OrderLine, String);
+pub struct OrderLineGql {
+    order_id: Uuid,
+    line: OrderLine,
+    currency: String,
+}
+
+impl OrderLineGql {
+    pub fn new(order_id: Uuid, line: OrderLine, currency: &str) -> Self {
+        OrderLineGql { order_id, line, currency: currency.to_string() }
+    }
+}
 
 /// Units of one product in an order, at the price they were ordered at.
 #[Object(name = "OrderLine")]
 impl OrderLineGql {
+    /// The line's global id.
+    pub(crate) async fn id(&self) -> ID {
+        NodeId::OrderLine(self.order_id, self.line.sku.clone()).encode()
+    }
     /// The product's stock-keeping unit.
     async fn sku(&self) -> &str {
-        &self.0.sku
+        &self.line.sku
     }
     /// Units ordered.
     async fn quantity(&self) -> i32 {
-        self.0.quantity
+        self.line.quantity
     }
     /// The price of one unit when the order was placed.
     async fn unit_price(&self) -> MoneyGql {
-        MoneyGql::new(self.0.unit_price_minor, &self.1)
+        MoneyGql::new(self.line.unit_price_minor, &self.currency)
     }
     /// The product as the catalog describes it now (batched across lines and orders).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<ProductGql>> {
         let p = ctx
             .data_unchecked::<DataLoader<ProductLoader>>()
-            .load_one(self.0.sku.clone())
+            .load_one(self.line.sku.clone())
             .await
             .map_err(|e| async_graphql::Error::from(AppError::Internal(e.to_string())))?;
         Ok(p.map(ProductGql))
@@ -48,9 +67,13 @@ pub struct OrderGql(pub Order);
 /// A buyer's order: what was ordered, at what price, and how its checkout went.
 #[Object(name = "Order")]
 impl OrderGql {
-    /// The order's id.
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    /// The order's global id.
+    pub(crate) async fn id(&self) -> ID {
+        NodeId::Order(self.0.id).encode()
+    }
+    /// The order's id in logs, traces, receipts and support requests (a UUID).
+    async fn database_id(&self) -> String {
+        self.0.id.to_string()
     }
     /// Where the order is.
     async fn status(&self) -> OrderStatusGql {
@@ -85,7 +108,7 @@ impl OrderGql {
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?
             .unwrap_or_default();
-        Ok(lines.into_iter().map(|l| OrderLineGql(l, self.0.currency.clone())).collect())
+        Ok(lines.into_iter().map(|l| OrderLineGql::new(self.0.id, l, &self.0.currency)).collect())
     }
     /// The checkout saga: its progress step by step.
     // Batched: a page of orders reads all their sagas in one query.
@@ -100,7 +123,22 @@ impl OrderGql {
 }
 
 fn parse_id(id: &ID) -> Result<Uuid> {
-    id.parse::<Uuid>().map_err(|_| async_graphql::Error::from(AppError::bad_input("not a valid order id")))
+    order_uuid(id).ok_or_else(|| async_graphql::Error::from(AppError::bad_input("not a valid order id")))
+}
+
+connection!(
+    OrderConnection,
+    OrderGql,
+    "A page of the signed-in buyer's orders, newest first (a Relay cursor connection).",
+    "The buyer's orders, on every page."
+);
+
+fn order_cursor(o: &OrderGql) -> String {
+    Cursor { created_at: o.0.created_at, id: o.0.id }.encode()
+}
+
+fn cursor(raw: &str) -> Result<Cursor> {
+    Cursor::decode(raw).ok_or_else(|| AppError::bad_input("not a cursor of this list").into())
 }
 
 #[derive(Default)]
@@ -108,28 +146,44 @@ pub struct OrderQuery;
 
 #[Object]
 impl OrderQuery {
-    /// One of the signed-in user's orders; someone else's is `NOT_FOUND`.
+    /// One of the signed-in user's orders; `null` when they have none with this id.
     async fn order(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The order's id.")] id: ID,
-    ) -> Result<OrderGql> {
+    ) -> Result<Option<OrderGql>> {
         let u = user(ctx)?;
-        let id = parse_id(&id)?;
-        Ok(OrderGql(service::get(&state(ctx).pool, u.id, id).await?))
+        let Some(id) = order_uuid(&id) else {
+            return Ok(None);
+        };
+        match service::get(&state(ctx).pool, u.id, id).await {
+            Ok(order) => Ok(Some(OrderGql(order))),
+            Err(AppError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// The signed-in user's orders, newest first (1 to 100); costs `first` times its selection in
-    /// query complexity.
-    #[graphql(complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    /// The signed-in user's orders, newest first: the `first` (default 20) after the cursor
+    /// `after`, or the `last` before `before` (0 to 100 either way); costs the page size times
+    /// its selection in query complexity.
+    #[graphql(complexity = "page::complexity(first, last, 20, child_complexity)")]
     async fn orders(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20, validator(minimum = 1, maximum = 100), desc = "How many (1 to 100).")] first: i32,
-    ) -> Result<Vec<OrderGql>> {
+        #[graphql(desc = "Page size from the start, the newest (0 to 100).")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the page before.")] after: Option<String>,
+        #[graphql(desc = "Page size from the end, the oldest (0 to 100).")] last: Option<i32>,
+        #[graphql(desc = "The `startCursor` of the page after.")] before: Option<String>,
+    ) -> Result<OrderConnection> {
         let u = user(ctx)?;
-        let orders = service::list(&state(ctx).pool, u.id, first as i64).await?;
-        Ok(orders.into_iter().map(OrderGql).collect())
+        let req = PageRequest::new(first, last, after, before, 20)?;
+        let after = req.after.as_deref().map(cursor).transpose()?;
+        let before = req.before.as_deref().map(cursor).transpose()?;
+        let pool = &state(ctx).pool;
+        let (orders, more) = service::page(pool, u.id, after, before, req.limit, req.from_end).await?;
+        let total = service::count(pool, u.id).await?;
+        let (edges, page_info) = req.finish(orders.into_iter().map(OrderGql).collect(), more, order_cursor);
+        Ok(OrderConnection { page_info, edges, total_count: total })
     }
 }
 
@@ -139,7 +193,7 @@ pub struct OrderMutation;
 #[Object]
 impl OrderMutation {
     /// Turns the cart into an order and starts checkout. The same `idempotencyKey` returns the
-    /// same order however often it is sent. Follow progress with `orderEvents`.
+    /// same order however often it is sent. Follow progress with `orderEvents` or `myOrders`.
     async fn place_order(
         &self,
         ctx: &Context<'_>,
@@ -148,10 +202,10 @@ impl OrderMutation {
         idempotency_key: String,
         #[graphql(desc = "The payment method, as the payment provider's client library tokenized it.")]
         payment_token: String,
-    ) -> Result<OrderGql> {
+    ) -> Result<OrderPayload> {
         let u = user(ctx)?;
         let s = state(ctx);
-        let order = ecommerce_storefront::order::place(
+        let placed = ecommerce_storefront::order::place(
             &s.pool,
             &s.mongo,
             &s.saga,
@@ -160,8 +214,9 @@ impl OrderMutation {
             &payment_token,
             &trace_id(ctx),
         )
-        .await?;
-        Ok(OrderGql(order))
+        .await;
+        let (order, user_errors) = split(placed)?;
+        Ok(OrderPayload { order: order.map(OrderGql), user_errors })
     }
 
     /// Cancels an order that is not confirmed yet; stock and payment are released by compensation.
@@ -169,11 +224,21 @@ impl OrderMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The order's id.")] order_id: ID,
-    ) -> Result<OrderGql> {
+    ) -> Result<OrderPayload> {
         let u = user(ctx)?;
-        let id = parse_id(&order_id)?;
         let s = state(ctx);
-        Ok(OrderGql(service::cancel(&s.pool, &s.saga, u.id, id).await?))
+        let cancelled = match parse_id(&order_id) {
+            Err(_) => Err(AppError::refused(UserErrorCode::InvalidOrderId, "not a valid order id")),
+            Ok(id) => match service::cancel(&s.pool, &s.saga, u.id, id).await {
+                // Someone else's order is as absent as one that never was.
+                Err(AppError::NotFound(_)) => {
+                    Err(AppError::refused(UserErrorCode::OrderNotFound, "you have no order with this id"))
+                }
+                other => other,
+            },
+        };
+        let (order, user_errors) = split(cancelled)?;
+        Ok(OrderPayload { order: order.map(OrderGql), user_errors })
     }
 }
 

@@ -15,6 +15,7 @@ use ecommerce_platform::error::AppError;
 
 use super::context::{operator, state, OperatorOnly};
 use super::loader::SagaEventsLoader;
+use super::node::{saga_uuid, NodeId};
 use super::types::OrderStatusGql;
 use async_graphql::dataloader::DataLoader;
 
@@ -54,13 +55,21 @@ pub struct SagaGql(pub SagaSummary);
 /// An order's checkout: the steps it ran, where it is, and what undid what when something failed.
 #[Object(name = "Saga")]
 impl SagaGql {
-    /// The saga's id.
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    /// The saga's global id.
+    pub(crate) async fn id(&self) -> ID {
+        NodeId::Saga(self.0.id).encode()
+    }
+    /// The saga's id in logs and traces (a UUID).
+    async fn database_id(&self) -> String {
+        self.0.id.to_string()
     }
     /// The order it checks out.
     async fn order_id(&self) -> ID {
-        ID(self.0.order_id.to_string())
+        NodeId::Order(self.0.order_id).encode()
+    }
+    /// Its order's id in logs, traces, receipts and support requests (a UUID).
+    async fn order_database_id(&self) -> String {
+        self.0.order_id.to_string()
     }
     /// Where the saga is.
     async fn status(&self) -> Result<SagaStatus> {
@@ -191,7 +200,7 @@ impl AuditEntryGql {
 }
 
 fn parse_saga_id(id: &ID) -> Result<Uuid> {
-    id.parse::<Uuid>().map_err(|_| async_graphql::Error::from(AppError::bad_input("not a valid saga id")))
+    saga_uuid(id).ok_or_else(|| async_graphql::Error::from(AppError::bad_input("not a valid saga id")))
 }
 
 #[derive(Default)]
@@ -248,12 +257,18 @@ impl SagaQuery {
         Ok(SagaConnection { page_info, edges, total_count: total })
     }
 
-    /// Operators only: any saga by id.
+    /// Operators only: any saga by id; `null` when there is none.
     #[graphql(guard = "OperatorOnly")]
-    async fn saga(&self, ctx: &Context<'_>, #[graphql(desc = "The saga's id.")] id: ID) -> Result<SagaGql> {
-        let id = parse_saga_id(&id)?;
+    async fn saga(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The saga's id.")] id: ID,
+    ) -> Result<Option<SagaGql>> {
+        let Some(id) = saga_uuid(&id) else {
+            return Ok(None);
+        };
         let saga = store::summary(&state(ctx).pool, id).await.map_err(AppError::from)?;
-        Ok(saga.map(SagaGql).ok_or(AppError::NotFound("saga"))?)
+        Ok(saga.map(SagaGql))
     }
 }
 
@@ -340,8 +355,8 @@ impl SagaFilterInput {
         let order_id = match &self.order_id {
             None => None,
             Some(id) => Some(
-                id.parse::<Uuid>()
-                    .map_err(|_| async_graphql::Error::from(AppError::bad_input("not a valid order id")))?,
+                super::node::order_uuid(id)
+                    .ok_or_else(|| async_graphql::Error::from(AppError::bad_input("not a valid order id")))?,
             ),
         };
         Ok(ops::Filter {
@@ -420,17 +435,44 @@ fn actor(ctx: &Context<'_>) -> Result<ops::Actor> {
     Ok(ops::Actor { id: u.id, email: u.email.clone() })
 }
 
+/// Which saga an operator repairs, and why.
+#[derive(async_graphql::InputObject)]
+#[graphql(name = "SagaRepairInput")]
+pub struct SagaRepairInput {
+    /// The saga to repair.
+    pub saga_id: ID,
+    /// Why, for the audit log (1 to 500 characters).
+    pub reason: String,
+    /// Chosen by the operator's client: the same key on the same saga applies once.
+    pub idempotency_key: String,
+}
+
+/// A repair of every saga matching a filter.
+#[derive(async_graphql::InputObject)]
+#[graphql(name = "BulkRepairInput")]
+pub struct BulkRepairInput {
+    /// Which sagas; at least one field must be set.
+    pub filter: SagaFilterInput,
+    /// What to do to each.
+    pub action: OperatorAction,
+    /// Why, for each saga's audit log (1 to 500 characters).
+    pub reason: String,
+    /// Chosen by the operator's client: the same key applies once per saga.
+    pub idempotency_key: String,
+    /// Only count what would be done (the default).
+    #[graphql(default = true)]
+    pub dry_run: bool,
+}
+
 async fn apply(
     ctx: &Context<'_>,
     action: OperatorAction,
-    saga_id: ID,
-    reason: String,
-    key: String,
+    input: SagaRepairInput,
 ) -> Result<SagaActionResult> {
     let actor = actor(ctx)?;
-    let id = parse_saga_id(&saga_id)?;
+    let id = parse_saga_id(&input.saga_id)?;
     let s = state(ctx);
-    let result = ops::act(&s.pool, &s.saga, id, action, &reason, &key, &actor).await;
+    let result = ops::act(&s.pool, &s.saga, id, action, &input.reason, &input.idempotency_key, &actor).await;
     let outcome = match &result {
         Ok(a) if a.replayed => "replayed",
         Ok(_) => "applied",
@@ -455,12 +497,9 @@ impl SagaMutation {
     async fn retry_saga_step(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The saga to repair.")] saga_id: ID,
-        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
-        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
-        idempotency_key: String,
+        #[graphql(desc = "The saga, the reason and an idempotency key.")] input: SagaRepairInput,
     ) -> Result<SagaActionResult> {
-        apply(ctx, OperatorAction::RetryStep, saga_id, reason, idempotency_key).await
+        apply(ctx, OperatorAction::RetryStep, input).await
     }
 
     /// Operators only: a `NEEDS_ATTENTION` saga continues as if its step (or compensation) had
@@ -469,12 +508,9 @@ impl SagaMutation {
     async fn resume_saga(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The saga to repair.")] saga_id: ID,
-        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
-        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
-        idempotency_key: String,
+        #[graphql(desc = "The saga, the reason and an idempotency key.")] input: SagaRepairInput,
     ) -> Result<SagaActionResult> {
-        apply(ctx, OperatorAction::Resume, saga_id, reason, idempotency_key).await
+        apply(ctx, OperatorAction::Resume, input).await
     }
 
     /// Operators only: a running (or paused forward) saga compensates from its current step.
@@ -482,12 +518,9 @@ impl SagaMutation {
     async fn force_compensate_saga(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The saga to repair.")] saga_id: ID,
-        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
-        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
-        idempotency_key: String,
+        #[graphql(desc = "The saga, the reason and an idempotency key.")] input: SagaRepairInput,
     ) -> Result<SagaActionResult> {
-        apply(ctx, OperatorAction::ForceCompensate, saga_id, reason, idempotency_key).await
+        apply(ctx, OperatorAction::ForceCompensate, input).await
     }
 
     /// Operators only: a running (or paused forward) saga completes and its order is confirmed.
@@ -495,27 +528,21 @@ impl SagaMutation {
     async fn force_complete_saga(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The saga to repair.")] saga_id: ID,
-        #[graphql(desc = "Why, for the audit log (1 to 500 characters).")] reason: String,
-        #[graphql(desc = "Chosen by the operator's client: the same key on the same saga applies once.")]
-        idempotency_key: String,
+        #[graphql(desc = "The saga, the reason and an idempotency key.")] input: SagaRepairInput,
     ) -> Result<SagaActionResult> {
-        apply(ctx, OperatorAction::ForceComplete, saga_id, reason, idempotency_key).await
+        apply(ctx, OperatorAction::ForceComplete, input).await
     }
 
-    /// Operators only: `action` on every saga matching `filter` (at most 500; a filter is
-    /// required). `dryRun` (the default) only counts what would be done.
+    /// Operators only: `input.action` on every saga matching `input.filter` (at most 500; a
+    /// filter is required). `dryRun` (the default) only counts what would be done.
     #[graphql(guard = "OperatorOnly")]
     async fn bulk_repair_sagas(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Which sagas; at least one field must be set.")] filter: SagaFilterInput,
-        #[graphql(desc = "What to do to each.")] action: OperatorAction,
-        #[graphql(desc = "Why, for each saga's audit log (1 to 500 characters).")] reason: String,
-        #[graphql(desc = "Chosen by the operator's client: the same key applies once per saga.")]
-        idempotency_key: String,
-        #[graphql(default = true, desc = "Only count what would be done.")] dry_run: bool,
+        #[graphql(desc = "The filter, the action, the reason and an idempotency key.")]
+        input: BulkRepairInput,
     ) -> Result<BulkRepairResult> {
+        let BulkRepairInput { filter, action, reason, idempotency_key, dry_run } = input;
         let actor = actor(ctx)?;
         if filter.is_empty() {
             return Err(AppError::bad_input("a bulk action needs a filter").into());
@@ -536,7 +563,7 @@ impl SagaMutation {
             refused: out
                 .refused
                 .into_iter()
-                .map(|(id, reason)| BulkRefusal { saga_id: ID(id.to_string()), reason })
+                .map(|(id, reason)| BulkRefusal { saga_id: NodeId::Saga(id).encode(), reason })
                 .collect(),
         })
     }

@@ -3,7 +3,7 @@
 "use strict";
 
 const MAX_ROWS = 200;
-const SAGA_FIELDS = "id orderId orderStatus status step failureReason eventCount createdAt updatedAt attempt lastError nextAction";
+const SAGA_FIELDS = "id databaseId orderId orderDatabaseId orderStatus status step failureReason eventCount createdAt updatedAt attempt lastError nextAction";
 const ACTION_NAMES = {
   retrySagaStep: "Retry the step of",
   resumeSaga: "Resume (the step took effect)",
@@ -56,8 +56,8 @@ function cell(text, className) {
 }
 
 function renderRow(saga, row) {
-  const order = cell(`${saga.orderId.slice(0, 8)}…`, "order");
-  order.title = saga.orderId;
+  const order = cell(`${saga.orderDatabaseId.slice(0, 8)}…`, "order");
+  order.title = saga.orderDatabaseId;
   row.replaceChildren(
     order,
     cell(saga.orderStatus, `order-status order-${saga.orderStatus}`),
@@ -151,8 +151,8 @@ async function loadDetail(id) {
     if (state.selected !== id) return;
     const s = data.saga;
     $("detail").hidden = false;
-    $("detail-id").textContent = s.id;
-    $("detail-order").textContent = s.orderId;
+    $("detail-id").textContent = s.databaseId;
+    $("detail-order").textContent = s.orderDatabaseId;
     $("detail-status").textContent = s.status;
     $("detail-status").className = `status status-${s.status}`;
     $("detail-reason").textContent = s.failureReason || "—";
@@ -201,7 +201,7 @@ function ask(action) {
   const known = state.sagas.get(state.selected);
   state.pending = action;
   $("confirm-question").textContent =
-    `${ACTION_NAMES[action]} saga ${state.selected} (order ${known ? known.saga.orderId : "?"})?`;
+    `${ACTION_NAMES[action]} saga ${known ? known.saga.databaseId : state.selected} (order ${known ? known.saga.orderDatabaseId : "?"})?`;
   $("confirm-reason").value = "";
   $("confirm").hidden = false;
   $("confirm-reason").focus();
@@ -216,7 +216,7 @@ async function confirmAction(event) {
   state.pending = null;
   try {
     const data = await graphql(
-      `mutation Repair($id: ID!, $reason: String!, $key: String!) { ${action}(sagaId: $id, reason: $reason, idempotencyKey: $key) { replayed saga { ${SAGA_FIELDS} } } }`,
+      `mutation Repair($id: ID!, $reason: String!, $key: String!) { ${action}(input: { sagaId: $id, reason: $reason, idempotencyKey: $key }) { replayed saga { ${SAGA_FIELDS} } } }`,
       { id, reason: $("confirm-reason").value, key: crypto.randomUUID() },
     );
     const result = data[action];

@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{code, spawn_app};
 
@@ -7,70 +7,115 @@ async fn cart_operations_and_totals() {
     let app = spawn_app().await;
     let buyer = app.register().await;
     let r = app.add_to_cart(&buyer, "MUG-001", 2).await;
-    assert_eq!(r["data"]["addToCart"]["total"], json!({ "amountMinor": 2998, "currency": "USD" }));
+    assert_eq!(r["data"]["addToCart"]["userErrors"], json!([]));
+    assert_eq!(r["data"]["addToCart"]["cart"]["total"], json!({ "amountMinor": 2998, "currency": "USD" }));
     let r = app.add_to_cart(&buyer, "MUG-001", 1).await;
-    assert_eq!(r["data"]["addToCart"]["items"], json!([{ "sku": "MUG-001", "quantity": 3 }]));
+    assert_eq!(r["data"]["addToCart"]["cart"]["items"], json!([{ "sku": "MUG-001", "quantity": 3 }]));
     app.add_to_cart(&buyer, "TEE-002", 1).await;
 
     let upd = app
         .data(
             Some(&buyer.token),
-            "mutation { updateCartItem(sku: \"MUG-001\", quantity: 5) { itemCount } }",
+            "mutation { updateCartItem(sku: \"MUG-001\", quantity: 5) { cart { itemCount } userErrors { code } } }",
             json!({}),
         )
         .await;
-    assert_eq!(upd["updateCartItem"]["itemCount"], 6);
+    assert_eq!(upd["updateCartItem"], json!({ "cart": { "itemCount": 6 }, "userErrors": [] }));
     let rm = app
         .data(
             Some(&buyer.token),
-            "mutation { removeFromCart(sku: \"TEE-002\") { items { sku } total { amount amountMinor } } }",
+            "mutation { removeFromCart(sku: \"TEE-002\") { cart { items { sku } total { amount amountMinor } } } }",
             json!({}),
         )
         .await;
-    assert_eq!(rm["removeFromCart"]["items"], json!([{ "sku": "MUG-001" }]));
-    assert_eq!(rm["removeFromCart"]["total"]["amountMinor"], 5 * 1_499);
-    assert_eq!(rm["removeFromCart"]["total"]["amount"], "74.95", "a decimal string in dollars");
+    let cart = &rm["removeFromCart"]["cart"];
+    assert_eq!(cart["items"], json!([{ "sku": "MUG-001" }]));
+    assert_eq!(cart["total"]["amountMinor"], 5 * 1_499);
+    assert_eq!(cart["total"]["amount"], "74.95", "a decimal string in dollars");
     let cleared = app
-        .data(Some(&buyer.token), "mutation { clearCart { itemCount total { amountMinor } } }", json!({}))
+        .data(
+            Some(&buyer.token),
+            "mutation { clearCart { cart { itemCount total { amountMinor } } } }",
+            json!({}),
+        )
         .await;
-    assert_eq!(cleared["clearCart"], json!({ "itemCount": 0, "total": null }));
+    assert_eq!(cleared["clearCart"]["cart"], json!({ "itemCount": 0, "total": null }));
     app.stop().await;
 }
 
+/// The `userErrors` of a payload as `(code, field)` pairs, checking the payload's object is null.
+fn refusals(payload: &Value, object: &str) -> Vec<(String, Value)> {
+    assert_eq!(payload[object], Value::Null, "a refused change returns no {object}: {payload}");
+    let errors = payload["userErrors"].as_array().unwrap_or_else(|| panic!("no userErrors: {payload}"));
+    errors
+        .iter()
+        .map(|e| {
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+            (e["code"].as_str().unwrap().to_string(), e["field"].clone())
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn bad_cart_input_is_refused_and_changes_nothing() {
+async fn what_the_buyer_can_fix_comes_back_as_typed_user_errors_and_changes_nothing() {
     let app = spawn_app().await;
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "MUG-001", 98).await;
     let before = app.cart(&buyer).await;
 
-    for (sku, q) in
-        [("MUG-001", 0), ("MUG-001", -1), ("MUG-001", 100), ("MUG-001", 2), ("NOPE-999", 1), ("bad sku!", 1)]
-    {
-        let body = app.add_to_cart(&buyer, sku, q).await;
-        assert_eq!(code(&body), "BAD_USER_INPUT", "{sku} x{q}: {body}");
+    let sku = json!(["sku"]);
+    let quantity = json!(["quantity"]);
+    for (s, q, expected) in [
+        ("MUG-001", 0, vec![("INVALID_QUANTITY", quantity.clone())]),
+        ("MUG-001", -1, vec![("INVALID_QUANTITY", quantity.clone())]),
+        ("MUG-001", 100, vec![("INVALID_QUANTITY", quantity.clone())]),
+        ("MUG-001", 2, vec![("LINE_QUANTITY_TOO_LARGE", quantity.clone())]),
+        ("NOPE-999", 1, vec![("UNKNOWN_SKU", sku.clone())]),
+        ("bad sku!", 1, vec![("INVALID_SKU", sku.clone())]),
+        // Both inputs wrong: both reported, so the buyer fixes them in one go.
+        ("bad sku!", 0, vec![("INVALID_SKU", sku.clone()), ("INVALID_QUANTITY", quantity.clone())]),
+    ] {
+        let body = app.add_to_cart(&buyer, s, q).await;
+        assert!(body.get("errors").is_none(), "{s} x{q}: {body}");
+        let expected: Vec<_> = expected.into_iter().map(|(c, f)| (c.to_string(), f)).collect();
+        assert_eq!(refusals(&body["data"]["addToCart"], "cart"), expected, "{s} x{q}");
     }
-    // Larger than a GraphQL Int: refused by the engine, still with a code.
+    // Larger than a GraphQL Int: refused by the engine, as a top-level error with a code.
     let body = app.add_to_cart(&buyer, "MUG-001", 1 << 40).await;
     assert_eq!(code(&body), "BAD_USER_INPUT");
     let body = app
-        .gql(
+        .data(
             Some(&buyer.token),
-            "mutation { updateCartItem(sku: \"TEE-002\", quantity: 1) { itemCount } }",
+            "mutation { updateCartItem(sku: \"TEE-002\", quantity: 1) { cart { itemCount } userErrors { code field message } } }",
             json!({}),
         )
         .await;
-    assert_eq!(code(&body), "BAD_USER_INPUT", "not in cart");
+    assert_eq!(refusals(&body["updateCartItem"], "cart"), [("NOT_IN_CART".to_string(), sku.clone())]);
     let body = app
-        .gql(Some(&buyer.token), "mutation { removeFromCart(sku: \"TEE-002\") { itemCount } }", json!({}))
+        .data(
+            Some(&buyer.token),
+            "mutation { removeFromCart(sku: \"TEE-002\") { cart { itemCount } userErrors { code field message } } }",
+            json!({}),
+        )
         .await;
-    assert_eq!(code(&body), "BAD_USER_INPUT");
+    assert_eq!(refusals(&body["removeFromCart"], "cart"), [("NOT_IN_CART".to_string(), sku.clone())]);
     assert_eq!(app.cart(&buyer).await, before, "nothing changed");
 
     let empty = app.register().await;
     let body = app.place_order(&empty, "k-1", "tok_visa").await;
-    assert_eq!(code(&body), "BAD_USER_INPUT", "empty cart");
+    assert_eq!(refusals(&body["data"]["placeOrder"], "order"), [("EMPTY_CART".to_string(), Value::Null)]);
+    let body = app.place_order(&buyer, "has spaces", "tok_visa").await;
+    assert_eq!(
+        refusals(&body["data"]["placeOrder"], "order"),
+        [("INVALID_IDEMPOTENCY_KEY".to_string(), json!(["idempotencyKey"]))]
+    );
+    let body = app.place_order(&buyer, "k-2", "").await;
+    assert_eq!(
+        refusals(&body["data"]["placeOrder"], "order"),
+        [("INVALID_PAYMENT_TOKEN".to_string(), json!(["paymentToken"]))]
+    );
     let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(app.pool()).await.unwrap();
     assert_eq!(orders, 0);
+    assert_eq!(app.cart(&buyer).await, before, "nothing changed");
     app.stop().await;
 }

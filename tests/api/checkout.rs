@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{code, spawn_app, spawn_app_with};
 
@@ -195,7 +195,8 @@ async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_c
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let cancel = "mutation($id: ID!) { cancelOrder(orderId: $id) { id status } }";
+    let cancel =
+        "mutation($id: ID!) { cancelOrder(orderId: $id) { order { id status } userErrors { code } } }";
     let body = app.gql(Some(&buyer.token), cancel, json!({ "id": id })).await;
     assert!(body.get("errors").is_none(), "{body}");
     let order = app.wait_terminal(&buyer, &id).await;
@@ -217,14 +218,15 @@ async fn cancel_before_confirmation_compensates_and_confirmed_orders_cannot_be_c
         ]
     );
 
-    let again = app.gql(Some(&buyer.token), cancel, json!({ "id": id })).await;
-    assert_eq!(code(&again), "CONFLICT");
+    let again = app.data(Some(&buyer.token), cancel, json!({ "id": id })).await;
+    assert_eq!(again["cancelOrder"]["userErrors"][0]["code"], "ORDER_ALREADY_CANCELLED", "{again}");
 
     app.add_to_cart(&buyer, "MUG-001", 1).await;
     let confirmed = app.place(&buyer, "cancel-2", "tok_visa").await;
     app.wait_terminal(&buyer, &confirmed).await;
-    let too_late = app.gql(Some(&buyer.token), cancel, json!({ "id": confirmed })).await;
-    assert_eq!(code(&too_late), "CONFLICT");
+    let too_late = app.data(Some(&buyer.token), cancel, json!({ "id": confirmed })).await;
+    assert_eq!(too_late["cancelOrder"]["userErrors"][0]["code"], "ORDER_ALREADY_CONFIRMED", "{too_late}");
+    assert_eq!(too_late["cancelOrder"]["order"], Value::Null);
     app.stop().await;
 }
 
@@ -265,12 +267,12 @@ async fn metrics_report_requests_sagas_and_outbox_lag() {
     app.add_to_cart(&buyer, "MUG-001", 1).await;
     let id = app.place(&buyer, "metrics-1", "tok_declined").await;
     app.wait_terminal(&buyer, &id).await;
-    let named = app.gql(Some(&buyer.token), "query MyOrders { orders { id } }", json!({})).await;
+    let named = app.gql(Some(&buyer.token), "query MyOrders { orders { nodes { id } } }", json!({})).await;
     assert!(named.get("errors").is_none(), "{named}");
     // Names the engine resolves, where the document's text does not start with them.
     for doc in [
-        "# the orders page\nquery CommentedFirst { orders { id } }",
-        "fragment O on Order { id } query FragmentFirst { orders { ...O } }",
+        "# the orders page\nquery CommentedFirst { orders { nodes { id } } }",
+        "fragment O on Order { id } query FragmentFirst { orders { nodes { ...O } } }",
     ] {
         let r = app.gql(Some(&buyer.token), doc, json!({})).await;
         assert!(r.get("errors").is_none(), "{r}");

@@ -51,18 +51,18 @@ async fn a_page_of_orders_with_lines_sagas_and_events_is_a_few_queries() {
     // The same page without lines, sagas and events: what the caller's session, the signing keys
     // and the orders cost.
     let before = queries(&app);
-    let bare = app.data(Some(&buyer.token), "{ orders(first: 20) { id } }", json!({})).await;
-    assert_eq!(bare["orders"].as_array().unwrap().len(), ORDERS as usize, "{bare}");
+    let bare = app.data(Some(&buyer.token), "{ orders(first: 20) { nodes { id } } }", json!({})).await;
+    assert_eq!(bare["orders"]["nodes"].as_array().unwrap().len(), ORDERS as usize, "{bare}");
     let bare = queries(&app) - before;
     let before = queries(&app);
     let page = app
         .data(
             Some(&buyer.token),
-            "{ orders(first: 20) { id lines { sku quantity } saga { id status events { type } } } }",
+            "{ orders(first: 20) { nodes { id lines { sku quantity } saga { id status events { type } } } } }",
             json!({}),
         )
         .await;
-    let orders = page["orders"].as_array().unwrap();
+    let orders = page["orders"]["nodes"].as_array().unwrap();
     assert_eq!(orders.len(), ORDERS as usize, "{page}");
     for o in orders {
         assert_eq!(o["lines"], json!([{ "sku": "MUG-001", "quantity": 1 }]), "{o}");

@@ -316,7 +316,7 @@ impl TestApp {
     pub async fn add_to_cart(&self, user: &User, sku: &str, quantity: i64) -> Value {
         self.gql(
             Some(&user.token),
-            "mutation($s: String!, $q: Int!) { addToCart(sku: $s, quantity: $q) { itemCount items { sku quantity } total { amountMinor currency } } }",
+            "mutation($s: String!, $q: Int!) { addToCart(sku: $s, quantity: $q) { cart { itemCount items { sku quantity } total { amountMinor currency } } userErrors { code field message } } }",
             json!({ "s": sku, "q": quantity }),
         )
         .await
@@ -330,7 +330,7 @@ impl TestApp {
     pub async fn place_order(&self, user: &User, key: &str, payment_token: &str) -> Value {
         self.gql(
             Some(&user.token),
-            "mutation($k: String!, $t: String!) { placeOrder(idempotencyKey: $k, paymentToken: $t) { id status total { amountMinor currency } } }",
+            "mutation($k: String!, $t: String!) { placeOrder(idempotencyKey: $k, paymentToken: $t) { order { id status total { amountMinor currency } } userErrors { code field message } } }",
             json!({ "k": key, "t": payment_token }),
         )
         .await
@@ -340,7 +340,8 @@ impl TestApp {
     pub async fn place(&self, user: &User, key: &str, payment_token: &str) -> String {
         let body = self.place_order(user, key, payment_token).await;
         assert!(body.get("errors").is_none(), "placeOrder failed: {body}");
-        body["data"]["placeOrder"]["id"].as_str().unwrap().to_string()
+        assert_eq!(body["data"]["placeOrder"]["userErrors"], json!([]), "placeOrder refused: {body}");
+        body["data"]["placeOrder"]["order"]["id"].as_str().unwrap().to_string()
     }
 
     pub async fn order(&self, user: &User, id: &str) -> Value {
@@ -390,7 +391,7 @@ impl TestApp {
 
     pub async fn payment_status(&self, order_id: &str) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
-            .bind(order_id.parse::<Uuid>().unwrap())
+            .bind(db_id(order_id))
             .fetch_optional(self.pool())
             .await
             .unwrap()
@@ -627,4 +628,12 @@ impl BrowserCheck {
         .await;
         panic!("{what}\n--- browser check stderr ---\n{err}");
     }
+}
+
+/// The database id (UUID) behind an order's or saga's global id.
+pub fn db_id(global: &str) -> Uuid {
+    let id = async_graphql::ID(global.to_string());
+    ecommerce_saga::graphql::node::order_uuid(&id)
+        .or_else(|| ecommerce_saga::graphql::node::saga_uuid(&id))
+        .unwrap_or_else(|| panic!("not an id: {global}"))
 }

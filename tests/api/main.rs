@@ -16,6 +16,7 @@ mod loadgen;
 mod monitor;
 mod operator;
 mod playground;
+mod relay;
 mod replicas;
 mod resilience;
 mod schema;

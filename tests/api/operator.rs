@@ -49,7 +49,7 @@ async fn wait_saga(app: &TestApp, op: &User, order: &str, done: impl Fn(&Value) 
 
 async fn act(app: &TestApp, token: &str, mutation: &str, saga: &Value, reason: &str, key: &str) -> Value {
     let doc = format!(
-        "mutation($s: ID!, $r: String!, $k: String!) {{ {mutation}(sagaId: $s, reason: $r, idempotencyKey: $k) {{ replayed saga {{ {SAGA} }} }} }}"
+        "mutation($s: ID!, $r: String!, $k: String!) {{ {mutation}(input: {{ sagaId: $s, reason: $r, idempotencyKey: $k }}) {{ replayed saga {{ {SAGA} }} }} }}"
     );
     app.gql(Some(token), &doc, json!({ "s": saga["id"], "r": reason, "k": key })).await
 }
@@ -268,7 +268,7 @@ async fn bulk_repairs_count_first_then_apply_once() {
     let y = paused(&app, &op, &buyer, "bulk-2").await;
     let bulk = |dry: bool, key: &str| {
         let doc = format!(
-            "mutation {{ bulkRepairSagas(filter: {{ status: \"NEEDS_ATTENTION\" }}, action: FORCE_COMPENSATE, reason: \"gateway outage\", idempotencyKey: \"{key}\", dryRun: {dry}) {{ dryRun matched applicable applied refused {{ sagaId reason }} }} }}"
+            "mutation {{ bulkRepairSagas(input: {{ filter: {{ status: \"NEEDS_ATTENTION\" }}, action: FORCE_COMPENSATE, reason: \"gateway outage\", idempotencyKey: \"{key}\", dryRun: {dry} }}) {{ dryRun matched applicable applied refused {{ sagaId reason }} }} }}"
         );
         let app = &app;
         let token = op.token.clone();
@@ -295,7 +295,7 @@ async fn bulk_repairs_count_first_then_apply_once() {
     let no_filter = app
         .gql(
             Some(&op.token),
-            "mutation { bulkRepairSagas(filter: {}, action: RETRY_STEP, reason: \"all\", idempotencyKey: \"k\") { matched } }",
+            "mutation { bulkRepairSagas(input: { filter: {}, action: RETRY_STEP, reason: \"all\", idempotencyKey: \"k\" }) { matched } }",
             json!({}),
         )
         .await;

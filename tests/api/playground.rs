@@ -53,11 +53,11 @@ async fn playground_runs_a_query_browses_the_schema_and_follows_an_order_offline
     let cancelled = app
         .data(
             Some(&buyer.token),
-            "mutation($id: ID!) { cancelOrder(orderId: $id) { id } }",
+            "mutation($id: ID!) { cancelOrder(orderId: $id) { order { id } } }",
             json!({ "id": order }),
         )
         .await;
-    assert_eq!(cancelled["cancelOrder"]["id"], order.as_str());
+    assert_eq!(cancelled["cancelOrder"]["order"]["id"], order.as_str());
     page.finish(120).await;
     let final_order = app.wait_terminal(&buyer, &order).await;
     assert_eq!(final_order["cancelReason"], "CANCELLED_BY_USER", "{final_order}");

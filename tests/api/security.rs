@@ -242,7 +242,7 @@ async fn introspection_and_playground_are_off_when_configured() {
     let types = dev.gql(None, "{ __schema { types { name } } }", json!({})).await;
     assert!(types["data"]["__schema"]["types"].is_array(), "{types}");
     // In development a misspelt field gets a suggestion...
-    let body = dev.gql(None, "{ products { nam } }", json!({})).await;
+    let body = dev.gql(None, "{ products { nodes { nam } } }", json!({})).await;
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("Did you mean \"name\""), "{body}");
     dev.stop().await;
 
@@ -258,14 +258,16 @@ async fn introspection_and_playground_are_off_when_configured() {
     let typename = prod.gql(None, "{ __type(name: \"Order\") { fields { name } } }", json!({})).await;
     assert!(typename["data"]["__type"].is_null(), "{typename}");
     // ...which in production would name the fields introspection is off to hide.
-    let body = prod.gql(None, "{ products { nam } }", json!({})).await;
+    let body = prod.gql(None, "{ products { nodes { nam } } }", json!({})).await;
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("\"nam\"") && !message.contains("Did you mean"), "{body}");
     assert_eq!(code(&body), "BAD_USER_INPUT");
     let asset = prod.http.get(prod.url("/graphql/assets/graphiql.min.js")).send().await.unwrap();
     assert_eq!(asset.status(), 404, "no playground assets either");
     // The API itself still works.
-    assert!(prod.data(None, "{ products { sku } }", json!({})).await["products"].is_array());
+    assert!(
+        prod.data(None, "{ products { nodes { sku } } }", json!({})).await["products"]["nodes"].is_array()
+    );
     prod.stop().await;
 }
 
@@ -275,7 +277,10 @@ async fn aliases_complexity_and_batches_are_limited() {
     let aliased = |n: usize| {
         format!(
             "{{ {} }}",
-            (0..n).map(|i| format!("a{i}: products(first: 1) {{ sku }}")).collect::<Vec<_>>().join(" ")
+            (0..n)
+                .map(|i| format!("a{i}: products(first: 1) {{ nodes {{ sku }} }}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         )
     };
     assert!(app.gql(None, &aliased(30), json!({})).await.get("errors").is_none());
@@ -293,14 +298,16 @@ async fn aliases_complexity_and_batches_are_limited() {
     assert_eq!(code(&app.gql(None, &logins, json!({})).await), "BAD_USER_INPUT");
 
     // Lists cost `first` times their selection: 100 products with everything, three times, is too much.
-    let expensive = "{ a: products(first: 100) { sku name price { amountMinor currency } stockLevel }
-                       b: products(first: 100) { sku name price { amountMinor currency } stockLevel } }";
+    let expensive = "{ a: products(first: 100) { nodes { sku name price { amountMinor currency } stockLevel } }
+                       b: products(first: 100) { nodes { sku name price { amountMinor currency } stockLevel } } }";
     let body = app.gql(None, expensive, json!({})).await;
     assert_eq!(code(&body), "BAD_USER_INPUT");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("complex"), "{body}");
 
     let batch = |n: usize| {
-        json!((0..n).map(|_| json!({ "query": "{ products(first: 1) { sku } }" })).collect::<Vec<_>>())
+        json!((0..n)
+            .map(|_| json!({ "query": "{ products(first: 1) { nodes { sku } } }" }))
+            .collect::<Vec<_>>())
     };
     let two: Value =
         app.http.post(app.url("/graphql")).json(&batch(2)).send().await.unwrap().json().await.unwrap();
@@ -318,7 +325,7 @@ async fn internal_errors_say_nothing_about_the_internals() {
     let buyer = app.register().await;
     // Break the store under the API: the orders table disappears.
     sqlx::query("ALTER TABLE orders RENAME TO orders_hidden").execute(app.pool()).await.unwrap();
-    let body = app.gql(Some(&buyer.token), "{ orders { id } }", json!({})).await;
+    let body = app.gql(Some(&buyer.token), "{ orders { nodes { id } } }", json!({})).await;
     assert_eq!(code(&body), "INTERNAL", "{body}");
     let text = body.to_string();
     assert_eq!(body["errors"][0]["message"], "internal error");

@@ -61,7 +61,7 @@ async fn queries_by_get_and_status_codes_by_media_type() {
 
     // A mutation by GET is refused and changes nothing, whichever of several operations it names.
     let add =
-        "mutation Add { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } } query Me { me { email } }";
+        "mutation Add { addToCart(sku: \"MUG-001\", quantity: 1) { cart { itemCount } } } query Me { me { email } }";
     let r = get(
         &app,
         Some(&buyer.token),
@@ -120,7 +120,7 @@ async fn queries_by_get_and_status_codes_by_media_type() {
 #[tokio::test]
 async fn persisted_queries_take_a_hash_instead_of_the_document() {
     let app = spawn_app().await;
-    let query = "query Products { products(first: 2) { sku } }";
+    let query = "query Products { products(first: 2) { nodes { sku } } }";
     let hash = format!("{:x}", Sha256::digest(query.as_bytes()));
     let persisted = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
 
@@ -131,12 +131,12 @@ async fn persisted_queries_take_a_hash_instead_of_the_document() {
 
     let r = post(&app, None, json!({ "query": query, "extensions": persisted }), None).await;
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["data"]["products"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(body["data"]["products"]["nodes"].as_array().map(Vec::len), Some(2), "{body}");
 
     let r = get(&app, None, &[("extensions", persisted.to_string())], GRAPHQL_RESPONSE).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["data"]["products"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(body["data"]["products"]["nodes"].as_array().map(Vec::len), Some(2), "{body}");
 
     // A document that is not the hash's is refused, and a persisted mutation is not run by GET.
     let wrong = json!({ "persistedQuery": { "version": 1, "sha256Hash": "0".repeat(64) } });
@@ -144,14 +144,14 @@ async fn persisted_queries_take_a_hash_instead_of_the_document() {
         post(&app, None, json!({ "query": query, "extensions": wrong }), None).await.json().await.unwrap();
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("sha"), "{body}");
     let buyer = app.register().await;
-    let add = "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { itemCount } }";
+    let add = "mutation { addToCart(sku: \"MUG-001\", quantity: 1) { cart { itemCount } } }";
     let add_hash = json!({ "persistedQuery": { "version": 1, "sha256Hash": format!("{:x}", Sha256::digest(add.as_bytes())) } });
     let body: Value = post(&app, Some(&buyer.token), json!({ "query": add, "extensions": add_hash }), None)
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(body["data"]["addToCart"]["itemCount"], 1, "{body}");
+    assert_eq!(body["data"]["addToCart"]["cart"]["itemCount"], 1, "{body}");
     let r = get(&app, Some(&buyer.token), &[("extensions", add_hash.to_string())], GRAPHQL_RESPONSE).await;
     assert_eq!(r.status(), 405);
     assert_eq!(app.cart(&buyer).await["itemCount"], 1, "the GET added nothing");

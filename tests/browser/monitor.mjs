@@ -82,7 +82,11 @@ try {
   await page.click('#actions button[data-action="forceCompensateSaga"]');
   await page.waitForSelector("#confirm:not([hidden])");
   const question = await page.textContent("#confirm-question");
-  if (!question.includes(stuckOrder)) throw new Error(`confirmation names the wrong order: ${question}`);
+  // People read the order's database id (the one in logs and support requests), shown in the row.
+  const stuckOrderNumber = await page.getAttribute(`${stuck} td.order`, "title");
+  if (!stuckOrderNumber || !question.includes(stuckOrderNumber)) {
+    throw new Error(`confirmation names the wrong order: ${question} (row: ${stuckOrderNumber})`);
+  }
   // Nothing happens without the confirmation.
   if ((await page.getAttribute(stuck, "data-status")) !== "NEEDS_ATTENTION") throw new Error("acted before confirming");
   await page.fill("#confirm-reason", "customer asked to cancel (browser test)");

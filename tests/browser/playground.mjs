@@ -3,7 +3,7 @@
 //
 //   node playground.mjs <playground url> <access token> <screenshot path>
 //
-// Protocol with the Rust test: runs `{ products { sku name } }` and checks the answer in the result
+// Protocol with the Rust test: runs `{ products { nodes { sku name } } }` and checks the answer in the result
 // pane, opens the documentation explorer at Query, puts the token in the Headers tab and prints
 // READY. Reads an order id from stdin, runs `orderEvents` for it from the playground and prints
 // SUBSCRIBED <event type> once the first event is in the result pane; then waits until the
@@ -77,10 +77,10 @@ try {
   await page.waitForSelector(".graphiql-query-editor .CodeMirror");
 
   // A query, typed into the editor and run with the execute button.
-  await setQuery("Catalog", "query Catalog { products { sku name } }");
+  await setQuery("Catalog", "query Catalog { products { nodes { sku name } } }");
   await page.click(".graphiql-execute-button");
   const products = JSON.parse(await waitForResult((t) => t.includes("MUG-001"), "catalog"));
-  if (!products.data.products.some((p) => p.sku === "MUG-001" && p.name)) {
+  if (!products.data.products.nodes.some((p) => p.sku === "MUG-001" && p.name)) {
     throw new Error(`unexpected answer: ${JSON.stringify(products)}`);
   }
 

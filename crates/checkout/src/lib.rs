@@ -3,6 +3,7 @@
 //! commands idempotently; the orchestrator drives each saga to its end. No GraphQL, no MongoDB.
 
 pub mod order;
+pub mod page;
 pub mod payment;
 pub mod roles;
 pub mod saga;

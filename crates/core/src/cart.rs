@@ -2,7 +2,8 @@
 //! [`Cart`]. The storefront keeps carts in MongoDB and writes a new version only if nobody
 //! changed the cart meanwhile.
 
-use crate::domain::{Quantity, Sku, ValidationError};
+use crate::domain::{Quantity, Sku};
+use crate::refusal::{Refusal, UserErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CartItem {
@@ -20,17 +21,29 @@ pub struct Cart {
 /// A cart holds at most this many distinct skus.
 pub const MAX_LINES: usize = 50;
 
+fn not_in_cart(sku: &Sku) -> Refusal {
+    Refusal::new(UserErrorCode::NotInCart, format!("{} is not in the cart", sku.as_str()))
+}
+
 impl Cart {
     /// Adds `q` units of `sku`; the line's total must stay within [`Quantity::MAX`].
-    pub fn add(&mut self, sku: &Sku, q: Quantity) -> Result<(), ValidationError> {
+    pub fn add(&mut self, sku: &Sku, q: Quantity) -> Result<(), Refusal> {
         match self.items.iter_mut().find(|i| i.sku == sku.as_str()) {
             Some(item) => {
-                let total = Quantity::parse(item.quantity as i64 + q.get() as i64)?;
+                let total = Quantity::parse(item.quantity as i64 + q.get() as i64).map_err(|_| {
+                    Refusal::new(
+                        UserErrorCode::LineQuantityTooLarge,
+                        format!("a line holds at most {} units", Quantity::MAX),
+                    )
+                })?;
                 item.quantity = total.get();
             }
             None => {
                 if self.items.len() >= MAX_LINES {
-                    return Err(ValidationError(format!("a cart holds at most {MAX_LINES} different items")));
+                    return Err(Refusal::new(
+                        UserErrorCode::TooManyLines,
+                        format!("a cart holds at most {MAX_LINES} different items"),
+                    ));
                 }
                 self.items.push(CartItem { sku: sku.as_str().to_string(), quantity: q.get() });
             }
@@ -39,21 +52,17 @@ impl Cart {
     }
 
     /// Sets the quantity of a line already in the cart.
-    pub fn update(&mut self, sku: &Sku, q: Quantity) -> Result<(), ValidationError> {
-        let item = self
-            .items
-            .iter_mut()
-            .find(|i| i.sku == sku.as_str())
-            .ok_or_else(|| ValidationError(format!("{} is not in the cart", sku.as_str())))?;
+    pub fn update(&mut self, sku: &Sku, q: Quantity) -> Result<(), Refusal> {
+        let item = self.items.iter_mut().find(|i| i.sku == sku.as_str()).ok_or_else(|| not_in_cart(sku))?;
         item.quantity = q.get();
         Ok(())
     }
 
-    pub fn remove(&mut self, sku: &Sku) -> Result<(), ValidationError> {
+    pub fn remove(&mut self, sku: &Sku) -> Result<(), Refusal> {
         let before = self.items.len();
         self.items.retain(|i| i.sku != sku.as_str());
         if self.items.len() == before {
-            return Err(ValidationError(format!("{} is not in the cart", sku.as_str())));
+            return Err(not_in_cart(sku));
         }
         Ok(())
     }
@@ -131,15 +140,15 @@ mod tests {
         c.add(&sku("A"), q(3)).unwrap();
         assert_eq!(c.items, [CartItem { sku: "A".into(), quantity: 5 }]);
         let before = c.clone();
-        assert!(c.add(&sku("A"), q(95)).is_err());
+        assert_eq!(c.add(&sku("A"), q(95)).unwrap_err().code, UserErrorCode::LineQuantityTooLarge);
         assert_eq!(c, before, "a refused change leaves the cart as it was");
     }
 
     #[test]
     fn update_and_remove_need_the_line() {
         let mut c = Cart::default();
-        assert!(c.update(&sku("A"), q(1)).is_err());
-        assert!(c.remove(&sku("A")).is_err());
+        assert_eq!(c.update(&sku("A"), q(1)).unwrap_err().code, UserErrorCode::NotInCart);
+        assert_eq!(c.remove(&sku("A")).unwrap_err().code, UserErrorCode::NotInCart);
         c.add(&sku("A"), q(1)).unwrap();
         c.update(&sku("A"), q(7)).unwrap();
         assert_eq!(c.items[0].quantity, 7);
@@ -153,6 +162,6 @@ mod tests {
         for i in 0..MAX_LINES {
             c.add(&sku(&format!("S-{i}")), q(1)).unwrap();
         }
-        assert!(c.add(&sku("ONE-MORE"), q(1)).is_err());
+        assert_eq!(c.add(&sku("ONE-MORE"), q(1)).unwrap_err().code, UserErrorCode::TooManyLines);
     }
 }

@@ -6,6 +6,7 @@
 pub mod cart;
 pub mod catalog;
 pub mod domain;
+pub mod refusal;
 pub mod saga;
 pub mod topic;
 

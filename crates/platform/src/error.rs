@@ -12,6 +12,10 @@ pub enum AppError {
     Forbidden(&'static str),
     #[error("{0}")]
     BadInput(String),
+    /// Something the buyer can fix, with its code: cart and order mutations return it as a
+    /// `userErrors` entry.
+    #[error(transparent)]
+    Refused(#[from] ecommerce_core::refusal::Refusal),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -48,6 +52,13 @@ impl AppError {
 impl From<ecommerce_core::domain::ValidationError> for AppError {
     fn from(e: ecommerce_core::domain::ValidationError) -> Self {
         AppError::BadInput(e.to_string())
+    }
+}
+
+impl AppError {
+    /// A refusal with this code and message.
+    pub fn refused(code: ecommerce_core::refusal::UserErrorCode, msg: impl Into<String>) -> Self {
+        AppError::Refused(ecommerce_core::refusal::Refusal::new(code, msg))
     }
 }
 

@@ -5,6 +5,7 @@ use ecommerce_checkout::order::service::{self, NewOrder};
 use ecommerce_checkout::order::{Order, OrderLine};
 use ecommerce_checkout::saga::SagaDefinition;
 use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
+use ecommerce_core::refusal::{Refusal, UserErrorCode};
 use ecommerce_platform::error::{AppError, AppResult};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -22,31 +23,33 @@ pub async fn place(
     payment_token: &str,
     trace_id: &str,
 ) -> AppResult<Order> {
-    let key = IdempotencyKey::parse(key)?;
-    let token = PaymentToken::parse(payment_token)?;
+    let key = IdempotencyKey::parse(key).map_err(Refusal::invalid(UserErrorCode::InvalidIdempotencyKey))?;
+    let token =
+        PaymentToken::parse(payment_token).map_err(Refusal::invalid(UserErrorCode::InvalidPaymentToken))?;
     let cart = carts::load(mongo, user_id).await?;
     if cart.items.is_empty() {
         // Repeating a placement finds the cart emptied by the first one: answer with its order.
         return service::by_key(pool, user_id, &key)
             .await?
-            .ok_or_else(|| AppError::bad_input("the cart is empty"));
+            .ok_or_else(|| AppError::refused(UserErrorCode::EmptyCart, "the cart is empty"));
     }
     let skus: Vec<String> = cart.items.iter().map(|i| i.sku.clone()).collect();
     let products = catalog::by_skus(mongo, &skus).await?;
     let mut total: Option<Money> = None;
     let mut lines = Vec::with_capacity(cart.items.len());
     for item in &cart.items {
-        let product = products
-            .iter()
-            .find(|p| p.sku == item.sku)
-            .ok_or_else(|| AppError::bad_input(format!("{} is no longer sold", item.sku)))?;
-        let line_total =
-            product.price.times(item.quantity).ok_or_else(|| AppError::bad_input("order total too large"))?;
+        let product = products.iter().find(|p| p.sku == item.sku).ok_or_else(|| {
+            AppError::refused(UserErrorCode::NoLongerSold, format!("{} is no longer sold", item.sku))
+        })?;
+        let line_total = product
+            .price
+            .times(item.quantity)
+            .ok_or_else(|| AppError::refused(UserErrorCode::TotalTooLarge, "order total too large"))?;
         total = Some(match total {
             None => line_total,
-            Some(t) => {
-                t.checked_add(&line_total).ok_or_else(|| AppError::bad_input("cart mixes currencies"))?
-            }
+            Some(t) => t
+                .checked_add(&line_total)
+                .ok_or_else(|| AppError::refused(UserErrorCode::MixedCurrencies, "cart mixes currencies"))?,
         });
         lines.push(OrderLine {
             sku: item.sku.clone(),

@@ -4,12 +4,14 @@ use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use super::{Order, OrderLine, OrderStatus};
+use crate::page::Cursor;
 use crate::saga::machine;
 use crate::saga::messages::StockLine;
 use crate::saga::orchestrator;
 use crate::saga::store::{self, SagaPayload, SagaRow};
 use crate::saga::SagaDefinition;
 use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
+use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::{AppError, AppResult};
 
 const ORDER_COLUMNS: &str =
@@ -44,6 +46,51 @@ pub async fn list(pool: &PgPool, user_id: Uuid, limit: i64) -> AppResult<Vec<Ord
         format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2");
     let rows = sqlx::query(&sql).bind(user_id).bind(limit).fetch_all(pool).await?;
     Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
+}
+
+/// A page of the user's orders, newest first, between the cursors (both excluded): the first
+/// `limit` after `after`, or with `from_end` the last `limit` before `before`. One row more than
+/// `limit` is read to tell whether the page has a neighbour; the bool says so.
+pub async fn page(
+    pool: &PgPool,
+    user_id: Uuid,
+    after: Option<Cursor>,
+    before: Option<Cursor>,
+    limit: i64,
+    from_end: bool,
+) -> AppResult<(Vec<Order>, bool)> {
+    // Newest first: "after" a cursor is older than it.
+    let order = if from_end { "created_at ASC, id ASC" } else { "created_at DESC, id DESC" };
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1
+           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+           AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
+         ORDER BY {order} LIMIT $6"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(after.map(|c| c.created_at))
+        .bind(after.map(|c| c.id))
+        .bind(before.map(|c| c.created_at))
+        .bind(before.map(|c| c.id))
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let mut orders: Vec<Order> = rows.iter().map(to_order).collect::<Result<_, _>>()?;
+    let more = orders.len() as i64 > limit;
+    orders.truncate(limit as usize);
+    if from_end {
+        orders.reverse();
+    }
+    Ok((orders, more))
+}
+
+/// How many orders the user has.
+pub async fn count(pool: &PgPool, user_id: Uuid) -> AppResult<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM orders WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(pool)
+        .await?)
 }
 
 /// The lines of `order_ids`, each order's in line order, in one query (a page of orders with
@@ -157,10 +204,16 @@ pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id
     let mut rows = Vec::new();
     match saga.state.status {
         crate::saga::SagaStatus::Completed => {
-            return Err(AppError::Conflict("the order is already confirmed".into()))
+            return Err(AppError::refused(
+                UserErrorCode::OrderAlreadyConfirmed,
+                "the order is already confirmed",
+            ))
         }
         crate::saga::SagaStatus::Compensated => {
-            return Err(AppError::Conflict("the order is already cancelled".into()))
+            return Err(AppError::refused(
+                UserErrorCode::OrderAlreadyCancelled,
+                "the order is already cancelled",
+            ))
         }
         crate::saga::SagaStatus::Compensating => {} // already cancelling: idempotent
         // A paused saga that was running compensates; one paused while compensating already is.

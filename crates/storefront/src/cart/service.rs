@@ -5,6 +5,7 @@ use uuid::Uuid;
 use crate::mongo::{carts, catalog, Mongo};
 use ecommerce_core::cart::Cart;
 use ecommerce_core::domain::{Quantity, Sku};
+use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::{AppError, AppResult};
 
 pub enum Change {
@@ -18,7 +19,10 @@ pub async fn change(mongo: &Mongo, user_id: Uuid, change: Change) -> AppResult<C
     if let Change::Add(sku, _) | Change::Update(sku, _) = &change {
         let found = catalog::by_skus(mongo, std::slice::from_ref(&sku.as_str().to_string())).await?;
         if found.is_empty() {
-            return Err(AppError::bad_input(format!("unknown sku {}", sku.as_str())));
+            return Err(AppError::refused(
+                UserErrorCode::UnknownSku,
+                format!("unknown sku {}", sku.as_str()),
+            ));
         }
     }
     for _ in 0..5 {

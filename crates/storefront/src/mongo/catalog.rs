@@ -73,14 +73,46 @@ pub async fn by_skus(m: &Mongo, skus: &[String]) -> Result<Vec<Product>, mongodb
     Ok(found)
 }
 
-pub async fn list(m: &Mongo, limit: i64) -> Result<Vec<Product>, mongodb::error::Error> {
+/// A page of products by SKU, between `after` and `before` (both excluded): the first `limit`,
+/// or with `from_end` the last `limit`. One more than `limit` is read to tell whether the page
+/// has a neighbour; the bool says so.
+pub async fn page(
+    m: &Mongo,
+    after: Option<&str>,
+    before: Option<&str>,
+    limit: i64,
+    from_end: bool,
+) -> Result<(Vec<Product>, bool), mongodb::error::Error> {
+    let mut range = Document::new();
+    if let Some(a) = after {
+        range.insert("$gt", a);
+    }
+    if let Some(b) = before {
+        range.insert("$lt", b);
+    }
+    let filter = if range.is_empty() {
+        doc! {}
+    } else {
+        doc! { "_id": range }
+    };
     let docs: Vec<Document> =
         m.db.collection::<Document>(COLLECTION)
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .limit(limit)
+            .find(filter)
+            .sort(doc! { "_id": if from_end { -1 } else { 1 } })
+            .limit(limit + 1)
             .await?
             .try_collect()
             .await?;
-    Ok(docs.iter().filter_map(to_product).collect())
+    let mut products: Vec<Product> = docs.iter().filter_map(to_product).collect();
+    let more = docs.len() as i64 > limit;
+    products.truncate(limit as usize);
+    if from_end {
+        products.reverse();
+    }
+    Ok((products, more))
+}
+
+/// How many products the catalog holds.
+pub async fn count(m: &Mongo) -> Result<u64, mongodb::error::Error> {
+    m.db.collection::<Document>(COLLECTION).count_documents(doc! {}).await
 }
