@@ -11,7 +11,7 @@ use ecommerce_storefront::cart::service::{self, Change};
 use ecommerce_storefront::mongo::carts;
 
 use super::catalog::ProductGql;
-use super::context::{state, user};
+use super::context::{state, user, ApiState};
 use super::loader::ProductLoader;
 use super::node::NodeId;
 use super::payload::{split, CartPayload};
@@ -132,9 +132,18 @@ fn refused(errors: impl IntoIterator<Item = Option<Refusal>>) -> CartPayload {
     CartPayload { cart: None, user_errors: errors.into_iter().flatten().map(Into::into).collect() }
 }
 
+/// Tells `myCart` subscribers on every instance, without holding up the answer.
+pub fn announce_cart(s: &ApiState, user_id: Uuid) {
+    let feed = s.feed.clone();
+    tokio::spawn(async move { feed.cart_changed(user_id).await });
+}
+
 async fn apply(ctx: &Context<'_>, change: Change) -> Result<CartPayload> {
     let u = user(ctx)?;
     let (cart, user_errors) = split(service::change(&state(ctx).mongo, u.id, change).await)?;
+    if cart.is_some() {
+        announce_cart(state(ctx), u.id);
+    }
     Ok(CartPayload { cart: cart.map(|c| CartGql::new(u.id, c)), user_errors })
 }
 

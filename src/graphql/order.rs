@@ -10,7 +10,9 @@ use ecommerce_checkout::page::Cursor;
 use ecommerce_checkout::saga::{store, FailureReason, SagaStatus};
 use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::AppError;
+use ecommerce_storefront::mongo::carts;
 
+use super::cart::{announce_cart, CartGql};
 use super::catalog::ProductGql;
 use super::context::{state, trace_id, user};
 use super::loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader};
@@ -216,6 +218,10 @@ impl OrderMutation {
         )
         .await;
         let (order, user_errors) = split(placed)?;
+        if order.is_some() {
+            // The ordered units left the cart.
+            announce_cart(s, u.id);
+        }
         Ok(OrderPayload { order: order.map(OrderGql), user_errors })
     }
 
@@ -247,6 +253,39 @@ pub struct OrderSubscription;
 
 #[Subscription]
 impl OrderSubscription {
+    /// Each of the signed-in buyer's orders as it is placed, confirmed or cancelled, from any
+    /// tab, device or API instance: the `Order` after the change, so a normalized client cache
+    /// updates itself by `id`. Starts with changes of the last few seconds, so none made while
+    /// the subscription was being set up is missed; an order that changes twice within a moment
+    /// may be reported once, in its latest state.
+    async fn my_orders(&self, ctx: &Context<'_>) -> Result<BoxStream<'static, Result<OrderGql>>> {
+        let u = user(ctx)?;
+        Ok(state(ctx).feed.orders_of(u.id).map(|r| r.map(OrderGql).map_err(Into::into)).boxed())
+    }
+
+    /// The signed-in buyer's cart as it is now, then each time it changes: from another tab or
+    /// device, or when an order takes units out or a cancelled one puts them back.
+    async fn my_cart(&self, ctx: &Context<'_>) -> Result<BoxStream<'static, Result<CartGql>>> {
+        let u = user(ctx)?.id;
+        let s = state(ctx);
+        let mongo = s.mongo.clone();
+        let ticks = s.feed.cart_ticks(u);
+        Ok(async_stream::try_stream! {
+            futures::pin_mut!(ticks);
+            let cart = carts::load(&mongo, u).await.map_err(AppError::from)?;
+            let mut version = cart.version;
+            yield CartGql::new(u, cart);
+            while ticks.next().await.is_some() {
+                let cart = carts::load(&mongo, u).await.map_err(AppError::from)?;
+                if cart.version != version {
+                    version = cart.version;
+                    yield CartGql::new(u, cart);
+                }
+            }
+        }
+        .boxed())
+    }
+
     /// The order's saga events in order: first those already recorded, then live ones, ending
     /// with `COMPLETED` or `COMPENSATED`. A client that reconnects passes the last `sequence` it
     /// got as `afterSequence` and resumes there instead of replaying.

@@ -111,6 +111,13 @@ const CASES: &[Case] = &[
         rule: Rule::ById,
         doc: "subscription($bob_order: ID!) { orderEvents(orderId: $bob_order) { type } }",
     },
+    Case { root: "Subscription", field: "myOrders", rule: Rule::Own, doc: "subscription { myOrders { id status } }" },
+    Case {
+        root: "Subscription",
+        field: "myCart",
+        rule: Rule::Own,
+        doc: "subscription { myCart { id itemCount items { sku } } }",
+    },
     Case {
         root: "Query",
         field: "recentSagas",

@@ -12,6 +12,7 @@ mod helpers;
 mod http;
 mod idempotency;
 mod limits;
+mod live;
 mod loadgen;
 mod monitor;
 mod operator;

@@ -9,8 +9,8 @@ pub enum Topic {
     OrderEvents,
     /// Messages that failed past the retry limit, kept for inspection.
     DeadLetters,
-    /// Saga changes, broadcast to every live subscriber (the transport's `subscribe_broadcast`);
-    /// not durable: a subscriber gets what is published while it listens.
+    /// Saga and cart changes, broadcast to every live subscriber (the transport's
+    /// `subscribe_broadcast`); not durable: a subscriber gets what is published while it listens.
     SagaChanges,
 }
 

@@ -22,7 +22,7 @@ pub async fn run_workers(
     shutdown: CancellationToken,
 ) {
     let mut workers = roles::checkout_workers(&s, gateway, &stats);
-    let cart = CartWorker::new(mongo);
+    let cart = CartWorker::new(mongo, s.transport.clone());
     workers.push(Worker {
         name: cart_worker::CONSUMER,
         topic: Topic::OrderEvents,

@@ -1,5 +1,6 @@
 //! Write, cancel and read orders.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
@@ -83,6 +84,15 @@ pub async fn page(
         orders.reverse();
     }
     Ok((orders, more))
+}
+
+/// The user's orders changed since `since`, oldest change first.
+pub async fn changed_since(pool: &PgPool, user_id: Uuid, since: DateTime<Utc>) -> AppResult<Vec<Order>> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND updated_at > $2 ORDER BY updated_at, id"
+    );
+    let rows = sqlx::query(&sql).bind(user_id).bind(since).fetch_all(pool).await?;
+    Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
 }
 
 /// How many orders the user has.

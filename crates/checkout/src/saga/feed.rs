@@ -29,14 +29,26 @@ use ecommerce_platform::metrics::Metrics;
 #[derive(Clone)]
 pub struct EventFeed {
     pool: PgPool,
+    transport: Arc<dyn Transport>,
     wake: broadcast::Sender<Arc<Notice>>,
 }
 
-/// A saga changed; with the events its transaction recorded, when the notice carried them.
+/// What the broadcast topic said changed.
 #[derive(Debug)]
-struct Notice {
-    saga_id: Uuid,
-    events: Vec<SagaEventRow>,
+enum Notice {
+    /// A saga changed; with its buyer and the events its transaction recorded, when the notice
+    /// carried them.
+    Saga { saga_id: Uuid, user_id: Option<Uuid>, events: Vec<SagaEventRow> },
+    /// A buyer's cart changed.
+    Cart { user_id: Uuid },
+}
+
+impl Notice {
+    /// Whether this notice may concern `user_id`'s orders (one from an older version that does
+    /// not name the buyer may).
+    fn may_concern_orders_of(&self, user_id: Uuid) -> bool {
+        matches!(self, Notice::Saga { user_id: u, .. } if u.is_none_or(|u| u == user_id))
+    }
 }
 
 /// A stream re-reads at least this often, so a missed notification delays, never loses, an event.
@@ -49,6 +61,9 @@ const CHANGE_BATCH: Duration = Duration::from_millis(100);
 const COMMIT_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// Rows read per change-stream query.
 const CHANGE_PAGE: i64 = 500;
+/// A cart stream re-reads at least this often: a cart notice lost, or one from a worker of an
+/// older version, which sends none, delays a change by at most this much.
+const CART_FALLBACK: Duration = Duration::from_secs(5);
 
 impl EventFeed {
     /// Starts listening to the broker's saga changes.
@@ -59,7 +74,7 @@ impl EventFeed {
         shutdown: CancellationToken,
     ) -> Self {
         let (wake, _) = broadcast::channel(1024);
-        let feed = EventFeed { pool, wake: wake.clone() };
+        let feed = EventFeed { pool, transport: transport.clone(), wake: wake.clone() };
         tokio::spawn(async move {
             while !shutdown.is_cancelled() {
                 if let Err(e) = listen(transport.as_ref(), &wake, &metrics, &shutdown).await {
@@ -104,15 +119,20 @@ impl EventFeed {
                 let _ = tokio::time::timeout(FALLBACK_POLL, async {
                     loop {
                         match wake.recv().await {
-                            Ok(n) if n.saga_id == saga_id => {
-                                let follows = n.events.first().is_some_and(|e| e.seq <= last + 1)
-                                    && n.events.last().is_some_and(|e| e.seq > last);
+                            Ok(n) => {
+                                let Notice::Saga { saga_id: id, events, .. } = n.as_ref() else {
+                                    continue;
+                                };
+                                if *id != saga_id {
+                                    continue;
+                                }
+                                let follows = events.first().is_some_and(|e| e.seq <= last + 1)
+                                    && events.last().is_some_and(|e| e.seq > last);
                                 if follows {
-                                    carried = Some(n.events.clone());
+                                    carried = Some(events.clone());
                                 }
                                 break;
                             }
-                            Ok(_) => continue,
                             Err(broadcast::error::RecvError::Lagged(_)) => break,
                             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                         }
@@ -121,6 +141,94 @@ impl EventFeed {
                 .await;
             }
         }
+    }
+
+    /// Waits until a notice `wanted` arrives (or notices were lost), or `fallback` passed; then
+    /// lets [`CHANGE_BATCH`] gather more, so a burst costs one read. `true` when woken.
+    async fn wait(
+        wake: &mut broadcast::Receiver<Arc<Notice>>,
+        fallback: Duration,
+        wanted: impl Fn(&Notice) -> bool,
+    ) -> bool {
+        let woken = tokio::time::timeout(fallback, async {
+            loop {
+                match wake.recv().await {
+                    Ok(n) if wanted(&n) => break,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        })
+        .await
+        .is_ok();
+        if woken {
+            tokio::time::sleep(CHANGE_BATCH).await;
+            while wake.try_recv().is_ok() {}
+        }
+        woken
+    }
+
+    /// Each of `user_id`'s orders as it changes from now on (placed, confirmed, cancelled), in
+    /// its state after the change; whichever process or instance changed it. An order that
+    /// changes twice within a moment may be reported once, in its latest state. Reads only on
+    /// notices of this buyer's sagas (and every second, should one be lost).
+    pub fn orders_of(
+        &self,
+        user_id: Uuid,
+    ) -> impl Stream<Item = Result<crate::order::Order, ecommerce_platform::error::AppError>> + Send + 'static
+    {
+        let pool = self.pool.clone();
+        let mut wake = self.wake.subscribe();
+        async_stream::try_stream! {
+            let mut watermark: chrono::DateTime<chrono::Utc> =
+                sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
+            // Orders reported, with the state reported; forgotten once out of the re-read window.
+            let mut seen: std::collections::HashMap<Uuid, (crate::order::OrderStatus, chrono::DateTime<chrono::Utc>)> =
+                Default::default();
+            loop {
+                Self::wait(&mut wake, FALLBACK_POLL, |n| n.may_concern_orders_of(user_id)).await;
+                let changed = crate::order::service::changed_since(&pool, user_id, watermark - COMMIT_SKEW).await?;
+                for order in changed {
+                    watermark = watermark.max(order.updated_at);
+                    if seen.get(&order.id) == Some(&(order.status, order.updated_at)) {
+                        continue;
+                    }
+                    seen.insert(order.id, (order.status, order.updated_at));
+                    yield order;
+                }
+                seen.retain(|_, (_, at)| *at > watermark - COMMIT_SKEW * 2);
+            }
+        }
+    }
+
+    /// A tick whenever `user_id`'s cart may have changed: on a cart notice for them (from any
+    /// instance or worker), and every [`CART_FALLBACK`]. The caller reads the cart and compares
+    /// versions.
+    pub fn cart_ticks(&self, user_id: Uuid) -> impl Stream<Item = ()> + Send + 'static {
+        let mut wake = self.wake.subscribe();
+        async_stream::stream! {
+            loop {
+                Self::wait(&mut wake, CART_FALLBACK, |n| matches!(n, Notice::Cart { user_id: u } if *u == user_id)).await;
+                yield ();
+            }
+        }
+    }
+
+    /// Tells every instance's `myCart` subscribers of `user_id` that the cart changed.
+    pub async fn cart_changed(&self, user_id: Uuid) {
+        announce_cart_change(self.transport.as_ref(), user_id).await
+    }
+}
+
+/// Tells every API instance's `myCart` subscribers of `user_id` that the cart changed (best
+/// effort: a lost notice delays the update until the subscribers' next re-read).
+pub async fn announce_cart_change(transport: &dyn Transport, user_id: Uuid) {
+    let body = Body::CartChanged(super::messages::CartChanged { user_id });
+    let envelope = Envelope::new(Uuid::nil(), Uuid::nil(), "", body);
+    let key = user_id.to_string();
+    if let Err(e) = transport.publish(Topic::SagaChanges, &key, envelope.encode().into()).await {
+        warn!(%user_id, error = %e, "cart change notice not sent");
     }
 }
 
@@ -141,20 +249,7 @@ impl EventFeed {
             let mut seen: std::collections::HashMap<Uuid, (i32, chrono::DateTime<chrono::Utc>)> =
                 Default::default();
             loop {
-                let woken = tokio::time::timeout(FALLBACK_POLL, async {
-                    loop {
-                        match wake.recv().await {
-                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                        }
-                    }
-                })
-                .await
-                .is_ok();
-                if woken {
-                    tokio::time::sleep(CHANGE_BATCH).await;
-                    while wake.try_recv().is_ok() {}
-                }
+                Self::wait(&mut wake, FALLBACK_POLL, |n| matches!(n, Notice::Saga { .. })).await;
                 let mut from = watermark - COMMIT_SKEW;
                 loop {
                     let rows = store::changed_since(&pool, from, CHANGE_PAGE).await?;
@@ -198,21 +293,26 @@ async fn listen(
                 };
                 if let Ok(envelope) = Envelope::decode(&delivery.payload) {
                     metrics.live_update();
-                    let events = match envelope.body {
-                        Body::Changed(changed) => changed
-                            .events
-                            .into_iter()
-                            .map(|e| SagaEventRow {
-                                saga_id: envelope.saga_id,
-                                seq: e.seq,
-                                kind: e.kind,
-                                detail: e.detail,
-                                created_at: e.at,
-                            })
-                            .collect(),
-                        _ => Vec::new(),
+                    let notice = match envelope.body {
+                        Body::Changed(changed) => Notice::Saga {
+                            saga_id: envelope.saga_id,
+                            user_id: changed.user_id,
+                            events: changed
+                                .events
+                                .into_iter()
+                                .map(|e| SagaEventRow {
+                                    saga_id: envelope.saga_id,
+                                    seq: e.seq,
+                                    kind: e.kind,
+                                    detail: e.detail,
+                                    created_at: e.at,
+                                })
+                                .collect(),
+                        },
+                        Body::CartChanged(c) => Notice::Cart { user_id: c.user_id },
+                        _ => continue,
                     };
-                    let _ = wake.send(Arc::new(Notice { saga_id: envelope.saga_id, events }));
+                    let _ = wake.send(Arc::new(notice));
                 }
             }
         }

@@ -203,6 +203,7 @@ pub struct Writes {
 struct SagaWrite {
     id: Uuid,
     order_id: Uuid,
+    user_id: Uuid,
     trace_id: String,
     state: SagaState,
     deadline_ms: Option<i64>,
@@ -249,6 +250,7 @@ impl Writes {
         let write = SagaWrite {
             id: saga.id,
             order_id: saga.order_id,
+            user_id: saga.user_id,
             trace_id: saga.trace_id.clone(),
             state: t.state.clone(),
             deadline_ms: t.deadline.map(|d| d.as_millis() as i64),
@@ -350,6 +352,7 @@ impl Writes {
                 None => Vec::new(),
             };
             let changed = SagaChanged {
+                user_id: Some(w.user_id),
                 status: w.state.status.as_str().to_string(),
                 event_count: w.event_count,
                 events,

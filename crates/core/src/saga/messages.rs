@@ -135,12 +135,25 @@ pub enum Body {
     Event(DomainEvent),
     /// A saga changed (broadcast to every API instance, for live subscriptions).
     Changed(SagaChanged),
+    /// A buyer's cart changed (broadcast to every API instance, for `myCart` subscriptions).
+    /// Older versions do not know it and skip it.
+    CartChanged(CartChanged),
+}
+
+/// A buyer's cart changed: whose (subscribers read the cart again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartChanged {
+    pub user_id: Uuid,
 }
 
 /// What a saga looks like after a transition, with the history events the transition recorded
 /// (so a live subscription can pass them on without reading them back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaChanged {
+    /// The order's buyer, so that a subscription to one buyer's orders reads only on their
+    /// changes; absent from versions that did not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
     pub status: String,
     pub event_count: i32,
     /// Events recorded by the transaction that sent this notice, in order; empty from versions
@@ -179,7 +192,7 @@ impl Envelope {
             Body::Command(c) => c.kind().topic(),
             Body::Reply(_) => Topic::Replies,
             Body::Event(_) => Topic::OrderEvents,
-            Body::Changed(_) => Topic::SagaChanges,
+            Body::Changed(_) | Body::CartChanged(_) => Topic::SagaChanges,
         }
     }
 
