@@ -761,7 +761,7 @@ async fn one_order_is_one_trace_across_processes() {
             .header("tracestate", "shop=web")
             .header("tracestate", "congo=t61rcWkgMzE")
             .json(&json!({ "query": format!(
-                "mutation {{ placeOrder(idempotencyKey: \"{key}\", paymentToken: \"tok_visa\") {{ id }} }}"
+                "mutation {{ placeOrder(idempotencyKey: \"{key}\", paymentToken: \"tok_visa\") {{ order {{ id }} }} }}"
             ) }));
         async move {
             let r: Value = request.send().await.unwrap().json().await.unwrap();

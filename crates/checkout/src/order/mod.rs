@@ -1,6 +1,7 @@
 //! Orders: an order and its checkout saga are written in one transaction; the saga decides whether
 //! it ends CONFIRMED or CANCELLED. Turning a cart into an order is the storefront crate's part.
 
+pub mod live;
 pub mod service;
 
 use chrono::{DateTime, Utc};

@@ -169,35 +169,15 @@ impl EventFeed {
         woken
     }
 
-    /// Each of `user_id`'s orders as it changes from now on (placed, confirmed, cancelled), in
-    /// its state after the change; whichever process or instance changed it. An order that
-    /// changes twice within a moment may be reported once, in its latest state. Reads only on
-    /// notices of this buyer's sagas (and every second, should one be lost).
-    pub fn orders_of(
-        &self,
-        user_id: Uuid,
-    ) -> impl Stream<Item = Result<crate::order::Order, ecommerce_platform::error::AppError>> + Send + 'static
-    {
-        let pool = self.pool.clone();
+    /// A tick whenever one of `user_id`'s sagas may have changed: on a notice of one (or of a
+    /// saga an older version's notice does not name the buyer of), and every second, should a
+    /// notice be lost. Several notices within a moment make one tick.
+    pub fn buyer_ticks(&self, user_id: Uuid) -> impl Stream<Item = ()> + Send + 'static {
         let mut wake = self.wake.subscribe();
-        async_stream::try_stream! {
-            let mut watermark: chrono::DateTime<chrono::Utc> =
-                sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
-            // Orders reported, with the state reported; forgotten once out of the re-read window.
-            let mut seen: std::collections::HashMap<Uuid, (crate::order::OrderStatus, chrono::DateTime<chrono::Utc>)> =
-                Default::default();
+        async_stream::stream! {
             loop {
                 Self::wait(&mut wake, FALLBACK_POLL, |n| n.may_concern_orders_of(user_id)).await;
-                let changed = crate::order::service::changed_since(&pool, user_id, watermark - COMMIT_SKEW).await?;
-                for order in changed {
-                    watermark = watermark.max(order.updated_at);
-                    if seen.get(&order.id) == Some(&(order.status, order.updated_at)) {
-                        continue;
-                    }
-                    seen.insert(order.id, (order.status, order.updated_at));
-                    yield order;
-                }
-                seen.retain(|_, (_, at)| *at > watermark - COMMIT_SKEW * 2);
+                yield ();
             }
         }
     }
