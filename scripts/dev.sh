@@ -40,7 +40,7 @@ example() {
   Try, in the playground:
     mutation { register(email: "ann@example.com", password: "correct horse") { accessToken refreshToken } }
     # set header {"Authorization": "Bearer <accessToken>"}, then
-    mutation { addToCart(sku: "MUG-001", quantity: 2) { cart { itemCount total { amount currency } } userErrors { code field message } } }
+    mutation { addToCart(sku: "MUG-001", quantity: 2) { cart { itemCount total { amount currencyCode } } userErrors { code field message } } }
     mutation { placeOrder(idempotencyKey: "first-order", paymentToken: "tok_visa") { order { id status } userErrors { code message } } }
     subscription { orderEvents(orderId: "<id>") { sequence type detail } }
   (paymentToken tok_declined, tok_capture_fails or tok_timeout shows a compensation)

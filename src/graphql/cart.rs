@@ -69,7 +69,12 @@ impl CartItemGql {
     }
     /// Quantity times the current price; `null` if the product left the catalog.
     async fn line_total(&self, ctx: &Context<'_>) -> Result<Option<MoneyGql>> {
-        Ok(product(ctx, &self.sku).await?.and_then(|p| p.price.times(self.quantity)).map(|m| (&m).into()))
+        product(ctx, &self.sku)
+            .await?
+            .and_then(|p| p.price.times(self.quantity))
+            .as_ref()
+            .map(MoneyGql::try_from)
+            .transpose()
     }
 }
 
@@ -101,7 +106,7 @@ impl CartGql {
                 Some(t) => t.checked_add(&line).ok_or(AppError::bad_input("cart mixes currencies"))?,
             });
         }
-        Ok(total.as_ref().map(Into::into))
+        total.as_ref().map(MoneyGql::try_from).transpose()
     }
 }
 

@@ -31,8 +31,8 @@ impl ProductGql {
         &self.0.name
     }
     /// The price of one unit.
-    async fn price(&self) -> MoneyGql {
-        (&self.0.price).into()
+    async fn price(&self) -> Result<MoneyGql> {
+        MoneyGql::try_from(&self.0.price)
     }
     /// Units that can still be ordered.
     async fn stock_level(&self, ctx: &Context<'_>) -> Result<i32> {

@@ -50,7 +50,7 @@ impl OrderLineGql {
         self.line.quantity
     }
     /// The price of one unit when the order was placed.
-    async fn unit_price(&self) -> MoneyGql {
+    async fn unit_price(&self) -> Result<MoneyGql> {
         MoneyGql::new(self.line.unit_price_minor, &self.currency)
     }
     /// The product as the catalog describes it now (batched across lines and orders).
@@ -82,7 +82,7 @@ impl OrderGql {
         self.0.status.into()
     }
     /// What the buyer pays.
-    async fn total(&self) -> MoneyGql {
+    async fn total(&self) -> Result<MoneyGql> {
         MoneyGql::new(self.0.total_minor, &self.0.currency)
     }
     /// The key `placeOrder` was called with.
@@ -260,7 +260,9 @@ impl OrderSubscription {
     /// may be reported once, in its latest state.
     async fn my_orders(&self, ctx: &Context<'_>) -> Result<BoxStream<'static, Result<OrderGql>>> {
         let u = user(ctx)?;
-        Ok(state(ctx).feed.orders_of(u.id).map(|r| r.map(OrderGql).map_err(Into::into)).boxed())
+        let s = state(ctx);
+        let orders = ecommerce_checkout::order::live::orders_of(s.pool.clone(), &s.feed, u.id);
+        Ok(orders.map(|r| r.map(OrderGql).map_err(Into::into)).boxed())
     }
 
     /// The signed-in buyer's cart as it is now, then each time it changes: from another tab or

@@ -20,7 +20,7 @@
     "      id",
     "      sku",
     "      name",
-    "      price { amount currency }",
+    "      price { amount currencyCode }",
     "      stockLevel",
     "    }",
     "    pageInfo { hasNextPage endCursor }",

@@ -24,11 +24,12 @@ async fn cart_operations_and_totals() {
     let rm = app
         .data(
             Some(&buyer.token),
-            "mutation { removeFromCart(sku: \"TEE-002\") { cart { items { sku } total { amount amountMinor } } } }",
+            "mutation { removeFromCart(sku: \"TEE-002\") { cart { items { sku } total { amount amountMinor currencyCode } } } }",
             json!({}),
         )
         .await;
     let cart = &rm["removeFromCart"]["cart"];
+    assert_eq!(cart["total"]["currencyCode"], "USD", "an enum value: {cart}");
     assert_eq!(cart["items"], json!([{ "sku": "MUG-001" }]));
     assert_eq!(cart["total"]["amountMinor"], 5 * 1_499);
     assert_eq!(cart["total"]["amount"], "74.95", "a decimal string in dollars");

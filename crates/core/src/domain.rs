@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::currency::CurrencyCode;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ValidationError(pub String);
@@ -105,15 +107,10 @@ impl Quantity {
     }
 }
 
-/// Digits after the decimal point in `currency` (ISO 4217's minor unit; 2 for codes not listed).
+/// Digits after the decimal point in `currency` (ISO 4217's minor unit; 2 for a code the shop
+/// does not price in).
 pub fn minor_digits(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI"
-        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        "CLF" | "UYW" => 4,
-        _ => 2,
-    }
+    CurrencyCode::parse(currency).map_or(2, CurrencyCode::minor_digits)
 }
 
 /// `minor` units of `currency` as a decimal string in major units, exact at any size (`-5` cents
@@ -131,7 +128,7 @@ pub fn decimal(minor: i64, currency: &str) -> String {
 }
 
 /// An amount in integer minor units (cents) of an ISO-4217 currency. Only [`Money::new`] builds
-/// one, so every value is non-negative with a three-letter upper-case code.
+/// one, so every value is non-negative in a [`CurrencyCode`] the shop prices in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Money {
     minor: i64,
@@ -143,8 +140,8 @@ impl Money {
         if minor < 0 {
             return Err(invalid("amount must not be negative"));
         }
-        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(invalid("currency must be a 3-letter ISO code"));
+        if CurrencyCode::parse(currency).is_none() {
+            return Err(invalid(format!("{currency:?} is not a currency the shop prices in")));
         }
         Ok(Money { minor, currency: currency.to_string() })
     }
@@ -261,6 +258,7 @@ mod tests {
         assert!(Money::new(i64::MAX, "USD").unwrap().times(2).is_none());
         assert!(Money::new(-1, "USD").is_err());
         assert!(Money::new(1, "usd").is_err());
+        assert!(Money::new(1, "XXX").is_err(), "not a currency the shop prices in");
     }
 
     #[test]

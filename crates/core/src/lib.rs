@@ -5,6 +5,7 @@
 
 pub mod cart;
 pub mod catalog;
+pub mod currency;
 pub mod domain;
 pub mod refusal;
 pub mod saga;
