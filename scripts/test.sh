@@ -31,6 +31,8 @@ echo "== cargo build (the fault-injection harness runs these binaries)"
 cargo build --workspace --bins --locked
 echo "== playground files are the pinned npm packages' files"
 scripts/vendor-graphiql.sh --check
+echo "== schema/schema.graphql: no breaking change without a deprecation period (graphql-inspector)"
+scripts/schema-compat.sh
 echo "== docker-compose.yml and Dockerfile (Compose schema, project rules, hadolint)"
 scripts/lint-docker.sh "$CARGO_TARGET_DIR/debug/api"
 echo "== cargo test"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Ws};
+use crate::helpers::{spawn_app, BrowserCheck, Ws};
 
 /// The next payload within 60 s, failing the test otherwise.
 async fn next(ws: &mut Ws) -> Value {
@@ -77,5 +77,35 @@ async fn my_cart_starts_with_the_cart_and_follows_changes_from_elsewhere() {
     let emptied = next(&mut ws).await;
     assert_eq!(emptied["data"]["myCart"]["itemCount"], 0, "{emptied}");
     app.wait_terminal(&buyer, &order).await;
+    app.stop().await;
+}
+
+/// A storefront page in headless Chromium follows `myOrders` with graphql-ws's browser client
+/// and a normalized cache, while another tab of the buyer places two orders: the page's cache
+/// ends with both CONFIRMED (tests/browser/my-orders.mjs).
+#[tokio::test]
+async fn a_browser_tab_following_my_orders_sees_both_orders_from_another_tab_confirmed() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    let mut page = BrowserCheck::start("my-orders.mjs", &[base, &buyer.token], "my-orders.png");
+    let line = page.expect("CONFIRMED ", 120).await;
+    let ids: Vec<&str> = line.split_whitespace().skip(1).collect();
+    assert_eq!(ids.len(), 2, "{line}");
+    page.finish(60).await;
+    // They are the buyer's two orders, and they are confirmed.
+    let orders = app.data(Some(&buyer.token), "{ orders { nodes { id status } } }", json!({})).await;
+    let mut listed: Vec<(String, String)> = orders["orders"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["id"].as_str().unwrap().to_string(), o["status"].as_str().unwrap().to_string()))
+        .collect();
+    listed.sort();
+    let mut expected: Vec<(String, String)> =
+        ids.iter().map(|id| (id.to_string(), "CONFIRMED".to_string())).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
     app.stop().await;
 }

@@ -143,3 +143,39 @@ async fn everything_a_client_sees_is_described() {
     assert!(missing.is_empty(), "{} of {counted} undescribed: {missing:#?}", missing.len());
     app.stop().await;
 }
+
+/// GraphQL Code Generator, as a frontend team runs it, types the operations in
+/// tests/browser/codegen/operations.graphql from this running server and from the committed SDL
+/// (byte for byte the same file), and `tsc --strict` compiles a small client against them with no
+/// `any` (tests/browser/codegen/run.mjs).
+#[tokio::test]
+async fn codegen_types_a_frontend_from_the_running_server_and_tsc_compiles_it() {
+    let app = spawn_app().await;
+    let url = app.url("/graphql");
+    let sdl = root().join("schema/schema.graphql");
+    let dir = root().join("tests/browser");
+    assert!(
+        dir.join("node_modules/@graphql-codegen/cli").is_dir(),
+        "GraphQL Code Generator is not installed in {}: run scripts/services.sh browser",
+        dir.display()
+    );
+    // Blocking: node calls back into the server this test's runtime serves.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .current_dir(&dir)
+            .arg("codegen/run.mjs")
+            .arg(&url)
+            .arg(&sdl)
+            .output()
+            .expect("node runs (Node.js 20 is on the machine)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("IDENTICAL") && stdout.contains("TSC OK"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.stop().await;
+}
