@@ -8,8 +8,8 @@
 #                               chromium, playwright-core and graphql-js (npm, tests/browser)
 #
 # PostgreSQL, NATS (JetStream) and RabbitMQ come from Debian packages on the dev/CI machines; a
-# missing one is installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, and the
-# Kafka-protocol broker is tansu; both run as daemons.
+# missing one is installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, the
+# Kafka-protocol broker is tansu, and the fake Stripe API is localstripe from PyPI; they run as daemons.
 set -euo pipefail
 
 STATE_DIR="${SERVICES_STATE_DIR:-$HOME/.cache/ecommerce-saga/services}"
@@ -149,6 +149,25 @@ mongo_up() {
   wait_port SecantusDB 127.0.0.1 "$MONGO_PORT" 60
 }
 
+# localstripe: a stateful fake of Stripe's API (PaymentIntents with manual capture, refunds,
+# listing), for the Stripe gateway's tests. In a virtualenv of its own, so its dependencies cannot
+# disturb the other Python tools; its state is in memory (--from-scratch: nothing from an earlier run).
+STRIPE_PORT="${STRIPE_PORT:-8420}"
+LOCALSTRIPE_VERSION=1.15.10
+stripe_up() {
+  if port_open 127.0.0.1 "$STRIPE_PORT"; then return 0; fi
+  local venv="$STATE_DIR/localstripe-venv"
+  if [ ! -x "$venv/bin/localstripe" ] || ! "$venv/bin/pip" show localstripe 2>/dev/null | grep -q "^Version: $LOCALSTRIPE_VERSION$"; then
+    log "installing localstripe $LOCALSTRIPE_VERSION (fake Stripe API) from PyPI"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "localstripe==$LOCALSTRIPE_VERSION"
+  fi
+  log "starting localstripe on 127.0.0.1:$STRIPE_PORT"
+  nohup "$venv/bin/localstripe" --port "$STRIPE_PORT" --from-scratch >"$STATE_DIR/localstripe.log" 2>&1 &
+  echo $! >"$STATE_DIR/localstripe.pid"
+  wait_port localstripe 127.0.0.1 "$STRIPE_PORT" 60
+}
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 browser_up() {
@@ -165,7 +184,7 @@ browser_up() {
 }
 
 status() {
-  for s in "PostgreSQL 5432" "NATS 4222" "RabbitMQ 5672" "Kafka(tansu) 9092" "MongoDB-wire $MONGO_PORT"; do
+  for s in "PostgreSQL 5432" "NATS 4222" "RabbitMQ 5672" "Kafka(tansu) 9092" "MongoDB-wire $MONGO_PORT" "localstripe $STRIPE_PORT"; do
     set -- $s
     if port_open 127.0.0.1 "$2"; then echo "$1 127.0.0.1:$2 up"; else echo "$1 127.0.0.1:$2 DOWN"; fi
   done
@@ -178,6 +197,7 @@ case "${1:-up}" in
     rabbitmq_up
     kafka_up
     mongo_up
+    stripe_up
     status
     ;;
   status) status ;;

@@ -44,10 +44,11 @@ run() { # a cargo test invocation whose output is kept for the summary
   "$@" 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 }
-# Unit tests of every crate; the crates' dependency directions; the broker conformance suite
+# Unit tests of every crate; the crates' dependency directions; the Stripe gateway against
+# localstripe; the broker conformance suite
 # (NATS, RabbitMQ, Kafka and in-process); the end-to-end suite on NATS.
 run cargo test --workspace --locked --lib --bins
-run cargo test --locked --test architecture --test broker --test api "$@"
+run cargo test --locked --test architecture --test broker --test stripe --test api "$@"
 # The end-to-end suite again on RabbitMQ, on Kafka, and on the in-process transport (`api all`).
 for broker in rabbitmq kafka memory; do
   echo "== end-to-end suite on $broker"

@@ -152,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
             let workers = tokio::spawn(ecommerce_storefront::roles::run_workers(
                 s.clone(),
                 mongo.clone(),
-                ecommerce_checkout::payment::configured_gateway(&s.config),
+                ecommerce_checkout::payment::configured_gateway(&s.config)?,
                 Arc::new(ConsumerStats::default()),
                 shutdown.clone(),
             ));

@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = s.config.workers.metrics_addr {
         roles::serve_metrics(&s, addr, "WORKERS_METRICS_ADDR", shutdown.clone()).await?;
     }
-    let gateway = ecommerce_checkout::payment::configured_gateway(&s.config);
+    let gateway = ecommerce_checkout::payment::configured_gateway(&s.config)?;
     let stats = Arc::new(ConsumerStats::default());
     ecommerce_storefront::roles::run_workers(s, mongo, gateway, stats, shutdown).await;
     telemetry.shutdown().await;

@@ -38,6 +38,8 @@ impl BrokerKind {
 pub enum PaymentGatewayKind {
     /// The deterministic built-in gateway: the payment token decides the outcome (no money moves).
     Test,
+    /// Stripe's PaymentIntents API at `STRIPE_API_BASE`, with `STRIPE_SECRET_KEY`.
+    Stripe,
 }
 
 /// Where the service runs; decides the defaults of the development conveniences.
@@ -187,12 +189,16 @@ pub struct OrchestratorConfig {
     pub timeout_scan_interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkersConfig {
     /// Where the workers binary serves `/metrics`; `None` (`off`) for nowhere.
     pub metrics_addr: Option<SocketAddr>,
     pub payment_gateway: PaymentGatewayKind,
     pub payment_gateway_timeout: Duration,
+    /// Stripe's API (`https://api.stripe.com`; a localstripe server in tests).
+    pub stripe_api_base: String,
+    /// Stripe's secret key; required when `payment_gateway` is Stripe.
+    pub stripe_secret_key: Option<SecretString>,
 }
 
 /// `url` without its user and password, for logs and error messages
@@ -404,6 +410,10 @@ pub struct Settings {
     payment_gateway: PaymentGatewayKind,
     #[arg(long, env = "PAYMENT_GATEWAY_TIMEOUT_MS", default_value = "3000")]
     payment_gateway_timeout_ms: u64,
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+    stripe_api_base: String,
+    #[arg(long, env = "STRIPE_SECRET_KEY")]
+    stripe_secret_key: Option<String>,
 }
 
 /// A listening address, or none (`off`).
@@ -478,6 +488,15 @@ impl Settings {
 
     fn into_config(self) -> Result<Config, ConfigError> {
         let dev = self.app_env == AppEnv::Development;
+        if self.payment_gateway == PaymentGatewayKind::Stripe
+            && self.stripe_secret_key.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError {
+                name: "STRIPE_SECRET_KEY".into(),
+                value: String::new(),
+                why: "required with PAYMENT_GATEWAY=stripe".into(),
+            });
+        }
         Ok(Config {
             app_env: self.app_env,
             postgres: PostgresConfig {
@@ -549,6 +568,8 @@ impl Settings {
                 metrics_addr: self.workers_metrics_addr.0,
                 payment_gateway: self.payment_gateway,
                 payment_gateway_timeout: Duration::from_millis(self.payment_gateway_timeout_ms),
+                stripe_api_base: self.stripe_api_base,
+                stripe_secret_key: self.stripe_secret_key.filter(|k| !k.is_empty()).map(SecretString::from),
             },
         })
     }
@@ -700,5 +721,16 @@ mod tests {
         assert_eq!(redact_url(c.broker.rabbitmq_url.expose_secret()), "amqp://mq:5672/%2f");
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact_url("p@ss"), "(a URL that does not parse)");
+    }
+
+    #[test]
+    fn the_stripe_gateway_needs_its_key_and_never_shows_it() {
+        assert_eq!(config(&[]).unwrap().workers.payment_gateway, PaymentGatewayKind::Test);
+        let missing = config(&[("PAYMENT_GATEWAY", "stripe")]).unwrap_err();
+        assert_eq!(missing.name, "STRIPE_SECRET_KEY");
+        let c = config(&[("PAYMENT_GATEWAY", "stripe"), ("STRIPE_SECRET_KEY", "sk_live_hush")]).unwrap();
+        assert_eq!(c.workers.payment_gateway, PaymentGatewayKind::Stripe);
+        assert_eq!(c.workers.stripe_api_base, "https://api.stripe.com");
+        assert!(!format!("{c:?}").contains("sk_live_hush"), "the key shows in Debug");
     }
 }

@@ -56,10 +56,10 @@ async fn main() -> anyhow::Result<()> {
     // On the in-process transport no other process can run the sagas: this one does (the
     // checkout's workers; the cart worker has nothing to do for orders without a cart).
     let shutdown = CancellationToken::new();
+    let gateway = ecommerce_checkout::payment::configured_gateway(&s.config)?;
     let roles = (s.config.broker.kind == BrokerKind::Memory).then(|| {
         let stats = Arc::new(ConsumerStats::default());
-        let workers =
-            roles::checkout_workers(&s, ecommerce_checkout::payment::configured_gateway(&s.config), &stats);
+        let workers = roles::checkout_workers(&s, gateway, &stats);
         (
             tokio::spawn(roles::run_orchestrator(
                 s.clone(),

@@ -1,0 +1,261 @@
+//! Stripe's PaymentIntents API as a [`PaymentGateway`]: authorize creates and confirms an intent
+//! with `capture_method=manual`, capture captures it, void cancels it, refund refunds it.
+//!
+//! Every call carries an `Idempotency-Key` made of the order id and the step, so a retried call is
+//! the same call at Stripe. Not every server honours the key (localstripe, the fake the tests run
+//! against, does not), so the gateway also asks before it acts: authorize first looks for an
+//! intent already made for the order (the order id is in the intent's `metadata`) and takes it
+//! over (found with Stripe's search API, which can lag by a minute; within that minute the
+//! idempotency key makes a repeated create return the first intent); capture, void and refund
+//! read the intent's state and do nothing that is already done. A
+//! worker that crashed between asking Stripe and recording the answer therefore finds what Stripe
+//! did instead of doing it again.
+//!
+//! Errors: a card error (HTTP 402) is a decline; rate limits, server errors and network failures
+//! leave the outcome unknown (`Unavailable`, which the saga retries); any other refusal (an
+//! invalid request, a wrong key) is permanent and reported as a decline with Stripe's code.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::gateway::{Authorization, GatewayError, PaymentGateway};
+use ecommerce_platform::config::{ExposeSecret, SecretString};
+
+/// The metadata key that names the order an intent belongs to.
+const ORDER_KEY: &str = "order_id";
+/// Intents read per page when looking one up by order.
+const PAGE: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct StripeGateway {
+    http: reqwest::Client,
+    base: String,
+    /// The secret key: `Debug` shows `[REDACTED]`.
+    secret: SecretString,
+}
+
+impl StripeGateway {
+    /// `base` is `https://api.stripe.com` in production (localstripe's address in tests).
+    pub fn new(base: &str, secret: SecretString, timeout: Duration) -> Result<Self, GatewayError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| GatewayError::Unavailable(format!("http client: {e}")))?;
+        Ok(StripeGateway { http, base: base.trim_end_matches('/').to_string(), secret })
+    }
+
+    /// Sends a request and reads the answer, mapping Stripe's errors.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, GatewayError> {
+        let response = request
+            .basic_auth(self.secret.expose_secret(), Some(""))
+            .send()
+            .await
+            .map_err(|e| GatewayError::Unavailable(format!("stripe: {}", without_url(&e))))?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| {
+            GatewayError::Unavailable(format!("stripe answer unreadable: {}", without_url(&e)))
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(classify(status.as_u16(), &body["error"]))
+    }
+
+    async fn post(&self, path: &str, key: &str, form: &[(&str, String)]) -> Result<Value, GatewayError> {
+        let request =
+            self.http.post(format!("{}{path}", self.base)).header("Idempotency-Key", key).form(form);
+        self.send(request).await
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, GatewayError> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    }
+
+    async fn intent(&self, reference: &str) -> Result<Value, GatewayError> {
+        self.get(&format!("/v1/payment_intents/{reference}"), &[]).await
+    }
+
+    /// The intents made for `order_id`: through Stripe's search, or, where the server has no
+    /// search (localstripe), by listing every intent.
+    pub async fn intents_of(&self, order_id: Uuid) -> Result<Vec<Value>, GatewayError> {
+        let query = format!("metadata['{ORDER_KEY}']:'{order_id}'");
+        match self.get("/v1/payment_intents/search", &[("query", query)]).await {
+            Ok(found) => Ok(found["data"].as_array().cloned().unwrap_or_default()),
+            Err(GatewayError::Declined(code)) if code.starts_with("stripe_404") => {
+                self.listed(order_id).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The intents made for `order_id`, from the list of every intent.
+    async fn listed(&self, order_id: Uuid) -> Result<Vec<Value>, GatewayError> {
+        let order = order_id.to_string();
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", PAGE.to_string())];
+            if let Some(a) = &after {
+                query.push(("starting_after", a.clone()));
+            }
+            let page = self.get("/v1/payment_intents", &query).await?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            after = data.last().and_then(|i| i["id"].as_str()).map(str::to_string);
+            found.extend(data.into_iter().filter(|i| i["metadata"][ORDER_KEY] == order.as_str()));
+            if page["has_more"] != true || after.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+}
+
+/// A reqwest error's text without the URL (which is harmless here, but error texts go to logs
+/// and replies; keep them short).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), "<stripe>");
+    }
+    s
+}
+
+/// Stripe's error answer as a gateway error.
+fn classify(status: u16, error: &Value) -> GatewayError {
+    let code = error["decline_code"]
+        .as_str()
+        .or_else(|| error["code"].as_str())
+        .or_else(|| error["type"].as_str())
+        .unwrap_or("stripe_error")
+        .to_string();
+    match status {
+        402 => GatewayError::Declined(code),
+        409 | 429 | 500..=599 => GatewayError::Unavailable(format!("stripe {status}: {code}")),
+        _ => GatewayError::Declined(format!("stripe_{status}_{code}")),
+    }
+}
+
+/// What an intent's state says about an authorization.
+fn authorized(intent: &Value) -> Result<Authorization, GatewayError> {
+    let reference = intent["id"].as_str().unwrap_or_default().to_string();
+    match intent["status"].as_str() {
+        Some("requires_capture") | Some("succeeded") | Some("processing") => Ok(Authorization { reference }),
+        Some("requires_payment_method") | Some("canceled") => Err(GatewayError::Declined(
+            intent["last_payment_error"]["decline_code"]
+                .as_str()
+                .or_else(|| intent["last_payment_error"]["code"].as_str())
+                .unwrap_or("card_declined")
+                .to_string(),
+        )),
+        other => Err(GatewayError::Unavailable(format!("intent {reference} is {}", other.unwrap_or("?")))),
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for StripeGateway {
+    async fn authorize(
+        &self,
+        order_id: Uuid,
+        token: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<Authorization, GatewayError> {
+        // An intent made by an earlier attempt (whose answer was lost) is taken over.
+        if let Some(existing) = self.intents_of(order_id).await?.into_iter().next() {
+            return authorized(&existing);
+        }
+        let form = [
+            ("amount", amount_minor.to_string()),
+            ("currency", currency.to_ascii_lowercase()),
+            ("capture_method", "manual".to_string()),
+            ("confirm", "true".to_string()),
+            ("payment_method", token.to_string()),
+            ("metadata[order_id]", order_id.to_string()),
+        ];
+        match self.post("/v1/payment_intents", &format!("{order_id}:authorize"), &form).await {
+            Ok(intent) => authorized(&intent),
+            // A refused card leaves an intent behind at Stripe (status requires_payment_method).
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn capture(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
+        match self.intent(reference).await?["status"].as_str() {
+            Some("succeeded") => return Ok(()),
+            Some("canceled") => return Err(GatewayError::Declined("intent_canceled".into())),
+            _ => {}
+        }
+        let form = [("amount_to_capture", amount_minor.to_string())];
+        self.post(&format!("/v1/payment_intents/{reference}/capture"), &format!("{order_id}:capture"), &form)
+            .await
+            .map(|_| ())
+    }
+
+    async fn void(&self, order_id: Uuid, reference: &str) -> Result<(), GatewayError> {
+        match self.intent(reference).await?["status"].as_str() {
+            Some("canceled") => return Ok(()),
+            Some("succeeded") => return Err(GatewayError::Declined("already_captured".into())),
+            _ => {}
+        }
+        self.post(&format!("/v1/payment_intents/{reference}/cancel"), &format!("{order_id}:void"), &[])
+            .await
+            .map(|_| ())
+    }
+
+    async fn refund(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
+        let refunds = self.get("/v1/refunds", &[("payment_intent", reference.to_string())]).await?;
+        let already = refunds["data"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["status"] != "failed" && x["status"] != "canceled"));
+        if already {
+            return Ok(());
+        }
+        let form = [("payment_intent", reference.to_string()), ("amount", amount_minor.to_string())];
+        self.post("/v1/refunds", &format!("{order_id}:refund"), &form).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_secret_never_shows() {
+        let s = SecretString::from("sk_live_very_secret");
+        let g = StripeGateway::new("http://127.0.0.1:1", s, Duration::from_secs(1)).unwrap();
+        assert!(!format!("{g:?}").contains("very_secret"), "{g:?}");
+    }
+
+    #[test]
+    fn errors_map_to_decline_or_unknown() {
+        let card =
+            json!({ "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds" });
+        assert_eq!(classify(402, &card), GatewayError::Declined("insufficient_funds".into()));
+        assert!(matches!(
+            classify(429, &json!({ "type": "rate_limit_error" })),
+            GatewayError::Unavailable(_)
+        ));
+        assert!(matches!(classify(503, &json!({})), GatewayError::Unavailable(_)));
+        assert_eq!(
+            classify(400, &json!({ "type": "invalid_request_error", "code": "parameter_missing" })),
+            GatewayError::Declined("stripe_400_parameter_missing".into())
+        );
+    }
+
+    #[test]
+    fn an_intents_state_says_whether_it_is_authorized() {
+        assert!(authorized(&json!({ "id": "pi_1", "status": "requires_capture" })).is_ok());
+        assert_eq!(
+            authorized(&json!({ "id": "pi_1", "status": "requires_payment_method",
+                                 "last_payment_error": { "code": "card_declined" } })),
+            Err(GatewayError::Declined("card_declined".into()))
+        );
+        assert!(matches!(
+            authorized(&json!({ "id": "pi_1", "status": "requires_action" })),
+            Err(GatewayError::Unavailable(_))
+        ));
+    }
+}
