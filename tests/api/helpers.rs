@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecommerce_checkout::payment::TestGateway;
 use ecommerce_checkout::roles::{self, Services};
 use ecommerce_core::saga::messages::{Body, Command, DomainEvent, Envelope};
 use ecommerce_platform::broker::Topic;
@@ -136,7 +135,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     tasks.push(tokio::spawn(ecommerce_storefront::roles::run_workers(
         workers,
         workers_mongo,
-        Arc::new(TestGateway),
+        ecommerce_checkout::payment::configured_gateway(&config).expect("payment gateway"),
         stats.clone(),
         shutdown.clone(),
     )));

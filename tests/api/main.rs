@@ -22,4 +22,5 @@ mod replicas;
 mod resilience;
 mod schema;
 mod security;
+mod stripe;
 mod transport;
