@@ -168,6 +168,22 @@ stripe_up() {
   wait_port localstripe 127.0.0.1 "$STRIPE_PORT" 60
 }
 
+# Restarts localstripe empty: its intents and webhook endpoints are held in memory for as long as
+# it runs, every authorization without Stripe's search lists them all, and endpoints of finished
+# test runs would still be sent every event. The test command starts from a fresh one.
+stripe_fresh() {
+  if [ -f "$STATE_DIR/localstripe.pid" ]; then
+    kill "$(cat "$STATE_DIR/localstripe.pid")" 2>/dev/null || true
+  fi
+  pkill -f "localstripe --port $STRIPE_PORT" 2>/dev/null || true
+  local i
+  for i in $(seq 1 50); do
+    port_open 127.0.0.1 "$STRIPE_PORT" || break
+    sleep 0.1
+  done
+  stripe_up
+}
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 browser_up() {
@@ -202,8 +218,9 @@ case "${1:-up}" in
     ;;
   status) status ;;
   browser) browser_up ;;
+  stripe-fresh) stripe_fresh ;;
   *)
-    echo "usage: $0 up|status|browser" >&2
+    echo "usage: $0 up|status|browser|stripe-fresh" >&2
     exit 2
     ;;
 esac

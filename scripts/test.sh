@@ -12,6 +12,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 scripts/services.sh up
 scripts/services.sh browser
+scripts/services.sh stripe-fresh
 
 # Remove databases left behind by interrupted test runs (each test creates its own t_<id> database).
 if command -v psql >/dev/null; then
@@ -54,7 +55,8 @@ for broker in rabbitmq kafka memory; do
   echo "== end-to-end suite on $broker"
   run env TEST_BROKER="$broker" cargo test --locked --test api "$@"
 done
-# The fault-injection harness (NATS and RabbitMQ; not yet Kafka), printing its summary lines.
+# The fault-injection harness (NATS and RabbitMQ with the test gateway, NATS with Stripe at
+# localstripe; not yet Kafka), printing its summary lines.
 echo "== fault injection"
 run cargo test --locked --test faults "$@" -- --nocapture
 set -e

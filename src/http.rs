@@ -1,5 +1,5 @@
 //! The API's HTTP surface: GraphQL (POST), GraphiQL (GET), subscriptions over graphql-transport-ws,
-//! the JWKS, health/readiness probes, metrics and the saga monitor page.
+//! the JWKS, health/readiness probes, metrics, the saga monitor page and payment webhooks.
 
 use std::sync::Arc;
 
@@ -49,6 +49,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::monitor::routes())
+        .merge(crate::webhooks::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(axum::middleware::from_fn_with_state(limit, refuse_oversized_bodies));

@@ -12,3 +12,4 @@ pub mod graphql;
 pub mod http;
 pub mod monitor;
 pub mod playground;
+pub mod webhooks;

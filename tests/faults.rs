@@ -17,11 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ecommerce_checkout::roles::Services;
+#[allow(dead_code)] // shared by the test crates; each uses part of it
+#[path = "support/stripe_proxy.rs"]
+mod stripe_proxy;
 use ecommerce_platform::config::{BrokerKind, Config};
 use ecommerce_storefront::mongo::Mongo;
 use rand::Rng;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
+use stripe_proxy::StripeProxy;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -102,7 +106,13 @@ const SKUS: [(&str, i32); 4] =
     [("MUG-001", 100_000), ("TEE-002", 100_000), ("BAG-003", 100_000), ("RARE-9", 25)];
 
 /// One buyer placing `orders` checkouts one after another; returns the order ids it placed.
-async fn buyer(http: reqwest::Client, api: String, n: usize, orders: usize) -> Vec<String> {
+async fn buyer(
+    http: reqwest::Client,
+    api: String,
+    n: usize,
+    orders: usize,
+    payments: Payments,
+) -> Vec<String> {
     let email = format!("fault-{n}-{}@example.com", Uuid::new_v4().simple());
     let token = loop {
         let r = gql(
@@ -134,11 +144,14 @@ async fn buyer(http: reqwest::Client, api: String, n: usize, orders: usize) -> V
         let (sku, qty, pay) = {
             let mut rng = rand::thread_rng();
             let sku = SKUS[rng.gen_range(0..SKUS.len())].0;
-            let pay = match rng.gen_range(0..100) {
-                0..80 => "tok_visa",
-                80..90 => "tok_declined",
-                90..97 => "tok_capture_fails",
-                _ => "tok_timeout",
+            let pay = match (payments, rng.gen_range(0..100)) {
+                (Payments::Test, 0..80) => "tok_visa",
+                (Payments::Test, 80..90) => "tok_declined",
+                (Payments::Test, 90..97) => "tok_capture_fails",
+                (Payments::Test, _) => "tok_timeout",
+                // localstripe's cards: one that pays, one that is refused.
+                (Payments::Stripe, 0..85) => "pm_card_visa",
+                (Payments::Stripe, _) => "pm_card_chargeCustomerFail",
             };
             (sku, rng.gen_range(1..=3), pay)
         };
@@ -257,6 +270,116 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 
 /// The tests share the machine's brokers and cores, and the harness restarts the broker in the
 /// middle of its runs (a process starting then cannot connect): one test at a time.
+/// The payment provider the cluster uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payments {
+    /// The built-in test gateway (tokens decide declines, capture failures and timeouts).
+    Test,
+    /// Stripe's API at localstripe, through a proxy that holds every create and capture for a
+    /// while (so workers are killed in the middle of them); its webhooks reach the API.
+    Stripe,
+}
+
+/// What the harness's orders left at the provider.
+#[derive(Debug, Default)]
+struct AtProvider {
+    /// Orders charged more than once, charged a wrong amount, or charged and not confirmed
+    /// without a refund.
+    double_charges: i64,
+    /// Authorizations still held once every saga finished.
+    hanging_authorizations: i64,
+    /// Refunds of an order that was not cancelled, or more than one for an intent.
+    unmatched_refunds: i64,
+}
+
+const STRIPE_KEY: &str = "sk_test_ecommerce_saga";
+const WEBHOOK_SECRET: &str = "whsec_ecommerce_saga_faults";
+
+fn stripe_base() -> String {
+    std::env::var("STRIPE_API_BASE").unwrap_or_else(|_| "http://127.0.0.1:8420".into())
+}
+
+async fn stripe_get(http: &reqwest::Client, path: &str, query: &[(&str, String)]) -> Value {
+    http.get(format!("{}{path}", stripe_base()))
+        .query(query)
+        .basic_auth(STRIPE_KEY, Some(""))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Lists every intent at localstripe and checks those of the harness's orders against the
+/// orders' outcomes.
+async fn check_provider(http: &reqwest::Client, pool: &PgPool) -> AtProvider {
+    let orders: HashMap<String, (String, i64)> =
+        sqlx::query_as::<_, (Uuid, String, i64)>("SELECT id, status, total_minor FROM orders")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, status, total)| (id.to_string(), (status, total)))
+            .collect();
+    let mut intents: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "100".to_string())];
+        if let Some(a) = &after {
+            query.push(("starting_after", a.clone()));
+        }
+        let page = stripe_get(http, "/v1/payment_intents", &query).await;
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        after = data.last().and_then(|i| i["id"].as_str()).map(str::to_string);
+        for intent in data {
+            if let Some(order) = intent["metadata"]["order_id"].as_str().filter(|o| orders.contains_key(*o)) {
+                intents.entry(order.to_string()).or_default().push(intent);
+            }
+        }
+        if page["has_more"] != true || after.is_none() {
+            break;
+        }
+    }
+    let mut found = AtProvider::default();
+    for (order, (status, total)) in &orders {
+        let mut captured = Vec::new();
+        for intent in intents.get(order).into_iter().flatten() {
+            if intent["status"] == "requires_capture" {
+                eprintln!("hanging authorization {} of order {order} ({status})", intent["id"]);
+                found.hanging_authorizations += 1;
+            }
+            let refunds = stripe_get(
+                http,
+                "/v1/refunds",
+                &[("payment_intent", intent["id"].as_str().unwrap().to_string())],
+            )
+            .await;
+            let refunds = refunds["data"].as_array().cloned().unwrap_or_default();
+            let refunded: i64 = refunds.iter().map(|r| r["amount"].as_i64().unwrap_or(0)).sum();
+            if refunds.len() > 1 || (!refunds.is_empty() && status != "CANCELLED") {
+                eprintln!("refunds {refunds:?} of order {order} ({status})");
+                found.unmatched_refunds += 1;
+            }
+            for charge in intent["charges"]["data"].as_array().into_iter().flatten() {
+                if charge["captured"] == true {
+                    captured.push(charge["amount"].as_i64().unwrap_or(0) - refunded);
+                }
+            }
+        }
+        let kept: i64 = captured.iter().sum();
+        let right = match status.as_str() {
+            "CONFIRMED" => captured.len() == 1 && kept == *total,
+            _ => kept == 0,
+        };
+        if !right {
+            eprintln!("order {order} ({status}, total {total}) has captures {captured:?} at the provider");
+            found.double_charges += 1;
+        }
+    }
+    found
+}
+
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The test's own connections: PostgreSQL and the broker, and MongoDB.
@@ -297,16 +420,39 @@ async fn prepare(kind: BrokerKind) -> (String, Config, Stores, PathBuf, PgConnec
     (name, config, Stores { services, mongo }, logs, admin)
 }
 
-async fn run(kind: BrokerKind, broker: &str) {
+async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     let _one_at_a_time = SERIAL.lock().await;
-    let sagas: usize = std::env::var("FAULT_SAGAS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let sagas: usize = match payments {
+        Payments::Test => std::env::var("FAULT_SAGAS").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
+        // localstripe is one Python process; every authorization lists its intents.
+        Payments::Stripe => {
+            std::env::var("FAULT_STRIPE_SAGAS").ok().and_then(|v| v.parse().ok()).unwrap_or(60)
+        }
+    };
     let buyers = 20.min(sagas);
     let (name, config, Stores { services, mongo }, logs, mut admin) = prepare(kind).await;
     let pool = services.pool.clone();
 
     let port = free_port();
     let api = format!("http://127.0.0.1:{port}");
-    let env: Vec<(String, String)> = [
+    let proxy = match payments {
+        Payments::Test => None,
+        Payments::Stripe => {
+            let proxy = StripeProxy::start(&stripe_base()).await;
+            // Each create and capture reaches Stripe at once and is answered 300 ms later (within
+            // the workers' 500 ms), the window in which workers are killed.
+            proxy.hold_answers(&["/v1/payment_intents", "/capture"], Duration::from_millis(300));
+            let registered = reqwest::Client::new()
+                .post(format!("{}/_config/webhooks/{name}", stripe_base()))
+                .form(&[("url", format!("{api}/webhooks/stripe")), ("secret", WEBHOOK_SECRET.to_string())])
+                .send()
+                .await
+                .unwrap();
+            assert!(registered.status().is_success(), "localstripe webhook: {}", registered.status());
+            Some(proxy)
+        }
+    };
+    let mut env: Vec<(String, String)> = [
         ("DATABASE_URL", config.postgres.url.expose_secret()),
         ("DATABASE_MAX_CONNECTIONS", "8"),
         ("MONGO_DATABASE", &name),
@@ -333,6 +479,21 @@ async fn run(kind: BrokerKind, broker: &str) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if let Some(proxy) = &proxy {
+        for (k, v) in [
+            ("PAYMENT_GATEWAY", "stripe"),
+            ("STRIPE_API_BASE", proxy.base.as_str()),
+            ("STRIPE_SECRET_KEY", STRIPE_KEY),
+            ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            // localstripe answers in tens of milliseconds a request, and an authorization without
+            // Stripe's search makes several: the calls get the default time, the steps more.
+            ("PAYMENT_GATEWAY_TIMEOUT_MS", "3000"),
+            ("SAGA_STEP_TIMEOUT_MS", "5000"),
+            ("SAGA_COMPENSATION_TIMEOUT_MS", "5000"),
+        ] {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
     let mut cluster =
         Cluster { name: name.clone(), env, logs: logs.clone(), children: HashMap::new(), api: api.clone() };
     for role in ["api", "orchestrator-1", "orchestrator-2", "workers"] {
@@ -350,8 +511,9 @@ async fn run(kind: BrokerKind, broker: &str) {
     let load = tokio::spawn({
         let (http, api) = (http.clone(), api.clone());
         async move {
-            let tasks: Vec<_> =
-                (0..buyers).map(|n| tokio::spawn(buyer(http.clone(), api.clone(), n, per_buyer))).collect();
+            let tasks: Vec<_> = (0..buyers)
+                .map(|n| tokio::spawn(buyer(http.clone(), api.clone(), n, per_buyer, payments)))
+                .collect();
             let mut ids = Vec::new();
             for t in tasks {
                 ids.extend(t.await.unwrap());
@@ -360,16 +522,34 @@ async fn run(kind: BrokerKind, broker: &str) {
         }
     });
     let kills = Arc::new(AtomicUsize::new(0));
+    // With Stripe: workers killed while a create or capture they sent was at the provider.
+    let mut mid_call_kills = 0;
     let mut db_dropped = false;
     let mut broker_restarts = 0;
     // Chaos for as long as checkouts are being placed, and at least MIN_KILLS times.
     while !load.is_finished() || kills.load(Ordering::Relaxed) < MIN_KILLS {
-        let (wait, victim, graceful, down) = {
+        let (wait, mut victim, mut graceful, down) = {
             let mut rng = rand::thread_rng();
             let victim = ["orchestrator-1", "orchestrator-2", "workers"][rng.gen_range(0..3)];
             (rng.gen_range(300..1200), victim, rng.gen_bool(0.25), rng.gen_range(100..800))
         };
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        if let Some(proxy) = proxy.as_ref().filter(|_| mid_call_kills < 2) {
+            // The first two crashes are the workers' (-9): in the middle of creating an intent,
+            // then in the middle of capturing one.
+            (victim, graceful) = ("workers", false);
+            let waiting = Instant::now();
+            let in_flight =
+                || if mid_call_kills == 0 { proxy.creates_in_flight() } else { proxy.captures_in_flight() };
+            while in_flight() == 0 {
+                assert!(
+                    waiting.elapsed() < Duration::from_secs(120),
+                    "no payment call was made for 2 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            mid_call_kills += 1;
+        }
         cluster.kill(victim, graceful).await;
         kills.fetch_add(1, Ordering::Relaxed);
         if !db_dropped && kills.load(Ordering::Relaxed) == 1 {
@@ -446,6 +626,16 @@ async fn run(kind: BrokerKind, broker: &str) {
         }
     }
     let lost_messages = count(&pool, "SELECT count(*) FROM outbox").await + (ids.len() as i64 - total).abs();
+    let provider = match payments {
+        Payments::Test => None,
+        Payments::Stripe => Some(check_provider(&http, &pool).await),
+    };
+    let provider_line = provider.as_ref().map_or(String::new(), |p| {
+        format!(
+            " provider_double_charges={} hanging_authorizations={} unmatched_refunds={} mid_call_kills={mid_call_kills}",
+            p.double_charges, p.hanging_authorizations, p.unmatched_refunds
+        )
+    });
     let kills = kills.load(Ordering::Relaxed);
     let reasons: Vec<(String, i64)> = sqlx::query_as(
         "SELECT COALESCE(cancel_reason, '?'), count(*) FROM orders WHERE status = 'CANCELLED'
@@ -456,7 +646,7 @@ async fn run(kind: BrokerKind, broker: &str) {
     .unwrap();
     let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}:{n}")).collect();
     println!(
-        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={} broker_restarts={broker_restarts} cancel_reasons={}",
+        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={} broker_restarts={broker_restarts}{provider_line} cancel_reasons={}",
         db_dropped as u8,
         reasons.join(",")
     );
@@ -464,12 +654,19 @@ async fn run(kind: BrokerKind, broker: &str) {
     for role in ["api", "orchestrator-1", "orchestrator-2", "workers"] {
         cluster.kill(role, true).await;
     }
-    let failure = (stuck, double_captures, oversold, lost_messages, mismatched) != (0, 0, 0, 0, 0);
+    let at_provider = provider
+        .as_ref()
+        .map_or((0, 0, 0), |p| (p.double_charges, p.hanging_authorizations, p.unmatched_refunds));
+    let failure = (stuck, double_captures, oversold, lost_messages, mismatched) != (0, 0, 0, 0, 0)
+        || at_provider != (0, 0, 0);
     assert!(!failure, "invariants violated; logs in {}", cluster.logs.display());
     assert_eq!(total as usize, ids.len());
     assert_eq!(confirmed + cancelled, total);
     assert!(confirmed > 0 && cancelled > 0, "the mix exercises both outcomes");
     assert!(kills >= MIN_KILLS, "chaos ran");
+    if payments == Payments::Stripe {
+        assert_eq!(mid_call_kills, 2, "workers were killed in the middle of payment calls");
+    }
     assert!(db_dropped, "database connections were dropped");
     assert_eq!(
         broker_restarts,
@@ -490,12 +687,19 @@ async fn run(kind: BrokerKind, broker: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_restarts_duplicates_and_db_drops_on_nats() {
-    run(BrokerKind::Nats, "nats").await
+    run(BrokerKind::Nats, "nats", Payments::Test).await
+}
+
+/// The same on Stripe (localstripe), counted at the provider: workers are killed in the middle of
+/// creating and capturing intents, and no order is charged twice or left authorized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_mid_payment_charge_once_at_the_provider() {
+    run(BrokerKind::Nats, "nats", Payments::Stripe).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_restarts_duplicates_and_db_drops_on_rabbitmq() {
-    run(BrokerKind::RabbitMq, "rabbitmq").await
+    run(BrokerKind::RabbitMq, "rabbitmq", Payments::Test).await
 }
 
 // Kafka is not in this harness yet: against tansu (the Kafka-protocol broker available here), consumer

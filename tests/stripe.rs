@@ -88,8 +88,8 @@ async fn void_cancels_the_authorization_once() {
     let g = gateway();
     let order = Uuid::now_v7();
     let auth = g.authorize(order, "pm_card_visa", 2500, "EUR").await.unwrap();
-    g.void(order, &auth.reference).await.unwrap();
-    g.void(order, &auth.reference).await.unwrap();
+    g.void(order, Some(&auth.reference)).await.unwrap();
+    g.void(order, Some(&auth.reference)).await.unwrap();
     let at_provider = intents(order).await;
     assert_eq!(at_provider.len(), 1);
     assert_eq!(at_provider[0]["status"], "canceled", "no hanging authorization");

@@ -23,4 +23,7 @@ mod resilience;
 mod schema;
 mod security;
 mod stripe;
+#[allow(dead_code)] // shared by the test crates; each uses part of it
+#[path = "../support/stripe_proxy.rs"]
+mod stripe_proxy;
 mod transport;

@@ -1,24 +1,69 @@
 //! Checkout with `PAYMENT_GATEWAY=stripe` against localstripe (a stateful fake of Stripe's API,
 //! started by `scripts/services.sh up`): the saga's outcome, and what the provider holds for the
-//! order, agree.
+//! order, agree, also when the provider answers late or changes its mind (through a
+//! fault-injecting proxy), and its webhooks reach the saga.
+
+use std::time::Duration;
 
 use ecommerce_checkout::payment::stripe::StripeGateway;
-use ecommerce_platform::config::{PaymentGatewayKind, SecretString};
-use serde_json::Value;
+use ecommerce_checkout::payment::webhook;
+use ecommerce_platform::config::{Config, PaymentGatewayKind, SecretString};
+use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::helpers::{db_id, spawn_app_with, TestApp};
+use crate::stripe_proxy::StripeProxy;
+
+const WEBHOOK_SECRET: &str = "whsec_ecommerce_saga_tests";
 
 fn stripe_base() -> String {
     std::env::var("STRIPE_API_BASE").unwrap_or_else(|_| "http://127.0.0.1:8420".into())
 }
 
+fn use_stripe(c: &mut Config, base: &str) {
+    c.workers.payment_gateway = PaymentGatewayKind::Stripe;
+    c.workers.stripe_api_base = base.to_string();
+    c.workers.stripe_secret_key = Some(SecretString::from("sk_test_ecommerce_saga"));
+    c.api.stripe_webhook_secret = Some(SecretString::from(WEBHOOK_SECRET));
+}
+
 async fn stripe_app() -> TestApp {
-    spawn_app_with(|c| {
-        c.workers.payment_gateway = PaymentGatewayKind::Stripe;
-        c.workers.stripe_api_base = stripe_base();
-        c.workers.stripe_secret_key = Some(SecretString::from("sk_test_ecommerce_saga"));
-    })
-    .await
+    spawn_app_with(|c| use_stripe(c, &stripe_base())).await
+}
+
+/// Has localstripe send its events to `app`'s webhook endpoint (signed with [`WEBHOOK_SECRET`]).
+/// localstripe sends every event to every endpoint registered with it: those of tests running
+/// beside this one too, which record them and find no saga of theirs.
+async fn subscribe_webhooks(app: &TestApp) {
+    let url = app.url("/webhooks/stripe");
+    let r = reqwest::Client::new()
+        .post(format!("{}/_config/webhooks/{}", stripe_base(), app.database()))
+        .form(&[("url", url.as_str()), ("secret", WEBHOOK_SECRET)])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "localstripe refused the webhook: {}", r.status());
+}
+
+async fn webhook_events(app: &TestApp, order: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT kind FROM webhook_events WHERE order_id = $1 ORDER BY received_at")
+        .bind(db_id(order))
+        .fetch_all(app.pool())
+        .await
+        .unwrap()
+}
+
+fn history(order: &Value) -> Vec<String> {
+    order["saga"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn captured_charges(intent: &Value) -> usize {
+    intent["charges"]["data"].as_array().unwrap().iter().filter(|c| c["captured"] == true).count()
 }
 
 /// The intents localstripe holds for an order (by its global id).
@@ -68,5 +113,149 @@ async fn a_refused_card_cancels_the_order_and_leaves_no_authorization_behind() {
         .filter(|i| i["status"] == "requires_capture" || i["status"] == "succeeded")
         .collect();
     assert!(held.is_empty(), "nothing authorized or charged: {held:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_capture_that_went_through_after_the_worker_gave_up_completes_the_saga_by_webhook() {
+    let proxy = StripeProxy::start(&stripe_base()).await;
+    // The capture reaches Stripe at once; its answer comes 3 s later, after the worker stopped
+    // waiting (1 s). Retrying the step would take 30 s (the tests' step timeout): the webhook
+    // is what completes the saga.
+    proxy.hold_answers(&["/capture"], Duration::from_secs(3));
+    let app = spawn_app_with(|c| {
+        use_stripe(c, &proxy.base);
+        c.workers.payment_gateway_timeout = Duration::from_secs(1);
+    })
+    .await;
+    subscribe_webhooks(&app).await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let id = app.place(&buyer, "stripe-late-capture", "pm_card_visa").await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let events = history(&order);
+    assert!(!events.iter().any(|e| e == "STEP_RETRIED"), "answered without a retry: {events:?}");
+    assert!(
+        webhook_events(&app, &id).await.iter().any(|k| k == "payment_intent.succeeded"),
+        "the capture was reported by webhook"
+    );
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("CAPTURED"));
+    let intents = at_provider(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(captured_charges(&intents[0]), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_authorization_answered_too_late_is_taken_over_by_the_retry_not_made_twice() {
+    let proxy = StripeProxy::start(&stripe_base()).await;
+    // Creating the intent works at Stripe, its answer is lost to the worker's timeout; the step
+    // is retried (after 2 s) and finds the intent instead of making a second one.
+    proxy.hold_answers(&["/v1/payment_intents"], Duration::from_secs(3));
+    let app = spawn_app_with(|c| {
+        use_stripe(c, &proxy.base);
+        c.workers.payment_gateway_timeout = Duration::from_secs(1);
+        c.saga.step_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+    let id = app.place(&buyer, "stripe-slow-authorize", "pm_card_visa").await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert!(history(&order).iter().any(|e| e == "STEP_RETRIED"), "{order}");
+    let intents = at_provider(&id).await;
+    assert_eq!(intents.len(), 1, "one intent however often it was asked for: {intents:?}");
+    assert_eq!(intents[0]["status"], "succeeded");
+    assert_eq!(captured_charges(&intents[0]), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_authorization_that_expired_before_its_capture_cancels_the_order() {
+    let proxy = StripeProxy::start(&stripe_base()).await;
+    // The authorization is gone at Stripe when the capture step reads it.
+    proxy.expire_authorizations(true);
+    let app = spawn_app_with(|c| use_stripe(c, &proxy.base)).await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "BAG-003", 1).await;
+    let stock = app.stock("BAG-003").await;
+    let id = app.place(&buyer, "stripe-expired", "pm_card_visa").await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    assert_eq!(order["cancelReason"], "PAYMENT_CAPTURE_FAILED");
+    assert_eq!(app.stock("BAG-003").await, stock, "the reservation was released");
+    let intents = at_provider(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(intents[0]["status"], "canceled");
+    assert_eq!(captured_charges(&intents[0]), 0, "nothing charged");
+    app.stop().await;
+}
+
+/// Posts `body` to the app's webhook endpoint with `signature`.
+async fn deliver(app: &TestApp, body: &[u8], signature: Option<&str>) -> (u16, Value) {
+    let mut request = app.http.post(app.url("/webhooks/stripe")).body(body.to_vec());
+    if let Some(s) = signature {
+        request = request.header("Stripe-Signature", s);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn webhooks_are_verified_and_recorded_once() {
+    let app = stripe_app().await;
+    let now = chrono::Utc::now().timestamp();
+    let body = serde_json::to_vec(&json!({
+        "id": format!("evt_{}", Uuid::new_v4().simple()), "type": "payment_intent.succeeded",
+        "data": { "object": { "object": "payment_intent", "id": "pi_unknown", "capture_method": "manual",
+                              "status": "succeeded", "metadata": { "order_id": Uuid::now_v7().to_string() } } }
+    }))
+    .unwrap();
+    let recorded = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM webhook_events")
+            .fetch_one(app.pool())
+            .await
+            .unwrap()
+    };
+
+    // Refused, and nothing recorded: no signature, another secret, an old one, a changed body.
+    let (status, answer) = deliver(&app, &body, None).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, _) = deliver(&app, &body, Some(&webhook::sign(&body, "whsec_other", now))).await;
+    assert_eq!(status, 400);
+    let (status, _) = deliver(&app, &body, Some(&webhook::sign(&body, WEBHOOK_SECRET, now - 3600))).await;
+    assert_eq!(status, 400);
+    let mut changed = body.clone();
+    changed.extend_from_slice(b" ");
+    let (status, _) = deliver(&app, &changed, Some(&webhook::sign(&body, WEBHOOK_SECRET, now))).await;
+    assert_eq!(status, 400);
+    assert_eq!(recorded().await, 0);
+
+    // Accepted once; the same event again changes nothing. Its order is not one of ours.
+    let signature = webhook::sign(&body, WEBHOOK_SECRET, now);
+    let (status, answer) = deliver(&app, &body, Some(&signature)).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("recorded")), "{answer}");
+    let (status, answer) = deliver(&app, &body, Some(&signature)).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("duplicate")), "{answer}");
+    assert_eq!(recorded().await, 1);
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for outcome in ["refused\"} 4", "recorded\"} 1", "duplicate\"} 1"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("ecommerce_saga_webhook_events_total") && l.ends_with(outcome)),
+            "{outcome} in {metrics}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_secret_there_is_no_webhook_endpoint() {
+    let app = spawn_app_with(|_| {}).await;
+    let (status, _) = deliver(&app, b"{}", Some("t=1,v1=00")).await;
+    assert_eq!(status, 404);
     app.stop().await;
 }

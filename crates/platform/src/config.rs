@@ -154,6 +154,11 @@ pub struct ApiConfig {
     pub cors_allowed_origins: Vec<String>,
     /// gzip for responses when the client accepts it.
     pub compression: bool,
+    /// The signing secret of the Stripe webhook endpoint (`POST /webhooks/stripe`, served only
+    /// when set).
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// How far a webhook's signature timestamp may be from now.
+    pub stripe_webhook_tolerance: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -414,6 +419,10 @@ pub struct Settings {
     stripe_api_base: String,
     #[arg(long, env = "STRIPE_SECRET_KEY")]
     stripe_secret_key: Option<String>,
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET")]
+    stripe_webhook_secret: Option<String>,
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_S", default_value = "300")]
+    stripe_webhook_tolerance_s: u64,
 }
 
 /// A listening address, or none (`off`).
@@ -559,6 +568,11 @@ impl Settings {
                 http_body_limit: self.http_body_limit_bytes,
                 cors_allowed_origins: self.cors_allowed_origins.0,
                 compression: self.http_compression,
+                stripe_webhook_secret: self
+                    .stripe_webhook_secret
+                    .filter(|k| !k.is_empty())
+                    .map(SecretString::from),
+                stripe_webhook_tolerance: Duration::from_secs(self.stripe_webhook_tolerance_s),
             },
             orchestrator: OrchestratorConfig {
                 metrics_addr: self.orchestrator_metrics_addr.0,

@@ -49,6 +49,14 @@ struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    /// `stripe`.
+    provider: String,
+    /// `replied` (the saga was answered), `recorded`, `duplicate`, `refused` (bad signature).
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RepairLabels {
     /// `RETRY_STEP`, `RESUME`, `FORCE_COMPENSATE`, `FORCE_COMPLETE`.
     action: String,
@@ -100,6 +108,7 @@ pub struct Metrics {
     handle_duration: Family<OutcomeLabels, Histogram>,
     messages: Family<OutcomeLabels, Counter>,
     repairs: Family<RepairLabels, Counter>,
+    webhooks: Family<WebhookLabels, Counter>,
     live_updates: Counter,
     /// Inbox counts of consumers, copied into `messages` at scrape.
     consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
@@ -177,6 +186,12 @@ impl Metrics {
             "Operator actions on sagas, by action and outcome (applied, replayed, refused, failed)",
             repairs.clone(),
         );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_events",
+            "Payment provider webhook deliveries, by provider and outcome (replied, recorded, duplicate, refused)",
+            webhooks.clone(),
+        );
         let live_updates = Counter::default();
         registry.register(
             "live_updates_received",
@@ -186,6 +201,7 @@ impl Metrics {
         Metrics {
             live_updates,
             repairs,
+            webhooks,
             registry,
             graphql,
             operations: Mutex::default(),
@@ -243,6 +259,12 @@ impl Metrics {
     pub fn saga_repair(&self, action: &str, outcome: &str) {
         let labels = RepairLabels { action: action.to_string(), outcome: outcome.to_string() };
         self.repairs.get_or_create(&labels).inc();
+    }
+
+    /// A webhook delivery's outcome.
+    pub fn webhook(&self, provider: &str, outcome: &str) {
+        let labels = WebhookLabels { provider: provider.to_string(), outcome: outcome.to_string() };
+        self.webhooks.get_or_create(&labels).inc();
     }
 
     /// Reports `stats` (new and duplicate messages, as the inbox decided) under `consumer`.

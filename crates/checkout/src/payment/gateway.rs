@@ -31,7 +31,11 @@ pub trait PaymentGateway: Send + Sync {
         currency: &str,
     ) -> Result<Authorization, GatewayError>;
     async fn capture(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
-    async fn void(&self, order_id: Uuid, reference: &str) -> Result<(), GatewayError>;
+    /// Releases what the provider holds (or has taken) for the order: the authorization at
+    /// `reference`, or, with no reference recorded (the worker stopped between asking for an
+    /// authorization and recording it), whatever the provider made for the order. Done when
+    /// nothing is held any more; a capture that went through meanwhile is refunded.
+    async fn void(&self, order_id: Uuid, reference: Option<&str>) -> Result<(), GatewayError>;
     async fn refund(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
 }
 
@@ -89,7 +93,7 @@ impl PaymentGateway for TestGateway {
         }
     }
 
-    async fn void(&self, _order_id: Uuid, _reference: &str) -> Result<(), GatewayError> {
+    async fn void(&self, _order_id: Uuid, _reference: Option<&str>) -> Result<(), GatewayError> {
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 pub mod gateway;
 pub mod store;
 pub mod stripe;
+pub mod webhook;
 pub mod worker;
 
 pub use gateway::{GatewayError, PaymentGateway, TestGateway};

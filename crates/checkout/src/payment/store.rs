@@ -102,7 +102,7 @@ pub async fn transition<'e>(
 ) -> Result<bool, sqlx::Error> {
     let r = sqlx::query!(
         "UPDATE payments SET status = $3, gateway_ref = COALESCE($4, gateway_ref),
-             reason = COALESCE($5, reason), updated_at = now()
+             reason = COALESCE($5, reason), call_until = NULL, updated_at = now()
          WHERE order_id = $1 AND status = $2",
         order_id,
         from.as_str(),
@@ -113,6 +113,32 @@ pub async fn transition<'e>(
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Takes the lease to call the provider for the order's payment while it is in `status`, for
+/// `lease`; `false` when another delivery holds it (or the payment moved on).
+pub async fn lease_call<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+    status: PaymentStatus,
+    lease: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query!(
+        "UPDATE payments SET call_until = now() + make_interval(secs => $3)
+         WHERE order_id = $1 AND status = $2 AND (call_until IS NULL OR call_until < now())",
+        order_id,
+        status.as_str(),
+        lease.as_secs_f64(),
+    )
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Gives the lease back (the call ended without an outcome to record).
+pub async fn release_call<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE payments SET call_until = NULL WHERE order_id = $1", order_id).execute(db).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Stripe's PaymentIntents API as a [`PaymentGateway`]: authorize creates and confirms an intent
-//! with `capture_method=manual`, capture captures it, void cancels it, refund refunds it.
+//! with `capture_method=manual`, capture captures it, void cancels it (or refunds a capture that went
+//! through meanwhile), refund refunds it.
 //!
 //! Every call carries an `Idempotency-Key` made of the order id and the step, so a retried call is
 //! the same call at Stripe. Not every server honours the key (localstripe, the fake the tests run
@@ -112,6 +113,29 @@ impl StripeGateway {
     }
 }
 
+impl StripeGateway {
+    /// Leaves nothing held by `intent`: cancels it, or refunds it when it was captured.
+    async fn release(&self, order_id: Uuid, intent: &Value) -> Result<(), GatewayError> {
+        let reference = intent["id"].as_str().unwrap_or_default();
+        match intent["status"].as_str() {
+            Some("canceled") => Ok(()),
+            Some("succeeded") => {
+                // What was captured (localstripe has no `amount_received`: the whole amount).
+                let captured = intent["amount_received"].as_i64().or_else(|| intent["amount"].as_i64());
+                self.refund(order_id, reference, captured.unwrap_or(0)).await
+            }
+            _ => self
+                .post(
+                    &format!("/v1/payment_intents/{reference}/cancel"),
+                    &format!("{order_id}:void:{reference}"),
+                    &[],
+                )
+                .await
+                .map(|_| ()),
+        }
+    }
+}
+
 /// A reqwest error's text without the URL (which is harmless here, but error texts go to logs
 /// and replies; keep them short).
 fn without_url(e: &reqwest::Error) -> String {
@@ -193,15 +217,15 @@ impl PaymentGateway for StripeGateway {
             .map(|_| ())
     }
 
-    async fn void(&self, order_id: Uuid, reference: &str) -> Result<(), GatewayError> {
-        match self.intent(reference).await?["status"].as_str() {
-            Some("canceled") => return Ok(()),
-            Some("succeeded") => return Err(GatewayError::Declined("already_captured".into())),
-            _ => {}
+    async fn void(&self, order_id: Uuid, reference: Option<&str>) -> Result<(), GatewayError> {
+        let intents = match reference {
+            Some(reference) => vec![self.intent(reference).await?],
+            None => self.intents_of(order_id).await?,
+        };
+        for intent in intents {
+            self.release(order_id, &intent).await?;
         }
-        self.post(&format!("/v1/payment_intents/{reference}/cancel"), &format!("{order_id}:void"), &[])
-            .await
-            .map(|_| ())
+        Ok(())
     }
 
     async fn refund(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {

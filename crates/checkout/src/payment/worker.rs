@@ -8,6 +8,12 @@
 //! The gateway's answer is recorded in the same transaction as the inbox claim and the reply
 //! (authorize: two commits, capture: one): a crash before that commit leaves the row as it was,
 //! and the redelivered command asks the gateway again under the same idempotency key.
+//!
+//! Only one delivery at a time calls the gateway for an order: it takes a lease on the payment
+//! row first (`call_until`), and a concurrent delivery of the same command (a broker duplicate,
+//! an orchestrator retry) that finds the lease held sends no reply and leaves the answer to the
+//! holder. The lease ends with the recorded outcome, or after the gateway timeout when its
+//! holder died; the next retry then asks again, and the gateway finds what the first call did.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +69,13 @@ enum Contested {
 impl PaymentWorker {
     pub fn new(pool: PgPool, gateway: Arc<dyn PaymentGateway>, gateway_timeout: Duration) -> Self {
         Self { pool, gateway, gateway_timeout }
+    }
+
+    /// How long a delivery holds the right to call the gateway for an order: its call is cut
+    /// off after `gateway_timeout`, and recording the answer takes a moment more. A worker that
+    /// died holding it holds it no longer than this.
+    fn lease(&self) -> Duration {
+        self.gateway_timeout + Duration::from_secs(1)
     }
 
     async fn call<T>(
@@ -122,7 +135,7 @@ impl PaymentWorker {
                         (Contested::Authorized { reference }, Status::Voided | Status::Refunded) => {
                             tx.rollback().await?;
                             warn!("authorization completed after the payment was voided; voiding it");
-                            self.call(self.gateway.void(envelope.order_id, &reference))
+                            self.call(self.gateway.void(envelope.order_id, Some(&reference)))
                                 .await
                                 .map_err(|e| AppError::Internal(e.to_string()))?;
                             let declined = Reply {
@@ -198,6 +211,11 @@ impl PaymentWorker {
                 Status::Pending => {}
             }
         }
+        if !store::lease_call(&self.pool, env.order_id, Status::Pending, self.lease()).await? {
+            info!("another delivery is asking the gateway; it will answer");
+            return Ok(Finish::Reply(None));
+        }
+        info!("asking the gateway to authorize");
         match self.call(self.gateway.authorize(env.order_id, token, amount, currency)).await {
             Ok(auth) => Ok(Finish::Move {
                 from: Status::Pending,
@@ -221,6 +239,7 @@ impl PaymentWorker {
             Err(GatewayError::Unavailable(why)) => {
                 // Unknown outcome: send no reply. The orchestrator's step timeout retries or compensates.
                 warn!(%why, "gateway did not answer; leaving the step to the orchestrator's timeout");
+                store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(None))
             }
         }
@@ -243,6 +262,11 @@ impl PaymentWorker {
                 )))
             }
         }
+        if !store::lease_call(&self.pool, env.order_id, Status::Authorized, self.lease()).await? {
+            info!("another delivery is capturing; it will answer");
+            return Ok(Finish::Reply(None));
+        }
+        info!("asking the gateway to capture");
         let reference = p.gateway_ref.unwrap_or_default();
         match self.call(self.gateway.capture(env.order_id, &reference, p.amount_minor)).await {
             Ok(()) => Ok(Finish::Move {
@@ -254,10 +278,12 @@ impl PaymentWorker {
                 contested: Contested::Captured { reference, amount: p.amount_minor },
             }),
             Err(GatewayError::Declined(reason)) => {
+                store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(reply(ReplyKind::PaymentCaptureFailed, Some(reason))))
             }
             Err(GatewayError::Unavailable(why)) => {
                 warn!(%why, "capture outcome unknown; leaving it to the orchestrator's timeout");
+                store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(None))
             }
         }
@@ -273,9 +299,16 @@ impl PaymentWorker {
             .ok_or_else(|| AppError::Internal("payment row vanished".into()))?;
         let reference = p.gateway_ref.clone().unwrap_or_default();
         let (from, to) = match p.status {
-            Status::Pending => (Status::Pending, Status::Voided),
+            Status::Pending => {
+                // An authorization may have been asked for and its answer lost: whatever the
+                // provider made for the order is released before the payment is closed.
+                self.call(self.gateway.void(env.order_id, None))
+                    .await
+                    .map_err(|e| AppError::Internal(e.to_string()))?;
+                (Status::Pending, Status::Voided)
+            }
             Status::Authorized => {
-                self.call(self.gateway.void(env.order_id, &reference))
+                self.call(self.gateway.void(env.order_id, Some(&reference)))
                     .await
                     .map_err(|e| AppError::Internal(e.to_string()))?;
                 (Status::Authorized, Status::Voided)

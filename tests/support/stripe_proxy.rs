@@ -1,0 +1,151 @@
+//! A fault-injecting HTTP proxy in front of localstripe (the way toxiproxy sits in front of a
+//! database): every request goes through to the real fake server, and the proxy only decides
+//! *when* the answer comes back, or changes the provider's state first, the way the network and
+//! the provider misbehave in production.
+//!
+//! - `hold_answers(paths, d)`: POSTs whose path ends with one of `paths` reach the provider at
+//!   once; their answers are held back `d`. The provider did it, the caller gives up waiting: an
+//!   outcome our side never hears of (except by webhook).
+//! - `expire_authorizations(true)`: an authorization is cancelled at the provider the moment the
+//!   caller reads it, as an authorization that expired before its capture.
+//! - `creates_in_flight()`, `captures_in_flight()`: calls whose answers have not gone back yet;
+//!   a harness kills a worker while one is non-zero, to crash it in the middle of the call.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Default)]
+struct Faults {
+    held: Vec<String>,
+    hold: Duration,
+}
+
+struct Shared {
+    upstream: String,
+    http: reqwest::Client,
+    faults: Mutex<Faults>,
+    expire: AtomicBool,
+    creates: AtomicUsize,
+    captures: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct StripeProxy {
+    pub base: String,
+    shared: Arc<Shared>,
+}
+
+impl StripeProxy {
+    /// Starts a proxy to `upstream` on a free port; it runs as long as the runtime does.
+    pub async fn start(upstream: &str) -> StripeProxy {
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            faults: Mutex::default(),
+            expire: AtomicBool::new(false),
+            creates: AtomicUsize::new(0),
+            captures: AtomicUsize::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(forward).with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        StripeProxy { base, shared }
+    }
+
+    pub fn hold_answers(&self, paths: &[&str], hold: Duration) {
+        *self.shared.faults.lock().unwrap() =
+            Faults { held: paths.iter().map(|p| p.to_string()).collect(), hold };
+    }
+
+    pub fn expire_authorizations(&self, on: bool) {
+        self.shared.expire.store(on, Ordering::SeqCst);
+    }
+
+    /// Intents being created (authorizations) whose answer has not gone back.
+    pub fn creates_in_flight(&self) -> usize {
+        self.shared.creates.load(Ordering::SeqCst)
+    }
+
+    /// Captures whose answer has not gone back.
+    pub fn captures_in_flight(&self) -> usize {
+        self.shared.captures.load(Ordering::SeqCst)
+    }
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn forward(State(s): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    let path = parts.uri.path().to_string();
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let counter = match (&parts.method, path.as_str()) {
+        (&Method::POST, "/v1/payment_intents") => Some(&s.creates),
+        (&Method::POST, p) if p.ends_with("/capture") => Some(&s.captures),
+        _ => None,
+    };
+    let _guard = counter.map(|c| {
+        c.fetch_add(1, Ordering::SeqCst);
+        InFlight(c)
+    });
+    if s.expire.load(Ordering::SeqCst) && parts.method == Method::GET {
+        if let Some(id) = path.strip_prefix("/v1/payment_intents/").filter(|id| id.starts_with("pi_")) {
+            let _ = send(
+                &s,
+                Method::POST,
+                &format!("/v1/payment_intents/{id}/cancel"),
+                &parts.headers,
+                Bytes::new(),
+            )
+            .await;
+        }
+    }
+    let answer = send(&s, parts.method.clone(), &path_and_query, &parts.headers, body).await;
+    let hold = {
+        let f = s.faults.lock().unwrap();
+        let held = parts.method == Method::POST && f.held.iter().any(|p| path.ends_with(p.as_str()));
+        held.then_some(f.hold)
+    };
+    if let Some(hold) = hold {
+        tokio::time::sleep(hold).await;
+    }
+    match answer {
+        Ok((status, body)) => (status, [("content-type", "application/json")], body).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
+    }
+}
+
+async fn send(
+    s: &Shared,
+    method: Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Body), String> {
+    let mut request = s.http.request(method, format!("{}{path_and_query}", s.upstream)).body(body);
+    for name in ["authorization", "content-type", "idempotency-key"] {
+        if let Some(v) = headers.get(name) {
+            request = request.header(name, v.clone());
+        }
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, Body::from(body)))
+}
