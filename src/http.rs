@@ -49,7 +49,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::monitor::routes())
-        .merge(crate::webhooks::routes())
+        .merge(crate::webhooks::routes(&state.api.config.api, state.api.pool.clone(), state.metrics.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(axum::middleware::from_fn_with_state(limit, refuse_oversized_bodies));

@@ -4,6 +4,9 @@
 //! signed event (delivering it again will not help), `500` when the event could not be recorded
 //! (Stripe retries), `200` once it is recorded, including for a duplicate.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,22 +16,36 @@ use axum::{Json, Router};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::http::HttpState;
 use ecommerce_checkout::payment::webhook::{self, Applied, PROVIDER};
-use ecommerce_platform::config::ExposeSecret;
+use ecommerce_platform::config::{ApiConfig, ExposeSecret, SecretString};
+use ecommerce_platform::metrics::Metrics;
 
-pub fn routes() -> Router<HttpState> {
-    Router::new().route("/webhooks/stripe", post(stripe))
+/// What the webhook endpoints need.
+#[derive(Clone)]
+struct Webhooks {
+    pool: sqlx::PgPool,
+    metrics: Arc<Metrics>,
+    secret: SecretString,
+    tolerance: Duration,
 }
 
-async fn stripe(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    let api = &s.api.config.api;
-    let Some(secret) = &api.stripe_webhook_secret else {
-        return StatusCode::NOT_FOUND.into_response();
+/// The webhook routes; none when `STRIPE_WEBHOOK_SECRET` is not set.
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    config: &ApiConfig,
+    pool: sqlx::PgPool,
+    metrics: Arc<Metrics>,
+) -> Router<S> {
+    let Some(secret) = config.stripe_webhook_secret.clone() else {
+        return Router::new();
     };
+    let state = Webhooks { pool, metrics, secret, tolerance: config.stripe_webhook_tolerance };
+    Router::new().route("/webhooks/stripe", post(stripe)).with_state(state)
+}
+
+async fn stripe(State(s): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
-    let event = webhook::verify(signature, &body, secret.expose_secret(), now, api.stripe_webhook_tolerance)
+    let event = webhook::verify(signature, &body, s.secret.expose_secret(), now, s.tolerance)
         .and_then(|()| webhook::read_event(&body));
     let event = match event {
         Ok(event) => event,
@@ -40,7 +57,7 @@ async fn stripe(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> 
     };
     let span = tracing::info_span!("webhook", provider = PROVIDER, event = %event.id, kind = %event.kind,
         order_id = ?event.order_id);
-    match webhook::apply(&s.api.pool, &event).instrument(span).await {
+    match webhook::apply(&s.pool, &event).instrument(span).await {
         Ok(applied) => {
             let outcome = match applied {
                 Applied::Duplicate => "duplicate",

@@ -119,13 +119,14 @@ async fn a_refused_card_cancels_the_order_and_leaves_no_authorization_behind() {
 #[tokio::test]
 async fn a_capture_that_went_through_after_the_worker_gave_up_completes_the_saga_by_webhook() {
     let proxy = StripeProxy::start(&stripe_base()).await;
-    // The capture reaches Stripe at once; its answer comes 3 s later, after the worker stopped
-    // waiting (1 s). Retrying the step would take 30 s (the tests' step timeout): the webhook
-    // is what completes the saga.
-    proxy.hold_answers(&["/capture"], Duration::from_secs(3));
+    // The capture reaches Stripe at once and its answer never comes back in time: the worker
+    // stops waiting after 5 s (time enough to read the intent first, however loaded the
+    // machine). Retrying the step would take 30 s (the tests' step timeout): the webhook, sent a
+    // second after the capture, is what completes the saga.
+    proxy.hold_answers(&["/capture"], Duration::from_secs(120));
     let app = spawn_app_with(|c| {
         use_stripe(c, &proxy.base);
-        c.workers.payment_gateway_timeout = Duration::from_secs(1);
+        c.workers.payment_gateway_timeout = Duration::from_secs(5);
     })
     .await;
     subscribe_webhooks(&app).await;

@@ -30,6 +30,18 @@ pub trait PaymentGateway: Send + Sync {
         amount_minor: i64,
         currency: &str,
     ) -> Result<Authorization, GatewayError>;
+    /// The first authorization ever asked for the order (no earlier attempt can have reached
+    /// the provider), so nothing needs looking up first. The same as `authorize` unless a
+    /// gateway can skip that lookup.
+    async fn authorize_first(
+        &self,
+        order_id: Uuid,
+        token: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<Authorization, GatewayError> {
+        self.authorize(order_id, token, amount_minor, currency).await
+    }
     async fn capture(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
     /// Releases what the provider holds (or has taken) for the order: the authorization at
     /// `reference`, or, with no reference recorded (the worker stopped between asking for an

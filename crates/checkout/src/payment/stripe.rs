@@ -190,6 +190,18 @@ impl PaymentGateway for StripeGateway {
         if let Some(existing) = self.intents_of(order_id).await?.into_iter().next() {
             return authorized(&existing);
         }
+        self.authorize_first(order_id, token, amount_minor, currency).await
+    }
+
+    /// Creates the intent without looking for one first (the lookup lists intents where the
+    /// server has no search: only retries pay for it).
+    async fn authorize_first(
+        &self,
+        order_id: Uuid,
+        token: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<Authorization, GatewayError> {
         let form = [
             ("amount", amount_minor.to_string()),
             ("currency", currency.to_ascii_lowercase()),

@@ -192,7 +192,8 @@ impl PaymentWorker {
         currency: &str,
         token: &str,
     ) -> Result<Finish, AppError> {
-        if !store::insert_pending(&self.pool, env.order_id, amount, currency).await? {
+        let first = store::insert_pending(&self.pool, env.order_id, amount, currency).await?;
+        if !first {
             let p = store::load(&self.pool, env.order_id)
                 .await?
                 .ok_or_else(|| AppError::Internal("payment row vanished".into()))?;
@@ -216,7 +217,15 @@ impl PaymentWorker {
             return Ok(Finish::Reply(None));
         }
         info!("asking the gateway to authorize");
-        match self.call(self.gateway.authorize(env.order_id, token, amount, currency)).await {
+        // The delivery that wrote the PENDING row makes the first call: no earlier one can have
+        // reached the provider. Later ones (the row was PENDING already) may follow a call whose
+        // answer was lost, and the gateway looks for what it did.
+        let asked = if first {
+            self.gateway.authorize_first(env.order_id, token, amount, currency)
+        } else {
+            self.gateway.authorize(env.order_id, token, amount, currency)
+        };
+        match self.call(asked).await {
             Ok(auth) => Ok(Finish::Move {
                 from: Status::Pending,
                 to: Status::Authorized,
