@@ -48,7 +48,7 @@ pub async fn run_api(
         mongo,
         keys,
         auth,
-        saga: s.saga.clone(),
+        sagas: s.sagas.clone(),
         feed: EventFeed::start(s.pool.clone(), s.transport.clone(), s.metrics.clone(), shutdown.clone()),
         config: s.config.clone(),
         metrics: s.metrics.clone(),

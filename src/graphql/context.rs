@@ -8,7 +8,7 @@ use async_graphql::Context;
 use sqlx::PgPool;
 
 use ecommerce_checkout::saga::feed::EventFeed;
-use ecommerce_checkout::saga::SagaDefinition;
+use ecommerce_checkout::saga::Sagas;
 use ecommerce_platform::config::Config;
 use ecommerce_platform::error::AppError;
 use ecommerce_platform::metrics::Metrics;
@@ -23,7 +23,7 @@ pub struct ApiState {
     pub mongo: Mongo,
     pub keys: Arc<KeyRing>,
     pub auth: Arc<AuthService>,
-    pub saga: Arc<SagaDefinition>,
+    pub sagas: Arc<Sagas>,
     pub feed: EventFeed,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,

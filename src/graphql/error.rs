@@ -28,7 +28,10 @@ pub fn code_of(e: &AppError) -> &'static str {
         AppError::BadInput(_) => BAD_USER_INPUT,
         // Where a refusal is not a `userErrors` entry (a field without a payload).
         AppError::Refused(r) => match r.code {
-            UserErrorCode::OrderAlreadyConfirmed | UserErrorCode::OrderAlreadyCancelled => CONFLICT,
+            UserErrorCode::OrderAlreadyConfirmed
+            | UserErrorCode::OrderAlreadyCancelled
+            | UserErrorCode::OrderNotConfirmed
+            | UserErrorCode::RefundWindowClosed => CONFLICT,
             UserErrorCode::OrderNotFound => NOT_FOUND,
             _ => BAD_USER_INPUT,
         },

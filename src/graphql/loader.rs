@@ -1,5 +1,5 @@
 //! DataLoaders: what a page of objects asks of each of them is read in one query per request
-//! batch: products and stock levels of order lines and cart items, and the lines, saga and saga
+//! batch: products and stock levels of order lines and cart items, and the lines, sagas and saga
 //! events of a page of orders.
 
 use std::collections::HashMap;
@@ -60,18 +60,28 @@ impl Loader<Uuid> for OrderLinesLoader {
     }
 }
 
-/// An order's saga, by order id.
+/// An order's saga of one definition, by (order id, definition name).
 pub struct SagaByOrderLoader {
     pub pool: PgPool,
 }
 
-impl Loader<Uuid> for SagaByOrderLoader {
+impl Loader<(Uuid, String)> for SagaByOrderLoader {
     type Value = SagaSummary;
     type Error = std::sync::Arc<sqlx::Error>;
 
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, SagaSummary>, Self::Error> {
-        let sagas = store::summaries_by_orders(&self.pool, keys).await.map_err(std::sync::Arc::new)?;
-        Ok(sagas.into_iter().map(|s| (s.order_id, s)).collect())
+    async fn load(
+        &self,
+        keys: &[(Uuid, String)],
+    ) -> Result<HashMap<(Uuid, String), SagaSummary>, Self::Error> {
+        let mut orders: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        orders.sort();
+        orders.dedup();
+        let sagas = store::summaries_by_orders(&self.pool, &orders).await.map_err(std::sync::Arc::new)?;
+        Ok(sagas
+            .into_iter()
+            .map(|s| ((s.order_id, s.definition.clone()), s))
+            .filter(|(key, _)| keys.contains(key))
+            .collect())
     }
 }
 

@@ -5,9 +5,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use uuid::Uuid;
 
-use ecommerce_checkout::order::{service, Order, OrderLine};
+use ecommerce_checkout::order::{refund, service, Order, OrderLine};
 use ecommerce_checkout::page::Cursor;
-use ecommerce_checkout::saga::{store, FailureReason, SagaStatus};
+use ecommerce_checkout::saga::{store, FailureReason, SagaStatus, CHECKOUT, REFUND};
 use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::AppError;
 use ecommerce_storefront::mongo::carts;
@@ -19,6 +19,7 @@ use super::loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader};
 use super::node::{order_uuid, NodeId};
 use super::page::{self, connection, PageRequest};
 use super::payload::{split, OrderPayload};
+use super::saga::SagaTypeGql;
 use super::saga::{known, SagaEventGql, SagaGql};
 use super::types::{MoneyGql, OrderStatusGql};
 
@@ -115,9 +116,19 @@ impl OrderGql {
     /// The checkout saga: its progress step by step.
     // Batched: a page of orders reads all their sagas in one query.
     async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
+        self.saga_of(ctx, CHECKOUT).await
+    }
+    /// The refund saga, once a refund was asked for (`requestRefund`); `null` before.
+    async fn refund(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
+        self.saga_of(ctx, REFUND).await
+    }
+}
+
+impl OrderGql {
+    async fn saga_of(&self, ctx: &Context<'_>, definition: &'static str) -> Result<Option<SagaGql>> {
         let s = ctx
             .data_unchecked::<DataLoader<SagaByOrderLoader>>()
-            .load_one(self.0.id)
+            .load_one((self.0.id, definition.to_string()))
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(s.map(SagaGql))
@@ -210,7 +221,7 @@ impl OrderMutation {
         let placed = ecommerce_storefront::order::place(
             &s.pool,
             &s.mongo,
-            &s.saga,
+            &s.sagas.checkout,
             u.id,
             &idempotency_key,
             &payment_token,
@@ -235,7 +246,7 @@ impl OrderMutation {
         let s = state(ctx);
         let cancelled = match parse_id(&order_id) {
             Err(_) => Err(AppError::refused(UserErrorCode::InvalidOrderId, "not a valid order id")),
-            Ok(id) => match service::cancel(&s.pool, &s.saga, u.id, id).await {
+            Ok(id) => match service::cancel(&s.pool, &s.sagas.checkout, u.id, id).await {
                 // Someone else's order is as absent as one that never was.
                 Err(AppError::NotFound(_)) => {
                     Err(AppError::refused(UserErrorCode::OrderNotFound, "you have no order with this id"))
@@ -244,6 +255,31 @@ impl OrderMutation {
             },
         };
         let (order, user_errors) = split(cancelled)?;
+        Ok(OrderPayload { order: order.map(OrderGql), user_errors })
+    }
+
+    /// Asks for a confirmed order's money back: starts its refund saga (refund the payment,
+    /// return the stock, mark the order `REFUNDED`) and returns the order, `REFUNDING`. Buyers
+    /// may refund their own orders within the shop's refund window; operators any order. One
+    /// refund per order: asked again, it returns the order with the refund it has (`refund`).
+    /// Follow progress with `orderEvents(orderId, saga: REFUND)` or `myOrders`.
+    async fn request_refund(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order's id.")] order_id: ID,
+        #[graphql(desc = "Why (1 to 500 characters), kept in the refund's history.")] reason: String,
+    ) -> Result<OrderPayload> {
+        let u = user(ctx)?;
+        let s = state(ctx);
+        let who = refund::Requester { user_id: u.id, operator: u.has(crate::auth::Role::Operator) };
+        let requested = match parse_id(&order_id) {
+            Err(_) => Err(AppError::refused(UserErrorCode::InvalidOrderId, "not a valid order id")),
+            Ok(id) => {
+                let window = s.config.api.refund_window;
+                refund::request(&s.pool, &s.sagas.refund, id, who, &reason, window, &trace_id(ctx)).await
+            }
+        };
+        let (order, user_errors) = split(requested)?;
         Ok(OrderPayload { order: order.map(OrderGql), user_errors })
     }
 }
@@ -290,7 +326,8 @@ impl OrderSubscription {
 
     /// The order's saga events in order: first those already recorded, then live ones, ending
     /// with `COMPLETED` or `COMPENSATED`. A client that reconnects passes the last `sequence` it
-    /// got as `afterSequence` and resumes there instead of replaying.
+    /// got as `afterSequence` and resumes there instead of replaying. `saga: REFUND` follows the
+    /// order's refund (`NOT_FOUND` until one was asked for).
     async fn order_events(
         &self,
         ctx: &Context<'_>,
@@ -301,15 +338,20 @@ impl OrderSubscription {
             desc = "Only events after this sequence number (0, the default: every event)."
         )]
         after_sequence: i32,
+        #[graphql(
+            default_with = "SagaTypeGql::Checkout",
+            desc = "Which of the order's sagas (its checkout by default)."
+        )]
+        saga: SagaTypeGql,
     ) -> Result<BoxStream<'static, Result<SagaEventGql>>> {
         let u = user(ctx)?;
         let id = parse_id(&order_id)?;
         let s = state(ctx);
         let order = service::get(&s.pool, u.id, id).await?;
-        let saga = store::summary_by_order(&s.pool, order.id)
+        let saga = store::summary_by_order(&s.pool, order.id, saga.definition())
             .await
             .map_err(AppError::from)?
-            .ok_or(AppError::NotFound("order"))?;
+            .ok_or(AppError::NotFound(if saga == SagaTypeGql::Refund { "refund" } else { "order" }))?;
         let finished = SagaStatus::parse(&saga.status).is_some_and(|st| st.is_terminal());
         if finished && after_sequence >= saga.event_count {
             // The client saw the end already: nothing more will come.

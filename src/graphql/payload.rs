@@ -31,7 +31,13 @@ fn field_of(code: UserErrorCode) -> Option<&'static str> {
         InvalidQuantity | LineQuantityTooLarge => Some("quantity"),
         InvalidIdempotencyKey => Some("idempotencyKey"),
         InvalidPaymentToken => Some("paymentToken"),
-        InvalidOrderId | OrderNotFound | OrderAlreadyConfirmed | OrderAlreadyCancelled => Some("orderId"),
+        InvalidOrderId
+        | OrderNotFound
+        | OrderAlreadyConfirmed
+        | OrderAlreadyCancelled
+        | OrderNotConfirmed
+        | RefundWindowClosed => Some("orderId"),
+        InvalidRefundReason => Some("reason"),
         TooManyLines | EmptyCart | NoLongerSold | TotalTooLarge | MixedCurrencies => None,
     }
 }
@@ -82,7 +88,7 @@ mod tests {
     fn every_code_names_its_argument_or_none_on_purpose() {
         // A new code must be placed in `field_of` (the match is exhaustive); this pins the ones
         // that name an argument to arguments the mutations have.
-        let args = ["sku", "quantity", "idempotencyKey", "paymentToken", "orderId"];
+        let args = ["sku", "quantity", "idempotencyKey", "paymentToken", "orderId", "reason"];
         for code in UserErrorCode::iter() {
             if let Some(f) = field_of(code) {
                 assert!(args.contains(&f), "{code}: {f}");

@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
+use ecommerce_checkout::saga::definition::OrderEnd;
 use ecommerce_checkout::saga::machine::OperatorAction;
 use ecommerce_checkout::saga::operator as ops;
 use ecommerce_checkout::saga::store::{self, SagaEventRow, SagaSummary};
-use ecommerce_checkout::saga::{definition, EventKind, FailureReason, SagaDefinition, SagaStatus, Step};
+use ecommerce_checkout::saga::{
+    definition, EventKind, FailureReason, SagaDefinition, SagaStatus, Sagas, Step,
+};
 use ecommerce_platform::error::AppError;
 
 use super::context::{operator, state, OperatorOnly};
@@ -50,9 +53,54 @@ pub(super) fn known<T>(value: &str, parse: fn(&str) -> Option<T>, what: &str) ->
     parse(value).ok_or_else(|| AppError::Internal(format!("unknown {what} {value:?} in the database")).into())
 }
 
+/// Which saga: what it does to its order.
+#[derive(async_graphql::Enum, Copy, Clone, PartialEq, Eq)]
+#[graphql(name = "SagaType")]
+pub enum SagaTypeGql {
+    /// Reserves stock, authorizes and captures the payment, confirms the order (`placeOrder`).
+    Checkout,
+    /// Refunds the payment, returns the stock, marks the order `REFUNDED` (`requestRefund`).
+    Refund,
+}
+
+impl SagaTypeGql {
+    /// The definition's name, as stored with each saga.
+    pub fn definition(self) -> &'static str {
+        match self {
+            SagaTypeGql::Checkout => definition::CHECKOUT,
+            SagaTypeGql::Refund => definition::REFUND,
+        }
+    }
+}
+
+/// What a saga's order is once the saga is in `status`.
+fn order_status(def: &SagaDefinition, status: Option<SagaStatus>) -> OrderStatusGql {
+    let end = |e: OrderEnd| match e {
+        OrderEnd::Confirmed | OrderEnd::StaysConfirmed => OrderStatusGql::Confirmed,
+        OrderEnd::Cancelled => OrderStatusGql::Cancelled,
+        OrderEnd::Refunded => OrderStatusGql::Refunded,
+    };
+    match status {
+        Some(SagaStatus::Completed) => end(def.completed.order),
+        Some(SagaStatus::Compensated) => end(def.compensated.order),
+        _ if def.name == definition::REFUND => OrderStatusGql::Refunding,
+        _ => OrderStatusGql::Pending,
+    }
+}
+
 pub struct SagaGql(pub SagaSummary);
 
-/// An order's checkout: the steps it ran, where it is, and what undid what when something failed.
+impl SagaGql {
+    fn definition<'a>(&self, ctx: &Context<'a>) -> Result<&'a SagaDefinition> {
+        state(ctx).sagas.get(&self.0.definition).ok_or_else(|| {
+            AppError::Internal(format!("unknown saga definition {:?} in the database", self.0.definition))
+                .into()
+        })
+    }
+}
+
+/// An order's checkout or refund: the steps it ran, where it is, and what undid what when
+/// something failed.
 #[Object(name = "Saga")]
 impl SagaGql {
     /// The saga's global id.
@@ -71,27 +119,35 @@ impl SagaGql {
     async fn order_database_id(&self) -> String {
         self.0.order_id.to_string()
     }
+    /// Which saga this is: the order's checkout or its refund.
+    #[graphql(name = "type")]
+    async fn kind(&self) -> Result<SagaTypeGql> {
+        match self.0.definition.as_str() {
+            definition::CHECKOUT => Ok(SagaTypeGql::Checkout),
+            definition::REFUND => Ok(SagaTypeGql::Refund),
+            other => {
+                Err(AppError::Internal(format!("unknown saga definition {other:?} in the database")).into())
+            }
+        }
+    }
     /// Where the saga is.
     async fn status(&self) -> Result<SagaStatus> {
         known(&self.0.status, SagaStatus::parse, "saga status")
     }
-    /// The order's status as the saga leaves it: `PENDING` while it runs or compensates, then
-    /// `CONFIRMED` or `CANCELLED` (the saga's last transition writes both in one transaction).
-    async fn order_status(&self) -> OrderStatusGql {
-        match SagaStatus::parse(&self.0.status) {
-            Some(SagaStatus::Completed) => OrderStatusGql::Confirmed,
-            Some(SagaStatus::Compensated) => OrderStatusGql::Cancelled,
-            _ => OrderStatusGql::Pending,
-        }
+    /// The order's status as the saga leaves it. Checkout: `PENDING` while it runs or
+    /// compensates, then `CONFIRMED` or `CANCELLED`. Refund: `REFUNDING`, then `REFUNDED` or
+    /// (refused) `CONFIRMED`. The saga's last transition writes both in one transaction.
+    async fn order_status(&self, ctx: &Context<'_>) -> Result<OrderStatusGql> {
+        Ok(order_status(self.definition(ctx)?, SagaStatus::parse(&self.0.status)))
     }
     /// The step the saga is at (running, paused) or undoing (compensating); `null` once it has
     /// finished.
-    async fn step(&self, ctx: &Context<'_>) -> Option<Step> {
+    async fn step(&self, ctx: &Context<'_>) -> Result<Option<Step>> {
         if SagaStatus::parse(&self.0.status).is_some_and(|s| s.is_terminal()) {
-            return None;
+            return Ok(None);
         }
-        let steps = &state(ctx).saga.steps;
-        usize::try_from(self.0.step).ok().and_then(|i| steps.get(i)).map(|s| s.name)
+        let steps = &self.definition(ctx)?.steps;
+        Ok(usize::try_from(self.0.step).ok().and_then(|i| steps.get(i)).map(|s| s.name))
     }
     /// Why the saga compensated; `null` while nothing failed.
     async fn failure_reason(&self) -> Result<Option<FailureReason>> {
@@ -118,8 +174,8 @@ impl SagaGql {
         self.0.last_error.as_deref()
     }
     /// What happens next, or what an operator can do; `null` once finished.
-    async fn next_action(&self, ctx: &Context<'_>) -> Option<String> {
-        next_action(&state(ctx).saga, &self.0)
+    async fn next_action(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(next_action(self.definition(ctx)?, &self.0))
     }
     /// Operators only: every operator action on this saga, oldest first.
     #[graphql(guard = "OperatorOnly")]
@@ -159,6 +215,10 @@ fn next_action(def: &SagaDefinition, s: &SagaSummary) -> Option<String> {
         }
         SagaStatus::NeedsAttention if s.interrupted.as_deref() == Some("COMPENSATING") => Some(format!(
             "operator: retrySagaStep sends {compensation} again; resumeSaga if {name} was undone by hand"
+        )),
+        SagaStatus::NeedsAttention if def.past_pivot(s.step as usize) => Some(format!(
+            "operator: retrySagaStep sends {name} again; resumeSaga if it took effect; \
+             forceCompleteSaga finishes the saga (what is done cannot be undone)"
         )),
         SagaStatus::NeedsAttention => Some(format!(
             "operator: retrySagaStep sends {name} again; resumeSaga if it took effect; \
@@ -234,7 +294,7 @@ impl SagaQuery {
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<SagaConnection> {
         let s = state(ctx);
-        let f = filter.unwrap_or_default().to_filter(&s.saga)?;
+        let f = filter.unwrap_or_default().to_filter(&s.sagas)?;
         let after = match after {
             None => None,
             Some(c) => Some(ops::Cursor::decode(&c).ok_or(AppError::bad_input("after is not a cursor"))?),
@@ -301,7 +361,7 @@ impl SagaSubscription {
             }
             filter.status = status;
         }
-        let f = filter.to_filter(&s.saga)?;
+        let f = filter.to_filter(&s.sagas)?;
         Ok(s.feed.changes(f).map(|r| r.map(SagaGql).map_err(|e| AppError::from(e).into())))
     }
 }
@@ -310,6 +370,9 @@ impl SagaSubscription {
 #[derive(async_graphql::InputObject, Default)]
 #[graphql(name = "SagaFilter")]
 pub struct SagaFilterInput {
+    /// Sagas of this type.
+    #[graphql(name = "type")]
+    pub kind: Option<SagaTypeGql>,
     /// Sagas in this status.
     pub status: Option<SagaStatus>,
     /// Sagas at (or undoing) this step.
@@ -326,7 +389,8 @@ pub struct SagaFilterInput {
 
 impl SagaFilterInput {
     fn is_empty(&self) -> bool {
-        self.status.is_none()
+        self.kind.is_none()
+            && self.status.is_none()
             && self.step.is_none()
             && self.error_contains.is_none()
             && self.order_id.is_none()
@@ -334,16 +398,27 @@ impl SagaFilterInput {
             && self.unchanged_for_minutes.is_none()
     }
 
-    fn to_filter(&self, def: &SagaDefinition) -> Result<ops::Filter> {
-        let step =
-            match self.step {
-                None => None,
-                Some(name) => {
-                    Some(def.steps.iter().position(|s| s.name == name).ok_or_else(|| {
-                        AppError::Internal(format!("step {} is not in the saga", name.as_str()))
-                    })? as i32)
+    fn to_filter(&self, sagas: &Sagas) -> Result<ops::Filter> {
+        let mut definition = self.kind.map(|k| k.definition().to_string());
+        let step = match self.step {
+            None => None,
+            Some(name) => {
+                // A step belongs to one saga: filtering by it narrows to that saga's type.
+                let (def, i) = sagas.locate(name).ok_or_else(|| {
+                    AppError::Internal(format!("step {} is not in any saga", name.as_str()))
+                })?;
+                if definition.as_deref().is_some_and(|d| d != def.name) {
+                    return Err(AppError::bad_input(format!(
+                        "step {} is not a step of the {} saga",
+                        name.as_str(),
+                        definition.unwrap_or_default()
+                    ))
+                    .into());
                 }
-            };
+                definition = Some(def.name.to_string());
+                Some(i as i32)
+            }
+        };
         for minutes in [self.older_than_minutes, self.unchanged_for_minutes].into_iter().flatten() {
             if !(0..=525_600).contains(&minutes) {
                 return Err(AppError::bad_input("minutes must be between 0 and 525600").into());
@@ -360,6 +435,7 @@ impl SagaFilterInput {
             ),
         };
         Ok(ops::Filter {
+            definition,
             status: self.status.map(|s| s.as_str().to_string()),
             step,
             error_contains: self.error_contains.clone(),
@@ -472,7 +548,7 @@ async fn apply(
     let actor = actor(ctx)?;
     let id = parse_saga_id(&input.saga_id)?;
     let s = state(ctx);
-    let result = ops::act(&s.pool, &s.saga, id, action, &input.reason, &input.idempotency_key, &actor).await;
+    let result = ops::act(&s.pool, &s.sagas, id, action, &input.reason, &input.idempotency_key, &actor).await;
     let outcome = match &result {
         Ok(a) if a.replayed => "replayed",
         Ok(_) => "applied",
@@ -548,8 +624,9 @@ impl SagaMutation {
             return Err(AppError::bad_input("a bulk action needs a filter").into());
         }
         let s = state(ctx);
-        let f = filter.to_filter(&s.saga)?;
-        let out = ops::bulk(&s.pool, &s.saga, &f, action, &reason, &idempotency_key, &actor, dry_run).await?;
+        let f = filter.to_filter(&s.sagas)?;
+        let out =
+            ops::bulk(&s.pool, &s.sagas, &f, action, &reason, &idempotency_key, &actor, dry_run).await?;
         if !dry_run {
             for _ in 0..out.applied {
                 s.metrics.saga_repair(action.as_str(), "applied");

@@ -54,4 +54,9 @@ pub enum OrderStatusGql {
     Confirmed,
     /// Nothing was charged or kept: see `cancelReason`.
     Cancelled,
+    /// A refund was asked for and is running (`requestRefund`); it ends `REFUNDED`, or
+    /// `CONFIRMED` again when the payment provider refuses it.
+    Refunding,
+    /// The payment was given back and the units returned to stock.
+    Refunded,
 }

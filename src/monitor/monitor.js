@@ -3,7 +3,7 @@
 "use strict";
 
 const MAX_ROWS = 200;
-const SAGA_FIELDS = "id databaseId orderId orderDatabaseId orderStatus status step failureReason eventCount createdAt updatedAt attempt lastError nextAction";
+const SAGA_FIELDS = "id databaseId type orderId orderDatabaseId orderStatus status step failureReason eventCount createdAt updatedAt attempt lastError nextAction";
 const ACTION_NAMES = {
   retrySagaStep: "Retry the step of",
   resumeSaga: "Resume (the step took effect)",
@@ -60,6 +60,7 @@ function renderRow(saga, row) {
   order.title = saga.orderDatabaseId;
   row.replaceChildren(
     order,
+    cell(saga.type, `type type-${saga.type}`),
     cell(saga.orderStatus, `order-status order-${saga.orderStatus}`),
     cell(saga.status, `status status-${saga.status}`),
     cell(saga.step || "DONE", "step"),
@@ -71,6 +72,7 @@ function renderRow(saga, row) {
   row.dataset.sagaId = saga.id;
   row.dataset.orderId = saga.orderId;
   row.dataset.status = saga.status;
+  row.dataset.type = saga.type;
   row.dataset.orderStatus = saga.orderStatus;
 }
 

@@ -106,10 +106,22 @@ const CASES: &[Case] = &[
         doc: "mutation($bob_order: ID!) { cancelOrder(orderId: $bob_order) { order { id status } userErrors { code } } }",
     },
     Case {
+        root: "Mutation",
+        field: "requestRefund",
+        rule: Rule::ById,
+        doc: "mutation($bob_order: ID!) { requestRefund(orderId: $bob_order, reason: \"mine\") { order { id status } userErrors { code } } }",
+    },
+    Case {
         root: "Subscription",
         field: "orderEvents",
         rule: Rule::ById,
         doc: "subscription($bob_order: ID!) { orderEvents(orderId: $bob_order) { type } }",
+    },
+    Case {
+        root: "Subscription",
+        field: "orderEvents",
+        rule: Rule::ById,
+        doc: "subscription($bob_order: ID!) { orderEvents(orderId: $bob_order, saga: REFUND) { type } }",
     },
     Case { root: "Subscription", field: "myOrders", rule: Rule::Own, doc: "subscription { myOrders { id status } }" },
     Case {

@@ -17,6 +17,7 @@ mod loadgen;
 mod monitor;
 mod operator;
 mod playground;
+mod refund;
 mod relay;
 mod replicas;
 mod resilience;

@@ -97,6 +97,43 @@ async fn a_confirmed_order_is_captured_once_at_the_provider_for_its_total() {
 }
 
 #[tokio::test]
+async fn a_refund_gives_the_captured_amount_back_once_at_the_provider() {
+    let app = stripe_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "TEE-002", 2).await;
+    let id = app.place(&buyer, "stripe-refund", "pm_card_visa").await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let stock = app.stock("TEE-002").await;
+    let refund = "mutation($id: ID!) { requestRefund(orderId: $id, reason: \"wrong size\") { order { status } userErrors { code } } }";
+    for _ in 0..2 {
+        let r = app.data(Some(&buyer.token), refund, json!({ "id": id })).await;
+        assert_eq!(r["requestRefund"]["userErrors"], json!([]), "{r}");
+    }
+    let mut status = Value::Null;
+    for _ in 0..600 {
+        let o = app
+            .data(Some(&buyer.token), "query($id: ID!) { order(id: $id) { status } }", json!({ "id": id }))
+            .await;
+        status = o["order"]["status"].clone();
+        if status != "REFUNDING" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "REFUNDED");
+    assert_eq!(app.stock("TEE-002").await, stock + 2, "the units are back, once");
+    let intents = at_provider(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    let charge = &intents[0]["charges"]["data"][0];
+    assert_eq!(charge["amount_refunded"], order["total"]["amountMinor"], "{charge}");
+    let refunds = charge["refunds"]["data"].as_array().map_or(0, Vec::len);
+    assert_eq!(refunds, 1, "one refund at the provider: {charge}");
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("REFUNDED"));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_card_cancels_the_order_and_leaves_no_authorization_behind() {
     let app = stripe_app().await;
     let buyer = app.register().await;

@@ -15,7 +15,7 @@ use ecommerce_platform::metrics::{ConsumerStats, Metrics};
 
 use crate::payment::worker::{self as payment_worker, PaymentWorker};
 use crate::payment::PaymentGateway;
-use crate::saga::{orchestrator, SagaDefinition};
+use crate::saga::{orchestrator, Sagas};
 use crate::stock::worker::{self as stock_worker, StockWorker};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,8 @@ pub struct Services {
     pub config: Arc<Config>,
     pub pool: PgPool,
     pub transport: Arc<dyn Transport>,
-    pub saga: Arc<SagaDefinition>,
+    /// Every saga definition the engine runs.
+    pub sagas: Arc<Sagas>,
     /// This process's metrics, shared by its roles.
     pub metrics: Arc<Metrics>,
 }
@@ -49,9 +50,9 @@ impl Services {
             .await
             .map_err(|source| StartupError::Postgres { target, source })?;
         let transport = broker::connect(&config).await?;
-        let saga = Arc::new(SagaDefinition::checkout(config.saga.clone()));
+        let sagas = Arc::new(Sagas::new(config.saga.clone()));
         let metrics = Arc::new(Metrics::new());
-        Ok(Services { config: Arc::new(config), pool, transport, saga, metrics })
+        Ok(Services { config: Arc::new(config), pool, transport, sagas, metrics })
     }
 
     /// Logs one line saying what this process runs and what it is connected to, with versions.
@@ -115,7 +116,7 @@ pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: 
     orchestrator::run(
         s.pool.clone(),
         s.transport.clone(),
-        s.saga.clone(),
+        s.sagas.clone(),
         &s.config,
         stats,
         s.metrics.clone(),

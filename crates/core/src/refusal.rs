@@ -40,6 +40,12 @@ pub enum UserErrorCode {
     OrderAlreadyConfirmed,
     /// The order is cancelled already.
     OrderAlreadyCancelled,
+    /// The order is not confirmed yet: cancel it instead of refunding it.
+    OrderNotConfirmed,
+    /// The order is older than the refund window (an operator can still refund it).
+    RefundWindowClosed,
+    /// A refund reason that is empty or longer than 500 characters.
+    InvalidRefundReason,
 }
 
 /// A request the buyer can fix, and what to tell them.

@@ -159,6 +159,8 @@ pub struct ApiConfig {
     pub stripe_webhook_secret: Option<SecretString>,
     /// How far a webhook's signature timestamp may be from now.
     pub stripe_webhook_tolerance: Duration,
+    /// How long after placing an order its buyer may ask for a refund (operators: any time).
+    pub refund_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +425,8 @@ pub struct Settings {
     stripe_webhook_secret: Option<String>,
     #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_S", default_value = "300")]
     stripe_webhook_tolerance_s: u64,
+    #[arg(long, env = "REFUND_WINDOW_DAYS", default_value = "30")]
+    refund_window_days: u64,
 }
 
 /// A listening address, or none (`off`).
@@ -573,6 +577,7 @@ impl Settings {
                     .filter(|k| !k.is_empty())
                     .map(SecretString::from),
                 stripe_webhook_tolerance: Duration::from_secs(self.stripe_webhook_tolerance_s),
+                refund_window: Duration::from_secs(self.refund_window_days.saturating_mul(86_400)),
             },
             orchestrator: OrchestratorConfig {
                 metrics_addr: self.orchestrator_metrics_addr.0,

@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         )
     });
     let timeout = Duration::from_secs(cli.timeout);
-    let report = run(&s.pool, &s.saga, &cli.sku, cli.sagas, cli.concurrency, timeout).await?;
+    let report = run(&s.pool, &s.sagas.checkout, &cli.sku, cli.sagas, cli.concurrency, timeout).await?;
     shutdown.cancel();
     if let Some((orchestrator, workers)) = roles {
         let _ = tokio::join!(orchestrator, workers);

@@ -141,7 +141,12 @@ export function explain(code: UserErrorCode, message: string): string {
     case "ORDER_NOT_FOUND":
     case "ORDER_ALREADY_CONFIRMED":
     case "ORDER_ALREADY_CANCELLED":
+    case "ORDER_NOT_CONFIRMED":
       return `This order cannot be changed: ${message}`;
+    case "REFUND_WINDOW_CLOSED":
+      return `Please contact us for this refund: ${message}`;
+    case "INVALID_REFUND_REASON":
+      return `Please tell us why: ${message}`;
     default: {
       const unhandled: never = code;
       return unhandled;

@@ -2,6 +2,7 @@
 //! it ends CONFIRMED or CANCELLED. Turning a cart into an order is the storefront crate's part.
 
 pub mod live;
+pub mod refund;
 pub mod service;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +14,8 @@ pub enum OrderStatus {
     Pending,
     Confirmed,
     Cancelled,
+    Refunding,
+    Refunded,
 }
 
 impl OrderStatus {

@@ -15,10 +15,10 @@ use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
 use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::{AppError, AppResult};
 
-const ORDER_COLUMNS: &str =
+pub(super) const ORDER_COLUMNS: &str =
     "id, user_id, status, total_minor, currency, idempotency_key, cancel_reason, created_at, updated_at";
 
-fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> {
+pub(super) fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> {
     let status: String = r.try_get("status")?;
     Ok(Order {
         id: r.try_get("id")?,
@@ -185,6 +185,7 @@ pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppR
     let start = machine::start(def);
     let saga = SagaRow {
         id: Uuid::now_v7(),
+        definition: def.name.to_string(),
         order_id,
         user_id,
         state: start.state.clone(),
@@ -198,7 +199,7 @@ pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppR
         event_count: 0,
         updated_at: chrono::Utc::now(),
     };
-    store::insert(&mut tx, &saga, def.name).await?;
+    store::insert(&mut tx, &saga).await?;
     let rows = store::apply(&mut tx, &saga, &start).await?;
     tx.commit().await?;
     ecommerce_platform::postgres::outbox::committed(pool, rows);
@@ -210,7 +211,7 @@ pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppR
 pub async fn cancel(pool: &PgPool, def: &SagaDefinition, user_id: Uuid, order_id: Uuid) -> AppResult<Order> {
     let mut tx = pool.begin().await?;
     let order = get(&mut *tx, user_id, order_id).await?;
-    let saga = store::lock_by_order(&mut tx, order.id).await?.ok_or(AppError::NotFound("order"))?;
+    let saga = store::lock_by_order(&mut tx, order.id, def.name).await?.ok_or(AppError::NotFound("order"))?;
     let mut rows = Vec::new();
     match saga.state.status {
         crate::saga::SagaStatus::Completed => {

@@ -53,13 +53,14 @@ pub trait PaymentGateway: Send + Sync {
 
 /// A deterministic gateway for development and tests. The payment token decides the outcome:
 ///
-/// | token                  | authorize                | capture  |
-/// |------------------------|--------------------------|----------|
-/// | `tok_visa` (any other) | approved                 | approved |
-/// | `tok_declined`         | declined `card_declined` | -        |
-/// | `tok_capture_fails`    | approved                 | declined |
-/// | `tok_timeout`          | never answers            | -        |
-/// | `tok_slow`             | approved after 2 s       | approved |
+/// | token                  | authorize                | capture  | refund   |
+/// |------------------------|--------------------------|----------|----------|
+/// | `tok_visa` (any other) | approved                 | approved | approved |
+/// | `tok_declined`         | declined `card_declined` | -        | -        |
+/// | `tok_capture_fails`    | approved                 | declined | -        |
+/// | `tok_refund_fails`     | approved                 | approved | declined |
+/// | `tok_timeout`          | never answers            | -        | -        |
+/// | `tok_slow`             | approved after 2 s       | approved | approved |
 #[derive(Debug, Default, Clone)]
 pub struct TestGateway;
 
@@ -109,8 +110,12 @@ impl PaymentGateway for TestGateway {
         Ok(())
     }
 
-    async fn refund(&self, _order_id: Uuid, _reference: &str, _amount: i64) -> Result<(), GatewayError> {
-        Ok(())
+    async fn refund(&self, _order_id: Uuid, reference: &str, _amount: i64) -> Result<(), GatewayError> {
+        if reference.ends_with("_tok_refund_fails") {
+            Err(GatewayError::Declined("refund_refused".into()))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -130,6 +135,12 @@ mod tests {
         );
         let auth = g.authorize(id, "tok_capture_fails", 100, "USD").await.unwrap();
         assert!(g.capture(id, &auth.reference, 100).await.is_err());
+        let auth = g.authorize(id, "tok_refund_fails", 100, "USD").await.unwrap();
+        assert!(g.capture(id, &auth.reference, 100).await.is_ok());
+        assert_eq!(
+            g.refund(id, &auth.reference, 100).await,
+            Err(GatewayError::Declined("refund_refused".into()))
+        );
         let pending =
             tokio::time::timeout(Duration::from_millis(50), g.authorize(id, "tok_timeout", 1, "USD")).await;
         assert!(pending.is_err(), "tok_timeout must never answer");

@@ -194,9 +194,13 @@ pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, AppError> {
         tx.commit().await?;
         return Ok(Applied::Recorded);
     };
-    let Some(saga) = sqlx::query!("SELECT id, trace_id FROM sagas WHERE order_id = $1", order_id)
-        .fetch_optional(&mut *tx)
-        .await?
+    let Some(saga) = sqlx::query!(
+        "SELECT id, trace_id FROM sagas WHERE order_id = $1 AND definition = $2",
+        order_id,
+        crate::saga::CHECKOUT
+    )
+    .fetch_optional(&mut *tx)
+    .await?
     else {
         // Another deployment's intent, on the same Stripe account.
         tx.commit().await?;

@@ -1,4 +1,5 @@
-//! The payment worker: authorize, capture and void (refunding a capture) through the gateway.
+//! The payment worker: authorize, capture, void (refunding a capture) and refund through the
+//! gateway.
 //!
 //! The payments row, keyed by order id, is the business-level idempotency record. Gateway calls
 //! happen outside transactions (they are network calls) and carry the order id as idempotency key.
@@ -100,6 +101,7 @@ impl PaymentWorker {
             }
             Command::CapturePayment => self.capture(&envelope).await?,
             Command::VoidPayment => Finish::Reply(self.void(&envelope).await?),
+            Command::RefundPayment => self.refund(&envelope).await?,
             other => return Err(AppError::Internal(format!("payment worker got {:?}", other.kind()))),
         };
         let mut tx = self.pool.begin().await?;
@@ -292,6 +294,52 @@ impl PaymentWorker {
             }
             Err(GatewayError::Unavailable(why)) => {
                 warn!(%why, "capture outcome unknown; leaving it to the orchestrator's timeout");
+                store::release_call(&self.pool, env.order_id).await?;
+                Ok(Finish::Reply(None))
+            }
+        }
+    }
+
+    /// The refund saga's step: gives a captured payment back, once. Refused when nothing was
+    /// captured; a payment already refunded (a retry, a duplicate) is answered as refunded
+    /// without calling the gateway again, and a retry after a crash mid-call finds the refund the
+    /// provider made (the gateway looks before it refunds).
+    async fn refund(&self, env: &Envelope) -> Result<Finish, AppError> {
+        let Some(p) = store::load(&self.pool, env.order_id).await? else {
+            return Ok(Finish::Reply(reply(ReplyKind::RefundDeclined, Some("no payment".into()))));
+        };
+        match p.status {
+            Status::Refunded => return Ok(Finish::Reply(reply(ReplyKind::PaymentRefunded, None))),
+            Status::Captured => {}
+            other => {
+                return Ok(Finish::Reply(reply(
+                    ReplyKind::RefundDeclined,
+                    Some(format!("payment is {}, nothing was charged", other.as_str())),
+                )))
+            }
+        }
+        if !store::lease_call(&self.pool, env.order_id, Status::Captured, self.lease()).await? {
+            info!("another delivery is refunding; it will answer");
+            return Ok(Finish::Reply(None));
+        }
+        info!("asking the gateway to refund");
+        let reference = p.gateway_ref.unwrap_or_default();
+        match self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor)).await {
+            Ok(()) => Ok(Finish::Move {
+                from: Status::Captured,
+                to: Status::Refunded,
+                gateway_ref: None,
+                reason: None,
+                reply: Reply { kind: ReplyKind::PaymentRefunded, reason: None },
+                contested: Contested::Keep,
+            }),
+            Err(GatewayError::Declined(reason)) => {
+                info!(%reason, "refund refused");
+                store::release_call(&self.pool, env.order_id).await?;
+                Ok(Finish::Reply(reply(ReplyKind::RefundDeclined, Some(reason))))
+            }
+            Err(GatewayError::Unavailable(why)) => {
+                warn!(%why, "refund outcome unknown; leaving it to the orchestrator's timeout");
                 store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(None))
             }

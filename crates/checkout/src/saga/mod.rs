@@ -1,4 +1,4 @@
-//! The checkout saga: its definition (data), state machine (pure) and messages come from the core
+//! The sagas (checkout, refund): their definitions (data), state machine (pure) and messages come from the core
 //! crate; here is the I/O around them (the orchestrator loop, the saga store, the event feed for
 //! subscriptions, operator repairs).
 
@@ -9,5 +9,5 @@ pub mod operator;
 pub mod orchestrator;
 pub mod store;
 
-pub use definition::{EventKind, FailureReason, SagaDefinition, SagaTiming, Step};
+pub use definition::{EventKind, FailureReason, SagaDefinition, SagaTiming, Sagas, Step, CHECKOUT, REFUND};
 pub use machine::{SagaState, SagaStatus};

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::machine::{self, OperatorAction, SagaState};
 use super::store::{self, SagaSummary};
-use super::SagaDefinition;
+use super::{SagaDefinition, Sagas};
 use ecommerce_platform::error::AppError;
 
 /// Who acts, from the operator's access token.
@@ -54,7 +54,7 @@ pub fn validate(reason: &str, idempotency_key: &str) -> Result<(), AppError> {
 /// returns the saga as it is and does nothing; on another action it is a `CONFLICT`.
 pub async fn act(
     pool: &PgPool,
-    def: &SagaDefinition,
+    sagas: &Sagas,
     saga_id: Uuid,
     action: OperatorAction,
     reason: &str,
@@ -82,6 +82,7 @@ pub async fn act(
         let saga = store::summary(pool, saga_id).await?.ok_or(AppError::NotFound("saga"))?;
         return Ok(Applied { saga, replayed: true });
     }
+    let def = definition(sagas, &saga.definition)?;
     let t = machine::operate(def, &saga.state, action, reason).map_err(|r| AppError::Conflict(r.0))?;
     let step_name = |i: usize| def.steps.get(i).map(|s| s.name.as_str());
     let rows = store::apply(&mut tx, &saga, &t).await?;
@@ -104,6 +105,12 @@ pub async fn act(
     tracing::info!(%saga_id, action = action.as_str(), actor = %actor.email, reason, "operator action applied");
     let saga = store::summary(pool, saga_id).await?.ok_or(AppError::NotFound("saga"))?;
     Ok(Applied { saga, replayed: false })
+}
+
+fn definition<'a>(sagas: &'a Sagas, name: &str) -> Result<&'a SagaDefinition, AppError> {
+    sagas
+        .get(name)
+        .ok_or_else(|| AppError::Internal(format!("saga definition {name} is unknown to this build")))
 }
 
 /// One audit record.
@@ -142,8 +149,10 @@ pub async fn audit(pool: &PgPool, saga_id: Uuid) -> Result<Vec<AuditEntry>, sqlx
 /// Which sagas an operator is looking for. Every field narrows the set.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// Sagas of this definition (`checkout`, `refund`).
+    pub definition: Option<String>,
     pub status: Option<String>,
-    /// Index of the step the saga is at (see the definition).
+    /// Index of the step the saga is at (see the definition; set `definition` with it).
     pub step: Option<i32>,
     /// Case-insensitive text in the last error or the failure reason.
     pub error_contains: Option<String>,
@@ -162,7 +171,8 @@ impl Filter {
             let needle = self.error_contains.as_deref().unwrap_or_default().to_lowercase();
             t.as_deref().is_some_and(|t| t.to_lowercase().contains(&needle))
         };
-        self.status.as_deref().is_none_or(|s| s == saga.status)
+        self.definition.as_deref().is_none_or(|d| d == saga.definition)
+            && self.status.as_deref().is_none_or(|s| s == saga.status)
             && self.step.is_none_or(|s| s == saga.step)
             && self.order_id.is_none_or(|o| o == saga.order_id)
             && (self.error_contains.is_none() || text(&saga.last_error) || text(&saga.failure_reason))
@@ -177,6 +187,9 @@ fn escape_like(s: &str) -> String {
 
 fn push_filter<'a>(q: &mut QueryBuilder<'a, Postgres>, f: &'a Filter) {
     q.push(" WHERE true");
+    if let Some(d) = &f.definition {
+        q.push(" AND definition = ").push_bind(d);
+    }
     if let Some(s) = &f.status {
         q.push(" AND status = ").push_bind(s);
     }
@@ -247,7 +260,7 @@ pub const BULK_LIMIT: i64 = 500;
 #[allow(clippy::too_many_arguments)]
 pub async fn bulk(
     pool: &PgPool,
-    def: &SagaDefinition,
+    sagas: &Sagas,
     f: &Filter,
     action: OperatorAction,
     reason: &str,
@@ -257,7 +270,7 @@ pub async fn bulk(
 ) -> Result<BulkOutcome, AppError> {
     validate(reason, idempotency_key)?;
     let mut q = QueryBuilder::new(
-        "SELECT id, status, step, attempt, failure_reason, interrupted_status, last_error FROM sagas",
+        "SELECT id, definition, status, step, attempt, failure_reason, interrupted_status, last_error FROM sagas",
     );
     push_filter(&mut q, f);
     q.push(" ORDER BY created_at LIMIT ").push_bind(BULK_LIMIT);
@@ -266,6 +279,7 @@ pub async fn bulk(
     for r in &rows {
         let id: Uuid = r.try_get("id")?;
         let state = store::state_from_row(r)?;
+        let def = definition(sagas, &r.try_get::<String, _>("definition")?)?;
         if let Err(refusal) = machine::operate(def, &state, action, reason) {
             out.refused.push((id, refusal.0));
             continue;
@@ -274,7 +288,7 @@ pub async fn bulk(
         if dry_run {
             continue;
         }
-        match act(pool, def, id, action, reason, idempotency_key, actor).await {
+        match act(pool, sagas, id, action, reason, idempotency_key, actor).await {
             Ok(a) if !a.replayed => out.applied += 1,
             Ok(_) => {}
             // The saga moved on since it was read: report it like any other refusal.
@@ -309,6 +323,7 @@ mod tests {
         let now = Utc::now();
         let saga = SagaSummary {
             id: Uuid::now_v7(),
+            definition: "checkout".into(),
             order_id: Uuid::now_v7(),
             status: "NEEDS_ATTENTION".into(),
             step: 1,
@@ -327,6 +342,8 @@ mod tests {
         assert!(!f(Filter { error_contains: Some("declined".into()), ..Default::default() }));
         assert!(!f(Filter { status: Some("RUNNING".into()), ..Default::default() }));
         assert!(!f(Filter { order_id: Some(Uuid::nil()), ..Default::default() }));
+        assert!(f(Filter { definition: Some("checkout".into()), step: Some(1), ..Default::default() }));
+        assert!(!f(Filter { definition: Some("refund".into()), ..Default::default() }));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::machine::{self, Input};
 use super::messages::{Body, Envelope};
-use super::{store, SagaDefinition};
+use super::{store, SagaDefinition, Sagas};
 use ecommerce_platform::broker::{Topic, Transport};
 use ecommerce_platform::consumer::{self, counted, counted_batch, ConsumerSpec};
 use ecommerce_platform::error::AppError;
@@ -28,13 +28,23 @@ pub const CONSUMER: &str = "orchestrator";
 #[derive(Clone)]
 pub struct Orchestrator {
     pool: PgPool,
-    def: Arc<SagaDefinition>,
+    sagas: Arc<Sagas>,
     metrics: Arc<Metrics>,
 }
 
 impl Orchestrator {
-    pub fn new(pool: PgPool, def: Arc<SagaDefinition>, metrics: Arc<Metrics>) -> Self {
-        Self { pool, def, metrics }
+    pub fn new(pool: PgPool, sagas: Arc<Sagas>, metrics: Arc<Metrics>) -> Self {
+        Self { pool, sagas, metrics }
+    }
+
+    /// The definition that drives `saga`; `None` (logged) for a name this build does not know,
+    /// which is left alone rather than driven by the wrong definition.
+    fn definition(&self, saga: &store::SagaRow) -> Option<&SagaDefinition> {
+        let def = self.sagas.get(&saga.definition);
+        if def.is_none() {
+            warn!(saga_id = %saga.id, definition = %saga.definition, "saga of an unknown definition; left alone");
+        }
+        def
     }
 
     /// Counts a committed transition's events.
@@ -78,7 +88,8 @@ impl Orchestrator {
                 continue;
             };
             let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
-            match machine::handle(&self.def, &saga.state, &input) {
+            let Some(def) = self.definition(saga) else { continue };
+            match machine::handle(def, &saga.state, &input) {
                 Some(t) => {
                     info!(reply = ?reply.kind, status = t.state.status.as_str(), "saga advanced");
                     let waited = (chrono::Utc::now() - saga.updated_at).to_std().unwrap_or_default();
@@ -111,7 +122,8 @@ impl Orchestrator {
             let span = info_span!("timeout", saga_id = %saga.id, order_id = %saga.order_id, trace_id = %saga.trace_id);
             ecommerce_platform::telemetry::join(&span, &TraceHeaders::derived(&saga.trace_id, saga.id));
             let _g = span.enter();
-            match machine::handle(&self.def, &saga.state, &Input::Timeout) {
+            let Some(def) = self.definition(saga) else { continue };
+            match machine::handle(def, &saga.state, &Input::Timeout) {
                 Some(t) => {
                     info!(status = t.state.status.as_str(), attempt = t.state.attempt, "step timed out");
                     writes.add(saga, &t);
@@ -149,13 +161,13 @@ pub async fn cancel(
 pub async fn run(
     pool: PgPool,
     transport: Arc<dyn Transport>,
-    def: Arc<SagaDefinition>,
+    sagas: Arc<Sagas>,
     config: &ecommerce_platform::config::Config,
     stats: Arc<ConsumerStats>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let orchestrator = Orchestrator::new(pool.clone(), def, metrics.clone());
+    let orchestrator = Orchestrator::new(pool.clone(), sagas, metrics.clone());
     let o = orchestrator.clone();
     let handler = counted(stats.clone(), move |env| {
         let o = o.clone();

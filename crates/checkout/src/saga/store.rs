@@ -25,6 +25,8 @@ pub struct SagaPayload {
 #[derive(Debug, Clone)]
 pub struct SagaRow {
     pub id: Uuid,
+    /// The name of the definition that drives it (see `Sagas::get`).
+    pub definition: String,
     pub order_id: Uuid,
     pub user_id: Uuid,
     pub state: SagaState,
@@ -61,11 +63,12 @@ pub fn command_for(kind: CommandKind, p: &SagaPayload) -> Command {
         },
         CommandKind::CapturePayment => Command::CapturePayment,
         CommandKind::VoidPayment => Command::VoidPayment,
+        CommandKind::RefundPayment => Command::RefundPayment,
     }
 }
 
 const SAGA_COLUMNS: &str =
-    "id, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count, updated_at, \
+    "id, definition, order_id, user_id, status, step, attempt, failure_reason, payload, trace_id, event_count, updated_at, \
      interrupted_status, last_error";
 
 /// The machine's part of a saga row (`status`, `step`, `attempt`, `failure_reason`,
@@ -100,6 +103,7 @@ fn row_to_saga(row: &sqlx::postgres::PgRow) -> Result<SagaRow, sqlx::Error> {
     let payload: serde_json::Value = row.try_get("payload")?;
     Ok(SagaRow {
         id: row.try_get("id")?,
+        definition: row.try_get("definition")?,
         order_id: row.try_get("order_id")?,
         user_id: row.try_get("user_id")?,
         state: state_from_row(row)?,
@@ -132,12 +136,21 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, saga_id: Uuid) -> Result<O
     sqlx::query(&sql).bind(saga_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
 }
 
+/// Loads the order's saga of `definition` and locks its row until the transaction ends.
 pub async fn lock_by_order(
     tx: &mut Transaction<'_, Postgres>,
     order_id: Uuid,
+    definition: &str,
 ) -> Result<Option<SagaRow>, sqlx::Error> {
-    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1 FOR UPDATE");
-    sqlx::query(&sql).bind(order_id).fetch_optional(&mut **tx).await?.as_ref().map(row_to_saga).transpose()
+    let sql = format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1 AND definition = $2 FOR UPDATE");
+    sqlx::query(&sql)
+        .bind(order_id)
+        .bind(definition)
+        .fetch_optional(&mut **tx)
+        .await?
+        .as_ref()
+        .map(row_to_saga)
+        .transpose()
 }
 
 /// Sagas whose deadline passed, locked with `SKIP LOCKED` so concurrent scanners split the work.
@@ -152,11 +165,7 @@ pub async fn lock_expired(
 }
 
 /// Inserts a new saga row in its initial state; call [`apply`] with the start transition next.
-pub async fn insert(
-    tx: &mut Transaction<'_, Postgres>,
-    saga: &SagaRow,
-    definition: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn insert(tx: &mut Transaction<'_, Postgres>, saga: &SagaRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO sagas (id, order_id, user_id, definition, status, step, attempt, payload, trace_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -164,7 +173,7 @@ pub async fn insert(
     .bind(saga.id)
     .bind(saga.order_id)
     .bind(saga.user_id)
-    .bind(definition)
+    .bind(&saga.definition)
     .bind(saga.state.status.as_str())
     .bind(saga.state.step as i32)
     .bind(saga.state.attempt as i32)
@@ -238,6 +247,15 @@ impl Writes {
             Some(OrderOutcome::Cancel { reason }) => {
                 self.orders.push((saga.order_id, "CANCELLED", Some(reason.as_str())));
                 Some(DomainEvent::OrderCancelled { user_id: saga.user_id, lines: lines() })
+            }
+            // A refund leaves the buyer's cart as it is.
+            Some(OrderOutcome::Refund) => {
+                self.orders.push((saga.order_id, "REFUNDED", None));
+                None
+            }
+            Some(OrderOutcome::KeepConfirmed { .. }) => {
+                self.orders.push((saga.order_id, "CONFIRMED", None));
+                None
             }
             None => None,
         };
@@ -431,6 +449,8 @@ pub async fn events_of<'e>(
 #[derive(Debug, Clone)]
 pub struct SagaSummary {
     pub id: Uuid,
+    /// The name of its definition.
+    pub definition: String,
     pub order_id: Uuid,
     pub status: String,
     pub step: i32,
@@ -445,12 +465,13 @@ pub struct SagaSummary {
 }
 
 pub const SUMMARY_COLUMNS: &str =
-    "id, order_id, status, step, failure_reason, event_count, created_at, updated_at, \
+    "id, definition, order_id, status, step, failure_reason, event_count, created_at, updated_at, \
      attempt, interrupted_status, last_error";
 
 pub fn row_to_summary(r: &sqlx::postgres::PgRow) -> Result<SagaSummary, sqlx::Error> {
     Ok(SagaSummary {
         id: r.try_get("id")?,
+        definition: r.try_get("definition")?,
         order_id: r.try_get("order_id")?,
         status: r.try_get("status")?,
         step: r.try_get("step")?,
@@ -464,15 +485,24 @@ pub fn row_to_summary(r: &sqlx::postgres::PgRow) -> Result<SagaSummary, sqlx::Er
     })
 }
 
+/// The order's saga of `definition`.
 pub async fn summary_by_order<'e>(
     db: impl PgExecutor<'e>,
     order_id: Uuid,
+    definition: &str,
 ) -> Result<Option<SagaSummary>, sqlx::Error> {
-    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE order_id = $1");
-    sqlx::query(&sql).bind(order_id).fetch_optional(db).await?.as_ref().map(row_to_summary).transpose()
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE order_id = $1 AND definition = $2");
+    sqlx::query(&sql)
+        .bind(order_id)
+        .bind(definition)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(row_to_summary)
+        .transpose()
 }
 
-/// The sagas of `order_ids` (an order has one), in one query.
+/// The sagas of `order_ids` (at most one of each definition per order), in one query.
 pub async fn summaries_by_orders<'e>(
     db: impl PgExecutor<'e>,
     order_ids: &[Uuid],

@@ -1,8 +1,9 @@
-//! The checkout saga, declared as data.
+//! The sagas, declared as data: checkout and refund.
 //!
 //! Every remote step names the command that performs it, the command that undoes it, the events its
-//! replies record, how long the orchestrator waits for a reply and how often it retries. The state
-//! machine in [`super::machine`] interprets this table and knows nothing checkout-specific.
+//! replies record, how long the orchestrator waits for a reply and how often it retries; each saga
+//! names the events that open and close it and what its order becomes. The state machine in
+//! [`super::machine`] interprets these tables and knows nothing of either saga.
 
 use std::time::Duration;
 
@@ -60,6 +61,18 @@ pub enum EventKind {
     OperatorCompensated,
     /// An operator confirmed the order.
     OperatorCompleted,
+    /// A refund of the confirmed order was asked for (the first event of a refund saga).
+    RefundRequested,
+    /// The payment provider gave the captured amount back.
+    PaymentRefunded,
+    /// The payment provider refused the refund.
+    RefundDeclined,
+    /// The order's units are back in stock.
+    StockReturned,
+    /// The order is refunded.
+    OrderRefunded,
+    /// The refund was given up; the order stays confirmed.
+    RefundAbandoned,
 }
 
 impl EventKind {
@@ -101,6 +114,10 @@ pub enum Step {
     AuthorizePayment,
     /// Charge the held amount (undone by the authorization's release, which refunds).
     CapturePayment,
+    /// Have the payment provider give the captured amount back (cannot be undone).
+    RefundPayment,
+    /// Put the order's units back in stock.
+    ReturnStock,
 }
 
 impl Step {
@@ -146,6 +163,12 @@ pub enum FailureReason {
     CancelledByUser,
     /// An operator had the order undone.
     CompensatedByOperator,
+    /// The payment provider refused the refund.
+    RefundDeclined,
+    /// The payment provider did not answer a refund in time.
+    RefundTimeout,
+    /// The stock service did not answer a return in time.
+    ReturnTimeout,
 }
 
 impl FailureReason {
@@ -176,7 +199,12 @@ pub struct StepDef {
     /// Undoes the step. `None` for a step whose effect is undone by an earlier step's compensation.
     pub compensation: Option<CommandKind>,
     pub success: (ReplyKind, EventKind),
-    pub failure: (ReplyKind, EventKind),
+    /// The refusal reply, for a step that can be refused.
+    pub failure: Option<(ReplyKind, EventKind)>,
+    /// Whether the step's effect can be undone. Once an irreversible step (a pivot) may have
+    /// taken effect, the saga only goes forward: later steps must not be refusable, and an
+    /// operator cannot have the order undone.
+    pub reversible: bool,
     /// Recorded as the saga's failure reason when the step's command is refused.
     pub failure_reason: FailureReason,
     /// Recorded as the saga's failure reason when every attempt timed out.
@@ -201,10 +229,38 @@ impl StepDef {
     }
 }
 
+/// What a saga's order becomes when the saga ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderEnd {
+    /// PENDING → CONFIRMED; the buyer's cart gives up the ordered units.
+    Confirmed,
+    /// PENDING → CANCELLED; the buyer's cart gets the ordered units back.
+    Cancelled,
+    /// REFUNDING → REFUNDED.
+    Refunded,
+    /// REFUNDING → CONFIRMED again: the refund did not happen.
+    StaysConfirmed,
+}
+
+/// How a saga ends one way: the event recorded (before `COMPLETED` or `COMPENSATED`) and what the
+/// order becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub event: EventKind,
+    pub order: OrderEnd,
+}
+
 /// A saga: remote steps run in order, compensated in reverse.
 #[derive(Debug, Clone)]
 pub struct SagaDefinition {
+    /// Stored with every saga (`sagas.definition`): which definition drives it.
     pub name: &'static str,
+    /// The first event of every saga of this definition.
+    pub started: EventKind,
+    /// When every step succeeded.
+    pub completed: Ending,
+    /// When the saga was undone (or could not start its first step).
+    pub compensated: Ending,
     pub steps: Vec<StepDef>,
     /// How long a compensation waits for its reply before it is sent again (compensations retry
     /// until they succeed: they are idempotent and must not be abandoned).
@@ -248,11 +304,17 @@ pub fn compensation_event(kind: CommandKind) -> EventKind {
         CommandKind::ReleaseStock => EventKind::StockReleased,
         CommandKind::VoidPayment => EventKind::PaymentVoided,
         // Forward commands are never compensations; listed for exhaustiveness.
-        CommandKind::ReserveStock | CommandKind::AuthorizePayment | CommandKind::CapturePayment => {
-            EventKind::CompensationRetried
-        }
+        CommandKind::ReserveStock
+        | CommandKind::AuthorizePayment
+        | CommandKind::CapturePayment
+        | CommandKind::RefundPayment => EventKind::CompensationRetried,
     }
 }
+
+/// The name of the checkout saga's definition.
+pub const CHECKOUT: &str = "checkout";
+/// The name of the refund saga's definition.
+pub const REFUND: &str = "refund";
 
 impl SagaDefinition {
     /// reserve stock → authorize payment → capture payment → (local) confirm order.
@@ -268,14 +330,18 @@ impl SagaDefinition {
             }
         };
         SagaDefinition {
-            name: "checkout",
+            name: CHECKOUT,
+            started: EventKind::OrderPlaced,
+            completed: Ending { event: EventKind::OrderConfirmed, order: OrderEnd::Confirmed },
+            compensated: Ending { event: EventKind::OrderCancelled, order: OrderEnd::Cancelled },
             steps: vec![
                 StepDef {
                     name: Step::ReserveStock,
                     command: CommandKind::ReserveStock,
                     compensation: Some(CommandKind::ReleaseStock),
                     success: (ReplyKind::StockReserved, EventKind::StockReserved),
-                    failure: (ReplyKind::StockRejected, EventKind::StockRejected),
+                    failure: Some((ReplyKind::StockRejected, EventKind::StockRejected)),
+                    reversible: true,
                     failure_reason: FailureReason::OutOfStock,
                     timeout_reason: FailureReason::StockTimeout,
                     timeout: t.step_timeout,
@@ -288,7 +354,8 @@ impl SagaDefinition {
                     command: CommandKind::AuthorizePayment,
                     compensation: Some(CommandKind::VoidPayment),
                     success: (ReplyKind::PaymentAuthorized, EventKind::PaymentAuthorized),
-                    failure: (ReplyKind::PaymentDeclined, EventKind::PaymentDeclined),
+                    failure: Some((ReplyKind::PaymentDeclined, EventKind::PaymentDeclined)),
+                    reversible: true,
                     failure_reason: FailureReason::PaymentDeclined,
                     timeout_reason: FailureReason::PaymentTimeout,
                     timeout: t.step_timeout,
@@ -301,7 +368,8 @@ impl SagaDefinition {
                     command: CommandKind::CapturePayment,
                     compensation: None,
                     success: (ReplyKind::PaymentCaptured, EventKind::PaymentCaptured),
-                    failure: (ReplyKind::PaymentCaptureFailed, EventKind::PaymentCaptureFailed),
+                    failure: Some((ReplyKind::PaymentCaptureFailed, EventKind::PaymentCaptureFailed)),
+                    reversible: true,
                     failure_reason: FailureReason::PaymentCaptureFailed,
                     timeout_reason: FailureReason::CaptureTimeout,
                     timeout: t.step_timeout,
@@ -317,6 +385,60 @@ impl SagaDefinition {
         .with_exhaustion(on_exhausted)
     }
 
+    /// refund payment → return stock → (local) mark the order `REFUNDED`.
+    ///
+    /// The refund is the pivot: money given back cannot be taken again, so nothing before it
+    /// needs undoing and everything after it only goes forward. A refused refund ends the saga
+    /// with the order confirmed as before; a refund or return that never answers stops for an
+    /// operator instead of guessing (retries are safe: the provider is asked for what it did
+    /// for the order, and returning stock is idempotent on the order).
+    pub fn refund(t: SagaTiming) -> Self {
+        SagaDefinition {
+            name: REFUND,
+            started: EventKind::RefundRequested,
+            completed: Ending { event: EventKind::OrderRefunded, order: OrderEnd::Refunded },
+            compensated: Ending { event: EventKind::RefundAbandoned, order: OrderEnd::StaysConfirmed },
+            steps: vec![
+                StepDef {
+                    name: Step::RefundPayment,
+                    command: CommandKind::RefundPayment,
+                    compensation: None,
+                    success: (ReplyKind::PaymentRefunded, EventKind::PaymentRefunded),
+                    failure: Some((ReplyKind::RefundDeclined, EventKind::RefundDeclined)),
+                    reversible: false,
+                    failure_reason: FailureReason::RefundDeclined,
+                    timeout_reason: FailureReason::RefundTimeout,
+                    timeout: t.step_timeout,
+                    max_attempts: t.max_attempts,
+                    backoff: t.retry_backoff,
+                    on_exhausted: OnExhausted::NeedsAttention,
+                },
+                StepDef {
+                    name: Step::ReturnStock,
+                    command: CommandKind::ReleaseStock,
+                    compensation: None,
+                    success: (ReplyKind::StockReleased, EventKind::StockReturned),
+                    failure: None,
+                    reversible: true,
+                    failure_reason: FailureReason::ReturnTimeout,
+                    timeout_reason: FailureReason::ReturnTimeout,
+                    timeout: t.step_timeout,
+                    max_attempts: t.max_attempts,
+                    backoff: t.retry_backoff,
+                    on_exhausted: OnExhausted::NeedsAttention,
+                },
+            ],
+            compensation_timeout: t.compensation_timeout,
+            max_compensation_backoff: t.compensation_timeout * 6,
+            compensation_max_attempts: t.compensation_max_attempts,
+        }
+    }
+
+    /// Whether a step before `step` is irreversible: the saga can only go forward.
+    pub fn past_pivot(&self, step: usize) -> bool {
+        self.steps.iter().take(step).any(|s| !s.reversible)
+    }
+
     /// Sets each step's [`OnExhausted`] by its name.
     fn with_exhaustion(mut self, by_name: impl Fn(Step) -> OnExhausted) -> Self {
         for step in &mut self.steps {
@@ -327,5 +449,64 @@ impl SagaDefinition {
 
     pub fn step(&self, name: Step) -> Option<&StepDef> {
         self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// Every saga definition the engine runs, looked up by the name stored with each saga.
+#[derive(Debug, Clone)]
+pub struct Sagas {
+    pub checkout: SagaDefinition,
+    pub refund: SagaDefinition,
+}
+
+impl Sagas {
+    pub fn new(t: SagaTiming) -> Self {
+        Sagas { checkout: SagaDefinition::checkout(t.clone()), refund: SagaDefinition::refund(t) }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SagaDefinition> {
+        self.all().find(|d| d.name == name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &SagaDefinition> {
+        [&self.checkout, &self.refund].into_iter()
+    }
+
+    /// The definition a step belongs to, and the step's index in it.
+    pub fn locate(&self, step: Step) -> Option<(&SagaDefinition, usize)> {
+        self.all().find_map(|d| d.steps.iter().position(|s| s.name == step).map(|i| (d, i)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_belongs_to_exactly_one_saga() {
+        let sagas = Sagas::new(SagaTiming::default());
+        for step in <Step as strum::IntoEnumIterator>::iter() {
+            let owners = sagas.all().filter(|d| d.step(step).is_some()).count();
+            assert_eq!(owners, 1, "{step}");
+            assert!(sagas.locate(step).is_some());
+        }
+        assert_eq!(sagas.get(REFUND).map(|d| d.name), Some(REFUND));
+        assert!(sagas.get("nope").is_none());
+    }
+
+    #[test]
+    fn past_a_pivot_nothing_can_be_refused() {
+        let sagas = Sagas::new(SagaTiming::default());
+        for def in sagas.all() {
+            for (i, step) in def.steps.iter().enumerate() {
+                if def.past_pivot(i) {
+                    assert!(step.failure.is_none(), "{} can be refused after a pivot", step.name);
+                    assert!(step.compensation.is_none(), "{} is undone after a pivot", step.name);
+                    assert_eq!(step.on_exhausted, OnExhausted::NeedsAttention, "{}", step.name);
+                }
+            }
+        }
+        assert!(!sagas.checkout.past_pivot(sagas.checkout.steps.len()));
+        assert!(sagas.refund.past_pivot(1));
     }
 }

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use super::definition::{compensation_event, EventKind, FailureReason, OnExhausted, SagaDefinition};
+use super::definition::{
+    compensation_event, EventKind, FailureReason, OnExhausted, OrderEnd, SagaDefinition,
+};
 use super::messages::{CommandKind, ReplyKind};
 
 /// Where a saga is.
@@ -118,7 +120,32 @@ pub struct Refusal(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderOutcome {
     Confirm,
-    Cancel { reason: FailureReason },
+    Cancel {
+        reason: FailureReason,
+    },
+    Refund,
+    /// A refund that did not happen: the order is confirmed as before.
+    KeepConfirmed {
+        reason: FailureReason,
+    },
+}
+
+impl OrderOutcome {
+    fn of(end: OrderEnd, reason: FailureReason) -> Self {
+        match end {
+            OrderEnd::Confirmed => OrderOutcome::Confirm,
+            OrderEnd::Cancelled => OrderOutcome::Cancel { reason },
+            OrderEnd::Refunded => OrderOutcome::Refund,
+            OrderEnd::StaysConfirmed => OrderOutcome::KeepConfirmed { reason },
+        }
+    }
+}
+
+/// The events and outcome of a saga whose steps all succeeded.
+fn completion(def: &SagaDefinition) -> (Vec<(EventKind, Option<String>)>, OrderOutcome) {
+    let events = vec![(def.completed.event, None), (EventKind::Completed, None)];
+    // No step failed, so the reason is never read.
+    (events, OrderOutcome::of(def.completed.order, FailureReason::CompensatedByOperator))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +174,7 @@ pub fn start(def: &SagaDefinition) -> Transition {
             interrupted: None,
             last_error: None,
         },
-        events: vec![(EventKind::OrderPlaced, None)],
+        events: vec![(def.started, None)],
         command: Some(first.command),
         delay: Duration::ZERO,
         deadline: Some(first.timeout),
@@ -226,6 +253,9 @@ pub fn operate(
         OperatorAction::ForceCompensate if !forward => {
             refuse("the saga is already compensating (retry or resume the compensation)")
         }
+        OperatorAction::ForceCompensate if def.past_pivot(state.step) => {
+            refuse("a step that cannot be undone has taken effect; only going forward can finish it")
+        }
         OperatorAction::ForceCompensate => {
             // The current step's outcome is unknown: undo it too.
             Ok(compensate_from(
@@ -238,23 +268,24 @@ pub fn operate(
         OperatorAction::ForceComplete if !forward => {
             refuse("the saga has undone steps already; only compensation can finish it")
         }
-        OperatorAction::ForceComplete => Ok(Transition {
-            state: SagaState {
-                status: SagaStatus::Completed,
-                interrupted: None,
-                last_error: None,
-                ..state.clone()
-            },
-            events: vec![
-                note(EventKind::OperatorCompleted),
-                (EventKind::OrderConfirmed, None),
-                (EventKind::Completed, None),
-            ],
-            command: None,
-            delay: Duration::ZERO,
-            deadline: None,
-            outcome: Some(OrderOutcome::Confirm),
-        }),
+        OperatorAction::ForceComplete => {
+            let (ending, outcome) = completion(def);
+            let mut events = vec![note(EventKind::OperatorCompleted)];
+            events.extend(ending);
+            Ok(Transition {
+                state: SagaState {
+                    status: SagaStatus::Completed,
+                    interrupted: None,
+                    last_error: None,
+                    ..state.clone()
+                },
+                events,
+                command: None,
+                delay: Duration::ZERO,
+                deadline: None,
+                outcome: Some(outcome),
+            })
+        }
     }
 }
 
@@ -296,22 +327,22 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
                     outcome: None,
                 }),
                 None => {
-                    events.push((EventKind::OrderConfirmed, None));
-                    events.push((EventKind::Completed, None));
+                    let (ending, outcome) = completion(def);
+                    events.extend(ending);
                     Some(Transition {
                         state: SagaState { status: SagaStatus::Completed, ..state.clone() },
                         events,
                         command: None,
                         delay: Duration::ZERO,
                         deadline: None,
-                        outcome: Some(OrderOutcome::Confirm),
+                        outcome: Some(outcome),
                     })
                 }
             }
         }
-        Input::Reply { kind, reason } if *kind == step.failure.0 => {
+        Input::Reply { kind, reason } if step.failure.is_some_and(|f| f.0 == *kind) => {
             // The step was refused, so it had no effect: undo only the steps before it.
-            let events = vec![(step.failure.1, reason.clone())];
+            let events = vec![(step.failure.expect("matched").1, reason.clone())];
             Some(compensate_from(def, state.step.checked_sub(1), step.failure_reason, events))
         }
         Input::Reply { .. } => None,
@@ -342,6 +373,8 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
             let events = vec![(EventKind::StepTimedOut, Some(step.name.as_str().to_string()))];
             Some(compensate_from(def, Some(state.step), step.timeout_reason, events))
         }
+        // Nothing irreversible may have happened for a cancel to undo everything.
+        Input::Cancel if def.past_pivot(state.step + 1) => None,
         Input::Cancel => {
             let events = vec![(EventKind::CancelRequested, None)];
             Some(compensate_from(def, Some(state.step), FailureReason::CancelledByUser, events))
@@ -411,7 +444,7 @@ fn compensate_from(
             outcome: None,
         },
         None => {
-            events.push((EventKind::OrderCancelled, Some(reason.to_string())));
+            events.push((def.compensated.event, Some(reason.to_string())));
             events.push((EventKind::Compensated, None));
             Transition {
                 state: SagaState {
@@ -426,7 +459,7 @@ fn compensate_from(
                 command: None,
                 delay: Duration::ZERO,
                 deadline: None,
-                outcome: Some(OrderOutcome::Cancel { reason }),
+                outcome: Some(OrderOutcome::of(def.compensated.order, reason)),
             }
         }
     }
@@ -453,14 +486,29 @@ mod tests {
 
     /// Runs inputs from the start, returning every recorded event kind, the commands sent and the end state.
     fn run(inputs: &[Input]) -> (Vec<EventKind>, Vec<CommandKind>, SagaState, Option<OrderOutcome>) {
-        let def = def();
-        let t = start(&def);
+        run_def(&def(), inputs)
+    }
+
+    fn refund_def() -> SagaDefinition {
+        SagaDefinition::refund(SagaTiming {
+            step_timeout: Duration::from_secs(1),
+            max_attempts: 2,
+            compensation_timeout: Duration::from_secs(1),
+            ..SagaTiming::default()
+        })
+    }
+
+    fn run_def(
+        def: &SagaDefinition,
+        inputs: &[Input],
+    ) -> (Vec<EventKind>, Vec<CommandKind>, SagaState, Option<OrderOutcome>) {
+        let t = start(def);
         let mut events: Vec<_> = t.events.iter().map(|e| e.0).collect();
         let mut commands: Vec<_> = t.command.into_iter().collect();
         let mut state = t.state;
         let mut outcome = None;
         for input in inputs {
-            if let Some(t) = handle(&def, &state, input) {
+            if let Some(t) = handle(def, &state, input) {
                 events.extend(t.events.iter().map(|e| e.0));
                 commands.extend(t.command);
                 if t.deadline.is_none() {
@@ -821,5 +869,62 @@ mod tests {
         assert_eq!(SagaStatus::NeedsAttention.as_str(), "NEEDS_ATTENTION");
         assert_eq!(OperatorAction::ForceCompensate.as_str(), "FORCE_COMPENSATE");
         assert_eq!(SagaStatus::parse("Running"), None, "names are exact");
+    }
+
+    #[test]
+    fn a_refund_gives_the_money_back_then_returns_the_stock() {
+        let (events, commands, state, outcome) =
+            run_def(&refund_def(), &[reply(ReplyKind::PaymentRefunded), reply(ReplyKind::StockReleased)]);
+        assert_eq!(events, [RefundRequested, PaymentRefunded, StockReturned, OrderRefunded, Completed]);
+        assert_eq!(commands, [CommandKind::RefundPayment, CommandKind::ReleaseStock]);
+        assert_eq!(state.status, SagaStatus::Completed);
+        assert_eq!(outcome, Some(OrderOutcome::Refund));
+    }
+
+    #[test]
+    fn a_refused_refund_keeps_the_order_confirmed_and_touches_no_stock() {
+        let (events, commands, state, outcome) = run_def(
+            &refund_def(),
+            &[Input::Reply { kind: ReplyKind::RefundDeclined, reason: Some("charge_disputed".into()) }],
+        );
+        assert_eq!(events, [RefundRequested, RefundDeclined, RefundAbandoned, Compensated]);
+        assert_eq!(commands, [CommandKind::RefundPayment]);
+        assert_eq!(state.failure_reason, Some(FailureReason::RefundDeclined));
+        assert_eq!(outcome, Some(OrderOutcome::KeepConfirmed { reason: FailureReason::RefundDeclined }));
+    }
+
+    #[test]
+    fn an_unanswered_refund_or_return_waits_for_an_operator_instead_of_guessing() {
+        let def = refund_def();
+        let (events, commands, state, outcome) = run_def(&def, &[Input::Timeout, Input::Timeout]);
+        assert_eq!(events, [RefundRequested, StepRetried, StepTimedOut, NeedsAttention]);
+        assert_eq!(commands, [CommandKind::RefundPayment, CommandKind::RefundPayment]);
+        assert_eq!(state.status, SagaStatus::NeedsAttention);
+        assert_eq!(outcome, None);
+        // Whether the refund happened is unknown: an operator who checked the provider may still
+        // give it up, or go on.
+        assert!(operate(&def, &state, OperatorAction::ForceCompensate, "no refund at the provider").is_ok());
+        let resumed = operate(&def, &state, OperatorAction::Resume, "refunded at the provider").unwrap();
+        assert_eq!(resumed.command, Some(CommandKind::ReleaseStock));
+
+        // Past the refund, only forward: retries, then an operator; never undone.
+        let (events, _, state, _) =
+            run_def(&def, &[reply(ReplyKind::PaymentRefunded), Input::Timeout, Input::Timeout]);
+        assert_eq!(events.last(), Some(&NeedsAttention));
+        assert_eq!(state.step, 1);
+        let refused = operate(&def, &state, OperatorAction::ForceCompensate, "undo").unwrap_err();
+        assert!(refused.0.contains("cannot be undone"), "{refused}");
+        let done = operate(&def, &state, OperatorAction::ForceComplete, "restocked by hand").unwrap();
+        assert_eq!(done.outcome, Some(OrderOutcome::Refund));
+        assert_eq!(
+            done.events.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [OperatorCompleted, OrderRefunded, Completed]
+        );
+    }
+
+    #[test]
+    fn a_refund_cannot_be_cancelled() {
+        let def = refund_def();
+        assert_eq!(handle(&def, &start(&def).state, &Input::Cancel), None);
     }
 }

@@ -21,6 +21,8 @@ pub enum CommandKind {
     AuthorizePayment,
     CapturePayment,
     VoidPayment,
+    /// Give a captured payment back (the refund saga's; a checkout compensation voids instead).
+    RefundPayment,
 }
 
 impl CommandKind {
@@ -32,9 +34,10 @@ impl CommandKind {
     pub fn topic(self) -> Topic {
         match self {
             CommandKind::ReserveStock | CommandKind::ReleaseStock => Topic::StockCommands,
-            CommandKind::AuthorizePayment | CommandKind::CapturePayment | CommandKind::VoidPayment => {
-                Topic::PaymentCommands
-            }
+            CommandKind::AuthorizePayment
+            | CommandKind::CapturePayment
+            | CommandKind::VoidPayment
+            | CommandKind::RefundPayment => Topic::PaymentCommands,
         }
     }
 }
@@ -53,6 +56,8 @@ pub enum ReplyKind {
     PaymentCaptured,
     PaymentCaptureFailed,
     PaymentVoided,
+    PaymentRefunded,
+    RefundDeclined,
 }
 
 impl ReplyKind {
@@ -69,6 +74,7 @@ impl ReplyKind {
             ReplyKind::PaymentAuthorized | ReplyKind::PaymentDeclined => CommandKind::AuthorizePayment,
             ReplyKind::PaymentCaptured | ReplyKind::PaymentCaptureFailed => CommandKind::CapturePayment,
             ReplyKind::PaymentVoided => CommandKind::VoidPayment,
+            ReplyKind::PaymentRefunded | ReplyKind::RefundDeclined => CommandKind::RefundPayment,
         }
     }
 }
@@ -88,6 +94,7 @@ pub enum Command {
     AuthorizePayment { amount_minor: i64, currency: String, payment_token: String },
     CapturePayment,
     VoidPayment,
+    RefundPayment,
 }
 
 impl Command {
@@ -98,6 +105,7 @@ impl Command {
             Command::AuthorizePayment { .. } => CommandKind::AuthorizePayment,
             Command::CapturePayment => CommandKind::CapturePayment,
             Command::VoidPayment => CommandKind::VoidPayment,
+            Command::RefundPayment => CommandKind::RefundPayment,
         }
     }
 }
@@ -242,6 +250,7 @@ mod tests {
             (ReplyKind::StockReleased, Topic::StockCommands),
             (ReplyKind::PaymentVoided, Topic::PaymentCommands),
             (ReplyKind::PaymentCaptureFailed, Topic::PaymentCommands),
+            (ReplyKind::RefundDeclined, Topic::PaymentCommands),
         ] {
             assert_eq!(reply.answers().topic(), topic);
         }

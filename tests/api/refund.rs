@@ -1,0 +1,217 @@
+//! Refunds: the second saga on the engine. A confirmed order is refunded once (payment given back,
+//! stock returned, order `REFUNDED`), followed over the same subscription as its checkout; a
+//! refused refund leaves the order confirmed; requests that cannot be granted change nothing.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{code, db_id, spawn_app, spawn_app_with, TestApp, User};
+
+const REFUND: &str = "mutation($id: ID!, $r: String!) { requestRefund(orderId: $id, reason: $r) { \
+    order { id status refund { type status } } userErrors { code field message } } }";
+
+const REFUND_EVENTS: &str =
+    "subscription($id: ID!) { orderEvents(orderId: $id, saga: REFUND) { sequence type detail } }";
+
+async fn request_refund(app: &TestApp, user: &User, order: &str, reason: &str) -> Value {
+    app.data(Some(&user.token), REFUND, json!({ "id": order, "r": reason })).await["requestRefund"].clone()
+}
+
+/// A confirmed order of `quantity` MUG-001 paid with `token`.
+async fn confirmed(app: &TestApp, buyer: &User, key: &str, token: &str, quantity: i64) -> String {
+    app.add_to_cart(buyer, "MUG-001", quantity).await;
+    let id = app.place(buyer, key, token).await;
+    assert_eq!(app.wait_terminal(buyer, &id).await["status"], "CONFIRMED");
+    id
+}
+
+async fn refund_of(app: &TestApp, user: &User, order: &str) -> Value {
+    app.data(
+        Some(&user.token),
+        "query($id: ID!) { order(id: $id) { status saga { type status } refund { type status failureReason \
+         orderStatus step events { type detail } } } }",
+        json!({ "id": order }),
+    )
+    .await["order"]
+        .clone()
+}
+
+/// Polls the order until its refund saga ended (at most 60 s). The order and its saga are read
+/// one after the other: both must show the end (the saga's last transition writes both at once).
+async fn wait_refund(app: &TestApp, user: &User, order: &str) -> Value {
+    for _ in 0..600 {
+        let o = refund_of(app, user, order).await;
+        let ended = o["refund"]["status"] == "COMPLETED" || o["refund"]["status"] == "COMPENSATED";
+        if ended && o["status"] != "REFUNDING" {
+            return o;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the refund of {order} never ended: {}", refund_of(app, user, order).await);
+}
+
+async fn sagas_of(app: &TestApp, order: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT definition FROM sagas WHERE order_id = $1 ORDER BY created_at")
+        .bind(db_id(order))
+        .fetch_all(app.pool())
+        .await
+        .unwrap()
+}
+
+fn types(events: &Value) -> Vec<&str> {
+    events.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_confirmed_order_is_refunded_once_and_its_stock_returned() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let id = confirmed(&app, &buyer, "refund-1", "tok_visa", 2).await;
+    assert_eq!(app.stock("MUG-001").await, 98);
+    // Before any refund, the order has none, and there is nothing to follow.
+    assert_eq!(refund_of(&app, &buyer, &id).await["refund"], Value::Null);
+    let mut early = app.ws(Some(&buyer.token)).await;
+    early.expect_ack().await;
+    early.start("1", REFUND_EVENTS, json!({ "id": id })).await;
+    let refused = early.next_payload().await.expect("an answer");
+    assert_eq!(code(&refused), "NOT_FOUND", "{refused}");
+
+    let r = request_refund(&app, &buyer, &id, "arrived broken").await;
+    assert_eq!(r["userErrors"], json!([]), "{r}");
+    assert_eq!(r["order"]["status"], "REFUNDING");
+    assert_eq!(r["order"]["refund"]["type"], "REFUND");
+
+    // The refund streams over the same subscription as the checkout, from its first event.
+    let mut ws = app.ws(Some(&buyer.token)).await;
+    ws.expect_ack().await;
+    ws.start("r", REFUND_EVENTS, json!({ "id": id })).await;
+    let mut streamed = Vec::new();
+    while let Some(p) = ws.next_payload().await {
+        assert!(p.get("errors").is_none(), "{p}");
+        let e = &p["data"]["orderEvents"];
+        assert_eq!(e["sequence"], streamed.len() + 1, "in order, without gaps");
+        streamed.push(e["type"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        streamed,
+        ["REFUND_REQUESTED", "PAYMENT_REFUNDED", "STOCK_RETURNED", "ORDER_REFUNDED", "COMPLETED"]
+    );
+
+    let o = wait_refund(&app, &buyer, &id).await;
+    assert_eq!(o["status"], "REFUNDED");
+    assert_eq!(o["saga"], json!({ "type": "CHECKOUT", "status": "COMPLETED" }), "the checkout is untouched");
+    assert_eq!(o["refund"]["orderStatus"], "REFUNDED");
+    assert_eq!(o["refund"]["step"], Value::Null);
+    assert_eq!(o["refund"]["events"][0]["detail"], "buyer: arrived broken");
+    assert_eq!(app.stock("MUG-001").await, 100, "the units are back");
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("REFUNDED"));
+
+    // Asked again (a double click, a retry): the same refund, nothing new.
+    let again = request_refund(&app, &buyer, &id, "arrived broken").await;
+    assert_eq!(again["userErrors"], json!([]));
+    assert_eq!(again["order"]["status"], "REFUNDED");
+    assert_eq!(sagas_of(&app, &id).await, ["checkout", "refund"]);
+    assert_eq!(app.stock("MUG-001").await, 100, "returned once");
+    // The checkout's subscription still ends where it ended.
+    assert_eq!(app.order_events(&buyer, &id).await.unwrap().last().map(String::as_str), Some("COMPLETED"));
+
+    // Operators find refunds by type and by step.
+    let op = app.operator().await;
+    let d = app
+        .data(
+            Some(&op.token),
+            "query($o: ID!) { refunds: sagas(filter: { type: REFUND, orderId: $o }) { totalCount nodes { type status } } \
+             checkouts: sagas(filter: { type: CHECKOUT, orderId: $o }) { totalCount } \
+             capturing: sagas(filter: { step: CAPTURE_PAYMENT, orderId: $o }) { nodes { type } } }",
+            json!({ "o": id }),
+        )
+        .await;
+    assert_eq!(d["refunds"]["nodes"], json!([{ "type": "REFUND", "status": "COMPLETED" }]));
+    assert_eq!(d["checkouts"]["totalCount"], 1);
+    // A step names its saga: the checkout ended at its capture, the refund is not matched.
+    assert_eq!(d["capturing"]["nodes"], json!([{ "type": "CHECKOUT" }]));
+    let mismatch = app
+        .gql(
+            Some(&op.token),
+            "{ sagas(filter: { type: CHECKOUT, step: RETURN_STOCK }) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&mismatch), "BAD_USER_INPUT", "{mismatch}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_refund_leaves_the_order_confirmed_and_the_stock_sold() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let id = confirmed(&app, &buyer, "refund-refused", "tok_refund_fails", 1).await;
+    let r = request_refund(&app, &buyer, &id, "changed my mind").await;
+    assert_eq!(r["order"]["status"], "REFUNDING");
+    let o = wait_refund(&app, &buyer, &id).await;
+    assert_eq!(o["status"], "CONFIRMED");
+    assert_eq!(o["refund"]["status"], "COMPENSATED");
+    assert_eq!(o["refund"]["failureReason"], "REFUND_DECLINED");
+    assert_eq!(o["refund"]["orderStatus"], "CONFIRMED");
+    assert_eq!(
+        types(&o["refund"]["events"]),
+        ["REFUND_REQUESTED", "REFUND_DECLINED", "REFUND_ABANDONED", "COMPENSATED"]
+    );
+    assert_eq!(o["refund"]["events"][1]["detail"], "refund_refused");
+    assert_eq!(app.stock("MUG-001").await, 99, "nothing returned");
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("CAPTURED"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refunds_that_cannot_be_granted_are_refused_clearly_and_change_nothing() {
+    let app = spawn_app_with(|c| c.api.refund_window = Duration::ZERO).await;
+    let buyer = app.register().await;
+    let stranger = app.register().await;
+    let id = confirmed(&app, &buyer, "refund-window", "tok_visa", 1).await;
+
+    let refused =
+        |r: &Value| (r["userErrors"][0]["code"].as_str().unwrap_or("none").to_string(), r["order"].clone());
+    // Past the window (zero here), for the buyer.
+    let r = request_refund(&app, &buyer, &id, "too late").await;
+    assert_eq!(refused(&r), ("REFUND_WINDOW_CLOSED".into(), Value::Null), "{r}");
+    assert_eq!(r["userErrors"][0]["field"], json!(["orderId"]));
+    // Someone else's order is as absent as one that never was.
+    let r = request_refund(&app, &stranger, &id, "mine now").await;
+    assert_eq!(refused(&r).0, "ORDER_NOT_FOUND");
+    for reason in ["", "   ", &"x".repeat(501)] {
+        let r = request_refund(&app, &buyer, &id, reason).await;
+        assert_eq!(refused(&r).0, "INVALID_REFUND_REASON");
+        assert_eq!(r["userErrors"][0]["field"], json!(["reason"]));
+    }
+    let r = request_refund(&app, &buyer, "not-an-order", "why").await;
+    assert_eq!(refused(&r).0, "INVALID_ORDER_ID");
+    let anonymous = app.gql(None, REFUND, json!({ "id": id, "r": "why" })).await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    // A cancelled order has nothing to refund; a pending one is cancelled instead.
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+    let declined = app.place(&buyer, "refund-declined", "tok_declined").await;
+    assert_eq!(app.wait_terminal(&buyer, &declined).await["status"], "CANCELLED");
+    let r = request_refund(&app, &buyer, &declined, "why").await;
+    assert_eq!(refused(&r).0, "ORDER_ALREADY_CANCELLED");
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+    let pending = app.place(&buyer, "refund-pending", "tok_timeout").await;
+    let r = request_refund(&app, &buyer, &pending, "why").await;
+    assert_eq!(refused(&r).0, "ORDER_NOT_CONFIRMED");
+
+    // Nothing changed for any of them.
+    for order in [&id, &declined, &pending] {
+        assert_eq!(sagas_of(&app, order).await, ["checkout"], "{order}");
+    }
+    assert_eq!(refund_of(&app, &buyer, &id).await["status"], "CONFIRMED");
+
+    // An operator may refund past the window; the history says who asked.
+    let op = app.operator().await;
+    let r = request_refund(&app, &op, &id, "goodwill").await;
+    assert_eq!(r["userErrors"], json!([]), "{r}");
+    let o = wait_refund(&app, &buyer, &id).await;
+    assert_eq!(o["status"], "REFUNDED");
+    assert_eq!(o["refund"]["events"][0]["detail"], "operator: goodwill");
+    app.stop().await;
+}
