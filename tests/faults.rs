@@ -145,7 +145,9 @@ async fn buyer(
             let mut rng = rand::thread_rng();
             let sku = SKUS[rng.gen_range(0..SKUS.len())].0;
             let pay = match (payments, rng.gen_range(0..100)) {
-                (Payments::Test, 0..80) => "tok_visa",
+                (Payments::Test, 0..77) => "tok_visa",
+                // Confirmed, and its refund (if asked for) is refused.
+                (Payments::Test, 77..80) => "tok_refund_fails",
                 (Payments::Test, 80..90) => "tok_declined",
                 (Payments::Test, 90..97) => "tok_capture_fails",
                 (Payments::Test, _) => "tok_timeout",
@@ -357,7 +359,7 @@ async fn check_provider(http: &reqwest::Client, pool: &PgPool) -> AtProvider {
             .await;
             let refunds = refunds["data"].as_array().cloned().unwrap_or_default();
             let refunded: i64 = refunds.iter().map(|r| r["amount"].as_i64().unwrap_or(0)).sum();
-            if refunds.len() > 1 || (!refunds.is_empty() && status != "CANCELLED") {
+            if refunds.len() > 1 || (!refunds.is_empty() && status != "CANCELLED" && status != "REFUNDED") {
                 eprintln!("refunds {refunds:?} of order {order} ({status})");
                 found.unmatched_refunds += 1;
             }
@@ -370,6 +372,8 @@ async fn check_provider(http: &reqwest::Client, pool: &PgPool) -> AtProvider {
         let kept: i64 = captured.iter().sum();
         let right = match status.as_str() {
             "CONFIRMED" => captured.len() == 1 && kept == *total,
+            // Charged once, and all of it given back once.
+            "REFUNDED" => captured.len() == 1 && kept == 0,
             _ => kept == 0,
         };
         if !right {
@@ -381,6 +385,53 @@ async fn check_provider(http: &reqwest::Client, pool: &PgPool) -> AtProvider {
 }
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits (at most `limit`) until every saga has ended or stopped for an operator.
+async fn settle(pool: &PgPool, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let open =
+            count(pool, "SELECT count(*) FROM sagas WHERE status IN ('RUNNING', 'COMPENSATING')").await;
+        if open == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An operator's access token: an account registered through the API, granted the role in the
+/// database (as `api grant-role` does), signed in again.
+async fn operator_token(http: &reqwest::Client, api: &str, pool: &PgPool) -> String {
+    let email = format!("operator-{}@example.com", Uuid::new_v4().simple());
+    let register = "mutation($e:String!){ register(email:$e, password:\"correct horse\"){ accessToken } }";
+    let r = gql(http, api, None, register, json!({ "e": email })).await;
+    assert!(r["data"]["register"]["accessToken"].is_string(), "register: {r}");
+    ecommerce_saga::auth::service::set_role(pool, &email, ecommerce_saga::auth::Role::Operator, true)
+        .await
+        .expect("grant operator");
+    let login = "mutation($e:String!){ login(email:$e, password:\"correct horse\"){ accessToken } }";
+    let r = gql(http, api, None, login, json!({ "e": email })).await;
+    r["data"]["login"]["accessToken"].as_str().unwrap_or_else(|| panic!("login: {r}")).to_string()
+}
+
+/// Asks for a refund of each of `orders` as `operator`, one after another, retrying what the
+/// chaos cut off (the same request again returns the same refund).
+async fn refund_all(http: reqwest::Client, api: String, operator: String, orders: Vec<Uuid>) {
+    let refund = "mutation($id:ID!){ requestRefund(orderId:$id, reason:\"fault harness\"){ order { id } userErrors { code } } }";
+    for id in orders {
+        for attempt in 0.. {
+            let r = gql(&http, &api, Some(&operator), refund, json!({ "id": id.to_string() })).await;
+            if r["data"]["requestRefund"]["order"]["id"].is_string() {
+                break;
+            }
+            let refused = &r["data"]["requestRefund"]["userErrors"];
+            assert!(refused.is_null() || refused == &json!([]), "refund of {id} refused: {r}");
+            assert!(attempt < 50, "requestRefund keeps failing: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// The test's own connections: PostgreSQL and the broker, and MongoDB.
 struct Stores {
@@ -441,7 +492,10 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
             let proxy = StripeProxy::start(&stripe_base()).await;
             // Each create and capture reaches Stripe at once and is answered 300 ms later (within
             // the workers' 500 ms), the window in which workers are killed.
-            proxy.hold_answers(&["/v1/payment_intents", "/capture"], Duration::from_millis(300));
+            proxy.hold_answers(
+                &["/v1/payment_intents", "/capture", "/v1/refunds"],
+                Duration::from_millis(300),
+            );
             let registered = reqwest::Client::new()
                 .post(format!("{}/_config/webhooks/{name}", stripe_base()))
                 .form(&[("url", format!("{api}/webhooks/stripe")), ("secret", WEBHOOK_SECRET.to_string())])
@@ -522,7 +576,7 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         }
     });
     let kills = Arc::new(AtomicUsize::new(0));
-    // With Stripe: workers killed while a create or capture they sent was at the provider.
+    // With Stripe: workers killed while a create, capture or refund they sent was at the provider.
     let mut mid_call_kills = 0;
     let mut db_dropped = false;
     let mut broker_restarts = 0;
@@ -568,20 +622,72 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     }
     let ids = load.await.unwrap();
 
-    // Settle: every saga must reach a terminal state.
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // Settle: every checkout must reach a terminal state.
     let pool = {
         // The harness's own pool may have been cut by pg_terminate_backend too.
         pool.close().await;
         PgPool::connect(config.postgres.url.expose_secret()).await.unwrap()
     };
-    loop {
-        let open =
-            count(&pool, "SELECT count(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')").await;
-        if open == 0 || Instant::now() > deadline {
-            break;
+    settle(&pool, Duration::from_secs(180)).await;
+
+    // Refunds, under the same chaos: an operator refunds every third confirmed order while
+    // processes keep being killed; with Stripe the first kill is the workers' (-9) in the middle
+    // of a refund at the provider.
+    let to_refund: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM orders WHERE status = 'CONFIRMED' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .step_by(3)
+            .collect();
+    assert!(!to_refund.is_empty(), "some orders were confirmed");
+    let operator = operator_token(&http, &api, &pool).await;
+    let refunding = tokio::spawn(refund_all(http.clone(), api.clone(), operator.clone(), to_refund.clone()));
+    let mut refund_kills = 0;
+    while !refunding.is_finished() || refund_kills < 2 {
+        let (wait, mut victim, mut graceful, down) = {
+            let mut rng = rand::thread_rng();
+            let victim = ["orchestrator-1", "orchestrator-2", "workers"][rng.gen_range(0..3)];
+            (rng.gen_range(300..1200), victim, rng.gen_bool(0.25), rng.gen_range(100..800))
+        };
+        match proxy.as_ref().filter(|_| mid_call_kills < 3) {
+            Some(proxy) => {
+                (victim, graceful) = ("workers", false);
+                let waiting = Instant::now();
+                while proxy.refunds_in_flight() == 0 {
+                    assert!(waiting.elapsed() < Duration::from_secs(120), "no refund was made for 2 minutes");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                mid_call_kills += 1;
+            }
+            None => tokio::time::sleep(Duration::from_millis(wait)).await,
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        cluster.kill(victim, graceful).await;
+        kills.fetch_add(1, Ordering::Relaxed);
+        refund_kills += 1;
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        cluster.spawn(victim);
+    }
+    refunding.await.unwrap();
+    settle(&pool, Duration::from_secs(180)).await;
+    // A refund is never undone, so one whose provider or stock service stayed silent through
+    // every attempt stops for an operator. The operator retries it, as the monitor offers.
+    let paused_refunds =
+        count(&pool, "SELECT count(*) FROM sagas WHERE definition = 'refund' AND status = 'NEEDS_ATTENTION'")
+            .await;
+    if paused_refunds > 0 {
+        let r = gql(
+            &http,
+            &api,
+            Some(&operator),
+            "mutation { bulkRepairSagas(input: { filter: { type: REFUND, status: NEEDS_ATTENTION }, \
+             action: RETRY_STEP, reason: \"chaos is over\", idempotencyKey: \"harness-retry\", dryRun: false }) { applied } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(r["data"]["bulkRepairSagas"]["applied"], paused_refunds, "{r}");
+        settle(&pool, Duration::from_secs(60)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await; // let duplicates still in flight arrive
 
@@ -589,22 +695,31 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     let total = count(&pool, "SELECT count(*) FROM sagas").await;
     let confirmed = count(&pool, "SELECT count(*) FROM orders WHERE status = 'CONFIRMED'").await;
     let cancelled = count(&pool, "SELECT count(*) FROM orders WHERE status = 'CANCELLED'").await;
+    let refunded = count(&pool, "SELECT count(*) FROM orders WHERE status = 'REFUNDED'").await;
+    let refunds = count(&pool, "SELECT count(*) FROM sagas WHERE definition = 'refund'").await;
     let stuck =
         count(&pool, "SELECT count(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')").await;
     let mismatched = count(
         &pool,
-        "SELECT count(*) FROM orders o JOIN sagas s ON s.order_id = o.id
-         WHERE (o.status = 'CONFIRMED') <> (s.status = 'COMPLETED') OR (o.status = 'CANCELLED') <> (s.status = 'COMPENSATED')",
+        "SELECT count(*) FROM orders o JOIN sagas s ON s.order_id = o.id AND s.definition = 'checkout'
+              LEFT JOIN sagas r ON r.order_id = o.id AND r.definition = 'refund'
+         WHERE (o.status IN ('CONFIRMED', 'REFUNDED')) <> (s.status = 'COMPLETED')
+            OR (o.status = 'CANCELLED') <> (s.status = 'COMPENSATED')
+            OR (o.status = 'REFUNDED') <> (r.status IS NOT DISTINCT FROM 'COMPLETED')",
     )
     .await;
-    // Captured exactly when confirmed (the payments table holds one row per order).
+    // Captured exactly when confirmed, refunded when refunded (the payments table holds one row
+    // per order).
     let double_captures = count(
         &pool,
         "SELECT count(*) FROM orders o LEFT JOIN payments p ON p.order_id = o.id
-         WHERE (o.status = 'CONFIRMED') <> (p.status IS NOT DISTINCT FROM 'CAPTURED')",
+         WHERE NOT CASE o.status WHEN 'CONFIRMED' THEN p.status IS NOT DISTINCT FROM 'CAPTURED'
+                                 WHEN 'REFUNDED' THEN p.status IS NOT DISTINCT FROM 'REFUNDED'
+                                 ELSE p.status IS DISTINCT FROM 'CAPTURED' END",
     )
     .await;
-    // Stock balances: initial − confirmed quantities = final, per sku; never negative.
+    // Stock balances: initial − confirmed quantities = final, per sku (a refunded order's units
+    // came back, once); never negative.
     let mut oversold = count(&pool, "SELECT count(*) FROM stock WHERE available < 0").await;
     for (sku, initial) in SKUS {
         let sold: i64 = sqlx::query_scalar(
@@ -625,7 +740,10 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
             oversold += 1;
         }
     }
-    let lost_messages = count(&pool, "SELECT count(*) FROM outbox").await + (ids.len() as i64 - total).abs();
+    let checkouts = total - refunds;
+    let lost_messages = count(&pool, "SELECT count(*) FROM outbox").await
+        + (ids.len() as i64 - checkouts).abs()
+        + (to_refund.len() as i64 - refunds).abs();
     let provider = match payments {
         Payments::Test => None,
         Payments::Stripe => Some(check_provider(&http, &pool).await),
@@ -646,7 +764,7 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     .unwrap();
     let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}:{n}")).collect();
     println!(
-        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={} broker_restarts={broker_restarts}{provider_line} cancel_reasons={}",
+        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} refunds={refunds} refunded={refunded} refunds_repaired={paused_refunds} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={} broker_restarts={broker_restarts}{provider_line} cancel_reasons={}",
         db_dropped as u8,
         reasons.join(",")
     );
@@ -660,12 +778,13 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     let failure = (stuck, double_captures, oversold, lost_messages, mismatched) != (0, 0, 0, 0, 0)
         || at_provider != (0, 0, 0);
     assert!(!failure, "invariants violated; logs in {}", cluster.logs.display());
-    assert_eq!(total as usize, ids.len());
-    assert_eq!(confirmed + cancelled, total);
-    assert!(confirmed > 0 && cancelled > 0, "the mix exercises both outcomes");
+    assert_eq!(checkouts as usize, ids.len());
+    assert_eq!(refunds as usize, to_refund.len());
+    assert_eq!(confirmed + cancelled + refunded, checkouts);
+    assert!(confirmed > 0 && cancelled > 0 && refunded > 0, "the mix exercises every outcome");
     assert!(kills >= MIN_KILLS, "chaos ran");
     if payments == Payments::Stripe {
-        assert_eq!(mid_call_kills, 2, "workers were killed in the middle of payment calls");
+        assert_eq!(mid_call_kills, 3, "workers were killed in the middle of payment calls");
     }
     assert!(db_dropped, "database connections were dropped");
     assert_eq!(

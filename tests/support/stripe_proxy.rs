@@ -8,7 +8,8 @@
 //!   outcome our side never hears of (except by webhook).
 //! - `expire_authorizations(true)`: an authorization is cancelled at the provider the moment the
 //!   caller reads it, as an authorization that expired before its capture.
-//! - `creates_in_flight()`, `captures_in_flight()`: calls whose answers have not gone back yet;
+//! - `creates_in_flight()`, `captures_in_flight()`, `refunds_in_flight()`: calls whose answers
+//!   have not gone back yet;
 //!   a harness kills a worker while one is non-zero, to crash it in the middle of the call.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +34,7 @@ struct Shared {
     expire: AtomicBool,
     creates: AtomicUsize,
     captures: AtomicUsize,
+    refunds: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -51,6 +53,7 @@ impl StripeProxy {
             expire: AtomicBool::new(false),
             creates: AtomicUsize::new(0),
             captures: AtomicUsize::new(0),
+            refunds: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -77,6 +80,11 @@ impl StripeProxy {
     pub fn captures_in_flight(&self) -> usize {
         self.shared.captures.load(Ordering::SeqCst)
     }
+
+    /// Refunds being made whose answer has not gone back.
+    pub fn refunds_in_flight(&self) -> usize {
+        self.shared.refunds.load(Ordering::SeqCst)
+    }
 }
 
 struct InFlight<'a>(&'a AtomicUsize);
@@ -98,6 +106,7 @@ async fn forward(State(s): State<Arc<Shared>>, request: Request) -> Response {
     let counter = match (&parts.method, path.as_str()) {
         (&Method::POST, "/v1/payment_intents") => Some(&s.creates),
         (&Method::POST, p) if p.ends_with("/capture") => Some(&s.captures),
+        (&Method::POST, "/v1/refunds") => Some(&s.refunds),
         _ => None,
     };
     let _guard = counter.map(|c| {
