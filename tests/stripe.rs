@@ -111,6 +111,15 @@ async fn refund_returns_the_captured_amount_once() {
 }
 
 #[tokio::test]
+async fn a_key_the_provider_refuses_is_permanent_not_a_decline() {
+    // A publishable key where the secret one belongs: every call is refused, whatever the card.
+    let g = StripeGateway::new(&base(), SecretString::from("pk_test_publishable"), Duration::from_secs(10))
+        .unwrap();
+    let r = g.authorize(Uuid::now_v7(), "pm_card_visa", 100, "USD").await;
+    assert!(matches!(r, Err(GatewayError::Permanent(ref why)) if why.contains("401")), "{r:?}");
+}
+
+#[tokio::test]
 async fn an_unreachable_provider_leaves_the_outcome_unknown() {
     let g = StripeGateway::new("http://127.0.0.1:9", SecretString::from("sk_test_x"), Duration::from_secs(2))
         .unwrap();

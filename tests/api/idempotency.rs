@@ -106,7 +106,7 @@ async fn a_reply_delivered_twice_advances_the_saga_once() {
         saga_id,
         order_id,
         "t",
-        Body::Reply(Reply { kind: ReplyKind::PaymentAuthorized, reason: None }),
+        Body::Reply(Reply { kind: ReplyKind::PaymentAuthorized, reason: None, command: None }),
     );
     dup.message_id = applied;
     app.services.transport.publish(Topic::Replies, "k", Bytes::from(dup.encode())).await.unwrap();

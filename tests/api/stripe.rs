@@ -134,6 +134,50 @@ async fn a_refund_gives_the_captured_amount_back_once_at_the_provider() {
 }
 
 #[tokio::test]
+async fn refused_credentials_stop_the_saga_for_an_operator_who_retries_after_the_fix() {
+    let proxy = StripeProxy::start(&stripe_base()).await;
+    // As Stripe answers a revoked or mistyped secret key: no retry helps, and it is not the
+    // buyer's doing, so the order is neither declined nor retried into a timeout.
+    proxy.refuse_credentials(true);
+    let app = spawn_app_with(|c| use_stripe(c, &proxy.base)).await;
+    let op = app.operator().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "BAG-003", 1).await;
+    let id = app.place(&buyer, "stripe-bad-key", "pm_card_visa").await;
+    let saga =
+        "query($o: ID!) { sagas(filter: { orderId: $o }) { nodes { id status step lastError orderStatus \
+                events { type detail } } } }";
+    let mut paused = Value::Null;
+    for _ in 0..300 {
+        paused = app.data(Some(&op.token), saga, json!({ "o": id })).await["sagas"]["nodes"][0].clone();
+        if paused["status"] == "NEEDS_ATTENTION" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(paused["status"], "NEEDS_ATTENTION", "{paused}");
+    assert_eq!(paused["step"], "AUTHORIZE_PAYMENT");
+    assert_eq!(paused["orderStatus"], "PENDING");
+    let types: Vec<&str> =
+        paused["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ORDER_PLACED", "STOCK_RESERVED", "STEP_FAULTED", "NEEDS_ATTENTION"]);
+    assert!(paused["lastError"].as_str().unwrap().contains("stripe 401"), "{paused}");
+    assert!(at_provider(&id).await.is_empty(), "nothing reached the provider");
+
+    // The key is fixed; the operator sends the step again and the checkout goes through.
+    proxy.refuse_credentials(false);
+    let retry = "mutation($s: ID!) { retrySagaStep(input: { sagaId: $s, reason: \"secret key rotated\", \
+                 idempotencyKey: \"fix-1\" }) { saga { status } } }";
+    app.data(Some(&op.token), retry, json!({ "s": paused["id"] })).await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let intents = at_provider(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(captured_charges(&intents[0]), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_card_cancels_the_order_and_leaves_no_authorization_behind() {
     let app = stripe_app().await;
     let buyer = app.register().await;

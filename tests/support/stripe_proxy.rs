@@ -6,6 +6,8 @@
 //! - `hold_answers(paths, d)`: POSTs whose path ends with one of `paths` reach the provider at
 //!   once; their answers are held back `d`. The provider did it, the caller gives up waiting: an
 //!   outcome our side never hears of (except by webhook).
+//! - `refuse_credentials(true)`: every request is answered 401 `authentication_error` without
+//!   reaching the provider, as Stripe answers a wrong or revoked secret key.
 //! - `expire_authorizations(true)`: an authorization is cancelled at the provider the moment the
 //!   caller reads it, as an authorization that expired before its capture.
 //! - `creates_in_flight()`, `captures_in_flight()`, `refunds_in_flight()`: calls whose answers
@@ -32,6 +34,7 @@ struct Shared {
     http: reqwest::Client,
     faults: Mutex<Faults>,
     expire: AtomicBool,
+    refuse: AtomicBool,
     creates: AtomicUsize,
     captures: AtomicUsize,
     refunds: AtomicUsize,
@@ -51,6 +54,7 @@ impl StripeProxy {
             http: reqwest::Client::new(),
             faults: Mutex::default(),
             expire: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
             creates: AtomicUsize::new(0),
             captures: AtomicUsize::new(0),
             refunds: AtomicUsize::new(0),
@@ -65,6 +69,10 @@ impl StripeProxy {
     pub fn hold_answers(&self, paths: &[&str], hold: Duration) {
         *self.shared.faults.lock().unwrap() =
             Faults { held: paths.iter().map(|p| p.to_string()).collect(), hold };
+    }
+
+    pub fn refuse_credentials(&self, on: bool) {
+        self.shared.refuse.store(on, Ordering::SeqCst);
     }
 
     pub fn expire_authorizations(&self, on: bool) {
@@ -101,6 +109,10 @@ async fn forward(State(s): State<Arc<Shared>>, request: Request) -> Response {
         Ok(b) => b,
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
+    if s.refuse.load(Ordering::SeqCst) {
+        let error = r#"{"error":{"type":"authentication_error","message":"Invalid API Key provided"}}"#;
+        return (StatusCode::UNAUTHORIZED, [("content-type", "application/json")], error).into_response();
+    }
     let path = parts.uri.path().to_string();
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
     let counter = match (&parts.method, path.as_str()) {

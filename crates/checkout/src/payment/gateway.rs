@@ -14,6 +14,11 @@ pub enum GatewayError {
     /// The provider could not be reached or did not answer; the outcome is unknown.
     #[error("gateway unavailable: {0}")]
     Unavailable(String),
+    /// The provider refused the request itself, not the payment (our credentials, our
+    /// parameters): nothing was done, retrying as it is will not help, and the buyer is not at
+    /// fault. An operator fixes the cause and retries.
+    #[error("gateway refused the request: {0}")]
+    Permanent(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

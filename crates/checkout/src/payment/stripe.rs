@@ -146,7 +146,11 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-/// Stripe's error answer as a gateway error.
+/// Stripe's error answer as a gateway error: the card's refusal is a decline; a conflict, rate
+/// limit or server error leaves the outcome unknown; a refusal of our credentials or of our
+/// parameters is permanent (no retry fixes it, and it is not the buyer's doing); any other
+/// refusal of the request (an intent in the wrong state, an unknown payment method) declines
+/// this payment.
 fn classify(status: u16, error: &Value) -> GatewayError {
     let code = error["decline_code"]
         .as_str()
@@ -154,9 +158,14 @@ fn classify(status: u16, error: &Value) -> GatewayError {
         .or_else(|| error["type"].as_str())
         .unwrap_or("stripe_error")
         .to_string();
+    let kind = error["type"].as_str().unwrap_or_default();
+    let ours = matches!(kind, "authentication_error" | "permission_error" | "idempotency_error")
+        || code.starts_with("parameter_");
     match status {
         402 => GatewayError::Declined(code),
         409 | 429 | 500..=599 => GatewayError::Unavailable(format!("stripe {status}: {code}")),
+        401 | 403 => GatewayError::Permanent(format!("stripe {status}: {code}")),
+        _ if ours => GatewayError::Permanent(format!("stripe {status}: {code}")),
         _ => GatewayError::Declined(format!("stripe_{status}_{code}")),
     }
 }
@@ -275,9 +284,21 @@ mod tests {
             GatewayError::Unavailable(_)
         ));
         assert!(matches!(classify(503, &json!({})), GatewayError::Unavailable(_)));
-        assert_eq!(
+        assert!(matches!(
             classify(400, &json!({ "type": "invalid_request_error", "code": "parameter_missing" })),
-            GatewayError::Declined("stripe_400_parameter_missing".into())
+            GatewayError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(401, &json!({ "type": "invalid_request_error" })),
+            GatewayError::Permanent(_)
+        ));
+        assert!(matches!(classify(400, &json!({ "type": "idempotency_error" })), GatewayError::Permanent(_)));
+        assert_eq!(
+            classify(
+                400,
+                &json!({ "type": "invalid_request_error", "code": "payment_intent_unexpected_state" })
+            ),
+            GatewayError::Declined("stripe_400_payment_intent_unexpected_state".into())
         );
     }
 

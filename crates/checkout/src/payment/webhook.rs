@@ -210,7 +210,7 @@ pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, AppError> {
         Outcome::Authorized { reference } => {
             store::transition(&mut *tx, order_id, Status::Pending, Status::Authorized, Some(reference), None)
                 .await?
-                .then_some(Reply { kind: ReplyKind::PaymentAuthorized, reason: None })
+                .then_some(Reply { kind: ReplyKind::PaymentAuthorized, reason: None, command: None })
         }
         Outcome::Captured { reference } => {
             let ours = store::load(&mut *tx, order_id)
@@ -219,12 +219,16 @@ pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, AppError> {
             (ours
                 && store::transition(&mut *tx, order_id, Status::Authorized, Status::Captured, None, None)
                     .await?)
-                .then_some(Reply { kind: ReplyKind::PaymentCaptured, reason: None })
+                .then_some(Reply { kind: ReplyKind::PaymentCaptured, reason: None, command: None })
         }
         Outcome::Failed { reason } => {
             store::transition(&mut *tx, order_id, Status::Pending, Status::Declined, None, Some(reason))
                 .await?
-                .then(|| Reply { kind: ReplyKind::PaymentDeclined, reason: Some(reason.clone()) })
+                .then(|| Reply {
+                    kind: ReplyKind::PaymentDeclined,
+                    reason: Some(reason.clone()),
+                    command: None,
+                })
         }
     };
     let Some(reply) = moved else {

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::gateway::{GatewayError, PaymentGateway};
 use super::store::{self, PaymentStatus as Status};
-use crate::saga::messages::{Body, Command, Envelope, Reply, ReplyKind};
+use crate::saga::messages::{Body, Command, CommandKind, Envelope, Reply, ReplyKind};
 use ecommerce_platform::error::AppError;
 use ecommerce_platform::postgres::{inbox, outbox};
 
@@ -38,7 +38,7 @@ pub struct PaymentWorker {
 }
 
 fn reply(kind: ReplyKind, reason: Option<String>) -> Option<Reply> {
-    Some(Reply { kind, reason })
+    Some(Reply { kind, reason, command: None })
 }
 
 /// What a command leaves to the transaction that claims it and sends the reply.
@@ -143,12 +143,15 @@ impl PaymentWorker {
                             let declined = Reply {
                                 kind: ReplyKind::PaymentDeclined,
                                 reason: Some("payment was voided".into()),
+                                command: None,
                             };
                             return self.reply_only(&envelope, declined).await;
                         }
-                        (Contested::Authorized { .. }, _) => {
-                            Some(Reply { kind: ReplyKind::PaymentDeclined, reason: now.reason })
-                        }
+                        (Contested::Authorized { .. }, _) => Some(Reply {
+                            kind: ReplyKind::PaymentDeclined,
+                            reason: now.reason,
+                            command: None,
+                        }),
                         (Contested::Captured { reference, amount }, _) => {
                             // Voided concurrently: the money must not stay captured.
                             tx.rollback().await?;
@@ -158,6 +161,7 @@ impl PaymentWorker {
                             let failed = Reply {
                                 kind: ReplyKind::PaymentCaptureFailed,
                                 reason: Some("payment was voided".into()),
+                                command: None,
                             };
                             return self.reply_only(&envelope, failed).await;
                         }
@@ -233,7 +237,7 @@ impl PaymentWorker {
                 to: Status::Authorized,
                 gateway_ref: Some(auth.reference.clone()),
                 reason: None,
-                reply: Reply { kind: ReplyKind::PaymentAuthorized, reason: None },
+                reply: Reply { kind: ReplyKind::PaymentAuthorized, reason: None, command: None },
                 contested: Contested::Authorized { reference: auth.reference },
             }),
             Err(GatewayError::Declined(reason)) => {
@@ -243,7 +247,7 @@ impl PaymentWorker {
                     to: Status::Declined,
                     gateway_ref: None,
                     reason: Some(reason.clone()),
-                    reply: Reply { kind: ReplyKind::PaymentDeclined, reason: Some(reason) },
+                    reply: Reply { kind: ReplyKind::PaymentDeclined, reason: Some(reason), command: None },
                     contested: Contested::Keep,
                 })
             }
@@ -253,6 +257,8 @@ impl PaymentWorker {
                 store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(None))
             }
+            // The payment stays PENDING: a retry after the fix asks again.
+            Err(GatewayError::Permanent(why)) => self.faulted(env, CommandKind::AuthorizePayment, why).await,
         }
     }
 
@@ -285,7 +291,7 @@ impl PaymentWorker {
                 to: Status::Captured,
                 gateway_ref: None,
                 reason: None,
-                reply: Reply { kind: ReplyKind::PaymentCaptured, reason: None },
+                reply: Reply { kind: ReplyKind::PaymentCaptured, reason: None, command: None },
                 contested: Contested::Captured { reference, amount: p.amount_minor },
             }),
             Err(GatewayError::Declined(reason)) => {
@@ -297,6 +303,7 @@ impl PaymentWorker {
                 store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(None))
             }
+            Err(GatewayError::Permanent(why)) => self.faulted(env, CommandKind::CapturePayment, why).await,
         }
     }
 
@@ -330,7 +337,7 @@ impl PaymentWorker {
                 to: Status::Refunded,
                 gateway_ref: None,
                 reason: None,
-                reply: Reply { kind: ReplyKind::PaymentRefunded, reason: None },
+                reply: Reply { kind: ReplyKind::PaymentRefunded, reason: None, command: None },
                 contested: Contested::Keep,
             }),
             Err(GatewayError::Declined(reason)) => {
@@ -343,6 +350,31 @@ impl PaymentWorker {
                 store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(None))
             }
+            Err(GatewayError::Permanent(why)) => self.faulted(env, CommandKind::RefundPayment, why).await,
+        }
+    }
+
+    /// The gateway refused `command`'s request itself: the lease ends, the payment stays as it
+    /// was, and the saga is told, to stop for an operator.
+    async fn faulted(&self, env: &Envelope, command: CommandKind, why: String) -> Result<Finish, AppError> {
+        error!(%why, command = command.as_str(), "the gateway refused the request; the saga waits for an operator");
+        store::release_call(&self.pool, env.order_id).await?;
+        Ok(Finish::Reply(Some(Reply::faulted(command, why))))
+    }
+
+    /// Releases what the provider holds: `Ok(None)` when done, the faulted reply when the
+    /// provider refused the request itself; an unknown outcome is an error (redelivered).
+    async fn release(
+        &self,
+        released: impl std::future::Future<Output = Result<(), GatewayError>>,
+    ) -> Result<Option<Reply>, AppError> {
+        match self.call(released).await {
+            Ok(()) => Ok(None),
+            Err(GatewayError::Permanent(why)) => {
+                error!(%why, "the gateway refused to release the payment; the saga waits for an operator");
+                Ok(Some(Reply::faulted(CommandKind::VoidPayment, why)))
+            }
+            Err(e) => Err(AppError::Internal(e.to_string())),
         }
     }
 
@@ -359,21 +391,23 @@ impl PaymentWorker {
             Status::Pending => {
                 // An authorization may have been asked for and its answer lost: whatever the
                 // provider made for the order is released before the payment is closed.
-                self.call(self.gateway.void(env.order_id, None))
-                    .await
-                    .map_err(|e| AppError::Internal(e.to_string()))?;
+                if let Some(fault) = self.release(self.gateway.void(env.order_id, None)).await? {
+                    return Ok(Some(fault));
+                }
                 (Status::Pending, Status::Voided)
             }
             Status::Authorized => {
-                self.call(self.gateway.void(env.order_id, Some(&reference)))
-                    .await
-                    .map_err(|e| AppError::Internal(e.to_string()))?;
+                if let Some(fault) = self.release(self.gateway.void(env.order_id, Some(&reference))).await? {
+                    return Ok(Some(fault));
+                }
                 (Status::Authorized, Status::Voided)
             }
             Status::Captured => {
-                self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor))
-                    .await
-                    .map_err(|e| AppError::Internal(e.to_string()))?;
+                if let Some(fault) =
+                    self.release(self.gateway.refund(env.order_id, &reference, p.amount_minor)).await?
+                {
+                    return Ok(Some(fault));
+                }
                 (Status::Captured, Status::Refunded)
             }
             // Nothing held.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::machine::{self, Input};
-use super::messages::{Body, Envelope};
+use super::messages::{Body, Envelope, ReplyKind};
 use super::{store, SagaDefinition, Sagas};
 use ecommerce_platform::broker::{Topic, Transport};
 use ecommerce_platform::consumer::{self, counted, counted_batch, ConsumerSpec};
@@ -87,14 +87,23 @@ impl Orchestrator {
                 warn!("reply for an unknown saga; ignoring");
                 continue;
             };
-            let input = Input::Reply { kind: reply.kind, reason: reply.reason.clone() };
+            let input = match (reply.kind, reply.command) {
+                (ReplyKind::Faulted, Some(command)) => {
+                    Input::Fault { command, reason: reply.reason.clone().unwrap_or_default() }
+                }
+                (ReplyKind::Faulted, None) => {
+                    warn!("a faulted reply that names no command; ignoring");
+                    continue;
+                }
+                (kind, _) => Input::Reply { kind, reason: reply.reason.clone() },
+            };
             let Some(def) = self.definition(saga) else { continue };
             match machine::handle(def, &saga.state, &input) {
                 Some(t) => {
                     info!(reply = ?reply.kind, status = t.state.status.as_str(), "saga advanced");
                     let waited = (chrono::Utc::now() - saga.updated_at).to_std().unwrap_or_default();
                     writes.add(saga, &t);
-                    applied.push((t, reply.kind, waited));
+                    applied.push((t, reply.clone(), waited));
                 }
                 None => {
                     info!(reply = ?reply.kind, status = saga.state.status.as_str(), "reply does not apply; ignored")
@@ -104,9 +113,10 @@ impl Orchestrator {
         let rows = writes.flush(&mut tx).await?;
         tx.commit().await?;
         ecommerce_platform::postgres::outbox::committed(&self.pool, rows);
-        for (t, kind, waited) in &applied {
+        for (t, reply, waited) in &applied {
             self.record(t);
-            self.metrics.step_duration(kind.answers().as_str(), kind.as_str(), waited.as_secs_f64());
+            let command = reply.answers().map_or("?", |c| c.as_str());
+            self.metrics.step_duration(command, reply.kind.as_str(), waited.as_secs_f64());
         }
         Ok(new)
     }

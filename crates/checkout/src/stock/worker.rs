@@ -94,7 +94,7 @@ async fn lock_stock(
 }
 
 fn reply(kind: ReplyKind, reason: Option<String>) -> Reply {
-    Reply { kind, reason }
+    Reply { kind, reason, command: None }
 }
 
 async fn existing(

@@ -73,6 +73,9 @@ pub enum EventKind {
     OrderRefunded,
     /// The refund was given up; the order stays confirmed.
     RefundAbandoned,
+    /// A command failed in a way no retry fixes (the payment provider refused our credentials or
+    /// our request); the saga waits for an operator.
+    StepFaulted,
 }
 
 impl EventKind {

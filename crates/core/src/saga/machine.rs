@@ -79,6 +79,11 @@ pub enum Input {
         kind: ReplyKind,
         reason: Option<String>,
     },
+    /// The command `command` failed in a way no retry fixes (see `ReplyKind::Faulted`).
+    Fault {
+        command: CommandKind,
+        reason: String,
+    },
     /// The deadline of the command in flight passed without a reply.
     Timeout,
     /// The buyer asked to cancel the order.
@@ -191,7 +196,7 @@ pub fn handle(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<
         SagaStatus::Compensating => compensating(def, state, input),
         // A late reply (or a cancel) is applied as if the saga had not paused; timeouts have none.
         SagaStatus::NeedsAttention => match input {
-            Input::Timeout => None,
+            Input::Timeout | Input::Fault { .. } => None,
             _ => handle(def, &state.resumed(), input),
         },
         SagaStatus::Completed | SagaStatus::Compensated => None,
@@ -242,7 +247,7 @@ pub fn operate(
             } else {
                 let compensation = step.compensation.expect("compensating steps have a compensation");
                 <ReplyKind as strum::IntoEnumIterator>::iter()
-                    .find(|r| r.answers() == compensation)
+                    .find(|r| r.answers() == Some(compensation))
                     .expect("a reply answers it")
             };
             let input = Input::Reply { kind: done, reason: Some("done, as checked by an operator".into()) };
@@ -373,6 +378,16 @@ fn running(def: &SagaDefinition, state: &SagaState, input: &Input) -> Option<Tra
             let events = vec![(EventKind::StepTimedOut, Some(step.name.as_str().to_string()))];
             Some(compensate_from(def, Some(state.step), step.timeout_reason, events))
         }
+        Input::Fault { command, reason } if *command == step.command => {
+            let error = format!("{} failed: {reason}", step.name);
+            Some(pause(
+                state,
+                SagaStatus::Running,
+                error,
+                vec![(EventKind::StepFaulted, Some(reason.clone()))],
+            ))
+        }
+        Input::Fault { .. } => None,
         // Nothing irreversible may have happened for a cancel to undo everything.
         Input::Cancel if def.past_pivot(state.step + 1) => None,
         Input::Cancel => {
@@ -386,13 +401,22 @@ fn compensating(def: &SagaDefinition, state: &SagaState, input: &Input) -> Optio
     let step = def.steps.get(state.step)?;
     let compensation = step.compensation?;
     match input {
-        Input::Reply { kind, reason } if kind.answers() == compensation => {
+        Input::Reply { kind, reason } if kind.answers() == Some(compensation) => {
             let events = vec![(compensation_event(compensation), reason.clone())];
             // Compensating always has a reason; a state without one says it was the operator.
             let reason = state.failure_reason.unwrap_or(FailureReason::CompensatedByOperator);
             Some(compensate_from(def, state.step.checked_sub(1), reason, events))
         }
-        Input::Reply { .. } | Input::Cancel => None,
+        Input::Fault { command, reason } if *command == compensation => {
+            let error = format!("{compensation:?} of {} failed: {reason}", step.name);
+            Some(pause(
+                state,
+                SagaStatus::Compensating,
+                error,
+                vec![(EventKind::StepFaulted, Some(reason.clone()))],
+            ))
+        }
+        Input::Reply { .. } | Input::Fault { .. } | Input::Cancel => None,
         Input::Timeout
             if def.compensation_max_attempts > 0 && state.attempt >= def.compensation_max_attempts =>
         {
@@ -926,5 +950,36 @@ mod tests {
     fn a_refund_cannot_be_cancelled() {
         let def = refund_def();
         assert_eq!(handle(&def, &start(&def).state, &Input::Cancel), None);
+    }
+
+    #[test]
+    fn a_faulted_step_stops_for_an_operator_and_stale_faults_change_nothing() {
+        let def = def();
+        let fault = |command| Input::Fault { command, reason: "stripe 401: authentication_error".into() };
+        let (_, _, state, _) = run(&[reply(ReplyKind::StockReserved)]);
+        // A fault of a command that is not in flight (an earlier step's, late) is ignored.
+        assert_eq!(handle(&def, &state, &fault(CommandKind::ReserveStock)), None);
+        let t = handle(&def, &state, &fault(CommandKind::AuthorizePayment)).unwrap();
+        assert_eq!(t.events.iter().map(|e| e.0).collect::<Vec<_>>(), [StepFaulted, NeedsAttention]);
+        assert_eq!(t.state.status, SagaStatus::NeedsAttention);
+        assert_eq!(t.state.interrupted, Some(SagaStatus::Running));
+        assert_eq!(
+            t.state.last_error.as_deref(),
+            Some("AUTHORIZE_PAYMENT failed: stripe 401: authentication_error")
+        );
+        assert_eq!((t.command, t.outcome, t.deadline), (None, None, None));
+        // Paused, another fault changes nothing; the operator's retry sends the step again.
+        assert_eq!(handle(&def, &t.state, &fault(CommandKind::AuthorizePayment)), None);
+        let retried = operate(&def, &t.state, OperatorAction::RetryStep, "key fixed").unwrap();
+        assert_eq!(retried.command, Some(CommandKind::AuthorizePayment));
+
+        // Compensating: a faulted undo stops too, and resumes undoing when retried.
+        let (_, _, state, _) = run(&[reply(ReplyKind::StockReserved), reply(ReplyKind::PaymentDeclined)]);
+        assert_eq!(state.status, SagaStatus::Compensating);
+        assert_eq!(handle(&def, &state, &fault(CommandKind::VoidPayment)), None, "not the undo in flight");
+        let t = handle(&def, &state, &fault(CommandKind::ReleaseStock)).unwrap();
+        assert_eq!(t.state.interrupted, Some(SagaStatus::Compensating));
+        let retried = operate(&def, &t.state, OperatorAction::RetryStep, "fixed").unwrap();
+        assert_eq!(retried.command, Some(CommandKind::ReleaseStock));
     }
 }

@@ -58,6 +58,9 @@ pub enum ReplyKind {
     PaymentVoided,
     PaymentRefunded,
     RefundDeclined,
+    /// The command failed in a way no retry fixes (the provider refused our credentials or our
+    /// request): `Reply::command` says which; the saga stops for an operator.
+    Faulted,
 }
 
 impl ReplyKind {
@@ -66,16 +69,18 @@ impl ReplyKind {
         self.into()
     }
 
-    /// The command this reply answers.
-    pub fn answers(self) -> CommandKind {
-        match self {
+    /// The command this reply answers; `None` for [`ReplyKind::Faulted`], which names it in
+    /// [`Reply::command`].
+    pub fn answers(self) -> Option<CommandKind> {
+        Some(match self {
             ReplyKind::StockReserved | ReplyKind::StockRejected => CommandKind::ReserveStock,
             ReplyKind::StockReleased => CommandKind::ReleaseStock,
             ReplyKind::PaymentAuthorized | ReplyKind::PaymentDeclined => CommandKind::AuthorizePayment,
             ReplyKind::PaymentCaptured | ReplyKind::PaymentCaptureFailed => CommandKind::CapturePayment,
             ReplyKind::PaymentVoided => CommandKind::VoidPayment,
             ReplyKind::PaymentRefunded | ReplyKind::RefundDeclined => CommandKind::RefundPayment,
-        }
+            ReplyKind::Faulted => return None,
+        })
     }
 }
 
@@ -115,6 +120,21 @@ pub struct Reply {
     pub kind: ReplyKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The command a [`ReplyKind::Faulted`] reply answers (other kinds name theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandKind>,
+}
+
+impl Reply {
+    /// The command this reply answers.
+    pub fn answers(&self) -> Option<CommandKind> {
+        self.kind.answers().or(self.command)
+    }
+
+    /// `command` failed for good: retrying it as it is will not help.
+    pub fn faulted(command: CommandKind, reason: String) -> Self {
+        Reply { kind: ReplyKind::Faulted, reason: Some(reason), command: Some(command) }
+    }
 }
 
 /// Facts other services react to (not part of the saga's request/reply flow).
@@ -237,7 +257,7 @@ mod tests {
         let back = Envelope::decode(&env.encode()).unwrap();
         assert_eq!(back, env);
         assert_eq!(back.topic(), Topic::PaymentCommands);
-        let reply = env.reply(Reply { kind: ReplyKind::PaymentAuthorized, reason: None });
+        let reply = env.reply(Reply { kind: ReplyKind::PaymentAuthorized, reason: None, command: None });
         assert_eq!(reply.topic(), Topic::Replies);
         assert_eq!(reply.saga_id, env.saga_id);
         assert_ne!(reply.message_id, env.message_id);
@@ -252,7 +272,7 @@ mod tests {
             (ReplyKind::PaymentCaptureFailed, Topic::PaymentCommands),
             (ReplyKind::RefundDeclined, Topic::PaymentCommands),
         ] {
-            assert_eq!(reply.answers().topic(), topic);
+            assert_eq!(reply.answers().unwrap().topic(), topic);
         }
     }
 }
