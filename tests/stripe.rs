@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use ecommerce_checkout::payment::stripe::StripeGateway;
-use ecommerce_checkout::payment::{GatewayError, PaymentGateway};
+use ecommerce_checkout::payment::{Call, GatewayError, PaymentGateway};
 use ecommerce_platform::config::SecretString;
 use serde_json::Value;
 use uuid::Uuid;
@@ -44,13 +44,14 @@ async fn refunds(intent: &str) -> Vec<Value> {
 async fn authorize_and_capture_charge_once_however_often_they_are_repeated() {
     let g = gateway();
     let order = Uuid::now_v7();
-    let auth = g.authorize(order, "pm_card_visa", 1499, "USD").await.unwrap();
+    let auth = g.authorize(Call::new(order, 1), "pm_card_visa", 1499, "USD").await.unwrap();
     assert!(auth.reference.starts_with("pi_"), "{auth:?}");
-    // The worker crashed before recording the answer, and the command came again.
-    let again = g.authorize(order, "pm_card_visa", 1499, "USD").await.unwrap();
+    // The worker crashed before recording the answer (or the provider failed and the next
+    // attempt is a new request), and the command came again.
+    let again = g.authorize(Call::new(order, 2), "pm_card_visa", 1499, "USD").await.unwrap();
     assert_eq!(again, auth, "the intent made first is taken over");
-    g.capture(order, &auth.reference, 1499).await.unwrap();
-    g.capture(order, &auth.reference, 1499).await.unwrap();
+    g.capture(Call::new(order, 1), &auth.reference, 1499).await.unwrap();
+    g.capture(Call::new(order, 1), &auth.reference, 1499).await.unwrap();
 
     let at_provider = intents(order).await;
     assert_eq!(at_provider.len(), 1, "one intent for the order: {at_provider:?}");
@@ -69,17 +70,17 @@ async fn authorize_and_capture_charge_once_however_often_they_are_repeated() {
 async fn a_refused_card_is_a_decline() {
     let g = gateway();
     let order = Uuid::now_v7();
-    let refused = g.authorize(order, "pm_card_chargeCustomerFail", 1499, "USD").await;
+    let refused = g.authorize(Call::new(order, 1), "pm_card_chargeCustomerFail", 1499, "USD").await;
     assert!(matches!(refused, Err(GatewayError::Declined(_))), "{refused:?}");
     // Asked again, it stays refused and charges nothing.
-    let again = g.authorize(order, "pm_card_chargeCustomerFail", 1499, "USD").await;
+    let again = g.authorize(Call::new(order, 1), "pm_card_chargeCustomerFail", 1499, "USD").await;
     assert!(matches!(again, Err(GatewayError::Declined(_))), "{again:?}");
     assert!(intents(order)
         .await
         .iter()
         .all(|i| i["status"] != "succeeded" && i["status"] != "requires_capture"));
     // A payment method the provider does not know is refused for good, not retried.
-    let unknown = g.authorize(Uuid::now_v7(), "pm_does_not_exist", 1499, "USD").await;
+    let unknown = g.authorize(Call::new(Uuid::now_v7(), 1), "pm_does_not_exist", 1499, "USD").await;
     assert!(matches!(unknown, Err(GatewayError::Declined(_))), "{unknown:?}");
 }
 
@@ -87,24 +88,27 @@ async fn a_refused_card_is_a_decline() {
 async fn void_cancels_the_authorization_once() {
     let g = gateway();
     let order = Uuid::now_v7();
-    let auth = g.authorize(order, "pm_card_visa", 2500, "EUR").await.unwrap();
-    g.void(order, Some(&auth.reference)).await.unwrap();
-    g.void(order, Some(&auth.reference)).await.unwrap();
+    let auth = g.authorize(Call::new(order, 1), "pm_card_visa", 2500, "EUR").await.unwrap();
+    g.void(Call::new(order, 1), Some(&auth.reference)).await.unwrap();
+    g.void(Call::new(order, 1), Some(&auth.reference)).await.unwrap();
     let at_provider = intents(order).await;
     assert_eq!(at_provider.len(), 1);
     assert_eq!(at_provider[0]["status"], "canceled", "no hanging authorization");
     // A voided authorization cannot be captured any more.
-    assert!(matches!(g.capture(order, &auth.reference, 2500).await, Err(GatewayError::Declined(_))));
+    assert!(matches!(
+        g.capture(Call::new(order, 1), &auth.reference, 2500).await,
+        Err(GatewayError::Declined(_))
+    ));
 }
 
 #[tokio::test]
 async fn refund_returns_the_captured_amount_once() {
     let g = gateway();
     let order = Uuid::now_v7();
-    let auth = g.authorize(order, "pm_card_visa", 4200, "USD").await.unwrap();
-    g.capture(order, &auth.reference, 4200).await.unwrap();
-    g.refund(order, &auth.reference, 4200).await.unwrap();
-    g.refund(order, &auth.reference, 4200).await.unwrap();
+    let auth = g.authorize(Call::new(order, 1), "pm_card_visa", 4200, "USD").await.unwrap();
+    g.capture(Call::new(order, 1), &auth.reference, 4200).await.unwrap();
+    g.refund(Call::new(order, 1), &auth.reference, 4200).await.unwrap();
+    g.refund(Call::new(order, 1), &auth.reference, 4200).await.unwrap();
     let issued = refunds(&auth.reference).await;
     assert_eq!(issued.len(), 1, "{issued:?}");
     assert_eq!(issued[0]["amount"], 4200);
@@ -115,7 +119,7 @@ async fn a_key_the_provider_refuses_is_permanent_not_a_decline() {
     // A publishable key where the secret one belongs: every call is refused, whatever the card.
     let g = StripeGateway::new(&base(), SecretString::from("pk_test_publishable"), Duration::from_secs(10))
         .unwrap();
-    let r = g.authorize(Uuid::now_v7(), "pm_card_visa", 100, "USD").await;
+    let r = g.authorize(Call::new(Uuid::now_v7(), 1), "pm_card_visa", 100, "USD").await;
     assert!(matches!(r, Err(GatewayError::Permanent(ref why)) if why.contains("401")), "{r:?}");
 }
 
@@ -123,6 +127,6 @@ async fn a_key_the_provider_refuses_is_permanent_not_a_decline() {
 async fn an_unreachable_provider_leaves_the_outcome_unknown() {
     let g = StripeGateway::new("http://127.0.0.1:9", SecretString::from("sk_test_x"), Duration::from_secs(2))
         .unwrap();
-    let r = g.authorize(Uuid::now_v7(), "pm_card_visa", 100, "USD").await;
+    let r = g.authorize(Call::new(Uuid::now_v7(), 1), "pm_card_visa", 100, "USD").await;
     assert!(matches!(r, Err(GatewayError::Unavailable(_))), "{r:?}");
 }

@@ -178,6 +178,58 @@ async fn refused_credentials_stop_the_saga_for_an_operator_who_retries_after_the
 }
 
 #[tokio::test]
+async fn a_duplicate_that_arrives_while_the_provider_answers_leaves_the_answer_to_the_first() {
+    let proxy = StripeProxy::start(&stripe_base()).await;
+    // Every create and capture is at the provider for a second, and every message is delivered
+    // twice, the copy within 50 ms: the copy always finds the first delivery's call in flight.
+    proxy.hold_answers(&["/v1/payment_intents", "/capture"], Duration::from_secs(1));
+    let app = spawn_app_with(|c| {
+        use_stripe(c, &proxy.base);
+        c.broker.chaos.duplicate = true;
+        c.broker.chaos.reorder_max = Duration::from_millis(50);
+    })
+    .await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let id = app.place(&buyer, "stripe-duplicates", "pm_card_visa").await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    // The copy stood aside without taking the message from the first delivery, which recorded
+    // the answer: nothing waited for a step timeout.
+    let events = history(&order);
+    assert!(!events.iter().any(|e| e == "STEP_RETRIED"), "answered at once: {events:?}");
+    let intents = at_provider(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(captured_charges(&intents[0]), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_server_error_the_retry_is_a_new_request_and_charges_once() {
+    let proxy = StripeProxy::start(&stripe_base()).await;
+    // As Stripe: the first answer to an idempotency key is saved and replayed, a 500 included.
+    // The first create fails with one, so the same key would fail forever.
+    proxy.replay_idempotency_keys(true);
+    proxy.fail_next("/v1/payment_intents");
+    let app = spawn_app_with(|c| {
+        use_stripe(c, &proxy.base);
+        c.saga.step_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+    let id = app.place(&buyer, "stripe-500", "pm_card_visa").await;
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let events = history(&order);
+    assert!(events.iter().any(|e| e == "STEP_RETRIED"), "the step was retried: {events:?}");
+    let intents = at_provider(&id).await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(captured_charges(&intents[0]), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_card_cancels_the_order_and_leaves_no_authorization_behind() {
     let app = stripe_app().await;
     let buyer = app.register().await;

@@ -8,12 +8,17 @@
 //!   outcome our side never hears of (except by webhook).
 //! - `refuse_credentials(true)`: every request is answered 401 `authentication_error` without
 //!   reaching the provider, as Stripe answers a wrong or revoked secret key.
+//! - `replay_idempotency_keys(true)`: the proxy keeps the first answer to each `Idempotency-Key`
+//!   and answers later requests with the same key with it, as Stripe does (localstripe does not).
+//! - `fail_next(path)`: the next POST whose path ends with `path` is answered `500 api_error`
+//!   without reaching the provider (with replay on, that answer is what the key replays).
 //! - `expire_authorizations(true)`: an authorization is cancelled at the provider the moment the
 //!   caller reads it, as an authorization that expired before its capture.
 //! - `creates_in_flight()`, `captures_in_flight()`, `refunds_in_flight()`: calls whose answers
 //!   have not gone back yet;
 //!   a harness kills a worker while one is non-zero, to crash it in the middle of the call.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +40,9 @@ struct Shared {
     faults: Mutex<Faults>,
     expire: AtomicBool,
     refuse: AtomicBool,
+    replay: AtomicBool,
+    saved: Mutex<HashMap<String, (StatusCode, Bytes)>>,
+    fail_next: Mutex<Option<String>>,
     creates: AtomicUsize,
     captures: AtomicUsize,
     refunds: AtomicUsize,
@@ -55,6 +63,9 @@ impl StripeProxy {
             faults: Mutex::default(),
             expire: AtomicBool::new(false),
             refuse: AtomicBool::new(false),
+            replay: AtomicBool::new(false),
+            saved: Mutex::default(),
+            fail_next: Mutex::default(),
             creates: AtomicUsize::new(0),
             captures: AtomicUsize::new(0),
             refunds: AtomicUsize::new(0),
@@ -69,6 +80,14 @@ impl StripeProxy {
     pub fn hold_answers(&self, paths: &[&str], hold: Duration) {
         *self.shared.faults.lock().unwrap() =
             Faults { held: paths.iter().map(|p| p.to_string()).collect(), hold };
+    }
+
+    pub fn replay_idempotency_keys(&self, on: bool) {
+        self.shared.replay.store(on, Ordering::SeqCst);
+    }
+
+    pub fn fail_next(&self, path: &str) {
+        *self.shared.fail_next.lock().unwrap() = Some(path.to_string());
     }
 
     pub fn refuse_credentials(&self, on: bool) {
@@ -137,7 +156,32 @@ async fn forward(State(s): State<Arc<Shared>>, request: Request) -> Response {
             .await;
         }
     }
-    let answer = send(&s, parts.method.clone(), &path_and_query, &parts.headers, body).await;
+    let key = parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|k| k.to_str().ok())
+        .filter(|_| parts.method == Method::POST && s.replay.load(Ordering::SeqCst))
+        .map(str::to_string);
+    let saved = key.as_ref().and_then(|k| s.saved.lock().unwrap().get(k).cloned());
+    let failed = parts.method == Method::POST && {
+        let mut next = s.fail_next.lock().unwrap();
+        let hit = next.as_ref().is_some_and(|p| path.ends_with(p.as_str()));
+        if hit && saved.is_none() {
+            *next = None;
+        }
+        hit && saved.is_none()
+    };
+    let answer = match saved {
+        Some(answer) => Ok(answer),
+        None if failed => {
+            let error = r#"{"error":{"type":"api_error","message":"An unknown error occurred"}}"#;
+            Ok((StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(error.as_bytes())))
+        }
+        None => send(&s, parts.method.clone(), &path_and_query, &parts.headers, body).await,
+    };
+    if let (Some(key), Ok(answer)) = (key, &answer) {
+        s.saved.lock().unwrap().entry(key).or_insert_with(|| answer.clone());
+    }
     let hold = {
         let f = s.faults.lock().unwrap();
         let held = parts.method == Method::POST && f.held.iter().any(|p| path.ends_with(p.as_str()));
@@ -147,7 +191,9 @@ async fn forward(State(s): State<Arc<Shared>>, request: Request) -> Response {
         tokio::time::sleep(hold).await;
     }
     match answer {
-        Ok((status, body)) => (status, [("content-type", "application/json")], body).into_response(),
+        Ok((status, body)) => {
+            (status, [("content-type", "application/json")], Body::from(body)).into_response()
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
     }
 }
@@ -158,7 +204,7 @@ async fn send(
     path_and_query: &str,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Body), String> {
+) -> Result<(StatusCode, Bytes), String> {
     let mut request = s.http.request(method, format!("{}{path_and_query}", s.upstream)).body(body);
     for name in ["authorization", "content-type", "idempotency-key"] {
         if let Some(v) = headers.get(name) {
@@ -168,5 +214,5 @@ async fn send(
     let response = request.send().await.map_err(|e| e.to_string())?;
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let body = response.bytes().await.map_err(|e| e.to_string())?;
-    Ok((status, Body::from(body)))
+    Ok((status, body))
 }

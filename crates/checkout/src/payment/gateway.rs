@@ -1,5 +1,6 @@
-//! The payment provider, behind a trait. Every call carries the order id as idempotency key, as
-//! real providers accept, so a retried call cannot charge twice.
+//! The payment provider, behind a trait. Every call names the order and the attempt it belongs
+//! to ([`Call`]), from which a provider's idempotency key is made, so a retried call cannot
+//! charge twice.
 
 use std::time::Duration;
 
@@ -14,11 +15,36 @@ pub enum GatewayError {
     /// The provider could not be reached or did not answer; the outcome is unknown.
     #[error("gateway unavailable: {0}")]
     Unavailable(String),
+    /// The provider failed while carrying the request out (a server error): the outcome is
+    /// unknown, and the provider answers the same idempotency key with this failure again, so the
+    /// next attempt must be a new request.
+    #[error("gateway failed: {0}")]
+    ServerError(String),
     /// The provider refused the request itself, not the payment (our credentials, our
     /// parameters): nothing was done, retrying as it is will not help, and the buyer is not at
     /// fault. An operator fixes the cause and retries.
     #[error("gateway refused the request: {0}")]
     Permanent(String),
+}
+
+/// Which order a call is for, and which attempt at the provider: the same attempt is the same
+/// request (a retry after a lost answer), the next one a new request (after a server error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub order_id: Uuid,
+    /// From 1.
+    pub attempt: u32,
+}
+
+impl Call {
+    pub fn new(order_id: Uuid, attempt: u32) -> Self {
+        Call { order_id, attempt }
+    }
+
+    /// The idempotency key of this call's `step`: order, step and attempt.
+    pub fn key(&self, step: &str) -> String {
+        format!("{}:{step}:{}", self.order_id, self.attempt)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +56,7 @@ pub struct Authorization {
 pub trait PaymentGateway: Send + Sync {
     async fn authorize(
         &self,
-        order_id: Uuid,
+        call: Call,
         token: &str,
         amount_minor: i64,
         currency: &str,
@@ -40,20 +66,20 @@ pub trait PaymentGateway: Send + Sync {
     /// gateway can skip that lookup.
     async fn authorize_first(
         &self,
-        order_id: Uuid,
+        call: Call,
         token: &str,
         amount_minor: i64,
         currency: &str,
     ) -> Result<Authorization, GatewayError> {
-        self.authorize(order_id, token, amount_minor, currency).await
+        self.authorize(call, token, amount_minor, currency).await
     }
-    async fn capture(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
+    async fn capture(&self, call: Call, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
     /// Releases what the provider holds (or has taken) for the order: the authorization at
     /// `reference`, or, with no reference recorded (the worker stopped between asking for an
     /// authorization and recording it), whatever the provider made for the order. Done when
     /// nothing is held any more; a capture that went through meanwhile is refunded.
-    async fn void(&self, order_id: Uuid, reference: Option<&str>) -> Result<(), GatewayError>;
-    async fn refund(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
+    async fn void(&self, call: Call, reference: Option<&str>) -> Result<(), GatewayError>;
+    async fn refund(&self, call: Call, reference: &str, amount_minor: i64) -> Result<(), GatewayError>;
 }
 
 /// A deterministic gateway for development and tests. The payment token decides the outcome:
@@ -82,7 +108,7 @@ impl TestGateway {
 impl PaymentGateway for TestGateway {
     async fn authorize(
         &self,
-        order_id: Uuid,
+        call: Call,
         token: &str,
         _amount: i64,
         _currency: &str,
@@ -97,13 +123,13 @@ impl PaymentGateway for TestGateway {
             "tok_slow" => {
                 // A slow provider that answers within the step timeout: the saga is seen running.
                 tokio::time::sleep(SLOW_AUTHORIZE).await;
-                Ok(Authorization { reference: Self::reference(order_id, token) })
+                Ok(Authorization { reference: Self::reference(call.order_id, token) })
             }
-            _ => Ok(Authorization { reference: Self::reference(order_id, token) }),
+            _ => Ok(Authorization { reference: Self::reference(call.order_id, token) }),
         }
     }
 
-    async fn capture(&self, _order_id: Uuid, reference: &str, _amount: i64) -> Result<(), GatewayError> {
+    async fn capture(&self, _call: Call, reference: &str, _amount: i64) -> Result<(), GatewayError> {
         if reference.ends_with("_tok_capture_fails") {
             Err(GatewayError::Declined("capture_refused".into()))
         } else {
@@ -111,11 +137,11 @@ impl PaymentGateway for TestGateway {
         }
     }
 
-    async fn void(&self, _order_id: Uuid, _reference: Option<&str>) -> Result<(), GatewayError> {
+    async fn void(&self, _call: Call, _reference: Option<&str>) -> Result<(), GatewayError> {
         Ok(())
     }
 
-    async fn refund(&self, _order_id: Uuid, reference: &str, _amount: i64) -> Result<(), GatewayError> {
+    async fn refund(&self, _call: Call, reference: &str, _amount: i64) -> Result<(), GatewayError> {
         if reference.ends_with("_tok_refund_fails") {
             Err(GatewayError::Declined("refund_refused".into()))
         } else {
@@ -131,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_decide_outcomes() {
         let g = TestGateway;
-        let id = Uuid::nil();
+        let id = Call::new(Uuid::nil(), 1);
         let auth = g.authorize(id, "tok_visa", 100, "USD").await.unwrap();
         assert!(g.capture(id, &auth.reference, 100).await.is_ok());
         assert_eq!(

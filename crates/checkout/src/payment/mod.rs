@@ -6,7 +6,7 @@ pub mod stripe;
 pub mod webhook;
 pub mod worker;
 
-pub use gateway::{GatewayError, PaymentGateway, TestGateway};
+pub use gateway::{Call, GatewayError, PaymentGateway, TestGateway};
 
 use std::sync::Arc;
 

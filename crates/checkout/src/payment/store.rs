@@ -32,6 +32,8 @@ pub struct Payment {
     pub amount_minor: i64,
     pub gateway_ref: Option<String>,
     pub reason: Option<String>,
+    /// The attempt the next call to the provider belongs to (see [`next_call_attempt`]).
+    pub call_attempt: u32,
 }
 
 /// Writes a PENDING payment before asking the gateway; `false` when the order has a payment
@@ -71,7 +73,7 @@ pub async fn insert_void_tombstone<'e>(db: impl PgExecutor<'e>, order_id: Uuid) 
 
 pub async fn load<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
     let row = sqlx::query!(
-        "SELECT status, amount_minor, gateway_ref, reason FROM payments WHERE order_id = $1",
+        "SELECT status, amount_minor, gateway_ref, reason, call_attempt FROM payments WHERE order_id = $1",
         order_id
     )
     .fetch_optional(db)
@@ -85,6 +87,7 @@ pub async fn load<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<
             amount_minor: r.amount_minor,
             gateway_ref: r.gateway_ref,
             reason: r.reason,
+            call_attempt: r.call_attempt.max(1) as u32,
         })
     })
     .transpose()
@@ -116,23 +119,34 @@ pub async fn transition<'e>(
 }
 
 /// Takes the lease to call the provider for the order's payment while it is in `status`, for
-/// `lease`; `false` when another delivery holds it (or the payment moved on).
+/// `lease`: the attempt the call belongs to, or `None` when another delivery holds it (or the
+/// payment moved on).
 pub async fn lease_call<'e>(
     db: impl PgExecutor<'e>,
     order_id: Uuid,
     status: PaymentStatus,
     lease: std::time::Duration,
-) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query!(
+) -> Result<Option<u32>, sqlx::Error> {
+    let attempt = sqlx::query_scalar!(
         "UPDATE payments SET call_until = now() + make_interval(secs => $3)
-         WHERE order_id = $1 AND status = $2 AND (call_until IS NULL OR call_until < now())",
+         WHERE order_id = $1 AND status = $2 AND (call_until IS NULL OR call_until < now())
+         RETURNING call_attempt",
         order_id,
         status.as_str(),
         lease.as_secs_f64(),
     )
-    .execute(db)
+    .fetch_optional(db)
     .await?;
-    Ok(r.rows_affected() == 1)
+    Ok(attempt.map(|a| a.max(1) as u32))
+}
+
+/// The provider failed while carrying out the last call and would replay that failure to its
+/// idempotency key: the next call is a new attempt, with a new key.
+pub async fn next_call_attempt<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE payments SET call_attempt = call_attempt + 1 WHERE order_id = $1", order_id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Gives the lease back (the call ended without an outcome to record).

@@ -2,8 +2,9 @@
 //! with `capture_method=manual`, capture captures it, void cancels it (or refunds a capture that went
 //! through meanwhile), refund refunds it.
 //!
-//! Every call carries an `Idempotency-Key` made of the order id and the step, so a retried call is
-//! the same call at Stripe. Not every server honours the key (localstripe, the fake the tests run
+//! Every call carries an `Idempotency-Key` made of the order id, the step and the attempt
+//! ([`Call::key`]), so a retried call is the same call at Stripe; after a server error, which
+//! Stripe saves and replays to the same key, the worker moves to the next attempt, a new request. Not every server honours the key (localstripe, the fake the tests run
 //! against, does not), so the gateway also asks before it acts: authorize first looks for an
 //! intent already made for the order (the order id is in the intent's `metadata`) and takes it
 //! over (found with Stripe's search API, which can lag by a minute; within that minute the
@@ -12,9 +13,11 @@
 //! worker that crashed between asking Stripe and recording the answer therefore finds what Stripe
 //! did instead of doing it again.
 //!
-//! Errors: a card error (HTTP 402) is a decline; rate limits, server errors and network failures
-//! leave the outcome unknown (`Unavailable`, which the saga retries); any other refusal (an
-//! invalid request, a wrong key) is permanent and reported as a decline with Stripe's code.
+//! Errors: a card error (HTTP 402) is a decline; rate limits, conflicts and network failures leave
+//! the outcome unknown (`Unavailable`, which the saga retries), server errors too (`ServerError`:
+//! retried as a new request); a refusal of our credentials or parameters is `Permanent` (an
+//! operator's to fix); any other refusal (an intent in the wrong state, an unknown payment
+//! method) declines the payment with Stripe's code.
 
 use std::time::Duration;
 
@@ -22,7 +25,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::gateway::{Authorization, GatewayError, PaymentGateway};
+use super::gateway::{Authorization, Call, GatewayError, PaymentGateway};
 use ecommerce_platform::config::{ExposeSecret, SecretString};
 
 /// The metadata key that names the order an intent belongs to.
@@ -115,19 +118,19 @@ impl StripeGateway {
 
 impl StripeGateway {
     /// Leaves nothing held by `intent`: cancels it, or refunds it when it was captured.
-    async fn release(&self, order_id: Uuid, intent: &Value) -> Result<(), GatewayError> {
+    async fn release(&self, call: Call, intent: &Value) -> Result<(), GatewayError> {
         let reference = intent["id"].as_str().unwrap_or_default();
         match intent["status"].as_str() {
             Some("canceled") => Ok(()),
             Some("succeeded") => {
                 // What was captured (localstripe has no `amount_received`: the whole amount).
                 let captured = intent["amount_received"].as_i64().or_else(|| intent["amount"].as_i64());
-                self.refund(order_id, reference, captured.unwrap_or(0)).await
+                self.refund(call, reference, captured.unwrap_or(0)).await
             }
             _ => self
                 .post(
                     &format!("/v1/payment_intents/{reference}/cancel"),
-                    &format!("{order_id}:void:{reference}"),
+                    &call.key(&format!("void:{reference}")),
                     &[],
                 )
                 .await
@@ -163,7 +166,8 @@ fn classify(status: u16, error: &Value) -> GatewayError {
         || code.starts_with("parameter_");
     match status {
         402 => GatewayError::Declined(code),
-        409 | 429 | 500..=599 => GatewayError::Unavailable(format!("stripe {status}: {code}")),
+        409 | 429 => GatewayError::Unavailable(format!("stripe {status}: {code}")),
+        500..=599 => GatewayError::ServerError(format!("stripe {status}: {code}")),
         401 | 403 => GatewayError::Permanent(format!("stripe {status}: {code}")),
         _ if ours => GatewayError::Permanent(format!("stripe {status}: {code}")),
         _ => GatewayError::Declined(format!("stripe_{status}_{code}")),
@@ -190,23 +194,23 @@ fn authorized(intent: &Value) -> Result<Authorization, GatewayError> {
 impl PaymentGateway for StripeGateway {
     async fn authorize(
         &self,
-        order_id: Uuid,
+        call: Call,
         token: &str,
         amount_minor: i64,
         currency: &str,
     ) -> Result<Authorization, GatewayError> {
         // An intent made by an earlier attempt (whose answer was lost) is taken over.
-        if let Some(existing) = self.intents_of(order_id).await?.into_iter().next() {
+        if let Some(existing) = self.intents_of(call.order_id).await?.into_iter().next() {
             return authorized(&existing);
         }
-        self.authorize_first(order_id, token, amount_minor, currency).await
+        self.authorize_first(call, token, amount_minor, currency).await
     }
 
     /// Creates the intent without looking for one first (the lookup lists intents where the
     /// server has no search: only retries pay for it).
     async fn authorize_first(
         &self,
-        order_id: Uuid,
+        call: Call,
         token: &str,
         amount_minor: i64,
         currency: &str,
@@ -217,39 +221,39 @@ impl PaymentGateway for StripeGateway {
             ("capture_method", "manual".to_string()),
             ("confirm", "true".to_string()),
             ("payment_method", token.to_string()),
-            ("metadata[order_id]", order_id.to_string()),
+            ("metadata[order_id]", call.order_id.to_string()),
         ];
-        match self.post("/v1/payment_intents", &format!("{order_id}:authorize"), &form).await {
+        match self.post("/v1/payment_intents", &call.key("authorize"), &form).await {
             Ok(intent) => authorized(&intent),
             // A refused card leaves an intent behind at Stripe (status requires_payment_method).
             Err(e) => Err(e),
         }
     }
 
-    async fn capture(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
+    async fn capture(&self, call: Call, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
         match self.intent(reference).await?["status"].as_str() {
             Some("succeeded") => return Ok(()),
             Some("canceled") => return Err(GatewayError::Declined("intent_canceled".into())),
             _ => {}
         }
         let form = [("amount_to_capture", amount_minor.to_string())];
-        self.post(&format!("/v1/payment_intents/{reference}/capture"), &format!("{order_id}:capture"), &form)
+        self.post(&format!("/v1/payment_intents/{reference}/capture"), &call.key("capture"), &form)
             .await
             .map(|_| ())
     }
 
-    async fn void(&self, order_id: Uuid, reference: Option<&str>) -> Result<(), GatewayError> {
+    async fn void(&self, call: Call, reference: Option<&str>) -> Result<(), GatewayError> {
         let intents = match reference {
             Some(reference) => vec![self.intent(reference).await?],
-            None => self.intents_of(order_id).await?,
+            None => self.intents_of(call.order_id).await?,
         };
         for intent in intents {
-            self.release(order_id, &intent).await?;
+            self.release(call, &intent).await?;
         }
         Ok(())
     }
 
-    async fn refund(&self, order_id: Uuid, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
+    async fn refund(&self, call: Call, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
         let refunds = self.get("/v1/refunds", &[("payment_intent", reference.to_string())]).await?;
         let already = refunds["data"]
             .as_array()
@@ -258,7 +262,7 @@ impl PaymentGateway for StripeGateway {
             return Ok(());
         }
         let form = [("payment_intent", reference.to_string()), ("amount", amount_minor.to_string())];
-        self.post("/v1/refunds", &format!("{order_id}:refund"), &form).await.map(|_| ())
+        self.post("/v1/refunds", &call.key("refund"), &form).await.map(|_| ())
     }
 }
 
@@ -283,7 +287,11 @@ mod tests {
             classify(429, &json!({ "type": "rate_limit_error" })),
             GatewayError::Unavailable(_)
         ));
-        assert!(matches!(classify(503, &json!({})), GatewayError::Unavailable(_)));
+        assert!(matches!(classify(503, &json!({})), GatewayError::ServerError(_)));
+        assert!(matches!(
+            classify(409, &json!({ "type": "idempotency_error" })),
+            GatewayError::Unavailable(_)
+        ));
         assert!(matches!(
             classify(400, &json!({ "type": "invalid_request_error", "code": "parameter_missing" })),
             GatewayError::Permanent(_)

@@ -12,8 +12,8 @@
 //!
 //! Only one delivery at a time calls the gateway for an order: it takes a lease on the payment
 //! row first (`call_until`), and a concurrent delivery of the same command (a broker duplicate,
-//! an orchestrator retry) that finds the lease held sends no reply and leaves the answer to the
-//! holder. The lease ends with the recorded outcome, or after the gateway timeout when its
+//! an orchestrator retry) that finds the lease held sends no reply, claims nothing in the inbox
+//! (a broker duplicate has the holder's message id) and leaves the answer to the holder. The lease ends with the recorded outcome, or after the gateway timeout when its
 //! holder died; the next retry then asks again, and the gateway finds what the first call did.
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tracing::{error, info, warn};
 
-use super::gateway::{GatewayError, PaymentGateway};
+use super::gateway::{Call, GatewayError, PaymentGateway};
 use super::store::{self, PaymentStatus as Status};
 use crate::saga::messages::{Body, Command, CommandKind, Envelope, Reply, ReplyKind};
 use ecommerce_platform::error::AppError;
@@ -43,6 +43,10 @@ fn reply(kind: ReplyKind, reason: Option<String>) -> Option<Reply> {
 
 /// What a command leaves to the transaction that claims it and sends the reply.
 enum Finish {
+    /// Another delivery holds the lease and will record the outcome: nothing is claimed, so that
+    /// this delivery (a broker duplicate carries the same message id) cannot take the message
+    /// from the holder, whose claim then would fail and whose answer would be dropped.
+    Skip,
     /// Send this reply (or none), nothing else to record.
     Reply(Option<Reply>),
     /// Move the payment from `from` to `to` and send `reply`; if the row is no longer in `from`,
@@ -104,12 +108,16 @@ impl PaymentWorker {
             Command::RefundPayment => self.refund(&envelope).await?,
             other => return Err(AppError::Internal(format!("payment worker got {:?}", other.kind()))),
         };
+        if let Finish::Skip = finish {
+            return Ok(false);
+        }
         let mut tx = self.pool.begin().await?;
         if !inbox::claim(&mut tx, CONSUMER, envelope.message_id).await? {
             tx.commit().await?;
             return Ok(false);
         }
         let reply = match finish {
+            Finish::Skip => None,
             Finish::Reply(reply) => reply,
             Finish::Move { from, to, gateway_ref, reason, reply, contested } => {
                 let moved = store::transition(
@@ -137,9 +145,12 @@ impl PaymentWorker {
                         (Contested::Authorized { reference }, Status::Voided | Status::Refunded) => {
                             tx.rollback().await?;
                             warn!("authorization completed after the payment was voided; voiding it");
-                            self.call(self.gateway.void(envelope.order_id, Some(&reference)))
-                                .await
-                                .map_err(|e| AppError::Internal(e.to_string()))?;
+                            self.call(
+                                self.gateway
+                                    .void(Call::new(envelope.order_id, now.call_attempt), Some(&reference)),
+                            )
+                            .await
+                            .map_err(|e| AppError::Internal(e.to_string()))?;
                             let declined = Reply {
                                 kind: ReplyKind::PaymentDeclined,
                                 reason: Some("payment was voided".into()),
@@ -155,9 +166,13 @@ impl PaymentWorker {
                         (Contested::Captured { reference, amount }, _) => {
                             // Voided concurrently: the money must not stay captured.
                             tx.rollback().await?;
-                            self.call(self.gateway.refund(envelope.order_id, &reference, amount))
-                                .await
-                                .map_err(|e| AppError::Internal(e.to_string()))?;
+                            self.call(self.gateway.refund(
+                                Call::new(envelope.order_id, now.call_attempt),
+                                &reference,
+                                amount,
+                            ))
+                            .await
+                            .map_err(|e| AppError::Internal(e.to_string()))?;
                             let failed = Reply {
                                 kind: ReplyKind::PaymentCaptureFailed,
                                 reason: Some("payment was voided".into()),
@@ -218,18 +233,21 @@ impl PaymentWorker {
                 Status::Pending => {}
             }
         }
-        if !store::lease_call(&self.pool, env.order_id, Status::Pending, self.lease()).await? {
+        let Some(attempt) =
+            store::lease_call(&self.pool, env.order_id, Status::Pending, self.lease()).await?
+        else {
             info!("another delivery is asking the gateway; it will answer");
-            return Ok(Finish::Reply(None));
-        }
+            return Ok(Finish::Skip);
+        };
+        let call = Call::new(env.order_id, attempt);
         info!("asking the gateway to authorize");
         // The delivery that wrote the PENDING row makes the first call: no earlier one can have
         // reached the provider. Later ones (the row was PENDING already) may follow a call whose
         // answer was lost, and the gateway looks for what it did.
         let asked = if first {
-            self.gateway.authorize_first(env.order_id, token, amount, currency)
+            self.gateway.authorize_first(call, token, amount, currency)
         } else {
-            self.gateway.authorize(env.order_id, token, amount, currency)
+            self.gateway.authorize(call, token, amount, currency)
         };
         match self.call(asked).await {
             Ok(auth) => Ok(Finish::Move {
@@ -251,6 +269,7 @@ impl PaymentWorker {
                     contested: Contested::Keep,
                 })
             }
+            Err(GatewayError::ServerError(why)) => self.server_error(env, why).await,
             Err(GatewayError::Unavailable(why)) => {
                 // Unknown outcome: send no reply. The orchestrator's step timeout retries or compensates.
                 warn!(%why, "gateway did not answer; leaving the step to the orchestrator's timeout");
@@ -279,13 +298,18 @@ impl PaymentWorker {
                 )))
             }
         }
-        if !store::lease_call(&self.pool, env.order_id, Status::Authorized, self.lease()).await? {
+        let Some(attempt) =
+            store::lease_call(&self.pool, env.order_id, Status::Authorized, self.lease()).await?
+        else {
             info!("another delivery is capturing; it will answer");
-            return Ok(Finish::Reply(None));
-        }
+            return Ok(Finish::Skip);
+        };
         info!("asking the gateway to capture");
         let reference = p.gateway_ref.unwrap_or_default();
-        match self.call(self.gateway.capture(env.order_id, &reference, p.amount_minor)).await {
+        match self
+            .call(self.gateway.capture(Call::new(env.order_id, attempt), &reference, p.amount_minor))
+            .await
+        {
             Ok(()) => Ok(Finish::Move {
                 from: Status::Authorized,
                 to: Status::Captured,
@@ -298,6 +322,7 @@ impl PaymentWorker {
                 store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(reply(ReplyKind::PaymentCaptureFailed, Some(reason))))
             }
+            Err(GatewayError::ServerError(why)) => self.server_error(env, why).await,
             Err(GatewayError::Unavailable(why)) => {
                 warn!(%why, "capture outcome unknown; leaving it to the orchestrator's timeout");
                 store::release_call(&self.pool, env.order_id).await?;
@@ -325,13 +350,18 @@ impl PaymentWorker {
                 )))
             }
         }
-        if !store::lease_call(&self.pool, env.order_id, Status::Captured, self.lease()).await? {
+        let Some(attempt) =
+            store::lease_call(&self.pool, env.order_id, Status::Captured, self.lease()).await?
+        else {
             info!("another delivery is refunding; it will answer");
-            return Ok(Finish::Reply(None));
-        }
+            return Ok(Finish::Skip);
+        };
         info!("asking the gateway to refund");
         let reference = p.gateway_ref.unwrap_or_default();
-        match self.call(self.gateway.refund(env.order_id, &reference, p.amount_minor)).await {
+        match self
+            .call(self.gateway.refund(Call::new(env.order_id, attempt), &reference, p.amount_minor))
+            .await
+        {
             Ok(()) => Ok(Finish::Move {
                 from: Status::Captured,
                 to: Status::Refunded,
@@ -345,6 +375,7 @@ impl PaymentWorker {
                 store::release_call(&self.pool, env.order_id).await?;
                 Ok(Finish::Reply(reply(ReplyKind::RefundDeclined, Some(reason))))
             }
+            Err(GatewayError::ServerError(why)) => self.server_error(env, why).await,
             Err(GatewayError::Unavailable(why)) => {
                 warn!(%why, "refund outcome unknown; leaving it to the orchestrator's timeout");
                 store::release_call(&self.pool, env.order_id).await?;
@@ -352,6 +383,17 @@ impl PaymentWorker {
             }
             Err(GatewayError::Permanent(why)) => self.faulted(env, CommandKind::RefundPayment, why).await,
         }
+    }
+
+    /// The provider failed while carrying the call out: the outcome is unknown, as after no
+    /// answer, and the provider would answer the same key with the same failure, so the next
+    /// call is a new attempt (a new key). The step's retry asks again, and looks first for what
+    /// this call may have done.
+    async fn server_error(&self, env: &Envelope, why: String) -> Result<Finish, AppError> {
+        warn!(%why, "the provider failed; the next call is a new request");
+        store::next_call_attempt(&self.pool, env.order_id).await?;
+        store::release_call(&self.pool, env.order_id).await?;
+        Ok(Finish::Reply(None))
     }
 
     /// The gateway refused `command`'s request itself: the lease ends, the payment stays as it
@@ -366,10 +408,15 @@ impl PaymentWorker {
     /// provider refused the request itself; an unknown outcome is an error (redelivered).
     async fn release(
         &self,
+        env: &Envelope,
         released: impl std::future::Future<Output = Result<(), GatewayError>>,
     ) -> Result<Option<Reply>, AppError> {
         match self.call(released).await {
             Ok(()) => Ok(None),
+            Err(GatewayError::ServerError(why)) => {
+                store::next_call_attempt(&self.pool, env.order_id).await?;
+                Err(AppError::Internal(format!("the provider failed; redelivered as a new request: {why}")))
+            }
             Err(GatewayError::Permanent(why)) => {
                 error!(%why, "the gateway refused to release the payment; the saga waits for an operator");
                 Ok(Some(Reply::faulted(CommandKind::VoidPayment, why)))
@@ -387,24 +434,25 @@ impl PaymentWorker {
             .await?
             .ok_or_else(|| AppError::Internal("payment row vanished".into()))?;
         let reference = p.gateway_ref.clone().unwrap_or_default();
+        let call = Call::new(env.order_id, p.call_attempt);
         let (from, to) = match p.status {
             Status::Pending => {
                 // An authorization may have been asked for and its answer lost: whatever the
                 // provider made for the order is released before the payment is closed.
-                if let Some(fault) = self.release(self.gateway.void(env.order_id, None)).await? {
+                if let Some(fault) = self.release(env, self.gateway.void(call, None)).await? {
                     return Ok(Some(fault));
                 }
                 (Status::Pending, Status::Voided)
             }
             Status::Authorized => {
-                if let Some(fault) = self.release(self.gateway.void(env.order_id, Some(&reference))).await? {
+                if let Some(fault) = self.release(env, self.gateway.void(call, Some(&reference))).await? {
                     return Ok(Some(fault));
                 }
                 (Status::Authorized, Status::Voided)
             }
             Status::Captured => {
                 if let Some(fault) =
-                    self.release(self.gateway.refund(env.order_id, &reference, p.amount_minor)).await?
+                    self.release(env, self.gateway.refund(call, &reference, p.amount_minor)).await?
                 {
                     return Ok(Some(fault));
                 }
