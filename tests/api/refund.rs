@@ -215,3 +215,55 @@ async fn refunds_that_cannot_be_granted_are_refused_clearly_and_change_nothing()
     assert_eq!(o["refund"]["events"][0]["detail"], "operator: goodwill");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_unanswered_refund_waits_for_an_operator_who_finishes_it_from_the_monitor_api() {
+    let app = spawn_app_with(|c| {
+        c.saga.step_timeout = Duration::from_millis(800);
+        c.saga.max_attempts = 2;
+        c.saga.retry_backoff = Duration::from_millis(50);
+    })
+    .await;
+    let buyer = app.register().await;
+    let op = app.operator().await;
+    let id = confirmed(&app, &buyer, "refund-hangs", "tok_refund_hangs", 2).await;
+    let r = request_refund(&app, &buyer, &id, "never arrived").await;
+    assert_eq!(r["userErrors"], json!([]), "{r}");
+
+    // The provider never answers: after its attempts the refund stops, never undone by itself.
+    let find = "query($o: ID!) { sagas(filter: { type: REFUND, orderId: $o }) { nodes { id status step \
+                orderStatus lastError nextAction } } }";
+    let mut saga = Value::Null;
+    for _ in 0..300 {
+        saga = app.data(Some(&op.token), find, json!({ "o": id })).await["sagas"]["nodes"][0].clone();
+        if saga["status"] == "NEEDS_ATTENTION" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(saga["status"], "NEEDS_ATTENTION", "{saga}");
+    assert_eq!(saga["step"], "REFUND_PAYMENT");
+    assert_eq!(saga["orderStatus"], "REFUNDING");
+    assert_eq!(saga["lastError"], "REFUND_PAYMENT got no reply after 2 attempts");
+    assert_eq!(refund_of(&app, &buyer, &id).await["status"], "REFUNDING");
+    assert_eq!(app.stock("MUG-001").await, 98, "nothing returned while the refund is unknown");
+
+    // The operator checked the provider (the refund went through by hand) and resumes: the
+    // saga goes on to return the stock and marks the order refunded.
+    let resume =
+        "mutation($s: ID!) { resumeSaga(input: { sagaId: $s, reason: \"refunded in the dashboard\", \
+                  idempotencyKey: \"resume-1\" }) { saga { status } } }";
+    app.data(Some(&op.token), resume, json!({ "s": saga["id"] })).await;
+    let o = wait_refund(&app, &buyer, &id).await;
+    assert_eq!(o["status"], "REFUNDED");
+    assert_eq!(app.stock("MUG-001").await, 100);
+    assert!(types(&o["refund"]["events"]).contains(&"OPERATOR_RESUMED"), "{o}");
+
+    // A finished refund is never undone (past the refund step the machine refuses it even while
+    // paused: machine::tests::an_unanswered_refund_or_return_waits_for_an_operator...).
+    let force = "mutation($s: ID!) { forceCompensateSaga(input: { sagaId: $s, reason: \"undo\", \
+                 idempotencyKey: \"undo-1\" }) { saga { status } } }";
+    let refused = app.gql(Some(&op.token), force, json!({ "s": saga["id"] })).await;
+    assert_eq!(code(&refused), "CONFLICT", "{refused}");
+    app.stop().await;
+}

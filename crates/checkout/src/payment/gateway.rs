@@ -90,6 +90,7 @@ pub trait PaymentGateway: Send + Sync {
 /// | `tok_declined`         | declined `card_declined` | -        | -        |
 /// | `tok_capture_fails`    | approved                 | declined | -        |
 /// | `tok_refund_fails`     | approved                 | approved | declined |
+/// | `tok_refund_hangs`     | approved                 | approved | never answers |
 /// | `tok_timeout`          | never answers            | -        | -        |
 /// | `tok_slow`             | approved after 2 s       | approved | approved |
 #[derive(Debug, Default, Clone)]
@@ -144,6 +145,9 @@ impl PaymentGateway for TestGateway {
     async fn refund(&self, _call: Call, reference: &str, _amount: i64) -> Result<(), GatewayError> {
         if reference.ends_with("_tok_refund_fails") {
             Err(GatewayError::Declined("refund_refused".into()))
+        } else if reference.ends_with("_tok_refund_hangs") {
+            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+            Err(GatewayError::Unavailable("no answer".into()))
         } else {
             Ok(())
         }
