@@ -153,8 +153,8 @@ pub enum LoadError {
     Setup(String),
 }
 
-/// One GraphQL answer, or why there was none.
-async fn gql(
+/// One GraphQL answer (`data`), or why there was none (`CODE|message`).
+pub async fn gql(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
@@ -177,14 +177,16 @@ async fn gql(
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Buyer {
     token: String,
     ws: Socket,
 }
 
-async fn open_ws(url: &str, token: &str) -> Result<Socket, String> {
+/// A graphql-transport-ws connection to the API at `url`, initialised with `token`.
+pub async fn open_ws(url: &str, token: &str) -> Result<Socket, String> {
     let ws_url = format!("{}/graphql/ws", url.replacen("http", "ws", 1));
     let mut req = ws_url.into_client_request().map_err(|e| e.to_string())?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().expect("header value"));
@@ -198,7 +200,8 @@ async fn open_ws(url: &str, token: &str) -> Result<Socket, String> {
     }
 }
 
-async fn next_json(ws: &mut Socket) -> Option<Value> {
+/// The next text message as JSON; `None` once the connection closed.
+pub async fn next_json(ws: &mut Socket) -> Option<Value> {
     loop {
         match ws.next().await?.ok()? {
             Message::Text(t) => return serde_json::from_str(&t).ok(),
