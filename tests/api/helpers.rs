@@ -431,7 +431,8 @@ pub struct Ws {
 }
 
 impl Ws {
-    async fn next_json(&mut self) -> Option<Value> {
+    /// The next message of any subscription on this connection; `None` once closed.
+    pub async fn next_json(&mut self) -> Option<Value> {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
                 .await

@@ -11,6 +11,7 @@ mod fuzz;
 mod helpers;
 mod http;
 mod idempotency;
+mod idle;
 mod limits;
 mod live;
 mod loadgen;

@@ -7,12 +7,15 @@
 //! them passes them on as they are; one that sees a gap (a notice lost, or out of order) re-reads
 //! from its last sequence number. So a late subscriber first gets the recorded history, every
 //! subscriber sees events in order without gaps, and it works whichever process or instance
-//! recorded them. Should a notification be lost, streams re-read every second.
+//! recorded them. Should a notification be lost, the process finds the missed events itself: once
+//! a second, one query reads what is new for every saga its streams watch and passes it on as a
+//! notice, so waiting costs one query per process, however many streams wait.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
-use std::sync::Arc;
 
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -31,6 +34,52 @@ pub struct EventFeed {
     pool: PgPool,
     transport: Arc<dyn Transport>,
     wake: broadcast::Sender<Arc<Notice>>,
+    watched: Arc<Mutex<HashMap<Uuid, Watch>>>,
+}
+
+/// A saga the process's event streams wait on: how many streams, and the newest event sequence
+/// the process has passed on for it (from a notice or a catch-up read).
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    streams: usize,
+    seen: i32,
+}
+
+/// Unregisters a stream's saga when the stream is dropped.
+struct Watching {
+    watched: Arc<Mutex<HashMap<Uuid, Watch>>>,
+    saga_id: Uuid,
+}
+
+impl Watching {
+    fn new(watched: &Arc<Mutex<HashMap<Uuid, Watch>>>, saga_id: Uuid, after: i32) -> Self {
+        let mut w = watched.lock().expect("watched lock");
+        w.entry(saga_id).or_insert(Watch { streams: 0, seen: after }).streams += 1;
+        Watching { watched: watched.clone(), saga_id }
+    }
+
+    /// The stream read `saga_id`'s events up to `seq` itself.
+    fn read_up_to(&self, seq: i32) {
+        note_seen(&self.watched, self.saga_id, seq);
+    }
+}
+
+fn note_seen(watched: &Mutex<HashMap<Uuid, Watch>>, saga_id: Uuid, seq: i32) {
+    if let Some(w) = watched.lock().expect("watched lock").get_mut(&saga_id) {
+        w.seen = w.seen.max(seq);
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut w = self.watched.lock().expect("watched lock");
+        if let Some(entry) = w.get_mut(&self.saga_id) {
+            entry.streams -= 1;
+            if entry.streams == 0 {
+                w.remove(&self.saga_id);
+            }
+        }
+    }
 }
 
 /// What the broadcast topic said changed.
@@ -51,8 +100,11 @@ impl Notice {
     }
 }
 
-/// A stream re-reads at least this often, so a missed notification delays, never loses, an event.
+/// A buyer or change stream re-reads at least this often, so a missed notification delays, never
+/// loses, a change.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// How often the process reads, in one query, the events its event streams may have missed.
+const CATCH_UP: Duration = Duration::from_secs(1);
 /// A change stream gathers notifications this long before it reads, so a busy system costs each
 /// subscriber at most one query per window.
 const CHANGE_BATCH: Duration = Duration::from_millis(100);
@@ -74,16 +126,58 @@ impl EventFeed {
         shutdown: CancellationToken,
     ) -> Self {
         let (wake, _) = broadcast::channel(1024);
-        let feed = EventFeed { pool, transport: transport.clone(), wake: wake.clone() };
+        let watched = Arc::new(Mutex::new(HashMap::new()));
+        let feed =
+            EventFeed { pool: pool.clone(), transport: transport.clone(), wake: wake.clone(), watched };
+        let listening = feed.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
-            while !shutdown.is_cancelled() {
-                if let Err(e) = listen(transport.as_ref(), &wake, &metrics, &shutdown).await {
+            while !stop.is_cancelled() {
+                if let Err(e) = listen(transport.as_ref(), &listening, &metrics, &stop).await {
                     warn!(error = %e, "saga change subscription failed; resubscribing");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         });
+        let catching_up = feed.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(CATCH_UP) => {}
+                }
+                if let Err(e) = catching_up.catch_up().await {
+                    warn!(error = %e, "catching up on saga events failed");
+                }
+            }
+        });
         feed
+    }
+
+    /// Records that the process passed on `saga_id`'s events up to `seq`.
+    fn seen(&self, saga_id: Uuid, seq: i32) {
+        note_seen(&self.watched, saga_id, seq);
+    }
+
+    /// Reads, in one query, the events of every watched saga after the newest one passed on, and
+    /// passes them on as notices: what a lost or late broker notice did not bring.
+    async fn catch_up(&self) -> Result<(), sqlx::Error> {
+        let (ids, after): (Vec<Uuid>, Vec<i32>) =
+            self.watched.lock().expect("watched lock").iter().map(|(id, w)| (*id, w.seen)).unzip();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut by_saga: HashMap<Uuid, Vec<SagaEventRow>> = HashMap::new();
+        for e in store::events_after_each(&self.pool, &ids, &after).await? {
+            by_saga.entry(e.saga_id).or_default().push(e);
+        }
+        for (saga_id, events) in by_saga {
+            if let Some(last) = events.last() {
+                self.seen(saga_id, last.seq);
+            }
+            let _ = self.wake.send(Arc::new(Notice::Saga { saga_id, user_id: None, events }));
+        }
+        Ok(())
     }
 
     /// Every event of `saga_id` after sequence `after` (0 for all) in order, ending after the
@@ -95,14 +189,22 @@ impl EventFeed {
     ) -> impl Stream<Item = Result<SagaEventRow, sqlx::Error>> + Send + 'static {
         let pool = self.pool.clone();
         let mut wake = self.wake.subscribe();
+        let watched = self.watched.clone();
         async_stream::try_stream! {
+            let watching = Watching::new(&watched, saga_id, after);
             let mut last = after;
             // Events a notice carried, when they follow on from `last`; else read them.
             let mut carried: Option<Vec<SagaEventRow>> = None;
             loop {
                 let events = match carried.take() {
                     Some(events) => events,
-                    None => store::events_after(&pool, saga_id, last).await?,
+                    None => {
+                        let read = store::events_after(&pool, saga_id, last).await?;
+                        if let Some(e) = read.last() {
+                            watching.read_up_to(e.seq);
+                        }
+                        read
+                    }
                 };
                 let mut done = false;
                 for e in events {
@@ -116,29 +218,31 @@ impl EventFeed {
                 if done {
                     break;
                 }
-                let _ = tokio::time::timeout(FALLBACK_POLL, async {
-                    loop {
-                        match wake.recv().await {
-                            Ok(n) => {
-                                let Notice::Saga { saga_id: id, events, .. } = n.as_ref() else {
-                                    continue;
-                                };
-                                if *id != saga_id {
-                                    continue;
-                                }
-                                let follows = events.first().is_some_and(|e| e.seq <= last + 1)
-                                    && events.last().is_some_and(|e| e.seq > last);
-                                if follows {
-                                    carried = Some(events.clone());
-                                }
-                                break;
+                // No timer per stream: a notice (from the broker, or the process's catch-up read)
+                // wakes it.
+                loop {
+                    match wake.recv().await {
+                        Ok(n) => {
+                            let Notice::Saga { saga_id: id, events, .. } = n.as_ref() else {
+                                continue;
+                            };
+                            if *id != saga_id {
+                                continue;
                             }
-                            Err(broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                            if events.last().is_some_and(|e| e.seq <= last) {
+                                // Passed on already (a notice and a catch-up can both bring it).
+                                continue;
+                            }
+                            if events.first().is_some_and(|e| e.seq <= last + 1) {
+                                carried = Some(events.clone());
+                            }
+                            // Otherwise a gap, or a notice without its events: read.
+                            break;
                         }
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
                     }
-                })
-                .await;
+                }
             }
         }
     }
@@ -258,7 +362,7 @@ impl EventFeed {
 
 async fn listen(
     transport: &dyn Transport,
-    wake: &broadcast::Sender<Arc<Notice>>,
+    feed: &EventFeed,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), BrokerError> {
@@ -292,7 +396,12 @@ async fn listen(
                         Body::CartChanged(c) => Notice::Cart { user_id: c.user_id },
                         _ => continue,
                     };
-                    let _ = wake.send(Arc::new(notice));
+                    if let Notice::Saga { saga_id, events, .. } = &notice {
+                        if let Some(last) = events.last() {
+                            feed.seen(*saga_id, last.seq);
+                        }
+                    }
+                    let _ = feed.wake.send(Arc::new(notice));
                 }
             }
         }

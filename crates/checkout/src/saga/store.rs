@@ -429,6 +429,28 @@ pub async fn events_after<'e>(
     .collect()
 }
 
+/// The events of each of `saga_ids` after its sequence in `after` (same order), each saga's in
+/// order, in one query.
+pub async fn events_after_each<'e>(
+    db: impl PgExecutor<'e>,
+    saga_ids: &[Uuid],
+    after: &[i32],
+) -> Result<Vec<SagaEventRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT e.saga_id, e.seq, e.kind, e.detail, e.created_at
+           FROM unnest($1::uuid[], $2::int[]) AS w(saga_id, after)
+           JOIN saga_events e ON e.saga_id = w.saga_id AND e.seq > w.after
+          ORDER BY e.saga_id, e.seq",
+    )
+    .bind(saga_ids)
+    .bind(after)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(row_to_event)
+    .collect()
+}
+
 /// The histories of `saga_ids`, each in order, in one query (a page of sagas with their events).
 pub async fn events_of<'e>(
     db: impl PgExecutor<'e>,
