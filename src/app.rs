@@ -9,8 +9,10 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use ecommerce_checkout::order::live::OrderFeed;
 use ecommerce_checkout::roles::{Services, StartupError};
 use ecommerce_checkout::saga::feed::EventFeed;
+use ecommerce_storefront::cart::live::CartFeed;
 use ecommerce_storefront::mongo::Mongo;
 
 use crate::auth::{AuthService, KeyRing};
@@ -43,13 +45,16 @@ pub async fn run_api(
         refresh_ttl: s.config.api.auth.refresh_token_ttl,
         limits: s.config.api.auth.rate_limits,
     });
+    let feed = EventFeed::start(s.pool.clone(), s.transport.clone(), s.metrics.clone(), shutdown.clone());
     let api = ApiState {
         pool: s.pool.clone(),
+        orders: OrderFeed::start(s.pool.clone(), feed.clone(), shutdown.clone()),
+        carts: CartFeed::start(mongo.clone(), feed.clone(), shutdown.clone()),
+        feed,
         mongo,
         keys,
         auth,
         sagas: s.sagas.clone(),
-        feed: EventFeed::start(s.pool.clone(), s.transport.clone(), s.metrics.clone(), shutdown.clone()),
         config: s.config.clone(),
         metrics: s.metrics.clone(),
         persisted_queries: LruCacheStorage::new(PERSISTED_QUERIES),

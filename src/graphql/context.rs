@@ -7,11 +7,13 @@ use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use async_graphql::Context;
 use sqlx::PgPool;
 
+use ecommerce_checkout::order::live::OrderFeed;
 use ecommerce_checkout::saga::feed::EventFeed;
 use ecommerce_checkout::saga::Sagas;
 use ecommerce_platform::config::Config;
 use ecommerce_platform::error::AppError;
 use ecommerce_platform::metrics::Metrics;
+use ecommerce_storefront::cart::live::CartFeed;
 use ecommerce_storefront::mongo::Mongo;
 
 use crate::auth::{AuthService, AuthUser, KeyRing, Role, TokenError};
@@ -25,6 +27,10 @@ pub struct ApiState {
     pub auth: Arc<AuthService>,
     pub sagas: Arc<Sagas>,
     pub feed: EventFeed,
+    /// The process's `myOrders` streams.
+    pub orders: OrderFeed,
+    /// The process's `myCart` streams.
+    pub carts: CartFeed,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     /// Documents sent with their hash (automatic persisted queries), so that a client may send the

@@ -10,7 +10,6 @@ use ecommerce_checkout::page::Cursor;
 use ecommerce_checkout::saga::{store, FailureReason, SagaStatus, CHECKOUT, REFUND};
 use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::AppError;
-use ecommerce_storefront::mongo::carts;
 
 use super::cart::{announce_cart, CartGql};
 use super::catalog::ProductGql;
@@ -297,31 +296,18 @@ impl OrderSubscription {
     async fn my_orders(&self, ctx: &Context<'_>) -> Result<BoxStream<'static, Result<OrderGql>>> {
         let u = user(ctx)?;
         let s = state(ctx);
-        let orders = ecommerce_checkout::order::live::orders_of(s.pool.clone(), &s.feed, u.id);
-        Ok(orders.map(|r| r.map(OrderGql).map_err(Into::into)).boxed())
+        Ok(s.orders.orders_of(u.id).map(|r| r.map(OrderGql).map_err(Into::into)).boxed())
     }
 
     /// The signed-in buyer's cart as it is now, then each time it changes: from another tab or
     /// device, or when an order takes units out or a cancelled one puts them back.
     async fn my_cart(&self, ctx: &Context<'_>) -> Result<BoxStream<'static, Result<CartGql>>> {
         let u = user(ctx)?.id;
-        let s = state(ctx);
-        let mongo = s.mongo.clone();
-        let ticks = s.feed.cart_ticks(u);
-        Ok(async_stream::try_stream! {
-            futures::pin_mut!(ticks);
-            let cart = carts::load(&mongo, u).await.map_err(AppError::from)?;
-            let mut version = cart.version;
-            yield CartGql::new(u, cart);
-            while ticks.next().await.is_some() {
-                let cart = carts::load(&mongo, u).await.map_err(AppError::from)?;
-                if cart.version != version {
-                    version = cart.version;
-                    yield CartGql::new(u, cart);
-                }
-            }
-        }
-        .boxed())
+        Ok(state(ctx)
+            .carts
+            .cart_of(u)
+            .map(move |r| r.map(|cart| CartGql::new(u, cart)).map_err(Into::into))
+            .boxed())
     }
 
     /// The order's saga events in order: first those already recorded, then live ones, ending

@@ -37,6 +37,8 @@ pub struct TestApp {
     /// Connections the API took from its pool: one per query outside a transaction, one per
     /// transaction.
     pub api_queries: Arc<std::sync::atomic::AtomicU64>,
+    /// Commands the API's MongoDB client sent.
+    pub api_mongo_commands: Arc<std::sync::atomic::AtomicU64>,
     name: String,
     config: Config,
     shutdown: CancellationToken,
@@ -116,7 +118,18 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         .expect("api pool");
     let orch = Services::connect(config.clone()).await.expect("orchestrator services");
     let workers = Services::connect(config.clone()).await.expect("worker services");
-    let api_mongo = Mongo::open(&config).await.expect("api MongoDB");
+    // The API's MongoDB client counts the commands it sends (tests/api/idle.rs reads it).
+    let api_mongo_commands = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = api_mongo_commands.clone();
+    let api_mongo = Mongo::open_with(&config, move |o| {
+        o.command_event_handler = Some(mongodb::event::EventHandler::callback(move |e| {
+            if let mongodb::event::command::CommandEvent::Started(_) = e {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    })
+    .await
+    .expect("api MongoDB");
     let workers_mongo = Mongo::open(&config).await.expect("workers MongoDB");
     seed::seed(&api.pool, &api_mongo, &seed::demo_products()).await.expect("seed");
 
@@ -146,6 +159,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         services: api,
         mongo: api_mongo,
         api_queries,
+        api_mongo_commands,
         stats,
         orchestrator_stats,
         name,

@@ -95,6 +95,30 @@ pub async fn changed_since(pool: &PgPool, user_id: Uuid, since: DateTime<Utc>) -
     Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
 }
 
+/// The state of every order of `buyers` changed within `window` of now (by the database's
+/// clock), in one query: `(order, buyer, status, updated_at)`.
+pub async fn versions_of_buyers(
+    pool: &PgPool,
+    buyers: &[Uuid],
+    window: chrono::TimeDelta,
+) -> Result<Vec<(Uuid, Uuid, OrderStatus, DateTime<Utc>)>, sqlx::Error> {
+    let rows: Vec<(Uuid, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, user_id, status, updated_at FROM orders
+          WHERE user_id = ANY($1) AND updated_at > now() - make_interval(secs => $2)",
+    )
+    .bind(buyers)
+    .bind(window.num_milliseconds() as f64 / 1000.0)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, user_id, status, at)| {
+            let status = OrderStatus::parse(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("order status {status}").into()))?;
+            Ok((id, user_id, status, at))
+        })
+        .collect()
+}
+
 /// How many orders the user has.
 pub async fn count(pool: &PgPool, user_id: Uuid) -> AppResult<i64> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM orders WHERE user_id = $1")

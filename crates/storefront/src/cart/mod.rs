@@ -2,5 +2,6 @@
 //! crate's [`ecommerce_core::cart`]; here are the service the API calls and the worker that keeps
 //! carts in step with orders.
 
+pub mod live;
 pub mod service;
 pub mod worker;

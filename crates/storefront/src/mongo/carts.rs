@@ -18,6 +18,22 @@ pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Erro
     Ok(d.as_ref().map(from_doc).unwrap_or_default())
 }
 
+/// The version of each of `users`' carts, in one query (a user without a cart has none listed).
+pub async fn versions(m: &Mongo, users: &[Uuid]) -> Result<Vec<(Uuid, i64)>, mongodb::error::Error> {
+    use futures::TryStreamExt;
+    let ids: Vec<String> = users.iter().map(Uuid::to_string).collect();
+    let docs: Vec<Document> = coll(m)
+        .find(doc! { "_id": { "$in": ids } })
+        .projection(doc! { "version": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(docs
+        .iter()
+        .filter_map(|d| Some((d.get_str("_id").ok()?.parse().ok()?, d.get_i64("version").unwrap_or(0))))
+        .collect())
+}
+
 fn from_doc(d: &Document) -> Cart {
     let items = d
         .get_array("items")

@@ -19,9 +19,18 @@ pub struct Mongo {
 
 impl Mongo {
     pub async fn connect(config: &Config) -> Result<Self, mongodb::error::Error> {
+        Self::connect_with(config, |_| {}).await
+    }
+
+    /// Connects with the driver's options changed by `tune` (a command monitor, say).
+    pub async fn connect_with(
+        config: &Config,
+        tune: impl FnOnce(&mut ClientOptions),
+    ) -> Result<Self, mongodb::error::Error> {
         let mut options = ClientOptions::parse(config.mongo.url.expose_secret()).await?;
         options.app_name = Some("ecommerce-saga".into());
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+        tune(&mut options);
         let client = Client::with_options(options)?;
         let db = client.database(&config.mongo.database);
         Ok(Mongo { client, db, products: Default::default() })
@@ -29,7 +38,15 @@ impl Mongo {
 
     /// Connects and checks that the server answers.
     pub async fn open(config: &Config) -> Result<Self, mongodb::error::Error> {
-        let mongo = Self::connect(config).await?;
+        Self::open_with(config, |_| {}).await
+    }
+
+    /// [`Mongo::open`] with the driver's options changed by `tune`.
+    pub async fn open_with(
+        config: &Config,
+        tune: impl FnOnce(&mut ClientOptions),
+    ) -> Result<Self, mongodb::error::Error> {
+        let mongo = Self::connect_with(config, tune).await?;
         mongo.ping().await?;
         Ok(mongo)
     }
