@@ -60,7 +60,14 @@ pub async fn run_api(
         persisted_queries: LruCacheStorage::new(PERSISTED_QUERIES),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
-    let app = router(HttpState { api, schema, transport: s.transport.clone(), metrics: s.metrics.clone() });
+    let connections = Arc::new(crate::ws::Connections::new(s.config.api.websocket));
+    let app = router(HttpState {
+        api,
+        schema,
+        connections,
+        transport: s.transport.clone(),
+        metrics: s.metrics.clone(),
+    });
     let relay = tokio::spawn(ecommerce_platform::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),

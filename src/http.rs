@@ -7,8 +7,7 @@ use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::Data;
 use async_graphql::{BatchRequest, BatchResponse, ServerError};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::ws::{CloseFrame, Message};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,12 +21,15 @@ use tracing::Instrument;
 
 use crate::graphql::error::ensure_codes;
 use crate::graphql::{ApiState, AppSchema, Caller, ClientAddr, TraceId};
+use crate::ws::Refusal;
 use ecommerce_platform::broker::Transport;
 use ecommerce_platform::telemetry::TraceHeaders;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub api: ApiState,
+    /// Open subscription connections, by user and address.
+    pub connections: Arc<crate::ws::Connections>,
     pub schema: AppSchema,
     pub transport: Arc<dyn Transport>,
     pub metrics: Arc<ecommerce_platform::metrics::Metrics>,
@@ -421,51 +423,64 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     ecommerce_platform::metrics::response(&s.metrics, &s.api.pool).await
 }
 
-/// What `connection_init` answers a bad or expired token with, before the socket closes.
-const REFUSED_INIT: &str = "unauthenticated";
-
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
 /// a connection with a bad or expired token is closed with graphql-ws's `4403 Forbidden` (so a
 /// client refreshes its token and connects again), one without a token gets `UNAUTHENTICATED`
-/// per subscription.
+/// per subscription. The limits on connections and subscriptions are [`crate::ws`]'s.
 async fn subscriptions(
     State(s): State<HttpState>,
-    protocol: GraphQLProtocol,
+    peer: Peer,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
-        let api = s.api.clone();
-        // async-graphql closes a refused `connection_init` with 1002 (protocol error), which
-        // graphql-ws clients take as final; the protocol's code for "not allowed" is 4403.
-        let (sink, stream) = futures::StreamExt::split(socket);
-        let sink = futures::SinkExt::with(sink, |msg: Message| async move {
-            Ok::<_, axum::Error>(match msg {
-                Message::Close(Some(frame))
-                    if frame.code == 1002 && frame.reason.starts_with(REFUSED_INIT) =>
-                {
-                    Message::Close(Some(CloseFrame { code: 4403, reason: "Forbidden".into() }))
-                }
-                other => other,
-            })
-        });
-        GraphQLWebSocket::new_with_pair(sink, stream, s.schema.clone(), protocol)
-            .on_connection_init(move |payload| async move {
+    let Some(protocol) = crate::ws::protocol(&headers) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
+    let address_slot = s.connections.by_address.take(client.0);
+    let refused = address_slot.is_none();
+    let config = s.api.config.api.websocket;
+    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).max_message_size(s.api.config.api.http_body_limit).on_upgrade(
+        move |socket| async move {
+            if refused {
+                let max = config.max_connections_per_address;
+                let reason = format!("too many connections from this address (limit {max})");
+                return crate::ws::refuse(socket, &s.metrics, crate::ws::close::TRY_AGAIN_LATER, reason)
+                    .await;
+            }
+            let _address_slot = address_slot;
+            let user_slot = Arc::new(std::sync::Mutex::new(None));
+            let keep = user_slot.clone();
+            let api = s.api.clone();
+            let connections = s.connections.clone();
+            let on_init = move |payload: serde_json::Value| async move {
                 let token = payload
                     .get("authorization")
                     .or_else(|| payload.get("Authorization"))
                     .and_then(|v| v.as_str())
                     .map(|v| bearer(v).unwrap_or(v).to_string());
                 let caller = caller(&api, token.as_deref()).await;
-                if let Caller::BadToken(e) = &caller {
-                    return Err(async_graphql::Error::new(format!("{REFUSED_INIT}: {e}")));
+                match &caller {
+                    Caller::BadToken(e) => return Err(Refusal::BadToken(e.to_string()).into_error()),
+                    Caller::User(u, _) => match connections.by_user.take(u.id) {
+                        Some(slot) => *keep.lock().expect("slot lock") = Some(slot),
+                        None => {
+                            return Err(Refusal::TooManyConnections(
+                                connections.config.max_connections_per_user,
+                            )
+                            .into_error())
+                        }
+                    },
+                    Caller::Anonymous => {}
                 }
                 let mut data = Data::default();
                 data.insert(caller);
                 Ok(data)
-            })
-            .serve()
-            .await
-    })
+            };
+            crate::ws::serve(socket, s.schema.clone(), protocol, config, &s.metrics, on_init).await;
+            drop(user_slot);
+        },
+    )
 }
 
 async fn jwks(State(s): State<HttpState>) -> Response {

@@ -13,3 +13,4 @@ pub mod http;
 pub mod monitor;
 pub mod playground;
 pub mod webhooks;
+pub mod ws;

@@ -200,11 +200,19 @@ pub async fn open_ws(url: &str, token: &str) -> Result<Socket, String> {
     }
 }
 
-/// The next text message as JSON; `None` once the connection closed.
+/// The next text message as JSON, the server's pings answered and skipped, as graphql-ws clients
+/// do; `None` once the connection closed.
 pub async fn next_json(ws: &mut Socket) -> Option<Value> {
     loop {
         match ws.next().await?.ok()? {
-            Message::Text(t) => return serde_json::from_str(&t).ok(),
+            Message::Text(t) => {
+                let m: Value = serde_json::from_str(&t).ok()?;
+                if m["type"] == "ping" {
+                    ws.send(Message::Text(json!({ "type": "pong" }).to_string().into())).await.ok()?;
+                    continue;
+                }
+                return Some(m);
+            }
             Message::Close(_) => return None,
             _ => continue,
         }

@@ -39,6 +39,7 @@ pub struct TestApp {
     pub api_queries: Arc<std::sync::atomic::AtomicU64>,
     /// Commands the API's MongoDB client sent.
     pub api_mongo_commands: Arc<std::sync::atomic::AtomicU64>,
+    api_metrics: Arc<ecommerce_platform::metrics::Metrics>,
     name: String,
     config: Config,
     shutdown: CancellationToken,
@@ -140,6 +141,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let mut tasks = Vec::new();
     let s = shutdown.clone();
+    let api_metrics = api.metrics.clone();
     let (api_services, mongo) = (api.clone(), api_mongo.clone());
     tasks.push(tokio::spawn(async move {
         app::run_api(api_services, mongo, listener, s).await.expect("api runs");
@@ -160,6 +162,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         mongo: api_mongo,
         api_queries,
         api_mongo_commands,
+        api_metrics,
         stats,
         orchestrator_stats,
         name,
@@ -239,6 +242,11 @@ impl TestApp {
     /// The test's own PostgreSQL database.
     pub fn database(&self) -> &str {
         &self.name
+    }
+
+    /// The API process's metrics.
+    pub fn metrics(&self) -> &ecommerce_platform::metrics::Metrics {
+        &self.api_metrics
     }
 
     pub fn pool(&self) -> &sqlx::PgPool {
@@ -428,7 +436,22 @@ impl TestApp {
             .send(Message::Text(json!({ "type": "connection_init", "payload": payload }).to_string().into()))
             .await
             .unwrap();
-        Ws { socket }
+        Ws { socket, pong: true }
+    }
+
+    /// A graphql-transport-ws connection that has sent nothing yet, its receive buffer as small as
+    /// the system allows when `small_buffer` (a client that reads slowly fills it soon).
+    pub async fn ws_bare(&self, small_buffer: bool) -> Ws {
+        let mut req = format!("ws://{}/graphql/ws", self.addr).into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+        if small_buffer {
+            tcp.set_recv_buffer_size(4096).unwrap();
+        }
+        let stream = tcp.connect(self.addr).await.expect("tcp connect");
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (socket, _) = tokio_tungstenite::client_async(req, stream).await.expect("ws connect");
+        Ws { socket, pong: true }
     }
 
     /// Subscribes to an order's saga events and collects them until the stream completes or errors.
@@ -442,21 +465,37 @@ impl TestApp {
 
 pub struct Ws {
     socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    /// Answer the server's pings with pongs, as graphql-ws clients do.
+    pub pong: bool,
 }
 
 impl Ws {
-    /// The next message of any subscription on this connection; `None` once closed.
+    /// The next message of any subscription on this connection (the server's pings answered and
+    /// skipped, unless `pong` is off); `None` once closed.
     pub async fn next_json(&mut self) -> Option<Value> {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
                 .await
                 .expect("ws message in time")?;
             match msg.ok()? {
-                Message::Text(t) => return Some(serde_json::from_str(&t).unwrap()),
+                Message::Text(t) => {
+                    let m: Value = serde_json::from_str(&t).unwrap();
+                    if self.pong && m["type"] == "ping" {
+                        let pong = json!({ "type": "pong" }).to_string();
+                        self.socket.send(Message::Text(pong.into())).await.ok()?;
+                        continue;
+                    }
+                    return Some(m);
+                }
                 Message::Close(_) => return None,
                 _ => continue,
             }
         }
+    }
+
+    /// Sends any text frame.
+    pub async fn send_text(&mut self, text: String) {
+        self.socket.send(Message::Text(text.into())).await.unwrap();
     }
 
     pub async fn expect_ack(&mut self) {

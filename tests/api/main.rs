@@ -29,3 +29,4 @@ mod stripe;
 #[path = "../support/stripe_proxy.rs"]
 mod stripe_proxy;
 mod transport;
+mod websocket;

@@ -161,6 +161,29 @@ pub struct ApiConfig {
     pub stripe_webhook_tolerance: Duration,
     /// How long after placing an order its buyer may ask for a refund (operators: any time).
     pub refund_window: Duration,
+    pub websocket: WebSocketConfig,
+}
+
+/// Limits on subscriptions over WebSocket (graphql-transport-ws), so that one client cannot
+/// exhaust the server.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketConfig {
+    /// Subscriptions open at once on one connection; one more is refused with an `error` message
+    /// (`TOO_MANY_REQUESTS`) and the connection stays.
+    pub max_subscriptions_per_connection: usize,
+    /// Connections open at once for one signed-in user (close code 1013, try again later).
+    pub max_connections_per_user: usize,
+    /// Connections open at once from one client address (close code 1013).
+    pub max_connections_per_address: usize,
+    /// How long a connection may take to send `connection_init` (close code 4408).
+    pub init_timeout: Duration,
+    /// How often the server pings; a client that has sent nothing, not even the `pong`, for this
+    /// long and [`WebSocketConfig::pong_timeout`] more is closed (4499).
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    /// How long writing one message may wait for a client that does not read; then the
+    /// connection is closed (1008) instead of buffering for it.
+    pub send_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +450,22 @@ pub struct Settings {
     stripe_webhook_tolerance_s: u64,
     #[arg(long, env = "REFUND_WINDOW_DAYS", default_value = "30")]
     refund_window_days: u64,
+
+    // Subscriptions over WebSocket
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value = "100")]
+    ws_max_subscriptions_per_connection: usize,
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_USER", default_value = "32")]
+    ws_max_connections_per_user: usize,
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_ADDRESS", default_value = "256")]
+    ws_max_connections_per_address: usize,
+    #[arg(long, env = "WS_INIT_TIMEOUT_MS", default_value = "10000")]
+    ws_init_timeout_ms: u64,
+    #[arg(long, env = "WS_PING_INTERVAL_MS", default_value = "30000")]
+    ws_ping_interval_ms: u64,
+    #[arg(long, env = "WS_PONG_TIMEOUT_MS", default_value = "15000")]
+    ws_pong_timeout_ms: u64,
+    #[arg(long, env = "WS_SEND_TIMEOUT_MS", default_value = "10000")]
+    ws_send_timeout_ms: u64,
 }
 
 /// A listening address, or none (`off`).
@@ -578,6 +617,15 @@ impl Settings {
                     .map(SecretString::from),
                 stripe_webhook_tolerance: Duration::from_secs(self.stripe_webhook_tolerance_s),
                 refund_window: Duration::from_secs(self.refund_window_days.saturating_mul(86_400)),
+                websocket: WebSocketConfig {
+                    max_subscriptions_per_connection: self.ws_max_subscriptions_per_connection,
+                    max_connections_per_user: self.ws_max_connections_per_user,
+                    max_connections_per_address: self.ws_max_connections_per_address,
+                    init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
+                    ping_interval: Duration::from_millis(self.ws_ping_interval_ms),
+                    pong_timeout: Duration::from_millis(self.ws_pong_timeout_ms),
+                    send_timeout: Duration::from_millis(self.ws_send_timeout_ms),
+                },
             },
             orchestrator: OrchestratorConfig {
                 metrics_addr: self.orchestrator_metrics_addr.0,

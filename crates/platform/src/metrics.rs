@@ -49,6 +49,12 @@ struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    /// Why the server ended a subscription connection (`client` when the client did).
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
     /// `stripe`.
     provider: String,
@@ -110,6 +116,8 @@ pub struct Metrics {
     repairs: Family<RepairLabels, Counter>,
     webhooks: Family<WebhookLabels, Counter>,
     live_updates: Counter,
+    ws_open: Gauge,
+    ws_closed: Family<CloseLabels, Counter>,
     /// Inbox counts of consumers, copied into `messages` at scrape.
     consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
 }
@@ -198,7 +206,22 @@ impl Metrics {
             "Saga change notices this API instance received from the broker (they wake live subscriptions)",
             live_updates.clone(),
         );
+        let ws_open = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Subscription connections (graphql-ws) open on this API instance",
+            ws_open.clone(),
+        );
+        let ws_closed = Family::<CloseLabels, Counter>::default();
+        registry.register(
+            "websocket_connections_closed",
+            "Subscription connections ended, by reason: client, init_timeout, no_pong, not_reading, \
+             too_many_connections, refused, protocol",
+            ws_closed.clone(),
+        );
         Metrics {
+            ws_open,
+            ws_closed,
             live_updates,
             repairs,
             webhooks,
@@ -265,6 +288,22 @@ impl Metrics {
     pub fn webhook(&self, provider: &str, outcome: &str) {
         let labels = WebhookLabels { provider: provider.to_string(), outcome: outcome.to_string() };
         self.webhooks.get_or_create(&labels).inc();
+    }
+
+    /// A subscription connection opened.
+    pub fn ws_opened(&self) {
+        self.ws_open.inc();
+    }
+
+    /// A subscription connection ended, for `reason`.
+    pub fn ws_closed(&self, reason: &str) {
+        self.ws_open.dec();
+        self.ws_closed.get_or_create(&CloseLabels { reason: reason.to_string() }).inc();
+    }
+
+    /// How many subscription connections ended for `reason`.
+    pub fn ws_closed_for(&self, reason: &str) -> u64 {
+        self.ws_closed.get_or_create(&CloseLabels { reason: reason.to_string() }).get()
     }
 
     /// Reports `stats` (new and duplicate messages, as the inbox decided) under `consumer`.

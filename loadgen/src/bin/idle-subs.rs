@@ -130,9 +130,6 @@ async fn main() -> anyhow::Result<()> {
                             let _ = ready.send(c);
                         }
                     }
-                    Some("ping") => {
-                        let _ = ws.send(Message::Text(json!({ "type": "pong" }).to_string().into())).await;
-                    }
                     Some("error") | Some("complete") => eprintln!("subscription ended: {m}"),
                     _ => {}
                 }
