@@ -423,6 +423,9 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     ecommerce_platform::metrics::response(&s.metrics, &s.api.pool).await
 }
 
+/// What a subscription connection reads the socket into, at first.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// Subscriptions. Authenticate in `connection_init` with `{"authorization": "Bearer <token>"}`;
 /// a connection with a bad or expired token is closed with graphql-ws's `4403 Forbidden` (so a
 /// client refreshes its token and connects again), one without a token gets `UNAUTHENTICATED`
@@ -440,47 +443,50 @@ async fn subscriptions(
     let address_slot = s.connections.by_address.take(client.0);
     let refused = address_slot.is_none();
     let config = s.api.config.api.websocket;
-    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).max_message_size(s.api.config.api.http_body_limit).on_upgrade(
-        move |socket| async move {
-            if refused {
-                let max = config.max_connections_per_address;
-                let reason = format!("too many connections from this address (limit {max})");
-                return crate::ws::refuse(socket, &s.metrics, crate::ws::close::TRY_AGAIN_LATER, reason)
-                    .await;
-            }
-            let _address_slot = address_slot;
-            let user_slot = Arc::new(std::sync::Mutex::new(None));
-            let keep = user_slot.clone();
-            let api = s.api.clone();
-            let connections = s.connections.clone();
-            let on_init = move |payload: serde_json::Value| async move {
-                let token = payload
-                    .get("authorization")
-                    .or_else(|| payload.get("Authorization"))
-                    .and_then(|v| v.as_str())
-                    .map(|v| bearer(v).unwrap_or(v).to_string());
-                let caller = caller(&api, token.as_deref()).await;
-                match &caller {
-                    Caller::BadToken(e) => return Err(Refusal::BadToken(e.to_string()).into_error()),
-                    Caller::User(u, _) => match connections.by_user.take(u.id) {
-                        Some(slot) => *keep.lock().expect("slot lock") = Some(slot),
-                        None => {
-                            return Err(Refusal::TooManyConnections(
-                                connections.config.max_connections_per_user,
-                            )
+    // Thousands of mostly idle connections: small buffers that grow for a large message
+    // (tungstenite's defaults, 128 KiB each way, cost 20 KB and more per connection), and each
+    // message written at once (`crate::ws` waits for each anyway).
+    let upgrade = upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(s.api.config.api.http_body_limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
+    upgrade.on_upgrade(move |socket| async move {
+        if refused {
+            let max = config.max_connections_per_address;
+            let reason = format!("too many connections from this address (limit {max})");
+            return crate::ws::refuse(socket, &s.metrics, crate::ws::close::TRY_AGAIN_LATER, reason).await;
+        }
+        let _address_slot = address_slot;
+        let user_slot = Arc::new(std::sync::Mutex::new(None));
+        let keep = user_slot.clone();
+        let api = s.api.clone();
+        let connections = s.connections.clone();
+        let on_init = move |payload: serde_json::Value| async move {
+            let token = payload
+                .get("authorization")
+                .or_else(|| payload.get("Authorization"))
+                .and_then(|v| v.as_str())
+                .map(|v| bearer(v).unwrap_or(v).to_string());
+            let caller = caller(&api, token.as_deref()).await;
+            match &caller {
+                Caller::BadToken(e) => return Err(Refusal::BadToken(e.to_string()).into_error()),
+                Caller::User(u, _) => match connections.by_user.take(u.id) {
+                    Some(slot) => *keep.lock().expect("slot lock") = Some(slot),
+                    None => {
+                        return Err(Refusal::TooManyConnections(connections.config.max_connections_per_user)
                             .into_error())
-                        }
-                    },
-                    Caller::Anonymous => {}
-                }
-                let mut data = Data::default();
-                data.insert(caller);
-                Ok(data)
-            };
-            crate::ws::serve(socket, s.schema.clone(), protocol, config, &s.metrics, on_init).await;
-            drop(user_slot);
-        },
-    )
+                    }
+                },
+                Caller::Anonymous => {}
+            }
+            let mut data = Data::default();
+            data.insert(caller);
+            Ok(data)
+        };
+        crate::ws::serve(socket, s.schema.clone(), protocol, config, &s.metrics, on_init).await;
+        drop(user_slot);
+    })
 }
 
 async fn jwks(State(s): State<HttpState>) -> Response {

@@ -7,6 +7,11 @@
 //! PostgreSQL transactions per second in the API's database (`pg_stat_database.xact_commit`,
 //! every process's), and the API process's CPU and resident memory (`--api-pid`, from `/proc`).
 //! `--subscriptions 0` measures the idle system itself.
+//!
+//! Then the fan-out: the buyer cancels the order, and every subscription hears the saga's next
+//! event; latency is from sending the cancellation to each subscription receiving that event
+//! (p50, p99, max over all of them), and to the last one receiving the end (`COMPENSATED`). The
+//! client runs on the same machine as the server, so its own work on thousands of messages counts.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +106,8 @@ async fn main() -> anyhow::Result<()> {
     let connections = cli.connections.max(1);
     let mut readers = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    // When each subscription heard the first event after the history, and the end.
+    let (heard_tx, mut heard_rx) = tokio::sync::mpsc::unbounded_channel::<(bool, Instant)>();
     for c in 0..connections {
         let per = cli.subscriptions / connections + usize::from(c < cli.subscriptions % connections);
         let mut ws = open_ws(&url, &token).await.map_err(anyhow::Error::msg)?;
@@ -116,18 +123,29 @@ async fn main() -> anyhow::Result<()> {
             ws.send(Message::Text(msg.to_string().into())).await?;
         }
         let ready = ready_tx.clone();
+        let heard = heard_tx.clone();
         let expected = per as u64 * events;
         readers.push(tokio::spawn(async move {
             let mut got = 0u64;
             if expected == 0 {
                 let _ = ready.send(c);
             }
+            let mut first_new = std::collections::HashSet::new();
             while let Some(m) = next_json(&mut ws).await {
                 match m["type"].as_str() {
                     Some("next") => {
                         got += 1;
                         if got == expected {
                             let _ = ready.send(c);
+                        }
+                        let e = &m["payload"]["data"]["orderEvents"];
+                        if e["sequence"].as_u64().unwrap_or(0) > events
+                            && first_new.insert(m["id"].as_str().unwrap_or_default().to_string())
+                        {
+                            let _ = heard.send((false, Instant::now()));
+                        }
+                        if e["type"] == "COMPENSATED" {
+                            let _ = heard.send((true, Instant::now()));
                         }
                     }
                     Some("error") | Some("complete") => eprintln!("subscription ended: {m}"),
@@ -137,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     drop(ready_tx);
+    drop(heard_tx);
     for _ in 0..connections {
         tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
             .await
@@ -160,6 +179,40 @@ async fn main() -> anyhow::Result<()> {
         _ => (None, None),
     };
     let round = |x: f64| (x * 10.0).round() / 10.0;
+
+    // The fan-out: one transition, heard by every subscription.
+    let mut fan_out: Option<(f64, f64, f64, f64)> = None;
+    if cli.subscriptions > 0 {
+        let cancel =
+            "mutation($id: ID!) { cancelOrder(orderId: $id) { order { status } userErrors { code } } }";
+        let sent = Instant::now();
+        let d = gql(&http, &url, Some(&token), cancel, json!({ "id": order }))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if let Some(code) = d["cancelOrder"]["userErrors"][0]["code"].as_str() {
+            bail!("cancelOrder refused: {code}");
+        }
+        let mut firsts = Vec::with_capacity(cli.subscriptions);
+        let mut last_end = Duration::ZERO;
+        let mut ends = 0;
+        while firsts.len() < cli.subscriptions || ends < cli.subscriptions {
+            let (end, at) = tokio::time::timeout(Duration::from_secs(120), heard_rx.recv())
+                .await
+                .context("not every subscription heard the cancellation within 2 minutes")?
+                .context("readers ended")?;
+            if end {
+                ends += 1;
+                last_end = last_end.max(at - sent);
+            } else {
+                firsts.push(at - sent);
+            }
+        }
+        firsts.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let pct = |p: f64| ms(firsts[((firsts.len() as f64 * p).ceil() as usize).clamp(1, firsts.len()) - 1]);
+        fan_out = Some((pct(0.5), pct(0.99), ms(*firsts.last().unwrap_or(&Duration::ZERO)), ms(last_end)));
+    }
+
     if cli.json {
         println!(
             "{}",
@@ -170,6 +223,9 @@ async fn main() -> anyhow::Result<()> {
                 "pg_transactions_per_sec": round(tps),
                 "api_cpu_percent": cpu_pct.map(round),
                 "api_rss_mb": rss_mb.map(round),
+                "fan_out_ms": fan_out.map(|(p50, p99, max, end)| json!({
+                    "p50": round(p50), "p99": round(p99), "max": round(max), "all_ended": round(end),
+                })),
             })
         );
     } else {
@@ -183,6 +239,13 @@ async fn main() -> anyhow::Result<()> {
             show(rss_mb),
             elapsed
         );
+        if let Some((p50, p99, max, end)) = fan_out {
+            println!(
+                "  fan-out of one transition to {} subscriptions: first new event p50 {p50:.0} ms, p99 {p99:.0} ms, \
+                 max {max:.0} ms; all heard the end after {end:.0} ms",
+                cli.subscriptions
+            );
+        }
     }
     for r in readers {
         r.abort();

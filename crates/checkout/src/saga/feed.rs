@@ -194,16 +194,9 @@ impl EventFeed {
         let stop = shutdown.clone();
         tokio::spawn(async move { reader.read_changes(stop).await });
         let catching_up = feed.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(CATCH_UP) => {}
-                }
-                if let Err(e) = catching_up.catch_up().await {
-                    warn!(error = %e, "catching up on saga events failed");
-                }
-            }
+        every(CATCH_UP, shutdown, "catching up on saga events", move || {
+            let feed = catching_up.clone();
+            async move { feed.catch_up().await }
         });
         feed
     }
@@ -374,6 +367,27 @@ impl EventFeed {
     pub async fn cart_changed(&self, user_id: Uuid) {
         announce_cart_change(self.transport.as_ref(), user_id).await
     }
+}
+
+/// Runs `tick` every `period` until `shutdown`: a process's catch-up read. A failure is logged as
+/// `what` failed, and the next tick tries again.
+pub fn every<F, Fut, E>(period: Duration, shutdown: CancellationToken, what: &'static str, mut tick: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if let Err(e) = tick().await {
+                warn!(error = %e, "{what} failed");
+            }
+        }
+    });
 }
 
 /// Tells every API instance's `myCart` subscribers of `user_id` that the cart changed (best

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 use uuid::Uuid;
 
 use crate::mongo::{carts, Mongo};
-use ecommerce_checkout::saga::feed::{EventFeed, Watched};
+use ecommerce_checkout::saga::feed::{every, EventFeed, Watched};
 use ecommerce_core::cart::Cart;
 use ecommerce_platform::error::AppError;
 
@@ -33,16 +32,9 @@ impl CartFeed {
     pub fn start(mongo: Mongo, feed: EventFeed, shutdown: CancellationToken) -> Self {
         let carts = CartFeed { mongo, feed, watched: Watched::default() };
         let catching_up = carts.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(CART_CATCH_UP) => {}
-                }
-                if let Err(e) = catching_up.catch_up().await {
-                    warn!(error = %e, "catching up on carts failed");
-                }
-            }
+        every(CART_CATCH_UP, shutdown, "catching up on carts", move || {
+            let carts = catching_up.clone();
+            async move { carts.catch_up().await }
         });
         carts
     }
