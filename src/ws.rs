@@ -204,7 +204,10 @@ pub async fn serve<F, Fut>(
 
     // What to close with, when the loop ends for a reason of its own.
     let closing: Option<(u16, String)> = loop {
+        // What the client sent first: a pong waiting in the socket must count before the ping
+        // timer looks, however late this task runs.
         let step = tokio::select! {
+            biased;
             incoming = source.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(t))) => t.as_str().to_owned(),

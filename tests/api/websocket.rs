@@ -65,7 +65,7 @@ async fn a_user_past_the_connection_limit_is_told_to_try_again_and_gets_in_once_
     // Once a connection closes, the server frees its place as soon as it notices.
     drop(first);
     let mut admitted = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         let mut again = app.ws(Some(&buyer.token)).await;
         match again.init_result().await {
             Some(m) if m["type"] == "connection_ack" => {
@@ -105,9 +105,11 @@ async fn a_connection_that_never_initialises_is_closed_with_4408() {
 
 #[tokio::test]
 async fn the_server_pings_and_closes_a_client_that_stopped_answering() {
+    // A pong timeout well above any pause of a loaded test machine, so that only the client that
+    // never answers is closed.
     let app = spawn_app_with(|c| {
         c.api.websocket.ping_interval = Duration::from_millis(200);
-        c.api.websocket.pong_timeout = Duration::from_millis(300);
+        c.api.websocket.pong_timeout = Duration::from_secs(2);
     })
     .await;
     let buyer = app.register().await;
@@ -173,5 +175,44 @@ async fn a_client_that_stops_reading_is_closed_not_buffered_for() {
         answered += (m["type"] == "next") as usize;
     }
     assert!(answered < ASKED, "the server closed the connection instead of buffering {ASKED} answers");
+    app.stop().await;
+}
+
+/// The npm graphql-ws client, as a frontend runs it: it answers the server's pings by itself, so
+/// a connection held past the pong timeout stays; a connection past the per-user limit is closed
+/// with 1013, which it retries, and it gets in once the other connection is gone
+/// (tests/browser/ws-limits.mjs).
+#[tokio::test]
+async fn a_graphql_ws_client_answers_pings_and_retries_a_connection_limit() {
+    let app = spawn_app_with(|c| {
+        c.api.websocket.ping_interval = Duration::from_millis(200);
+        c.api.websocket.pong_timeout = Duration::from_secs(2);
+        c.api.websocket.max_connections_per_user = 1;
+    })
+    .await;
+    let buyer = app.register().await;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(dir.join("node_modules/graphql-ws").is_dir(), "run scripts/services.sh browser");
+    // Held past the ping interval and the pong timeout.
+    let args = [format!("ws://{}/graphql/ws", app.addr), buyer.token.clone(), "3000".to_string()];
+    // Off the test's runtime, which serves the API meanwhile.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node").current_dir(&dir).arg("ws-limits.mjs").args(&args).output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"A CART 0"), "{stdout}");
+    assert!(!stdout.contains("A CLOSED"), "a client that answers pings stays connected: {stdout}");
+    let pings: u32 = lines.iter().find_map(|l| l.strip_prefix("A PINGS ")).unwrap().parse().unwrap();
+    // Held 3 s with a ping every 200 ms: the count is loose, the point is that pings came.
+    assert!(pings >= 2, "{stdout}");
+    assert!(lines.contains(&"B CLOSED 1013"), "{stdout}");
+    assert!(lines.contains(&"B CART 0"), "{stdout}");
+    assert!(lines.contains(&"DONE"), "{stdout}");
+    assert_eq!(app.metrics().ws_closed_for("no_pong"), 0);
     app.stop().await;
 }
