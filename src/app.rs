@@ -43,6 +43,7 @@ pub async fn run_api(
         pool: s.pool.clone(),
         keys: keys.clone(),
         refresh_ttl: s.config.api.auth.refresh_token_ttl,
+        refresh_reuse_grace: s.config.api.auth.refresh_reuse_grace,
         limits: s.config.api.auth.rate_limits,
     });
     let feed = EventFeed::start(s.pool.clone(), s.transport.clone(), s.metrics.clone(), shutdown.clone());
@@ -61,10 +62,12 @@ pub async fn run_api(
     };
     let schema = build_schema(Some(api.clone()), &s.config);
     let connections = Arc::new(crate::ws::Connections::new(s.config.api.websocket));
+    let sessions = crate::ws::Sessions::start(api.auth.clone(), shutdown.clone());
     let app = router(HttpState {
         api,
         schema,
         connections,
+        sessions,
         transport: s.transport.clone(),
         metrics: s.metrics.clone(),
     });

@@ -30,6 +30,8 @@ pub struct HttpState {
     pub api: ApiState,
     /// Open subscription connections, by user and address.
     pub connections: Arc<crate::ws::Connections>,
+    /// The signed-in ones, with what they were opened with.
+    pub sessions: Arc<crate::ws::Sessions>,
     pub schema: AppSchema,
     pub transport: Arc<dyn Transport>,
     pub metrics: Arc<ecommerce_platform::metrics::Metrics>,
@@ -458,10 +460,14 @@ async fn subscriptions(
             return crate::ws::refuse(socket, &s.metrics, crate::ws::close::TRY_AGAIN_LATER, reason).await;
         }
         let _address_slot = address_slot;
-        let user_slot = Arc::new(std::sync::Mutex::new(None));
-        let keep = user_slot.clone();
+        // Places taken at `connection_init` (per user, among the signed-in connections), held
+        // while the connection lives.
+        let held = Arc::new(std::sync::Mutex::new(None));
+        let keep = held.clone();
+        let (end, ended) = tokio::sync::watch::channel(None);
         let api = s.api.clone();
         let connections = s.connections.clone();
+        let sessions = s.sessions.clone();
         let on_init = move |payload: serde_json::Value| async move {
             let token = payload
                 .get("authorization")
@@ -471,21 +477,28 @@ async fn subscriptions(
             let caller = caller(&api, token.as_deref()).await;
             match &caller {
                 Caller::BadToken(e) => return Err(Refusal::BadToken(e.to_string()).into_error()),
-                Caller::User(u, _) => match connections.by_user.take(u.id) {
-                    Some(slot) => *keep.lock().expect("slot lock") = Some(slot),
-                    None => {
-                        return Err(Refusal::TooManyConnections(connections.config.max_connections_per_user)
-                            .into_error())
-                    }
-                },
+                Caller::User(u, session) => {
+                    let Some(slot) = connections.by_user.take(u.id) else {
+                        let max = connections.config.max_connections_per_user;
+                        return Err(Refusal::TooManyConnections(max).into_error());
+                    };
+                    // The token was verified just now; its expiry bounds the connection.
+                    let expires_at = match api.keys.verify(token.as_deref().unwrap_or_default()).await {
+                        Ok(claims) => claims.exp,
+                        Err(e) => return Err(Refusal::BadToken(e.to_string()).into_error()),
+                    };
+                    let operator = u.has(crate::auth::Role::Operator);
+                    let grant = crate::ws::Grant { session: *session, operator, expires_at };
+                    *keep.lock().expect("held lock") = Some((slot, sessions.register(grant, end)));
+                }
                 Caller::Anonymous => {}
             }
             let mut data = Data::default();
             data.insert(caller);
             Ok(data)
         };
-        crate::ws::serve(socket, s.schema.clone(), protocol, config, &s.metrics, on_init).await;
-        drop(user_slot);
+        crate::ws::serve(socket, s.schema.clone(), protocol, config, &s.metrics, ended, on_init).await;
+        drop(held);
     })
 }
 

@@ -13,6 +13,12 @@
 //!   client that does not take a message within the send timeout is closed (1008), so nothing is
 //!   buffered for it beyond the socket's own buffers.
 //!
+//! A connection lives no longer than what it was opened with ([`Sessions`]): it is closed with
+//! 4403 when its access token expires, when its session ends (logout, or a refresh token used
+//! twice, on whichever replica), and, if it was opened with the operator role, when the role is
+//! taken away. graphql-ws clients then ask their `connectionParams` again (a fresh token) and
+//! reconnect.
+//!
 //! async-graphql's [`WebSocket`] runs the protocol; this module stands between it and the socket.
 
 use std::collections::{HashMap, HashSet};
@@ -26,7 +32,8 @@ use async_graphql::Data;
 use axum::extract::ws::{CloseFrame, Message, WebSocket as Socket};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::graphql::error::TOO_MANY_REQUESTS;
@@ -109,6 +116,109 @@ impl Connections {
     }
 }
 
+/// How a connection is told to end from outside: a close code and reason.
+pub type End = watch::Sender<Option<(u16, String)>>;
+
+/// What a signed-in connection was opened with.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    pub session: Uuid,
+    /// Whether the connection may use operator-only subscriptions.
+    pub operator: bool,
+    /// When its access token expires, in Unix seconds.
+    pub expires_at: u64,
+}
+
+/// How often the process checks every open connection's session, in one query.
+pub const SESSION_CHECK: Duration = Duration::from_secs(1);
+
+/// The process's signed-in connections, each with its [`Grant`]. Once a second, one query reads
+/// the sessions of all of them; a connection whose token expired, whose session ended, or that
+/// lost the operator role it was opened with is told to close with 4403.
+pub struct Sessions {
+    next: std::sync::atomic::AtomicU64,
+    open: Mutex<HashMap<u64, (Grant, End)>>,
+}
+
+/// A connection's place among the [`Sessions`]; leaves when dropped.
+pub struct Registered {
+    sessions: Arc<Sessions>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.sessions.open.lock().expect("sessions lock").remove(&self.id);
+    }
+}
+
+impl Sessions {
+    /// Starts the process's checks.
+    pub fn start(auth: Arc<crate::auth::AuthService>, shutdown: CancellationToken) -> Arc<Self> {
+        let sessions = Arc::new(Sessions { next: Default::default(), open: Default::default() });
+        let checking = sessions.clone();
+        ecommerce_checkout::saga::feed::every(
+            SESSION_CHECK,
+            shutdown,
+            "checking connections' sessions",
+            move || {
+                let (sessions, auth) = (checking.clone(), auth.clone());
+                async move { sessions.check(&auth).await }
+            },
+        );
+        sessions
+    }
+
+    pub fn register(self: &Arc<Self>, grant: Grant, end: End) -> Registered {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.open.lock().expect("sessions lock").insert(id, (grant, end));
+        Registered { sessions: self.clone(), id }
+    }
+
+    /// Connections signed in now.
+    pub fn len(&self) -> usize {
+        self.open.lock().expect("sessions lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn check(&self, auth: &crate::auth::AuthService) -> Result<(), sqlx::Error> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let grants: Vec<(u64, Grant)> =
+            self.open.lock().expect("sessions lock").iter().map(|(id, (g, _))| (*id, *g)).collect();
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<Uuid> = grants.iter().map(|(_, g)| g.session).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let states: HashMap<Uuid, (bool, bool)> = auth
+            .session_states(&ids)
+            .await?
+            .into_iter()
+            .map(|(id, open, operator)| (id, (open, operator)))
+            .collect();
+        let open = self.open.lock().expect("sessions lock");
+        for (id, grant) in grants {
+            let why = match states.get(&grant.session) {
+                _ if grant.expires_at <= now => "Forbidden: the access token expired",
+                None | Some((false, _)) => "Forbidden: the session ended",
+                Some((true, false)) if grant.operator => "Forbidden: the operator role was revoked",
+                Some(_) => continue,
+            };
+            if let Some((_, end)) = open.get(&id) {
+                let _ = end.send(Some((close::FORBIDDEN, why.to_string())));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The protocol a client asked for in `Sec-WebSocket-Protocol`.
 pub fn protocol(headers: &axum::http::HeaderMap) -> Option<WebSocketProtocols> {
     headers
@@ -155,20 +265,27 @@ impl Refusal {
 /// Closes a socket at once with `code` (a connection refused before it started).
 pub async fn refuse(mut socket: Socket, metrics: &Metrics, code: u16, reason: String) {
     metrics.ws_opened();
-    metrics.ws_closed(why(Some(code)));
+    metrics.ws_closed(why_code(code));
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
 /// The `reason` label of the metric of ended connections.
-fn why(code: Option<u16>) -> &'static str {
-    match code {
+fn why(closing: Option<&(u16, String)>) -> &'static str {
+    match closing.map(|(code, reason)| (*code, reason.as_str())) {
         None => "client",
+        Some((close::FORBIDDEN, reason)) if reason.starts_with("Forbidden: the") => "session_ended",
+        Some((code, _)) => why_code(code),
+    }
+}
+
+fn why_code(code: u16) -> &'static str {
+    match Some(code) {
         Some(close::INIT_TIMEOUT) => "init_timeout",
         Some(close::TERMINATED) => "no_pong",
         Some(close::POLICY) => "not_reading",
         Some(close::TRY_AGAIN_LATER) => "too_many_connections",
         Some(close::FORBIDDEN) => "refused",
-        Some(_) => "protocol",
+        _ => "protocol",
     }
 }
 
@@ -180,6 +297,7 @@ pub async fn serve<F, Fut>(
     protocol: WebSocketProtocols,
     config: WebSocketConfig,
     metrics: &Metrics,
+    mut ended: watch::Receiver<Option<(u16, String)>>,
     on_init: F,
 ) where
     F: FnOnce(serde_json::Value) -> Fut + Send + 'static,
@@ -241,6 +359,10 @@ pub async fn serve<F, Fut>(
                     _ => forward(&inbox, message),
                 }
             }
+            Ok(()) = ended.changed() => match ended.borrow_and_update().clone() {
+                Some(closing) => Step::Close(Some(closing)),
+                None => Step::Nothing,
+            },
             sent = gql.next() => match sent {
                 Some(WsMessage::Text(text)) => {
                     track(&text, &mut acknowledged, &mut open);
@@ -281,7 +403,7 @@ pub async fn serve<F, Fut>(
             Step::Close(closing) => break closing,
         }
     };
-    metrics.ws_closed(why(closing.as_ref().map(|(code, _)| *code)));
+    metrics.ws_closed(why(closing.as_ref()));
     if let Some((code, reason)) = closing {
         let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;

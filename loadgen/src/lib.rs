@@ -182,7 +182,55 @@ pub type Socket =
 
 struct Buyer {
     token: String,
+    refresh_token: String,
+    /// When `token` expires, in Unix seconds, and when to renew it: a minute before, or half
+    /// way for tokens shorter-lived than two minutes.
+    expires_at: u64,
+    renew_at: u64,
     ws: Socket,
+}
+
+fn renew_at(expires_at: u64) -> u64 {
+    let left = expires_at.saturating_sub(unix_now());
+    expires_at - (left / 2).min(60)
+}
+
+/// An `accessExpiresAt` in Unix seconds (0, so renewed at once, if unreadable).
+fn expiry(at: &Value) -> u64 {
+    at.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp().max(0) as u64)
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl Buyer {
+    /// Renews the session, and reconnects the subscription connection with the new token, when
+    /// the access token is about to expire (runs longer than `ACCESS_TOKEN_TTL_SECS`): the API
+    /// closes a subscription connection whose token expired.
+    async fn renew_if_due(&mut self, http: &reqwest::Client, url: &str) -> Result<(), String> {
+        if unix_now() < self.renew_at {
+            return Ok(());
+        }
+        let q = "mutation($t: String!) { refreshSession(refreshToken: $t) { accessToken refreshToken accessExpiresAt } }";
+        let data = gql(http, url, None, q, json!({ "t": self.refresh_token }))
+            .await
+            .map_err(|code| format!("refreshSession:{code}"))?;
+        let s = &data["refreshSession"];
+        self.token = s["accessToken"].as_str().ok_or("refreshSession: no token")?.to_string();
+        self.refresh_token =
+            s["refreshToken"].as_str().ok_or("refreshSession: no refresh token")?.to_string();
+        self.expires_at = expiry(&s["accessExpiresAt"]);
+        self.renew_at = renew_at(self.expires_at);
+        self.ws = open_ws(url, &self.token).await?;
+        Ok(())
+    }
 }
 
 /// A graphql-transport-ws connection to the API at `url`, initialised with `token`.
@@ -221,7 +269,7 @@ pub async fn next_json(ws: &mut Socket) -> Option<Value> {
 
 async fn new_buyer(http: &reqwest::Client, url: &str, run: &str, i: usize) -> Result<Buyer, String> {
     let email = format!("loadgen-{run}-{i}@example.com");
-    let q = "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken } }";
+    let q = "mutation($e: String!, $p: String!) { register(email: $e, password: $p) { accessToken refreshToken accessExpiresAt } }";
     let data = gql(http, url, None, q, json!({ "e": email, "p": PASSWORD })).await.map_err(|code| {
         if code.starts_with("TOO_MANY_REQUESTS") {
             "registration is rate-limited per address: start the API with REGISTER_MAX_PER_ADDRESS \
@@ -232,8 +280,11 @@ async fn new_buyer(http: &reqwest::Client, url: &str, run: &str, i: usize) -> Re
         }
     })?;
     let token = data["register"]["accessToken"].as_str().ok_or("register: no token")?.to_string();
+    let refresh_token =
+        data["register"]["refreshToken"].as_str().ok_or("register: no refresh token")?.to_string();
+    let expires_at = expiry(&data["register"]["accessExpiresAt"]);
     let ws = open_ws(url, &token).await?;
-    Ok(Buyer { token, ws })
+    Ok(Buyer { token, refresh_token, expires_at, renew_at: renew_at(expires_at), ws })
 }
 
 /// The end of one order: the outcome, or an error key.
@@ -243,6 +294,7 @@ async fn one_order(
     buyer: &mut Buyer,
     n: u64,
 ) -> Result<(String, Duration), String> {
+    buyer.renew_if_due(http, &opts.url).await?;
     let sku = &opts.skus[n as usize % opts.skus.len()];
     let pay = &opts.payment_tokens[n as usize % opts.payment_tokens.len()];
     let add = "mutation($s: String!) { addToCart(sku: $s, quantity: 1) { cart { itemCount } userErrors { code } } }";

@@ -3,7 +3,10 @@
 //! A login starts a session. The session hands out a short-lived access token (a JWT carrying the
 //! session id as `sid`) and an opaque refresh token, stored only as its SHA-256. Each refresh spends
 //! the presented token and returns a new pair; presenting a spent token again means it was copied,
-//! so the whole session is revoked, and with it every access token that carries its `sid`.
+//! so the whole session is revoked, and with it every access token that carries its `sid`. Except
+//! for two tabs refreshing at the same moment: within `refresh_reuse_grace` of the first use the
+//! spent token gets the same new refresh token again (each session's tokens follow from one
+//! another by an HMAC under the session's secret), and a fresh access token.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,15 +41,27 @@ pub struct AuthService {
     pub pool: PgPool,
     pub keys: Arc<KeyRing>,
     pub refresh_ttl: std::time::Duration,
+    pub refresh_reuse_grace: std::time::Duration,
     pub limits: RateLimits,
 }
 
-fn new_refresh_token() -> (String, Vec<u8>) {
+fn random_bytes() -> [u8; 32] {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    let hash = digest(&token);
-    (token, hash)
+    bytes
+}
+
+/// A random refresh token (a session without a secret).
+fn new_refresh_token() -> String {
+    format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes()))
+}
+
+/// The token that follows `token` in a session with `secret`.
+fn successor(secret: &[u8], token: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(token.as_bytes());
+    format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
 fn digest(token: &str) -> Vec<u8> {
@@ -64,13 +79,14 @@ impl AuthService {
             .map_err(|e| AppError::Internal(e.to_string()))
     }
 
-    /// Stores a fresh refresh token for `session`; returns it and its expiry.
+    /// Stores `refresh_token` for `session`; returns it and its expiry.
     async fn store_refresh_token(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         session: Uuid,
+        refresh_token: String,
     ) -> AppResult<(String, chrono::DateTime<chrono::Utc>)> {
-        let (refresh_token, hash) = new_refresh_token();
+        let hash = digest(&refresh_token);
         let expires_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
             "INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
              VALUES ($1, $2, now() + $3 * interval '1 second') RETURNING expires_at",
@@ -87,12 +103,16 @@ impl AuthService {
         let session = Uuid::now_v7();
         let (access_token, expires_at) = self.sign(&user, session).await?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO sessions (id, user_id) VALUES ($1, $2)")
+        let secret = random_bytes();
+        sqlx::query("INSERT INTO sessions (id, user_id, refresh_secret) VALUES ($1, $2, $3)")
             .bind(session)
             .bind(user.id)
+            .bind(&secret[..])
             .execute(&mut *tx)
             .await?;
-        let (refresh_token, refresh_expires_at) = self.store_refresh_token(&mut tx, session).await?;
+        // The first token is random: the secret alone derives no token of the session.
+        let first = new_refresh_token();
+        let (refresh_token, refresh_expires_at) = self.store_refresh_token(&mut tx, session, first).await?;
         tx.commit().await?;
         Ok(Session { user, access_token, expires_at, refresh_token, refresh_expires_at })
     }
@@ -145,7 +165,9 @@ impl AuthService {
     }
 
     /// Spends `refresh_token` and returns a new pair. A spent token presented again revokes its
-    /// session (the reuse is the sign of a stolen token; the legitimate holder signs in again).
+    /// session (the reuse is the sign of a stolen token; the legitimate holder signs in again),
+    /// unless within `refresh_reuse_grace` of its first use: then it gets the same new refresh
+    /// token as the first time, and a fresh access token.
     pub async fn refresh(&self, refresh_token: &str) -> AppResult<Session> {
         if !refresh_token.starts_with(REFRESH_PREFIX) || refresh_token.len() > 64 {
             return Err(BAD_REFRESH);
@@ -153,12 +175,14 @@ impl AuthService {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT t.session_id, t.used_at IS NOT NULL AS spent, t.expires_at <= now() AS expired,
-                    s.revoked_at IS NOT NULL AS revoked, u.id AS user_id, u.email, u.roles
+                    coalesce(t.used_at > now() - make_interval(secs => $2), false) AS in_grace,
+                    s.revoked_at IS NOT NULL AS revoked, s.refresh_secret, u.id AS user_id, u.email, u.roles
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
              WHERE t.token_hash = $1
              FOR UPDATE OF t",
         )
         .bind(digest(refresh_token))
+        .bind(self.refresh_reuse_grace.as_secs_f64())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -168,7 +192,32 @@ impl AuthService {
         if row.get::<bool, _>("revoked") || row.get::<bool, _>("expired") {
             return Err(BAD_REFRESH);
         }
+        let secret: Option<Vec<u8>> = row.get("refresh_secret");
+        let roles = row.get::<Vec<String>, _>("roles").iter().filter_map(|r| Role::parse(r)).collect();
+        let user = AuthUser { id: row.get("user_id"), email: row.get("email"), roles };
         if row.get::<bool, _>("spent") {
+            if let (true, Some(secret)) = (row.get::<bool, _>("in_grace"), &secret) {
+                // Another tab refreshed with this token a moment ago: the same successor.
+                let next = successor(secret, refresh_token);
+                let expires: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                    "SELECT expires_at FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2",
+                )
+                .bind(digest(&next))
+                .bind(session)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(refresh_expires_at) = expires {
+                    tx.commit().await?;
+                    let (access_token, expires_at) = self.sign(&user, session).await?;
+                    return Ok(Session {
+                        user,
+                        access_token,
+                        expires_at,
+                        refresh_token: next,
+                        refresh_expires_at,
+                    });
+                }
+            }
             revoke(&mut tx, session, "refresh token reused").await?;
             tx.commit().await?;
             tracing::warn!(session_id = %session, "spent refresh token presented again; session revoked");
@@ -178,9 +227,11 @@ impl AuthService {
             .bind(digest(refresh_token))
             .execute(&mut *tx)
             .await?;
-        let roles = row.get::<Vec<String>, _>("roles").iter().filter_map(|r| Role::parse(r)).collect();
-        let user = AuthUser { id: row.get("user_id"), email: row.get("email"), roles };
-        let (refresh_token, refresh_expires_at) = self.store_refresh_token(&mut tx, session).await?;
+        let next = match &secret {
+            Some(secret) => successor(secret, refresh_token),
+            None => new_refresh_token(),
+        };
+        let (refresh_token, refresh_expires_at) = self.store_refresh_token(&mut tx, session, next).await?;
         tx.commit().await?;
         // Signed after the commit (see `sign`). Should signing fail now, the client signs in again.
         let (access_token, expires_at) = self.sign(&user, session).await?;
@@ -193,6 +244,20 @@ impl AuthService {
         revoke(&mut tx, session, "logout").await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// For each of `sessions` that exists: whether it is still open, and whether its account holds
+    /// the operator role now. One query, for every open subscription connection of a process.
+    pub async fn session_states(&self, sessions: &[Uuid]) -> Result<Vec<(Uuid, bool, bool)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT s.id, s.revoked_at IS NULL, $2 = ANY(u.roles)
+               FROM sessions s JOIN users u ON u.id = s.user_id
+              WHERE s.id = ANY($1)",
+        )
+        .bind(sessions)
+        .bind(Role::Operator.as_str())
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Verifies an access token and that its session is still open. A role counts only if the
@@ -279,13 +344,24 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_random_prefixed_and_stored_only_as_a_digest() {
-        let (a, ha) = new_refresh_token();
-        let (b, hb) = new_refresh_token();
+        let (a, b) = (new_refresh_token(), new_refresh_token());
+        let (ha, hb) = (digest(&a), digest(&b));
         assert_ne!(a, b);
         assert!(a.starts_with(REFRESH_PREFIX) && a.len() == 3 + 43, "{a}");
         assert_eq!(ha.len(), 32);
-        assert_eq!(ha, digest(&a));
         assert_ne!(ha, hb);
         assert!(!ha.windows(8).any(|w| a.as_bytes().windows(8).any(|x| x == w)), "digest, not the token");
+    }
+
+    #[test]
+    fn a_sessions_tokens_follow_from_one_another_under_its_secret_only() {
+        let (secret, other) = (random_bytes(), random_bytes());
+        let first = new_refresh_token();
+        let next = successor(&secret, &first);
+        assert_eq!(next, successor(&secret, &first), "the same token has the same successor");
+        assert!(next.starts_with(REFRESH_PREFIX) && next.len() == 3 + 43, "{next}");
+        assert_ne!(next, first);
+        assert_ne!(next, successor(&other, &first), "another session's secret gives another token");
+        assert_ne!(successor(&secret, &next), next);
     }
 }

@@ -14,6 +14,9 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   token: null,
+  refreshToken: null,
+  expiresAt: 0, // when the access token expires, ms since the epoch
+  renewTimer: null,
   sagas: new Map(), // saga id -> { saga, row }
   selected: null,
   pending: null, // the action waiting for confirmation
@@ -21,9 +24,9 @@ const state = {
   retry: 0,
 };
 
-async function graphql(query, variables = {}) {
+async function graphql(query, variables = {}, anonymous = false) {
   const headers = { "content-type": "application/json" };
-  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  if (state.token && !anonymous) headers.authorization = `Bearer ${state.token}`;
   const res = await fetch("/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
   const body = await res.json();
   if (body.errors && body.errors.length) {
@@ -237,6 +240,48 @@ function setConnection(s) {
   $("connection").textContent = s;
 }
 
+const SESSION_FIELDS = "accessToken refreshToken accessExpiresAt";
+
+// Keeps the session's tokens, and renews them before the access token expires: the server closes
+// a subscription whose token expired (4403), so the page reconnects with a fresh one first.
+function setSession(session) {
+  state.token = session.accessToken;
+  state.refreshToken = session.refreshToken;
+  state.expiresAt = Date.parse(session.accessExpiresAt);
+  clearTimeout(state.renewTimer);
+  const left = state.expiresAt - Date.now();
+  const lead = Math.min(60_000, left / 2);
+  state.renewTimer = setTimeout(() => renew().then(reconnect, signedOut), Math.max(0, left - lead));
+}
+
+async function renew() {
+  const data = await graphql(
+    `mutation Renew($token: String!) { refreshSession(refreshToken: $token) { ${SESSION_FIELDS} } }`,
+    { token: state.refreshToken },
+    true,
+  );
+  setSession(data.refreshSession);
+}
+
+// A new connection with the current token; the old one is closed by the page, not the server.
+function reconnect() {
+  const old = state.socket;
+  state.socket = null;
+  if (old) old.close(1000);
+  connect();
+}
+
+function signedOut() {
+  clearTimeout(state.renewTimer);
+  const old = state.socket;
+  state.token = null;
+  state.socket = null;
+  if (old) old.close(1000);
+  $("monitor").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = "Your session ended: sign in again.";
+}
+
 // Subscribes first, then loads the table, so no change between the two is missed.
 function connect() {
   setConnection("connecting");
@@ -282,8 +327,13 @@ function connect() {
         break;
     }
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
     if (state.socket !== socket || !state.token) return;
+    if (event.code === 4403) {
+      // The session or its token ended: renew (signing out if the session is over), reconnect.
+      renew().then(connect, signedOut);
+      return;
+    }
     setConnection("offline");
     const wait = Math.min(10000, 500 * 2 ** state.retry++);
     setTimeout(connect, wait);
@@ -295,16 +345,16 @@ async function signIn(event) {
   $("login-error").textContent = "";
   try {
     const data = await graphql(
-      "mutation SignIn($email: String!, $password: String!) { login(email: $email, password: $password) { accessToken user { email roles } } }",
+      `mutation SignIn($email: String!, $password: String!) { login(email: $email, password: $password) { ${SESSION_FIELDS} user { email roles } } }`,
       { email: $("email").value, password: $("password").value },
     );
-    const { accessToken, user } = data.login;
+    const { user } = data.login;
     if (!user.roles.includes("OPERATOR")) {
       $("login-error").textContent =
         `${user.email} does not have the operator role. Grant it with "api grant-role ${user.email} operator", then sign in again.`;
       return;
     }
-    state.token = accessToken;
+    setSession(data.login);
     $("who").textContent = user.email;
     $("login").hidden = true;
     $("monitor").hidden = false;

@@ -46,6 +46,7 @@ pub struct TestApp {
     tasks: Vec<JoinHandle<()>>,
 }
 
+#[derive(Clone)]
 pub struct User {
     pub id: String,
     pub email: String,

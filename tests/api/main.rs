@@ -24,6 +24,7 @@ mod replicas;
 mod resilience;
 mod schema;
 mod security;
+mod sessions;
 mod stripe;
 #[allow(dead_code)] // shared by the test crates; each uses part of it
 #[path = "../support/stripe_proxy.rs"]

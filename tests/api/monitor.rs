@@ -191,3 +191,35 @@ async fn monitor_page_shows_an_order_turn_confirmed_in_headless_chromium() {
     assert!(repair_png.starts_with(b"\x89PNG"));
     app.stop().await;
 }
+
+/// The monitor renews its session before the access token expires and reconnects its
+/// subscription with the fresh token, so the server never has to close it: held for several
+/// token lifetimes (4 s here), it is still live and shows a new order (tests/browser/monitor-renew.mjs).
+#[tokio::test]
+async fn monitor_page_renews_its_token_and_stays_live_across_expiry() {
+    let app: TestApp = spawn_app_with(|c| c.api.auth.access_token_ttl = Duration::from_secs(4)).await;
+    let op = app.operator().await;
+    let url = app.url("/monitor");
+    let mut page = BrowserCheck::start(
+        "monitor-renew.mjs",
+        &[&url, &op.email, TestApp::PASSWORD, "10000"],
+        "monitor-renew.png",
+    );
+    page.expect("READY", 90).await;
+    let renewed = page.expect("RENEWED ", 90).await;
+    let tokens: u32 = renewed.trim_start_matches("RENEWED ").trim().parse().unwrap();
+    assert!(tokens >= 2, "the page renewed its access token: {renewed}");
+    // A buyer signs up now (their token is fresh) and orders.
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let order = app.place(&buyer, "monitor-renew-1", "tok_visa").await;
+    page.send(&order).await;
+    page.finish(120).await;
+    assert_eq!(
+        app.metrics().ws_closed_for("session_ended"),
+        0,
+        "the page renewed before the server closed it"
+    );
+    app.wait_terminal(&buyer, &order).await;
+    app.stop().await;
+}

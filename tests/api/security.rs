@@ -22,7 +22,8 @@ async fn refresh(app: &TestApp, token: &str) -> Value {
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
-    let app = spawn_app().await;
+    // No grace window: any reuse is one too many (the window has its own tests below).
+    let app = spawn_app_with(|c| c.api.auth.refresh_reuse_grace = Duration::ZERO).await;
     let buyer = app.register().await;
 
     let first = refresh(&app, &buyer.refresh_token).await;
@@ -60,6 +61,53 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
     let login = app.gql(None, LOGIN, json!({ "e": buyer.email, "p": "correct horse battery" })).await;
     let fresh = login["data"]["login"]["accessToken"].as_str().expect("login works").to_string();
     assert_eq!(me(&app, &fresh).await["data"]["me"]["id"], buyer.id.as_str());
+    app.stop().await;
+}
+
+/// Two tabs refresh with the same token at the same moment: both get the same new refresh token
+/// (and working access tokens), and the session goes on; the next refresh rotates as usual.
+#[tokio::test]
+async fn two_tabs_refreshing_at_once_within_the_grace_window_share_the_new_token() {
+    let app = spawn_app_with(|c| c.api.auth.refresh_reuse_grace = Duration::from_secs(60)).await;
+    let buyer = app.register().await;
+    let (a, b) = tokio::join!(refresh(&app, &buyer.refresh_token), refresh(&app, &buyer.refresh_token));
+    let pair = |v: &Value| {
+        let r = &v["data"]["refreshSession"];
+        (
+            r["accessToken"].as_str().unwrap_or_else(|| panic!("{v}")).to_string(),
+            r["refreshToken"].as_str().unwrap().to_string(),
+        )
+    };
+    let ((access_a, refresh_a), (access_b, refresh_b)) = (pair(&a), pair(&b));
+    assert_eq!(refresh_a, refresh_b, "the same new refresh token for both tabs");
+    assert_ne!(refresh_a, buyer.refresh_token);
+    for token in [&access_a, &access_b] {
+        assert_eq!(me(&app, token).await["data"]["me"]["id"], buyer.id.as_str());
+    }
+    // Later, a third tab with the same old token still inside the window: the same again.
+    let c = refresh(&app, &buyer.refresh_token).await;
+    assert_eq!(pair(&c).1, refresh_a);
+    // The shared token rotates once more, and the session is alive.
+    let next = refresh(&app, &refresh_a).await;
+    let (access_next, refresh_next) = pair(&next);
+    assert_ne!(refresh_next, refresh_a);
+    assert_eq!(me(&app, &access_next).await["data"]["me"]["id"], buyer.id.as_str());
+    app.stop().await;
+}
+
+/// Past the window, presenting a spent token again is what it always was: a copied token, and the
+/// whole session ends.
+#[tokio::test]
+async fn a_reuse_after_the_grace_window_still_ends_the_session() {
+    let app = spawn_app_with(|c| c.api.auth.refresh_reuse_grace = Duration::from_millis(200)).await;
+    let buyer = app.register().await;
+    let first = refresh(&app, &buyer.refresh_token).await;
+    let access2 = first["data"]["refreshSession"]["accessToken"].as_str().expect("refreshed").to_string();
+    // Well past the 200 ms window (a wait in this direction cannot come too early).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let reused = refresh(&app, &buyer.refresh_token).await;
+    assert_eq!(code(&reused), "UNAUTHENTICATED", "{reused}");
+    assert_eq!(code(&me(&app, &access2).await), "UNAUTHENTICATED", "the session ended");
     app.stop().await;
 }
 

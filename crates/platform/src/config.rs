@@ -192,6 +192,9 @@ pub struct AuthConfig {
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// How long after a refresh token was spent presenting it again returns the same new refresh
+    /// token (two tabs refreshing at once) instead of ending the session; zero: never.
+    pub refresh_reuse_grace: Duration,
     /// How stale an API's copy of the signing keys may get: how soon a key rotated by another
     /// instance signs here (tokens under a key not yet seen are verified after a re-read anyway).
     pub signing_keys_refresh: Duration,
@@ -400,6 +403,8 @@ pub struct Settings {
     access_token_ttl_secs: u64,
     #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value = "2592000")]
     refresh_token_ttl_secs: u64,
+    #[arg(long, env = "REFRESH_REUSE_GRACE_MS", default_value = "10000")]
+    refresh_reuse_grace_ms: u64,
     #[arg(long, env = "SIGNING_KEYS_REFRESH_SECS", default_value = "5")]
     signing_keys_refresh_secs: u64,
     #[arg(long, env = "RATE_LIMIT_WINDOW_SECS", default_value = "300")]
@@ -591,6 +596,7 @@ impl Settings {
                     jwt_audience: self.jwt_audience,
                     access_token_ttl: Duration::from_secs(self.access_token_ttl_secs),
                     refresh_token_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+                    refresh_reuse_grace: Duration::from_millis(self.refresh_reuse_grace_ms),
                     signing_keys_refresh: Duration::from_secs(self.signing_keys_refresh_secs),
                     rate_limits: RateLimits {
                         window: Duration::from_secs(self.rate_limit_window_secs),

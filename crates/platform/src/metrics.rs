@@ -216,7 +216,8 @@ impl Metrics {
         registry.register(
             "websocket_connections_closed",
             "Subscription connections ended, by reason: client, init_timeout, no_pong, not_reading, \
-             too_many_connections, refused, protocol",
+             too_many_connections, refused (a bad token at connection_init), session_ended (token \
+             expired, logout, session revoked, operator role revoked), protocol",
             ws_closed.clone(),
         );
         Metrics {
