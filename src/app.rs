@@ -82,11 +82,14 @@ pub async fn run_api(
         s.config.api.auth.rate_limits.window,
         shutdown.clone(),
     ));
+    let sessions_pruner =
+        tokio::spawn(prune_sessions(s.pool.clone(), s.config.retention, s.metrics.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     pruner.abort();
+    sessions_pruner.abort();
     shutdown.cancel();
     let _ = relay.await;
     Ok(())
@@ -106,6 +109,29 @@ async fn prune_rate_limits(pool: PgPool, window: std::time::Duration, shutdown: 
         }
         if let Err(e) = crate::auth::rate_limit::prune(&pool, window).await {
             tracing::warn!(error = %e, "pruning rate limits failed");
+        }
+    }
+}
+
+/// Deletes expired refresh tokens and ended sessions once they are no use, every retention
+/// interval.
+async fn prune_sessions(
+    pool: PgPool,
+    config: ecommerce_platform::config::RetentionConfig,
+    metrics: Arc<ecommerce_platform::metrics::Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match crate::auth::service::prune_sessions(&pool, config.sessions, config.batch).await {
+            Ok((tokens, sessions)) => {
+                metrics.retention_deleted("refresh_tokens", tokens);
+                metrics.retention_deleted("sessions", sessions);
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
         }
     }
 }

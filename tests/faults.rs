@@ -690,6 +690,13 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         settle(&pool, Duration::from_secs(60)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await; // let duplicates still in flight arrive
+                                                      // A process killed right after a commit leaves its outbox rows to the others' relays, which
+                                                      // take them once 2 s old: a message is lost only if it is still there after that.
+    let waiting = Instant::now();
+    while count(&pool, "SELECT count(*) FROM outbox").await > 0 && waiting.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Invariants.
     let total = count(&pool, "SELECT count(*) FROM sagas").await;

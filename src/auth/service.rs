@@ -287,6 +287,58 @@ impl AuthService {
     }
 }
 
+/// Deletes what no session needs any more, `batch` rows per statement: refresh tokens that expired,
+/// or whose session was revoked, more than `keep` ago; then sessions left without tokens that
+/// ended (revoked, or every token expired) more than `keep` ago. Returns (tokens, sessions).
+/// A token kept until then is still recognised: presented, it is refused as expired or revoked.
+pub async fn prune_sessions(
+    pool: &PgPool,
+    keep: std::time::Duration,
+    batch: i64,
+) -> Result<(u64, u64), sqlx::Error> {
+    let secs = keep.as_secs_f64();
+    let mut tokens = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
+                 SELECT t.ctid FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                  WHERE t.expires_at < now() - make_interval(secs => $1)
+                     OR s.revoked_at < now() - make_interval(secs => $1)
+                  LIMIT $2))",
+        )
+        .bind(secs)
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        tokens += n;
+        if (n as i64) < batch {
+            break;
+        }
+    }
+    let mut sessions = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM sessions WHERE ctid = ANY(ARRAY(
+                 SELECT s.ctid FROM sessions s
+                  WHERE s.created_at < now() - make_interval(secs => $1)
+                    AND (s.revoked_at IS NULL OR s.revoked_at < now() - make_interval(secs => $1))
+                    AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id)
+                  LIMIT $2))",
+        )
+        .bind(secs)
+        .bind(batch)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        sessions += n;
+        if (n as i64) < batch {
+            break;
+        }
+    }
+    Ok((tokens, sessions))
+}
+
 /// Creates an account (no session); returns its id and normalized e-mail. `CONFLICT` if the
 /// e-mail is taken.
 pub async fn create_account(pool: &PgPool, email: &str, password: &str) -> AppResult<(Uuid, String)> {

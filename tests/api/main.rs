@@ -22,6 +22,7 @@ mod refund;
 mod relay;
 mod replicas;
 mod resilience;
+mod retention;
 mod schema;
 mod security;
 mod sessions;

@@ -113,6 +113,14 @@ pub async fn serve_metrics(
 
 pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: CancellationToken) {
     s.metrics.track_consumer(orchestrator::CONSUMER, stats.clone());
+    tokio::spawn(ecommerce_platform::postgres::inbox::keep_pruned(
+        s.pool.clone(),
+        vec![orchestrator::CONSUMER.to_string()],
+        s.transport.max_message_age(),
+        s.config.retention,
+        s.metrics.clone(),
+        shutdown.clone(),
+    ));
     orchestrator::run(
         s.pool.clone(),
         s.transport.clone(),
@@ -179,6 +187,15 @@ pub async fn run_workers(
     shutdown: CancellationToken,
 ) {
     s.metrics.track_consumer("workers", stats);
+    let consumers = workers.iter().map(|w| w.name.to_string()).collect();
+    let pruner = tokio::spawn(ecommerce_platform::postgres::inbox::keep_pruned(
+        s.pool.clone(),
+        consumers,
+        s.transport.max_message_age(),
+        s.config.retention,
+        s.metrics.clone(),
+        shutdown.clone(),
+    ));
     let mut tasks: Vec<_> = workers
         .into_iter()
         .map(|w| {
@@ -208,6 +225,7 @@ pub async fn run_workers(
         s.config.outbox.poll_interval,
         shutdown.clone(),
     )));
+    tasks.push(pruner);
     futures::future::join_all(tasks).await;
 }
 

@@ -73,6 +73,7 @@ pub struct Config {
     pub saga: SagaTiming,
     pub outbox: OutboxConfig,
     pub consumers: ConsumerConfig,
+    pub retention: RetentionConfig,
     pub telemetry: TelemetryConfig,
     pub api: ApiConfig,
     pub orchestrator: OrchestratorConfig,
@@ -121,6 +122,46 @@ pub struct ChaosConfig {
 pub struct OutboxConfig {
     /// How often every role's relay looks for rows no dispatcher published.
     pub poll_interval: Duration,
+}
+
+/// What the database stops keeping, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionConfig {
+    /// How long a consumer keeps the inbox rows of messages it handled.
+    pub inbox: InboxRetention,
+    /// Expired refresh tokens, and sessions revoked or with every token expired, are deleted
+    /// this long after.
+    pub sessions: Duration,
+    /// How often each process deletes what it no longer keeps.
+    pub interval: Duration,
+    /// Rows per `DELETE`, so no statement holds locks long.
+    pub batch: i64,
+}
+
+/// How long inbox rows are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxRetention {
+    /// As long as the broker can still deliver a copy of the message (its configured maximum
+    /// message age) and a day more; kept for good when the broker has no such bound.
+    Auto,
+    /// For good.
+    Off,
+    /// For this long (it must be longer than the broker keeps messages).
+    For(Duration),
+}
+
+/// `auto`, `off` or a number of hours.
+fn inbox_retention(value: &str) -> Result<InboxRetention, String> {
+    match value.trim() {
+        "auto" => Ok(InboxRetention::Auto),
+        "off" => Ok(InboxRetention::Off),
+        hours => hours
+            .parse::<u64>()
+            .ok()
+            .filter(|h| *h > 0)
+            .map(|h| InboxRetention::For(Duration::from_secs(h * 3600)))
+            .ok_or_else(|| format!("`auto`, `off` or a number of hours above 0, not {hours:?}")),
+    }
 }
 
 /// How the orchestrator and the workers consume.
@@ -377,6 +418,14 @@ pub struct Settings {
     saga_timeout_scan_ms: u64,
     #[arg(long, env = "OUTBOX_POLL_MS", default_value = "200")]
     outbox_poll_ms: u64,
+    #[arg(long, env = "INBOX_RETENTION_HOURS", default_value = "auto", value_parser = inbox_retention)]
+    inbox_retention_hours: InboxRetention,
+    #[arg(long, env = "SESSION_RETENTION_DAYS", default_value = "7")]
+    session_retention_days: u64,
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value = "300")]
+    retention_interval_secs: u64,
+    #[arg(long, env = "RETENTION_BATCH", default_value = "1000")]
+    retention_batch: i64,
     #[arg(long, env = "WORKER_CONCURRENCY", default_value = "16")]
     worker_concurrency: usize,
     #[arg(long, env = "CONSUMER_MAX_BATCH", default_value = "64")]
@@ -583,6 +632,12 @@ impl Settings {
                 needs_attention_steps: self.saga_needs_attention_steps.0,
             },
             outbox: OutboxConfig { poll_interval: Duration::from_millis(self.outbox_poll_ms) },
+            retention: RetentionConfig {
+                inbox: self.inbox_retention_hours,
+                sessions: Duration::from_secs(self.session_retention_days.saturating_mul(86_400)),
+                interval: Duration::from_secs(self.retention_interval_secs.max(1)),
+                batch: self.retention_batch.max(1),
+            },
             consumers: ConsumerConfig {
                 concurrency: self.worker_concurrency,
                 max_batch: self.consumer_max_batch,

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +47,11 @@ struct StepLabels {
     command: String,
     /// The reply: `STOCK_RESERVED`, `PAYMENT_DECLINED`, ...
     reply: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,6 +124,8 @@ pub struct Metrics {
     live_updates: Counter,
     ws_open: Gauge,
     ws_closed: Family<CloseLabels, Counter>,
+    retention_deleted: Family<TableLabels, Counter>,
+    inbox_retention: Gauge,
     /// Inbox counts of consumers, copied into `messages` at scrape.
     consumers: Mutex<Vec<(String, Arc<ConsumerStats>)>>,
 }
@@ -220,7 +228,21 @@ impl Metrics {
              expired, logout, session revoked, operator role revoked), protocol",
             ws_closed.clone(),
         );
+        let retention_deleted = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows deleted because they are no longer needed, by table (inbox, refresh_tokens, sessions)",
+            retention_deleted.clone(),
+        );
+        let inbox_retention = Gauge::default();
+        registry.register(
+            "inbox_retention_seconds",
+            "How long this process's consumers keep inbox rows (0: for good)",
+            inbox_retention.clone(),
+        );
         Metrics {
+            retention_deleted,
+            inbox_retention,
             ws_open,
             ws_closed,
             live_updates,
@@ -289,6 +311,21 @@ impl Metrics {
     pub fn webhook(&self, provider: &str, outcome: &str) {
         let labels = WebhookLabels { provider: provider.to_string(), outcome: outcome.to_string() };
         self.webhooks.get_or_create(&labels).inc();
+    }
+
+    /// Rows of `table` deleted by retention.
+    pub fn retention_deleted(&self, table: &str, rows: u64) {
+        self.retention_deleted.get_or_create(&TableLabels { table: table.to_string() }).inc_by(rows);
+    }
+
+    /// How many rows of `table` retention deleted.
+    pub fn retention_deleted_of(&self, table: &str) -> u64 {
+        self.retention_deleted.get_or_create(&TableLabels { table: table.to_string() }).get()
+    }
+
+    /// How long inbox rows are kept.
+    pub fn inbox_retention(&self, keep: Duration) {
+        self.inbox_retention.set(keep.as_secs() as i64);
     }
 
     /// A subscription connection opened.

@@ -55,6 +55,10 @@ impl Transport for ChaosTransport {
         self.inner.health().await
     }
 
+    fn max_message_age(&self) -> Option<Duration> {
+        self.inner.max_message_age()
+    }
+
     async fn destroy(&self) -> Result<(), BrokerError> {
         self.inner.destroy().await
     }

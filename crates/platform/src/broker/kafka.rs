@@ -31,6 +31,8 @@ pub struct KafkaTransport {
     brokers: String,
     namespace: String,
     producer: FutureProducer,
+    /// How long the broker keeps the topics' messages ([`Transport::max_message_age`]).
+    retention: Option<Duration>,
 }
 
 impl KafkaTransport {
@@ -47,7 +49,12 @@ impl KafkaTransport {
             .set("bootstrap.servers", brokers)
             .create()
             .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
-        let t = KafkaTransport { brokers: brokers.to_string(), namespace: namespace.to_string(), producer };
+        let mut t = KafkaTransport {
+            brokers: brokers.to_string(),
+            namespace: namespace.to_string(),
+            producer,
+            retention: None,
+        };
         let names: Vec<String> =
             Topic::DURABLE.iter().chain([&Topic::SagaChanges]).map(|topic| t.topic_name(*topic)).collect();
         let topics: Vec<NewTopic> =
@@ -64,6 +71,7 @@ impl KafkaTransport {
                 }
             }
         }
+        t.retention = retention(&admin, &names, &opts).await;
         Ok(t)
     }
 
@@ -220,6 +228,36 @@ impl Acker for KafkaAcker {
     }
 }
 
+/// The longest `retention.ms` of the durable topics, as the broker describes them; `None` when
+/// one keeps messages forever (-1) or the broker does not say (then nothing bounds it).
+async fn retention(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[String],
+    opts: &AdminOptions,
+) -> Option<Duration> {
+    use rdkafka::admin::ResourceSpecifier;
+    let specs: Vec<ResourceSpecifier> = names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
+    let described = match admin.describe_configs(&specs, opts).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "topic retention unknown: inbox rows are kept");
+            return None;
+        }
+    };
+    let mut longest = Duration::ZERO;
+    for topic in described {
+        let ms = topic
+            .ok()
+            .and_then(|c| c.get("retention.ms").and_then(|e| e.value.clone()))
+            .and_then(|v| v.parse::<i64>().ok())?;
+        if ms < 0 {
+            return None;
+        }
+        longest = longest.max(Duration::from_millis(ms as u64));
+    }
+    (!longest.is_zero()).then_some(longest)
+}
+
 #[async_trait]
 impl Transport for KafkaTransport {
     /// Queues every message with the (idempotent, so per-partition ordered) producer, then awaits
@@ -339,6 +377,10 @@ impl Transport for KafkaTransport {
             }
         };
         Ok(stream.boxed())
+    }
+
+    fn max_message_age(&self) -> Option<Duration> {
+        self.retention
     }
 
     async fn health(&self) -> Result<(), BrokerError> {

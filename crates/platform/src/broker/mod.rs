@@ -117,6 +117,13 @@ pub trait Transport: Send + Sync {
     async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError>;
     /// Ok when the broker is reachable.
     async fn health(&self) -> Result<(), BrokerError>;
+    /// The longest the broker keeps a message, and so the longest after its publication that it
+    /// (or a copy) can be delivered: what the broker is configured with, read at connect. `None`
+    /// when nothing bounds it (a queue keeps a message until it is consumed). Consumers keep
+    /// their inbox rows at least this long (`postgres::inbox::prune`).
+    fn max_message_age(&self) -> Option<Duration> {
+        None
+    }
     /// Removes everything this namespace created (used by tests).
     async fn destroy(&self) -> Result<(), BrokerError>;
 }

@@ -20,6 +20,8 @@ pub struct NatsTransport {
     /// How long JetStream waits for an ack before redelivering (also how soon a crashed
     /// consumer's unacked messages come back).
     ack_wait: Duration,
+    /// The stream's `max_age` as the server has it (0: unlimited).
+    max_age: Duration,
 }
 
 impl NatsTransport {
@@ -44,9 +46,10 @@ impl NatsTransport {
         // many streams created at once): a process starting then waits for it rather than exit.
         let started = std::time::Instant::now();
         let mut attempt = 0;
-        loop {
+        let max_age = loop {
             match js.get_or_create_stream(config.clone()).await {
-                Ok(_) => break,
+                // An existing stream keeps its own settings: what it has is what counts.
+                Ok(mut s) => break s.info().await.map(|i| i.config.max_age).unwrap_or(config.max_age),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -61,8 +64,8 @@ impl NatsTransport {
                 }
                 Err(e) => return Err(BrokerError::Connect(format!("JetStream stream {stream}: {e}"))),
             }
-        }
-        Ok(Self { client, js, stream, ack_wait })
+        };
+        Ok(Self { client, js, stream, ack_wait, max_age })
     }
 
     fn subject(&self, topic: Topic) -> String {
@@ -173,6 +176,10 @@ impl Transport for NatsTransport {
                 })
             })
             .boxed())
+    }
+
+    fn max_message_age(&self) -> Option<Duration> {
+        (!self.max_age.is_zero()).then_some(self.max_age)
     }
 
     async fn health(&self) -> Result<(), BrokerError> {
