@@ -296,10 +296,10 @@ pub async fn prune_sessions(
     keep: std::time::Duration,
     batch: i64,
 ) -> Result<(u64, u64), sqlx::Error> {
+    use ecommerce_platform::postgres::delete_in_batches;
     let secs = keep.as_secs_f64();
-    let mut tokens = 0;
-    loop {
-        let n = sqlx::query(
+    let tokens = delete_in_batches(batch, || async {
+        let deleted = sqlx::query(
             "DELETE FROM refresh_tokens WHERE ctid = ANY(ARRAY(
                  SELECT t.ctid FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
                   WHERE t.expires_at < now() - make_interval(secs => $1)
@@ -309,16 +309,12 @@ pub async fn prune_sessions(
         .bind(secs)
         .bind(batch)
         .execute(pool)
-        .await?
-        .rows_affected();
-        tokens += n;
-        if (n as i64) < batch {
-            break;
-        }
-    }
-    let mut sessions = 0;
-    loop {
-        let n = sqlx::query(
+        .await?;
+        Ok(deleted.rows_affected())
+    })
+    .await?;
+    let sessions = delete_in_batches(batch, || async {
+        let deleted = sqlx::query(
             "DELETE FROM sessions WHERE ctid = ANY(ARRAY(
                  SELECT s.ctid FROM sessions s
                   WHERE s.created_at < now() - make_interval(secs => $1)
@@ -329,13 +325,10 @@ pub async fn prune_sessions(
         .bind(secs)
         .bind(batch)
         .execute(pool)
-        .await?
-        .rows_affected();
-        sessions += n;
-        if (n as i64) < batch {
-            break;
-        }
-    }
+        .await?;
+        Ok(deleted.rows_affected())
+    })
+    .await?;
     Ok((tokens, sessions))
 }
 

@@ -38,8 +38,7 @@ pub async fn prune(
     let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(UNIX_EPOCH);
     let ms = cutoff.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() & 0xFFFF_FFFF_FFFF;
     let below = Uuid::from_u128(ms << 80);
-    let mut total = 0;
-    loop {
+    super::delete_in_batches(batch, || async {
         let deleted = sqlx::query(
             "DELETE FROM inbox WHERE ctid = ANY(ARRAY(
                  SELECT ctid FROM inbox
@@ -52,13 +51,10 @@ pub async fn prune(
         .bind(older_than.as_secs_f64())
         .bind(batch)
         .execute(pool)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if (deleted as i64) < batch {
-            return Ok(total);
-        }
-    }
+        .await?;
+        Ok(deleted.rows_affected())
+    })
+    .await
 }
 
 /// Keeps `consumers`' inbox rows pruned every `config.interval`, for as long as `broker_max_age`

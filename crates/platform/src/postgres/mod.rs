@@ -15,6 +15,24 @@ use crate::config::Config;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// Describes the server without the password, for error messages.
+/// Runs `one` (a statement that deletes at most `batch` rows and says how many it did) until it
+/// deletes fewer: a large deletion as short statements, none holding locks for long. Returns the
+/// rows deleted in all.
+pub async fn delete_in_batches<F, Fut>(batch: i64, mut one: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = one().await?;
+        total += deleted;
+        if (deleted as i64) < batch {
+            return Ok(total);
+        }
+    }
+}
+
 pub fn describe(url: &str) -> String {
     match url.parse::<PgConnectOptions>() {
         Ok(o) => format!("PostgreSQL at {}:{}", o.get_host(), o.get_port()),
