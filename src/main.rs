@@ -50,6 +50,88 @@ enum Command {
     RevokeRole { email: String, role: String },
     /// Print the GraphQL schema (SDL).
     PrintSchema,
+    /// Dead letters: messages a consumer gave up on (failed MAX_DELIVERIES times, or could not
+    /// read). Fix the cause first, then replay them; or drain them to a file.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Publish every dead letter again to the topic it came from (its consumer handles it once;
+    /// copies are dropped by the inbox). Prints a JSON line per message; unreadable ones stay.
+    Replay {
+        /// Replay the lines a `drain` wrote to this file instead of the dead-letter topic.
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        take: TakeArgs,
+    },
+    /// Move every dead letter out of the dead-letter topic into a file of JSON lines (standard
+    /// output without --to): to inspect, keep, or `replay --from` later.
+    Drain {
+        #[arg(long)]
+        to: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        take: TakeArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct TakeArgs {
+    /// Stop once no dead letter arrived for this many milliseconds.
+    #[arg(long, default_value = "3000")]
+    idle_ms: u64,
+    /// Stop after this many.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl TakeArgs {
+    fn take(&self) -> ecommerce_platform::dead_letters::Take {
+        ecommerce_platform::dead_letters::Take {
+            idle: std::time::Duration::from_millis(self.idle_ms),
+            limit: self.limit,
+        }
+    }
+}
+
+/// Runs `api dead-letters …`: needs the broker only.
+async fn dead_letters(config: &Config, action: DeadLetterAction) -> anyhow::Result<()> {
+    use ecommerce_platform::dead_letters as dl;
+    config.require_shared_broker("`api dead-letters`")?;
+    let transport = ecommerce_platform::broker::connect(config).await.context("connecting to the broker")?;
+    let stdout = std::io::stdout();
+    let summary = match action {
+        DeadLetterAction::Replay { from: Some(path), .. } => {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            dl::replay_from(transport.as_ref(), &mut std::io::BufReader::new(file), &mut stdout.lock())
+                .await?
+        }
+        DeadLetterAction::Replay { from: None, take } => {
+            dl::replay(transport.as_ref(), take.take(), &mut stdout.lock()).await?
+        }
+        DeadLetterAction::Drain { to: Some(path), take } => {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            dl::drain(transport.as_ref(), take.take(), &mut file).await?
+        }
+        DeadLetterAction::Drain { to: None, take } => {
+            dl::drain(transport.as_ref(), take.take(), &mut stdout.lock()).await?
+        }
+    };
+    tracing::info!(
+        replayed = summary.replayed,
+        drained = summary.drained,
+        kept = summary.kept,
+        "dead letters done"
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -72,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::PrintSchema => print!("{}", ecommerce_saga::graphql::sdl()),
+        Command::DeadLetters { action } => dead_letters(&config, action).await?,
         Command::Migrate => {
             postgres::migrate(&config).await.with_context(|| {
                 format!("migrating {}", postgres::describe(config.postgres.url.expose_secret()))

@@ -339,9 +339,16 @@ impl OrderSubscription {
             .map_err(AppError::from)?
             .ok_or(AppError::NotFound(if saga == SagaTypeGql::Refund { "refund" } else { "order" }))?;
         let finished = SagaStatus::parse(&saga.status).is_some_and(|st| st.is_terminal());
-        if finished && after_sequence >= saga.event_count {
-            // The client saw the end already: nothing more will come.
-            return Ok(futures::stream::empty().boxed());
+        if finished {
+            // Nothing more will come: what is recorded, read once (none when the client saw the
+            // end already, or once SAGA_HISTORY_RETENTION_DAYS deleted the history).
+            let recorded = match after_sequence >= saga.event_count {
+                true => Vec::new(),
+                false => {
+                    store::events_after(&s.pool, saga.id, after_sequence).await.map_err(AppError::from)?
+                }
+            };
+            return Ok(futures::stream::iter(recorded.into_iter().map(SagaEventGql::try_from)).boxed());
         }
         Ok(s.feed
             .stream(saga.id, after_sequence)

@@ -40,6 +40,9 @@ pub struct TestApp {
     /// Commands the API's MongoDB client sent.
     pub api_mongo_commands: Arc<std::sync::atomic::AtomicU64>,
     api_metrics: Arc<ecommerce_platform::metrics::Metrics>,
+    /// The orchestrator's and the workers' metrics.
+    pub orchestrator_metrics: Arc<ecommerce_platform::metrics::Metrics>,
+    pub worker_metrics: Arc<ecommerce_platform::metrics::Metrics>,
     name: String,
     config: Config,
     shutdown: CancellationToken,
@@ -143,6 +146,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let mut tasks = Vec::new();
     let s = shutdown.clone();
     let api_metrics = api.metrics.clone();
+    let (orchestrator_metrics, worker_metrics) = (orch.metrics.clone(), workers.metrics.clone());
     let (api_services, mongo) = (api.clone(), api_mongo.clone());
     tasks.push(tokio::spawn(async move {
         app::run_api(api_services, mongo, listener, s).await.expect("api runs");
@@ -164,6 +168,8 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         api_queries,
         api_mongo_commands,
         api_metrics,
+        orchestrator_metrics,
+        worker_metrics,
         stats,
         orchestrator_stats,
         name,
@@ -243,6 +249,11 @@ impl TestApp {
     /// The test's own PostgreSQL database.
     pub fn database(&self) -> &str {
         &self.name
+    }
+
+    /// The configuration the roles run with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The API process's metrics.

@@ -7,6 +7,7 @@ mod cart;
 mod checkout;
 mod contention;
 mod dataloader;
+mod dead_letters;
 mod fuzz;
 mod helpers;
 mod http;
@@ -31,4 +32,5 @@ mod stripe;
 #[path = "../support/stripe_proxy.rs"]
 mod stripe_proxy;
 mod transport;
+mod upgrades;
 mod websocket;

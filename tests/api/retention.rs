@@ -149,3 +149,63 @@ async fn expired_refresh_tokens_and_ended_sessions_are_deleted_and_live_ones_kep
     assert!(app.metrics().retention_deleted_of("sessions") >= 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_finished_sagas_history_goes_after_its_window_and_its_order_stays_readable() {
+    let app = spawn_app_with(|c| {
+        c.retention.saga_history = Some(Duration::from_secs(2 * 86_400));
+        c.retention.interval = Duration::from_millis(100);
+    })
+    .await;
+    let buyer = app.register().await;
+    let mut orders = Vec::new();
+    for key in ["old", "recent"] {
+        app.add_to_cart(&buyer, "MUG-001", 1).await;
+        let id = app.place(&buyer, key, "tok_visa").await;
+        assert_eq!(app.wait_terminal(&buyer, &id).await["status"], "CONFIRMED");
+        orders.push(id);
+    }
+    let saga = "SELECT id FROM sagas WHERE order_id = $1";
+    let mut sagas = Vec::new();
+    for id in &orders {
+        let order_id = crate::helpers::db_id(id);
+        sagas.push(sqlx::query_scalar::<_, Uuid>(saga).bind(order_id).fetch_one(app.pool()).await.unwrap());
+    }
+    let (old, recent) = (sagas[0], sagas[1]);
+    let events = "SELECT count(*) FROM saga_events WHERE saga_id = $1";
+    let recorded = rows(app.pool(), events, old).await;
+    assert!(recorded >= 4, "{recorded}");
+    // The first finished three days ago (as time would have it); the second just now.
+    sqlx::query("UPDATE sagas SET updated_at = now() - interval '3 days' WHERE id = $1")
+        .bind(old)
+        .execute(app.pool())
+        .await
+        .unwrap();
+
+    let pool = app.pool();
+    eventually("the old history's deletion", || async { rows(pool, events, old).await == 0 }).await;
+    let deleted_at: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT history_deleted_at FROM sagas WHERE id = $1")
+            .bind(old)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert!(deleted_at.is_some(), "the saga says when its history went");
+    assert_eq!(rows(pool, events, recent).await, recorded, "a recent history is kept");
+    assert_eq!(app.orchestrator_metrics.retention_deleted_of("saga_events"), recorded as u64);
+    assert_eq!(app.orchestrator_metrics.retention_deleted_of("saga_histories"), 1);
+
+    // The order and its saga's outcome stay; its event stream ends at once instead of waiting
+    // for events that will not come. The recent one still streams its history.
+    let order = app.order(&buyer, &orders[0]).await;
+    assert_eq!(order["data"]["order"]["status"], "CONFIRMED", "{order}");
+    assert_eq!(order["data"]["order"]["saga"]["status"], "COMPLETED", "{order}");
+    let streamed = tokio::time::timeout(Duration::from_secs(10), app.order_events(&buyer, &orders[0]))
+        .await
+        .expect("the stream of a finished saga ends");
+    assert_eq!(streamed, Ok(vec![]));
+    let recent_events = app.order_events(&buyer, &orders[1]).await.unwrap();
+    assert_eq!(recent_events.len() as i64, recorded);
+    assert_eq!(recent_events.last().map(String::as_str), Some("COMPLETED"));
+    app.stop().await;
+}

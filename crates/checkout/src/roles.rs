@@ -121,6 +121,13 @@ pub async fn run_orchestrator(s: Services, stats: Arc<ConsumerStats>, shutdown: 
         s.metrics.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::saga::store::keep_histories_pruned(
+        s.pool.clone(),
+        s.config.retention.saga_history,
+        s.config.retention,
+        s.metrics.clone(),
+        shutdown.clone(),
+    ));
     orchestrator::run(
         s.pool.clone(),
         s.transport.clone(),

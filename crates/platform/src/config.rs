@@ -106,6 +106,9 @@ pub struct BrokerConfig {
     pub max_deliveries: u64,
     /// How long a broker waits for an ack before redelivering (NATS).
     pub ack_wait: Duration,
+    /// The message format version this process writes: the current one, or during a rolling
+    /// upgrade the previous release's (`MESSAGE_WRITE_VERSION`).
+    pub write_version: u16,
     pub chaos: ChaosConfig,
 }
 
@@ -132,6 +135,9 @@ pub struct RetentionConfig {
     /// Expired refresh tokens, and sessions revoked or with every token expired, are deleted
     /// this long after.
     pub sessions: Duration,
+    /// Finished sagas' histories (`saga_events`) are deleted this long after the saga finished;
+    /// `None`: kept for good.
+    pub saga_history: Option<Duration>,
     /// How often each process deletes what it no longer keeps.
     pub interval: Duration,
     /// Rows per `DELETE`, so no statement holds locks long.
@@ -151,6 +157,32 @@ pub enum InboxRetention {
 }
 
 /// `auto`, `off` or a number of hours.
+/// A retention setting of `off` (`None`: kept for good) or a number of days.
+#[derive(Debug, Clone, Copy)]
+struct DaysOrOff(Option<Duration>);
+
+fn days_or_off(value: &str) -> Result<DaysOrOff, String> {
+    match value {
+        "off" => Ok(DaysOrOff(None)),
+        n => n
+            .parse::<u64>()
+            .map(|d| DaysOrOff(Some(Duration::from_secs(d.saturating_mul(86_400)))))
+            .map_err(|_| "`off` or a number of days".to_string()),
+    }
+}
+
+/// `current` or a message format version this code can write.
+fn write_version(value: &str) -> Result<u16, String> {
+    use ecommerce_core::saga::messages::{MESSAGE_VERSION, OLDEST_READ_VERSION};
+    if value == "current" {
+        return Ok(MESSAGE_VERSION);
+    }
+    match value.parse::<u16>() {
+        Ok(v) if (OLDEST_READ_VERSION..=MESSAGE_VERSION).contains(&v) => Ok(v),
+        _ => Err(format!("`current` or a version from {OLDEST_READ_VERSION} to {MESSAGE_VERSION}")),
+    }
+}
+
 fn inbox_retention(value: &str) -> Result<InboxRetention, String> {
     match value.trim() {
         "auto" => Ok(InboxRetention::Auto),
@@ -396,6 +428,8 @@ pub struct Settings {
     max_deliveries: u64,
     #[arg(long, env = "BROKER_ACK_WAIT_MS", default_value = "30000")]
     broker_ack_wait_ms: u64,
+    #[arg(long, env = "MESSAGE_WRITE_VERSION", default_value = "current", value_parser = write_version)]
+    message_write_version: u16,
     #[arg(long, env = "CHAOS_DUPLICATE", default_value = "false", action = ArgAction::Set)]
     chaos_duplicate: bool,
     #[arg(long, env = "CHAOS_REORDER_MAX_MS", default_value = "200")]
@@ -420,6 +454,8 @@ pub struct Settings {
     outbox_poll_ms: u64,
     #[arg(long, env = "INBOX_RETENTION_HOURS", default_value = "auto", value_parser = inbox_retention)]
     inbox_retention_hours: InboxRetention,
+    #[arg(long, env = "SAGA_HISTORY_RETENTION_DAYS", default_value = "90", value_parser = days_or_off)]
+    saga_history_retention_days: DaysOrOff,
     #[arg(long, env = "SESSION_RETENTION_DAYS", default_value = "7")]
     session_retention_days: u64,
     #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value = "300")]
@@ -617,6 +653,7 @@ impl Settings {
                 rabbitmq_url: SecretString::from(self.rabbitmq_url),
                 kafka_brokers: self.kafka_brokers,
                 max_deliveries: self.max_deliveries,
+                write_version: self.message_write_version,
                 ack_wait: Duration::from_millis(self.broker_ack_wait_ms),
                 chaos: ChaosConfig {
                     duplicate: self.chaos_duplicate,
@@ -635,6 +672,7 @@ impl Settings {
             retention: RetentionConfig {
                 inbox: self.inbox_retention_hours,
                 sessions: Duration::from_secs(self.session_retention_days.saturating_mul(86_400)),
+                saga_history: self.saga_history_retention_days.0,
                 interval: Duration::from_secs(self.retention_interval_secs.max(1)),
                 batch: self.retention_batch.max(1),
             },

@@ -21,7 +21,7 @@ use crate::broker::{Delivery, Topic, Transport};
 use crate::error::AppError;
 use crate::metrics::{ConsumerStats, Metrics};
 use crate::telemetry::TraceHeaders;
-use ecommerce_core::saga::messages::Envelope;
+use ecommerce_core::saga::messages::{DecodeError, Envelope};
 
 pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, Result<(), AppError>> + Send + Sync>;
 
@@ -106,20 +106,44 @@ fn age_seconds(envelope: &Envelope) -> Option<f64> {
     Some(std::time::SystemTime::now().duration_since(written).unwrap_or_default().as_secs_f64())
 }
 
-/// Decodes a delivery; an undecodable one is acked and dropped (no version of this code can read
-/// it, and retrying will not change that).
+/// Decodes a delivery. One no version of this code can read is dead-lettered at once (retrying
+/// will not change it; an operator can look at it and replay it). One written by a newer version
+/// in a way this one cannot read is delivered again later, for a consumer of that version (during
+/// a rolling deploy the new instances take it), and dead-lettered like a failure if none comes.
 async fn decode(delivery: Delivery, s: &Settle) -> Option<(Delivery, Envelope)> {
     match Envelope::decode(&delivery.payload) {
         Ok(e) => {
             if let Some(age) = age_seconds(&e) {
                 s.metrics.message_age(&s.consumer, age);
             }
+            s.metrics.message_version(&s.consumer, e.v);
             Some((delivery, e))
         }
-        Err(e) => {
-            error!(consumer = %s.consumer, error = %e, "dropping undecodable message");
-            let _ = delivery.acker.ack().await;
+        Err(e @ DecodeError::TooNew { .. }) if delivery.delivery_count < s.max_deliveries => {
+            warn!(consumer = %s.consumer, error = %e, "a newer version's message; leaving it for a consumer of that version");
+            s.metrics.message_handled(&s.consumer, "too_new", 0.0);
+            let _ = delivery.acker.nak(backoff(delivery.delivery_count)).await;
             None
+        }
+        Err(e) => {
+            error!(consumer = %s.consumer, error = %e, "a message this version cannot read; dead-lettering");
+            s.metrics.message_handled(&s.consumer, "unreadable", 0.0);
+            dead_letter(delivery, s).await;
+            None
+        }
+    }
+}
+
+/// Moves `delivery` to [`Topic::DeadLetters`] (keyed by the consumer that gave up on it) and acks
+/// it; if the dead-letter topic cannot be written, it is delivered again instead.
+async fn dead_letter(delivery: Delivery, s: &Settle) {
+    match s.transport.publish(Topic::DeadLetters, &s.consumer, delivery.payload.clone()).await {
+        Ok(()) => {
+            let _ = delivery.acker.ack().await;
+        }
+        Err(e) => {
+            warn!(error = %e, "dead-lettering failed; redelivering");
+            let _ = delivery.acker.nak(backoff(delivery.delivery_count)).await;
         }
     }
 }
@@ -166,15 +190,7 @@ async fn settle_one(delivery: Delivery, envelope: Envelope, handler: &Handler, s
             Err(e) if delivery.delivery_count >= s.max_deliveries => {
                 error!(error = %e, attempt = delivery.delivery_count, "handler keeps failing; dead-lettering");
                 s.metrics.message_handled(consumer, "dead_lettered", started.elapsed().as_secs_f64());
-                match s.transport.publish(Topic::DeadLetters, consumer, delivery.payload.clone()).await {
-                    Ok(()) => {
-                        let _ = delivery.acker.ack().await;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "dead-lettering failed; redelivering");
-                        let _ = delivery.acker.nak(backoff(delivery.delivery_count)).await;
-                    }
-                }
+                dead_letter(delivery, s).await;
             }
             Err(e) => {
                 s.metrics.message_handled(consumer, "failed", started.elapsed().as_secs_f64());

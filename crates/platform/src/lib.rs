@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod config;
 pub mod consumer;
+pub mod dead_letters;
 pub mod error;
 pub mod metrics;
 pub mod postgres;

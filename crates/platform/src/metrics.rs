@@ -82,9 +82,16 @@ struct ConsumerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    consumer: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     consumer: String,
-    /// `ok`, `failed` (redelivered later), `dead_lettered`; `new` / `duplicate` (inbox).
+    /// `ok`, `failed` (redelivered later), `dead_lettered`, `unreadable` (dead-lettered at once),
+    /// `too_new` (left for a newer consumer); `new` / `duplicate` (inbox).
     outcome: String,
 }
 
@@ -117,6 +124,7 @@ pub struct Metrics {
     saga_events: Family<EventLabels, Counter>,
     step_duration: Family<StepLabels, Histogram>,
     message_age: Family<ConsumerLabels, Histogram>,
+    message_versions: Family<VersionLabels, Counter>,
     handle_duration: Family<OutcomeLabels, Histogram>,
     messages: Family<OutcomeLabels, Counter>,
     repairs: Family<RepairLabels, Counter>,
@@ -184,6 +192,13 @@ impl Metrics {
             "Consumer lag: age of a message (since written to the outbox) when its consumer starts handling it",
             message_age.clone(),
         );
+        let message_versions = Family::<VersionLabels, Counter>::default();
+        registry.register(
+            "consumer_message_versions",
+            "Messages a consumer read, by the format version they were written in (a rolling upgrade is \
+             over for the messages once no older version is read)",
+            message_versions.clone(),
+        );
         let handle_duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(latency_buckets);
         registry.register(
             "consumer_handle_duration_seconds",
@@ -193,7 +208,9 @@ impl Metrics {
         let messages = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "consumer_messages",
-            "Messages consumed, by outcome: ok, failed, dead_lettered; and, from the inbox, new or duplicate",
+            "Messages consumed, by outcome: ok, failed, dead_lettered, unreadable (no version of the \
+             code reads it: dead-lettered at once), too_new (left for a newer consumer); and, from the \
+             inbox, new or duplicate",
             messages.clone(),
         );
         let repairs = Family::<RepairLabels, Counter>::default();
@@ -257,6 +274,7 @@ impl Metrics {
             saga_events,
             step_duration,
             message_age,
+            message_versions,
             handle_duration,
             messages,
             consumers: Mutex::default(),
@@ -284,7 +302,25 @@ impl Metrics {
         self.message_age.get_or_create(&labels).observe(age_seconds.max(0.0));
     }
 
-    /// A consumer finished with a message: `ok`, `failed` or `dead_lettered`.
+    /// A consumer read a message written in format `version`.
+    pub fn message_version(&self, consumer: &str, version: u16) {
+        let labels = VersionLabels { consumer: consumer.to_string(), version: version.to_string() };
+        self.message_versions.get_or_create(&labels).inc();
+    }
+
+    /// How many messages of format `version` `consumer` read.
+    pub fn messages_of_version(&self, consumer: &str, version: u16) -> u64 {
+        let labels = VersionLabels { consumer: consumer.to_string(), version: version.to_string() };
+        self.message_versions.get_or_create(&labels).get()
+    }
+
+    /// How many messages `consumer` finished with `outcome`.
+    pub fn messages_with_outcome(&self, consumer: &str, outcome: &str) -> u64 {
+        let labels = OutcomeLabels { consumer: consumer.to_string(), outcome: outcome.to_string() };
+        self.messages.get_or_create(&labels).get()
+    }
+
+    /// A consumer finished with a message: `ok`, `failed`, `dead_lettered`, `unreadable`, `too_new`.
     pub fn message_handled(&self, consumer: &str, outcome: &'static str, seconds: f64) {
         let labels = OutcomeLabels { consumer: consumer.to_string(), outcome: outcome.to_string() };
         self.handle_duration.get_or_create(&labels).observe(seconds);

@@ -451,6 +451,74 @@ pub async fn events_after_each<'e>(
     .collect()
 }
 
+/// What [`delete_histories`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HistoriesDeleted {
+    pub sagas: u64,
+    pub events: u64,
+}
+
+/// Deletes the history (`saga_events`) of every saga that finished (`COMPLETED`, `COMPENSATED`)
+/// more than `older_than` ago, `batch` sagas per statement, and marks each saga with when
+/// (`history_deleted_at`). The saga and its order stay. A finished saga takes no transitions, so
+/// nothing waits on these rows; `SKIP LOCKED` lets several orchestrators share the work.
+pub async fn delete_histories(
+    pool: &sqlx::PgPool,
+    older_than: std::time::Duration,
+    batch: i64,
+) -> Result<HistoriesDeleted, sqlx::Error> {
+    let events = std::sync::atomic::AtomicU64::new(0);
+    let sagas = ecommerce_platform::postgres::delete_in_batches(batch, || async {
+        let (sagas, deleted): (i64, i64) = sqlx::query_as(
+            "WITH done AS (
+                 SELECT id FROM sagas
+                  WHERE history_deleted_at IS NULL AND status IN ('COMPLETED', 'COMPENSATED')
+                    AND updated_at < now() - make_interval(secs => $1)
+                  ORDER BY updated_at LIMIT $2
+                  FOR UPDATE SKIP LOCKED),
+             gone AS (DELETE FROM saga_events e USING done WHERE e.saga_id = done.id RETURNING 1),
+             marked AS (UPDATE sagas s SET history_deleted_at = now() FROM done WHERE s.id = done.id RETURNING 1)
+             SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM gone)",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(batch)
+        .fetch_one(pool)
+        .await?;
+        events.fetch_add(deleted as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(sagas as u64)
+    })
+    .await?;
+    Ok(HistoriesDeleted { sagas, events: events.into_inner() })
+}
+
+/// Keeps finished sagas' histories for `keep` (none: for good), deleting older ones every
+/// `config.interval` until `shutdown`.
+pub async fn keep_histories_pruned(
+    pool: sqlx::PgPool,
+    keep: Option<std::time::Duration>,
+    config: ecommerce_platform::config::RetentionConfig,
+    metrics: std::sync::Arc<ecommerce_platform::metrics::Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Some(keep) = keep else {
+        tracing::info!("finished sagas' histories are kept for good (SAGA_HISTORY_RETENTION_DAYS=off)");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+        match delete_histories(&pool, keep, config.batch).await {
+            Ok(d) => {
+                metrics.retention_deleted("saga_events", d.events);
+                metrics.retention_deleted("saga_histories", d.sagas);
+            }
+            Err(e) => tracing::warn!(error = %e, "deleting finished sagas' histories failed"),
+        }
+    }
+}
+
 /// The histories of `saga_ids`, each in order, in one query (a page of sagas with their events).
 pub async fn events_of<'e>(
     db: impl PgExecutor<'e>,

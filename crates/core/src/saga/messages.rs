@@ -2,6 +2,14 @@
 //!
 //! Every envelope has its own `message_id` (consumers deduplicate on it) and carries the saga id,
 //! order id and trace id, so a worker's logs join the orchestrator's and the API's.
+//!
+//! Every envelope also says which version of this format it is written in (`v`; absent in
+//! version 1). A consumer reads [`MESSAGE_VERSION`] and the version before it, so messages still in
+//! flight when a deploy replaces their consumer are handled; and, while older consumers still run,
+//! producers can write the older version ([`Envelope::encode_as`], `MESSAGE_WRITE_VERSION`). The
+//! committed fixtures (`crates/core/fixtures/messages/v<N>.json`) hold one message of every kind in
+//! each version; the tests below read them with this code. The rules for changing the format are
+//! in `docs/operations.md` ("Rolling upgrades").
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -199,8 +207,21 @@ pub struct ChangedEvent {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The version of the message format this code writes (unless told to write an older one).
+/// Version 2 added `v`; otherwise it is version 1.
+pub const MESSAGE_VERSION: u16 = 2;
+/// The oldest version this code reads: messages written by the release before are still handled.
+pub const OLDEST_READ_VERSION: u16 = 1;
+
+fn version_1() -> u16 {
+    1
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The format version the message was written in; absent (1) from versions before `v` existed.
+    #[serde(default = "version_1")]
+    pub v: u16,
     pub message_id: Uuid,
     pub saga_id: Uuid,
     pub order_id: Uuid,
@@ -211,7 +232,14 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn new(saga_id: Uuid, order_id: Uuid, trace_id: impl Into<String>, body: Body) -> Self {
-        Self { message_id: Uuid::now_v7(), saga_id, order_id, trace_id: trace_id.into(), body }
+        Self {
+            v: MESSAGE_VERSION,
+            message_id: Uuid::now_v7(),
+            saga_id,
+            order_id,
+            trace_id: trace_id.into(),
+            body,
+        }
     }
 
     /// Where this message goes.
@@ -233,9 +261,139 @@ impl Envelope {
         serde_json::to_vec(self).expect("envelope serializes")
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    /// This message as `version` writes it: [`MESSAGE_VERSION`] is [`Envelope::encode`]; an older
+    /// one (down to [`OLDEST_READ_VERSION`]) is what a consumer of that version reads.
+    pub fn encode_as(&self, version: u16) -> Result<Vec<u8>, VersionError> {
+        let mut value = serde_json::to_value(self).expect("envelope serializes");
+        downgrade(&mut value, version)?;
+        Ok(serde_json::to_vec(&value).expect("a JSON value serializes"))
     }
+
+    /// Reads a message of any version from [`OLDEST_READ_VERSION`] up. A newer message is read too
+    /// when it only adds to this version (new fields are ignored); one that does not fit is
+    /// [`DecodeError::TooNew`], for a consumer of its version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(e) if e.v < OLDEST_READ_VERSION => Err(DecodeError::TooOld { version: e.v }),
+            Ok(e) => Ok(e),
+            Err(source) => {
+                #[derive(Deserialize)]
+                struct VersionOnly {
+                    v: u16,
+                }
+                match serde_json::from_slice::<VersionOnly>(bytes) {
+                    Ok(VersionOnly { v }) if v > MESSAGE_VERSION => {
+                        Err(DecodeError::TooNew { version: v, source })
+                    }
+                    _ => Err(DecodeError::Malformed(source)),
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites a message of [`MESSAGE_VERSION`] (as a JSON value) into `version`, one version at a
+/// time. Each version that changes the format adds its step here, and the step that reads the
+/// older version back, if serde's defaults cannot, to [`Envelope::decode`].
+fn downgrade(value: &mut serde_json::Value, version: u16) -> Result<(), VersionError> {
+    if !(OLDEST_READ_VERSION..=MESSAGE_VERSION).contains(&version) {
+        return Err(VersionError(version));
+    }
+    let fields = value.as_object_mut().expect("an envelope is a JSON object");
+    for from in (version + 1..=MESSAGE_VERSION).rev() {
+        match from {
+            // 2 → 1: version 1 has no `v` (and reads as 1 without it); nothing else changed.
+            2 => {
+                fields.remove("v");
+            }
+            _ => unreachable!("every version above the oldest read has a step"),
+        }
+    }
+    if version > 1 {
+        fields.insert("v".into(), version.into());
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "message format version {0} is not one this code writes ({OLDEST_READ_VERSION} to {MESSAGE_VERSION})"
+)]
+pub struct VersionError(pub u16);
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Written by a newer version in a way this one cannot read: a consumer of that version can.
+    #[error("message format version {version} is newer than this code reads ({MESSAGE_VERSION}): {source}")]
+    TooNew { version: u16, source: serde_json::Error },
+    /// Written by a version older than this code reads.
+    #[error("message format version {version} is older than this code reads ({OLDEST_READ_VERSION})")]
+    TooOld { version: u16 },
+    /// Not a message of any version.
+    #[error("not a message: {0}")]
+    Malformed(serde_json::Error),
+}
+
+/// One message of every kind (every command, every reply, every event and notice), with fixed
+/// ids and times: the set the compatibility fixtures (`crates/core/fixtures/messages/`) hold in
+/// each format version.
+pub fn samples() -> Vec<Envelope> {
+    use strum::IntoEnumIterator;
+    let saga = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+    let order = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002);
+    let user = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003);
+    let at = chrono::DateTime::from_timestamp(1_764_000_000, 0).expect("a valid time");
+    let commands = CommandKind::iter().map(|kind| match kind {
+        CommandKind::ReserveStock => Command::ReserveStock {
+            lines: vec![
+                StockLine { sku: "MUG-001".into(), quantity: 2 },
+                StockLine { sku: "PEN-004".into(), quantity: 1 },
+            ],
+        },
+        CommandKind::ReleaseStock => Command::ReleaseStock,
+        CommandKind::AuthorizePayment => Command::AuthorizePayment {
+            amount_minor: 2_599,
+            currency: "USD".into(),
+            payment_token: "tok_visa".into(),
+        },
+        CommandKind::CapturePayment => Command::CapturePayment,
+        CommandKind::VoidPayment => Command::VoidPayment,
+        CommandKind::RefundPayment => Command::RefundPayment,
+    });
+    let replies = ReplyKind::iter().map(|kind| match kind {
+        ReplyKind::Faulted => Reply::faulted(CommandKind::CapturePayment, "provider refused the key".into()),
+        ReplyKind::StockRejected | ReplyKind::PaymentDeclined => {
+            Reply { kind, reason: Some("declined".into()), command: None }
+        }
+        kind => Reply { kind, reason: None, command: None },
+    });
+    let bodies = commands.map(Body::Command).chain(replies.map(Body::Reply)).chain([
+        Body::Event(DomainEvent::OrderConfirmed {
+            user_id: user,
+            skus: vec!["MUG-001".into()],
+            lines: vec![("MUG-001".into(), 2)],
+        }),
+        Body::Event(DomainEvent::OrderCancelled { user_id: user, lines: vec![("MUG-001".into(), 2)] }),
+        Body::Changed(SagaChanged {
+            user_id: Some(user),
+            status: "COMPLETED".into(),
+            event_count: 5,
+            events: vec![ChangedEvent { seq: 5, kind: "PAYMENT_CAPTURED".into(), detail: None, at }],
+        }),
+        Body::CartChanged(CartChanged { user_id: user }),
+    ]);
+    bodies
+        .enumerate()
+        .map(|(n, body)| Envelope {
+            v: MESSAGE_VERSION,
+            message_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0001_0000 + n as u128),
+            saga_id: saga,
+            order_id: order,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            body,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,6 +419,75 @@ mod tests {
         assert_eq!(reply.topic(), Topic::Replies);
         assert_eq!(reply.saga_id, env.saga_id);
         assert_ne!(reply.message_id, env.message_id);
+    }
+
+    fn fixture(version: u16) -> Vec<serde_json::Value> {
+        let path = format!("{}/fixtures/messages/v{version}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn this_version_writes_what_its_fixture_holds() {
+        // The fixture of the current version is what the code writes; a change to the format shows
+        // here. Such a change bumps MESSAGE_VERSION, adds its downgrade step and a new fixture,
+        // and keeps the previous one (read by the next test).
+        let written: Vec<serde_json::Value> =
+            samples().iter().map(|e| serde_json::from_slice(&e.encode()).unwrap()).collect();
+        assert_eq!(written, fixture(MESSAGE_VERSION), "fixtures/messages/v{MESSAGE_VERSION}.json is stale");
+        assert!(written.iter().all(|m| m["v"] == MESSAGE_VERSION));
+    }
+
+    #[test]
+    fn every_version_still_read_decodes_to_the_same_messages() {
+        for version in OLDEST_READ_VERSION..=MESSAGE_VERSION {
+            let messages = fixture(version);
+            assert_eq!(messages.len(), samples().len(), "v{version}: one message of every kind");
+            for (raw, expected) in messages.iter().zip(samples()) {
+                let bytes = serde_json::to_vec(raw).unwrap();
+                let read = Envelope::decode(&bytes).unwrap_or_else(|e| panic!("v{version}: {e}: {raw}"));
+                assert_eq!(read.v, version);
+                assert_eq!(Envelope { v: MESSAGE_VERSION, ..read }, expected, "v{version}");
+            }
+        }
+    }
+
+    #[test]
+    fn writing_an_older_version_writes_its_fixture() {
+        for version in OLDEST_READ_VERSION..=MESSAGE_VERSION {
+            let written: Vec<serde_json::Value> = samples()
+                .iter()
+                .map(|e| serde_json::from_slice(&e.encode_as(version).unwrap()).unwrap())
+                .collect();
+            assert_eq!(written, fixture(version), "as v{version}");
+        }
+        assert!(samples()[0].encode_as(OLDEST_READ_VERSION - 1).is_err());
+        assert!(samples()[0].encode_as(MESSAGE_VERSION + 1).is_err());
+    }
+
+    #[test]
+    fn a_newer_message_is_read_when_it_only_adds_and_told_apart_when_it_does_not() {
+        let mut added: serde_json::Value = serde_json::from_slice(&samples()[0].encode()).unwrap();
+        added["v"] = (MESSAGE_VERSION + 1).into();
+        added["priority"] = "high".into();
+        let read = Envelope::decode(&serde_json::to_vec(&added).unwrap()).unwrap();
+        assert_eq!(read.v, MESSAGE_VERSION + 1);
+        assert_eq!(read.body, samples()[0].body);
+
+        let mut changed = added.clone();
+        changed["type"] = "workflow".into();
+        assert!(matches!(
+            Envelope::decode(&serde_json::to_vec(&changed).unwrap()),
+            Err(DecodeError::TooNew { version, .. }) if version == MESSAGE_VERSION + 1
+        ));
+        let mut old = added;
+        old["v"] = 0.into();
+        assert!(matches!(
+            Envelope::decode(&serde_json::to_vec(&old).unwrap()),
+            Err(DecodeError::TooOld { version: 0 })
+        ));
+        assert!(matches!(Envelope::decode(b"{\"hello\": 1}"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(Envelope::decode(b"\xff"), Err(DecodeError::Malformed(_))));
     }
 
     #[test]

@@ -19,7 +19,8 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport, SUBSCRIPTIONS,
+    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport, DEAD_LETTERS,
+    SUBSCRIPTIONS,
 };
 
 struct Message {
@@ -84,7 +85,7 @@ pub struct MemoryTransport {
 impl MemoryTransport {
     pub fn connect(namespace: &str) -> Self {
         let broker = registry().lock().expect("registry").entry(namespace.to_string()).or_default().clone();
-        for (consumer, topic) in SUBSCRIPTIONS {
+        for (consumer, topic) in SUBSCRIPTIONS.into_iter().chain([DEAD_LETTERS]) {
             broker.queue(topic, consumer);
         }
         MemoryTransport { namespace: namespace.to_string(), broker }

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod nats;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+pub mod versioned;
 
 use crate::config::ExposeSecret;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub enum BrokerError {
     Ack(String),
 }
 
+use ecommerce_core::saga::messages::MESSAGE_VERSION;
 pub use ecommerce_core::Topic;
 
 /// The application's durable subscriptions: (consumer name, topic). Brokers that route through
@@ -45,6 +47,10 @@ pub const SUBSCRIPTIONS: [(&str, Topic); 4] = [
     ("cart-worker", Topic::OrderEvents),
     ("orchestrator", Topic::Replies),
 ];
+
+/// The subscription dead letters wait in until an operator drains or replays them
+/// (`api dead-letters`); declared up front like [`SUBSCRIPTIONS`], so none is dropped before.
+pub const DEAD_LETTERS: (&str, Topic) = ("dead-letters", Topic::DeadLetters);
 
 /// Settles one delivery.
 #[async_trait]
@@ -129,7 +135,14 @@ pub trait Transport: Send + Sync {
 }
 
 pub async fn connect(config: &Config) -> Result<Arc<dyn Transport>, BrokerError> {
-    let transport = connect_broker(config).await?;
+    let mut transport = connect_broker(config).await?;
+    if config.broker.write_version < MESSAGE_VERSION {
+        tracing::info!(
+            version = config.broker.write_version,
+            "MESSAGE_WRITE_VERSION: writing messages in an older format, for consumers of the previous release"
+        );
+        transport = Arc::new(versioned::WriteVersion::new(transport, config.broker.write_version));
+    }
     Ok(match config.broker.chaos.duplicate {
         true => {
             tracing::warn!("CHAOS_DUPLICATE is on: every message is published twice, some out of order");

@@ -24,7 +24,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::{Mutex, RwLock};
 
 use super::{
-    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport, SUBSCRIPTIONS,
+    Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport, DEAD_LETTERS,
+    SUBSCRIPTIONS,
 };
 
 const PREFETCH: u16 = 64;
@@ -100,7 +101,7 @@ impl RabbitTransport {
         for (consumer, topic) in SUBSCRIPTIONS {
             self.declare_queue(&publisher, consumer, topic).await?;
         }
-        self.declare_queue(&publisher, "dead-letters", Topic::DeadLetters).await?;
+        self.declare_queue(&publisher, DEAD_LETTERS.0, DEAD_LETTERS.1).await?;
         Ok(Conn { connection: Arc::new(connection), publisher })
     }
 
