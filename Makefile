@@ -36,6 +36,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --bin api
 	scripts/lint-docker.sh $(BIN)/api
+	scripts/lint-k8s.sh $(BIN)/api
 
 build:
 	cargo build --workspace --release

@@ -27,7 +27,7 @@ export REGISTER_MAX_PER_ADDRESS=100000 LOGIN_MAX_PER_ADDRESS=100000
 if [ "${RETENTION:-}" = short ]; then
   # Everything retention may delete goes at once: a copy of any message already handled is
   # assumed impossible (never do this in production), sessions go as soon as they end.
-  export INBOX_RETENTION_HOURS=1 SESSION_RETENTION_DAYS=0 RETENTION_INTERVAL_SECS=1
+  export INBOX_RETENTION_HOURS=1 SESSION_RETENTION_DAYS=0 SAGA_HISTORY_RETENTION_DAYS=1 RETENTION_INTERVAL_SECS=1
 fi
 "$BIN/api" migrate >&2
 "$BIN/api" seed >&2
@@ -46,6 +46,8 @@ if [ "${RETENTION:-}" = short ]; then
     message_id = ('00000000-0000-7000-8000-' || lpad(to_hex((random() * 1e12)::bigint), 12, '0'))::uuid" >/dev/null
   psql "${PG[@]}" -d "$db" -qc "UPDATE refresh_tokens SET expires_at = now() - interval '1 hour'" >/dev/null
   psql "${PG[@]}" -d "$db" -qc "UPDATE sessions SET created_at = now() - interval '1 hour', revoked_at = coalesce(revoked_at, now() - interval '1 hour')" >/dev/null
+  # Finished sagas as if they finished two days ago (a day's history kept).
+  psql "${PG[@]}" -d "$db" -qc "UPDATE sagas SET updated_at = now() - interval '2 days' WHERE status IN ('COMPLETED', 'COMPENSATED')" >/dev/null
   sleep 5
 fi
 psql "${PG[@]}" -d "$db" -At -F ' ' -c "

@@ -36,6 +36,8 @@ echo "== schema/schema.graphql: no breaking change without a deprecation period 
 scripts/schema-compat.sh
 echo "== docker-compose.yml and Dockerfile (Compose schema, project rules, hadolint)"
 scripts/lint-docker.sh "$CARGO_TARGET_DIR/debug/api"
+echo "== deploy/k8s and deploy/prometheus (kustomize, Kubernetes schemas, project rules, promtool)"
+scripts/lint-k8s.sh "$CARGO_TARGET_DIR/debug/api"
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -992,6 +992,17 @@ async fn separate_binaries_serve_their_own_metrics() {
             >= 3.0
     );
 
+    // Each answers the probes Kubernetes sends (deploy/k8s): alive, and ready with its stores
+    // and broker reachable.
+    for port in [orchestrator_port, workers_port] {
+        let alive = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap();
+        assert_eq!(alive.status(), 200);
+        let ready = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+        let body: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(body, json!({ "postgres": "ok", "broker": "ok" }));
+    }
+
     // A second orchestrator on the same metrics address stops at start and says why.
     let out = tokio::time::timeout(
         Duration::from_secs(60),

@@ -294,3 +294,35 @@ async fn metrics_report_requests_sagas_and_outbox_lag() {
     }
     app.stop().await;
 }
+
+/// Every metric the alerting rules (deploy/prometheus/alerts.yml) use is one the processes
+/// export, under that name and type: a renamed metric would silence its alert.
+#[tokio::test]
+async fn the_alerting_rules_use_metrics_the_processes_export() {
+    let app = spawn_app().await;
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    // Families: `# TYPE name type`.
+    let families: std::collections::HashMap<&str, &str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_once(' ')).collect();
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/alerts.yml"))
+        .unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for (i, _) in rules.match_indices("ecommerce_saga_") {
+        let name: String =
+            rules[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        used.insert(name);
+    }
+    assert!(used.len() >= 7, "{used:?}");
+    for name in &used {
+        let (family, kind) = [("_bucket", "histogram"), ("_total", "counter")]
+            .into_iter()
+            .find_map(|(suffix, kind)| name.strip_suffix(suffix).map(|f| (f, Some(kind))))
+            .unwrap_or((name.as_str(), None));
+        let exported = families.get(family).copied();
+        assert!(exported.is_some(), "{name}: no family {family} in /metrics");
+        if let Some(kind) = kind {
+            assert_eq!(exported, Some(kind), "{name}");
+        }
+    }
+    app.stop().await;
+}

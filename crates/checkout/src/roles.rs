@@ -100,7 +100,7 @@ pub async fn serve_metrics(
     let listener =
         TcpListener::bind(addr).await.map_err(|source| StartupError::MetricsListen { addr, var, source })?;
     let bound = listener.local_addr()?;
-    let app = ecommerce_platform::metrics::router(s.metrics.clone(), s.pool.clone());
+    let app = ecommerce_platform::metrics::router(s.metrics.clone(), s.pool.clone(), s.transport.clone());
     tokio::spawn(async move {
         let stop = shutdown.cancelled_owned();
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {

@@ -451,9 +451,33 @@ pub async fn response(metrics: &Metrics, pool: &PgPool) -> Response {
     }
 }
 
-/// `/metrics` and `/healthz` alone, for the roles that serve no API (orchestrator, workers).
-pub fn router(metrics: Arc<Metrics>, pool: PgPool) -> Router {
+/// `/metrics`, `/healthz` (the process runs) and `/readyz` (PostgreSQL and the broker answer),
+/// for the roles that serve no API (orchestrator, workers).
+pub fn router(metrics: Arc<Metrics>, pool: PgPool, transport: Arc<dyn crate::broker::Transport>) -> Router {
+    let ready_pool = pool.clone();
     Router::new()
         .route("/metrics", get(move || async move { response(&metrics, &pool).await }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(move || async move { readiness(&ready_pool, transport.as_ref()).await }))
+}
+
+/// 200 when PostgreSQL and the broker each answer within 2 s, else 503; the body says which.
+async fn readiness(pool: &PgPool, transport: &dyn crate::broker::Transport) -> Response {
+    async fn within<E: ToString>(f: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
+        match tokio::time::timeout(Duration::from_secs(2), f).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer within 2 s".into()),
+        }
+    }
+    let pg = within(async { sqlx::query("SELECT 1").execute(pool).await.map(|_| ()) }).await;
+    let broker = within(transport.health()).await;
+    let status = match pg.is_ok() && broker.is_ok() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = serde_json::json!({
+        "postgres": pg.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
+        "broker": broker.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
+    });
+    (status, axum::Json(body)).into_response()
 }
