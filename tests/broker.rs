@@ -8,22 +8,40 @@ use std::time::Duration;
 use bytes::Bytes;
 use ecommerce_core::saga::messages::{Body, Command, Envelope};
 use ecommerce_platform::broker::{self, Topic, Transport};
-use ecommerce_platform::config::{BrokerKind, Config};
+use ecommerce_platform::config::{BrokerKind, Config, KafkaOffsets};
 use ecommerce_platform::consumer::{self, Handler};
 use ecommerce_platform::error::AppError;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-fn config(kind: BrokerKind) -> Config {
+/// A broker, and for Kafka where its consumers keep their offsets.
+#[derive(Debug, Clone, Copy)]
+struct Setup(BrokerKind, KafkaOffsets);
+
+/// The database Kafka consumers keep offsets and partition leases in (`KAFKA_OFFSETS=postgres`),
+/// shared by these tests: each uses its own namespace, so its own rows.
+const OFFSETS_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/broker_conformance";
+
+fn config(setup: Setup) -> Config {
     let mut c = Config::from_env().expect("config");
-    c.broker.kind = kind;
+    c.broker.kind = setup.0;
+    c.broker.kafka_offsets = setup.1;
     c.broker.namespace = format!("c_{}", &Uuid::new_v4().simple().to_string()[..16]);
     c.broker.ack_wait = Duration::from_secs(2);
+    c.postgres.url = OFFSETS_DATABASE.to_string().into();
     c
 }
 
 async fn connect(c: &Config) -> Arc<dyn Transport> {
+    if c.broker.kind == BrokerKind::Kafka && c.broker.kafka_offsets == KafkaOffsets::Postgres {
+        static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        MIGRATED
+            .get_or_init(|| async {
+                ecommerce_platform::postgres::migrate(c).await.expect("offsets database")
+            })
+            .await;
+    }
     broker::connect(c).await.expect("broker reachable (scripts/services.sh up)")
 }
 
@@ -84,7 +102,7 @@ fn spawn_consumer(
     (stop, task)
 }
 
-async fn publish_consume_and_order_per_key(kind: BrokerKind) {
+async fn publish_consume_and_order_per_key(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
     // Subscribe first so queue-based brokers have the queue bound before anything is published.
@@ -96,7 +114,7 @@ async fn publish_consume_and_order_per_key(kind: BrokerKind) {
     t.destroy().await.unwrap();
 }
 
-async fn redelivery_after_handler_error(kind: BrokerKind) {
+async fn redelivery_after_handler_error(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
     let attempts: Arc<Mutex<HashMap<String, u32>>> = Default::default();
@@ -131,7 +149,7 @@ async fn redelivery_after_handler_error(kind: BrokerKind) {
     t.destroy().await.unwrap();
 }
 
-async fn no_loss_when_the_consumer_restarts(kind: BrokerKind) {
+async fn no_loss_when_the_consumer_restarts(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
     drop(t.subscribe("restarts", Topic::StockCommands).await.unwrap());
@@ -154,7 +172,7 @@ async fn no_loss_when_the_consumer_restarts(kind: BrokerKind) {
 }
 
 /// The W3C trace context travels as `traceparent` and `tracestate` headers, also on a redelivery.
-async fn trace_context_travels_in_headers(kind: BrokerKind) {
+async fn trace_context_travels_in_headers(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
     drop(t.subscribe("tracer", Topic::StockCommands).await.unwrap());
@@ -197,7 +215,7 @@ async fn trace_context_travels_in_headers(kind: BrokerKind) {
 }
 
 /// A broadcast topic gives every live subscriber every message, in order.
-async fn broadcast_reaches_every_subscriber(kind: BrokerKind) {
+async fn broadcast_reaches_every_subscriber(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
     let mut a = t.subscribe_broadcast(Topic::SagaChanges).await.unwrap();
@@ -243,7 +261,7 @@ async fn broadcast_reaches_every_subscriber(kind: BrokerKind) {
     t.destroy().await.unwrap();
 }
 
-async fn dead_letters_after_the_retry_limit(kind: BrokerKind) {
+async fn dead_letters_after_the_retry_limit(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
     let calls = Arc::new(Mutex::new(0u32));
@@ -277,7 +295,7 @@ async fn dead_letters_after_the_retry_limit(kind: BrokerKind) {
 
 /// A batching consumer: every message is handled once; a batch with a poison message falls back to
 /// one by one, so only the poison message fails (and is dead-lettered) while its batch mates pass.
-async fn batches_handle_each_message_once_and_isolate_poison(kind: BrokerKind) {
+async fn batches_handle_each_message_once_and_isolate_poison(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
     const POISON: usize = 7;
@@ -372,8 +390,101 @@ macro_rules! conformance {
 }
 
 conformance!(
-    nats => BrokerKind::Nats,
-    rabbitmq => BrokerKind::RabbitMq,
-    kafka => BrokerKind::Kafka,
-    memory => BrokerKind::Memory,
+    nats => Setup(BrokerKind::Nats, KafkaOffsets::Postgres),
+    rabbitmq => Setup(BrokerKind::RabbitMq, KafkaOffsets::Postgres),
+    kafka => Setup(BrokerKind::Kafka, KafkaOffsets::Postgres),
+    kafka_groups => Setup(BrokerKind::Kafka, KafkaOffsets::Broker),
+    memory => Setup(BrokerKind::Memory, KafkaOffsets::Postgres),
 );
+
+/// Kafka with offsets in PostgreSQL: instances of one consumer split the partitions, and when one
+/// is killed (`kill -9`: its leases are not given back) the other takes its partitions over once
+/// they expire, from the offsets it stored, and receives everything published meanwhile. The
+/// killed instance is a real process: `api dead-letters drain`, which consumes the dead-letter
+/// topic.
+#[tokio::test]
+async fn kafka_partitions_of_a_killed_instance_are_taken_over() {
+    let c = config(Setup(BrokerKind::Kafka, KafkaOffsets::Postgres));
+    let t = connect(&c).await;
+    let pool = sqlx::PgPool::connect(OFFSETS_DATABASE).await.unwrap();
+    let group = format!("{}.dead-letters", c.broker.namespace);
+    let held_by = |holder_is_null: bool| {
+        let (pool, group) = (pool.clone(), group.clone());
+        async move {
+            let sql = if holder_is_null {
+                "SELECT count(*) FROM kafka_partitions WHERE consumer = $1 AND holder IS NULL"
+            } else {
+                "SELECT count(DISTINCT holder) FROM kafka_partitions WHERE consumer = $1 AND lease_until > now()"
+            };
+            sqlx::query_scalar::<_, i64>(sql).bind(group).fetch_one(&pool).await.unwrap()
+        }
+    };
+    let dead = |n: usize| {
+        let saga = Uuid::now_v7();
+        Bytes::from(message(saga, n).encode())
+    };
+    // The first instance: another process, draining dead letters to a file.
+    let out = std::env::temp_dir().join(format!("{}.jsonl", c.broker.namespace));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
+        .args(["dead-letters", "drain", "--idle-ms", "600000", "--to", out.to_str().unwrap()])
+        .env("BROKER", "kafka")
+        .env("KAFKA_OFFSETS", "postgres")
+        .env("BROKER_NAMESPACE", &c.broker.namespace)
+        .env("DATABASE_URL", OFFSETS_DATABASE)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("api runs");
+    // It holds every partition, and drains what comes.
+    for _ in 0..600 {
+        if held_by(false).await == 1 && held_by(true).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((held_by(false).await, held_by(true).await), (1, 0), "the process holds the partitions");
+    for n in 0..6 {
+        t.publish(Topic::DeadLetters, &Uuid::now_v7().to_string(), dead(n)).await.unwrap();
+    }
+    let drained = |min: usize| {
+        let out = out.clone();
+        async move {
+            for _ in 0..600 {
+                let lines = std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0);
+                if lines >= min {
+                    return lines;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the drain did not write {min} lines");
+        }
+    };
+    assert_eq!(drained(6).await, 6);
+    // Give its offsets time to be stored (every 200 ms), then kill it: its leases stay held.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for n in 6..12 {
+        t.publish(Topic::DeadLetters, &Uuid::now_v7().to_string(), dead(n)).await.unwrap();
+    }
+
+    // The second instance gets what was published after the kill, once the leases expired, and
+    // not what the first one finished.
+    let started = std::time::Instant::now();
+    let mut stream = t.subscribe("dead-letters", Topic::DeadLetters).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let d = next_delivery(&mut stream).await;
+        got.push(Envelope::decode(&d.payload).unwrap().trace_id.parse::<usize>().unwrap());
+        d.acker.ack().await.unwrap();
+    }
+    let took = started.elapsed();
+    got.sort();
+    assert_eq!(got, (6..12).collect::<Vec<_>>(), "what the killed instance had not finished, once");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), stream.next()).await.is_err(),
+        "nothing more: the killed instance's finished offsets were stored"
+    );
+    eprintln!("partitions taken over, first messages after {took:?}");
+    drop(stream);
+    std::fs::remove_file(&out).ok();
+}

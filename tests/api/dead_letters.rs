@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ecommerce_platform::broker::Topic;
-use ecommerce_platform::config::BrokerKind;
+use ecommerce_platform::config::{BrokerKind, ExposeSecret};
 use ecommerce_platform::dead_letters::{self, Record, Take};
 use serde_json::Value;
 
@@ -86,11 +86,14 @@ async fn command(app: &TestApp, args: &[&str]) -> Vec<Record> {
             let (namespace, full) =
                 (config.broker.namespace.clone(), full.iter().map(|s| s.to_string()).collect::<Vec<_>>());
             let broker = broker.to_string();
+            // Kafka consumers keep their offsets in the database (KAFKA_OFFSETS=postgres).
+            let database = config.postgres.url.expose_secret().to_string();
             move || {
                 Command::new(env!("CARGO_BIN_EXE_api"))
                     .args(&full)
                     .env("BROKER", broker)
                     .env("BROKER_NAMESPACE", namespace)
+                    .env("DATABASE_URL", database)
                     .output()
                     .expect("api runs")
             }

@@ -33,6 +33,16 @@ impl BrokerKind {
     }
 }
 
+/// Where Kafka consumers keep their offsets, and how a consumer's instances split partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaOffsets {
+    /// In PostgreSQL, with partitions shared through leases there: no consumer group, so a
+    /// restarted or replaced instance does not wait for the broker's group coordinator.
+    Postgres,
+    /// In the broker's consumer groups.
+    Broker,
+}
+
 /// The payment provider the payment worker talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PaymentGatewayKind {
@@ -102,6 +112,7 @@ pub struct BrokerConfig {
     pub rabbitmq_url: SecretString,
     /// Comma-separated `host:port` list.
     pub kafka_brokers: String,
+    pub kafka_offsets: KafkaOffsets,
     /// Deliveries of one message before it is moved to the dead-letter topic.
     pub max_deliveries: u64,
     /// How long a broker waits for an ack before redelivering (NATS).
@@ -422,6 +433,8 @@ pub struct Settings {
     rabbitmq_url: String,
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
+    #[arg(long, env = "KAFKA_OFFSETS", value_enum, default_value = "postgres")]
+    kafka_offsets: KafkaOffsets,
     #[arg(long, env = "BROKER_NAMESPACE", default_value = "ecommerce_saga", value_parser = namespace)]
     broker_namespace: String,
     #[arg(long, env = "MAX_DELIVERIES", default_value = "10")]
@@ -652,6 +665,7 @@ impl Settings {
                 nats_url: SecretString::from(self.nats_url),
                 rabbitmq_url: SecretString::from(self.rabbitmq_url),
                 kafka_brokers: self.kafka_brokers,
+                kafka_offsets: self.kafka_offsets,
                 max_deliveries: self.max_deliveries,
                 write_version: self.message_write_version,
                 ack_wait: Duration::from_millis(self.broker_ack_wait_ms),

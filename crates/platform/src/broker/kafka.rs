@@ -6,6 +6,11 @@
 //! with an incremented `x-delivery-count` header, then its offset is released. Offsets are committed
 //! per partition up to the lowest message still in flight, so a crash redelivers (never skips) work
 //! that was not finished.
+//!
+//! Where offsets live, and how a consumer's instances split partitions, is `KAFKA_OFFSETS`:
+//! `postgres` keeps them in PostgreSQL and shares partitions through leases there
+//! ([`super::kafka_leases`]), with no consumer group at all; `broker` uses the broker's consumer
+//! groups and commits offsets to them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,6 +27,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use super::kafka_leases::{self, Leases};
 use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport};
 
 const PARTITIONS: i32 = 3;
@@ -31,12 +37,20 @@ pub struct KafkaTransport {
     brokers: String,
     namespace: String,
     producer: FutureProducer,
+    /// With `KAFKA_OFFSETS=postgres`: where offsets and partition leases live.
+    offsets: Option<sqlx::PgPool>,
     /// How long the broker keeps the topics' messages ([`Transport::max_message_age`]).
     retention: Option<Duration>,
 }
 
 impl KafkaTransport {
-    pub async fn connect(brokers: &str, namespace: &str) -> Result<Self, BrokerError> {
+    /// `offsets`: keep offsets and share partitions in this database instead of the broker's
+    /// consumer groups.
+    pub async fn connect(
+        brokers: &str,
+        namespace: &str,
+        offsets: Option<sqlx::PgPool>,
+    ) -> Result<Self, BrokerError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -53,10 +67,14 @@ impl KafkaTransport {
             brokers: brokers.to_string(),
             namespace: namespace.to_string(),
             producer,
+            offsets,
             retention: None,
         };
-        let names: Vec<String> =
-            Topic::DURABLE.iter().chain([&Topic::SagaChanges]).map(|topic| t.topic_name(*topic)).collect();
+        let names: Vec<String> = Topic::DURABLE
+            .iter()
+            .chain([&Topic::SagaChanges, &Topic::DeadLetters])
+            .map(|topic| t.topic_name(*topic))
+            .collect();
         let topics: Vec<NewTopic> =
             names.iter().map(|n| NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1))).collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -111,6 +129,14 @@ impl Tracker {
         })
     }
 
+    /// Forgets `partition`: it was assigned afresh, from its stored offset.
+    fn reset(&mut self, partition: i32) {
+        self.inflight.remove(&partition);
+        self.highest.remove(&partition);
+        self.committed.remove(&partition);
+        self.pending.remove(&partition);
+    }
+
     /// The offsets to commit now, forgetting them.
     fn take_pending(&mut self) -> Vec<(i32, i64)> {
         let mut out: Vec<(i32, i64)> = self.pending.drain().collect();
@@ -161,6 +187,109 @@ async fn commit_loop(
             return;
         }
     }
+}
+
+/// With offsets in PostgreSQL: renews this instance's leases every heartbeat and follows what it
+/// holds (assigning partitions it took, from their stored offsets; unassigning those it lost or
+/// gave back), and stores finished offsets every `COMMIT_INTERVAL`. When `stop` fires it stores
+/// the last offsets and gives its leases back.
+async fn keep_leased(
+    consumer: Arc<StreamConsumer>,
+    leases: Arc<Leases>,
+    tracker: Arc<Mutex<Tracker>>,
+    topic: String,
+    mut owned: BTreeSet<i32>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut commits = tokio::time::interval(COMMIT_INTERVAL);
+    commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = tokio::time::interval(kafka_leases::HEARTBEAT);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beats.tick().await; // the first beat happened at subscribe
+    loop {
+        let (last, beat) = tokio::select! {
+            _ = commits.tick() => (false, false),
+            _ = beats.tick() => (false, true),
+            _ = stop.cancelled() => (true, false),
+        };
+        let pending = tracker.lock().expect("tracker lock").take_pending();
+        if !pending.is_empty() {
+            if let Err(e) = leases.save(&pending).await {
+                tracing::warn!(error = %e, topic, "storing Kafka offsets failed; the next store covers them");
+                let mut t = tracker.lock().expect("tracker lock");
+                for (partition, offset) in pending {
+                    t.pending.entry(partition).or_insert(offset);
+                }
+            }
+        }
+        if last {
+            if let Err(e) = leases.leave().await {
+                tracing::warn!(error = %e, topic, "giving Kafka partition leases back failed; they expire");
+            }
+            return;
+        }
+        if beat {
+            match leases.beat().await {
+                Ok(held) => follow(&consumer, &tracker, &topic, &mut owned, &held),
+                // Without the database it cannot know what it still holds: stop reading until a
+                // beat succeeds (the leases expire meanwhile and others take the partitions).
+                Err(e) => {
+                    tracing::warn!(error = %e, topic, "renewing Kafka partition leases failed; pausing");
+                    follow(&consumer, &tracker, &topic, &mut owned, &[]);
+                }
+            }
+        }
+    }
+}
+
+/// How many partitions `topic` has, as the broker says (the topics this transport creates have
+/// [`PARTITIONS`]; one made elsewhere may have others).
+async fn partitions_of(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<i32, BrokerError> {
+    let (consumer, name) = (consumer.clone(), topic.to_string());
+    let metadata = tokio::task::spawn_blocking(move || {
+        consumer.fetch_metadata(Some(&name), Duration::from_secs(10)).map(|m| {
+            m.topics().iter().find(|t| t.name() == name).map(|t| t.partitions().len() as i32).unwrap_or(0)
+        })
+    })
+    .await
+    .map_err(|e| BrokerError::Consume(e.to_string()))?
+    .map_err(|e| BrokerError::Consume(format!("partitions of {topic}: {e}")))?;
+    Ok(if metadata > 0 { metadata } else { PARTITIONS })
+}
+
+/// Makes the consumer's assignment `held`: assigns the partitions it did not have, from their
+/// stored offsets (the beginning when none is stored), and unassigns those it has no more.
+fn follow(
+    consumer: &StreamConsumer,
+    tracker: &Mutex<Tracker>,
+    topic: &str,
+    owned: &mut BTreeSet<i32>,
+    held: &[(i32, Option<i64>)],
+) {
+    let now: BTreeSet<i32> = held.iter().map(|(p, _)| *p).collect();
+    let mut gained = TopicPartitionList::new();
+    for (partition, next) in held.iter().filter(|(p, _)| !owned.contains(p)) {
+        let offset = next.map_or(Offset::Beginning, Offset::Offset);
+        let _ = gained.add_partition_offset(topic, *partition, offset);
+        tracker.lock().expect("tracker lock").reset(*partition);
+    }
+    let mut lost = TopicPartitionList::new();
+    for partition in owned.difference(&now) {
+        lost.add_partition(topic, *partition);
+    }
+    if lost.count() > 0 {
+        tracing::info!(topic, partitions = ?lost.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "Kafka partitions given up");
+        if let Err(e) = consumer.incremental_unassign(&lost) {
+            tracing::warn!(error = %e, topic, "unassigning Kafka partitions failed");
+        }
+    }
+    if gained.count() > 0 {
+        tracing::info!(topic, partitions = ?gained.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "Kafka partitions taken");
+        if let Err(e) = consumer.incremental_assign(&gained) {
+            tracing::warn!(error = %e, topic, "assigning Kafka partitions failed");
+        }
+    }
+    *owned = now;
 }
 
 struct KafkaAcker {
@@ -290,23 +419,57 @@ impl Transport for KafkaTransport {
     async fn subscribe(&self, consumer: &str, topic: Topic) -> Result<Deliveries, BrokerError> {
         let name = self.topic_name(topic);
         let group = format!("{}.{}", self.namespace, consumer);
-        let kafka: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .set("fetch.wait.max.ms", "50")
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .create()
-            .map_err(|e| BrokerError::Consume(e.to_string()))?;
-        kafka.subscribe(&[&name]).map_err(|e| BrokerError::Consume(e.to_string()))?;
-        let kafka = Arc::new(kafka);
         let tracker = Arc::new(Mutex::new(Tracker::default()));
-        let handle = Arc::new(KafkaTransportHandle { producer: self.producer.clone() });
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(commit_loop(kafka.clone(), tracker.clone(), name.clone(), stop.clone()));
+        let kafka = match &self.offsets {
+            None => {
+                let kafka: StreamConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("group.id", &group)
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("session.timeout.ms", "6000")
+                    .set("heartbeat.interval.ms", "500")
+                    .set("fetch.wait.max.ms", "50")
+                    .set("topic.metadata.refresh.interval.ms", "5000")
+                    .create()
+                    .map_err(|e| BrokerError::Consume(e.to_string()))?;
+                kafka.subscribe(&[&name]).map_err(|e| BrokerError::Consume(e.to_string()))?;
+                let kafka = Arc::new(kafka);
+                tokio::spawn(commit_loop(kafka.clone(), tracker.clone(), name.clone(), stop.clone()));
+                kafka
+            }
+            Some(pool) => {
+                // No group membership: partitions are assigned by hand, from the leases.
+                let kafka: StreamConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("group.id", &group)
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    .set("fetch.wait.max.ms", "50")
+                    .set("topic.metadata.refresh.interval.ms", "5000")
+                    .create()
+                    .map_err(|e| BrokerError::Consume(e.to_string()))?;
+                let kafka = Arc::new(kafka);
+                let partitions = partitions_of(&kafka, &name).await?;
+                let leases = Arc::new(Leases::new(pool.clone(), group, name.clone(), partitions));
+                let db = |e: sqlx::Error| BrokerError::Consume(format!("Kafka partition leases: {e}"));
+                leases.join().await.map_err(db)?;
+                let held = leases.beat().await.map_err(db)?;
+                let mut owned = BTreeSet::new();
+                follow(&kafka, &tracker, &name, &mut owned, &held);
+                tokio::spawn(keep_leased(
+                    kafka.clone(),
+                    leases,
+                    tracker.clone(),
+                    name.clone(),
+                    owned,
+                    stop.clone(),
+                ));
+                kafka
+            }
+        };
+        let handle = Arc::new(KafkaTransportHandle { producer: self.producer.clone() });
         // Owned by the stream (even if it is never polled): dropping the stream stops the commit
         // loop after a last commit.
         let stop_commits = stop.drop_guard();
@@ -360,7 +523,17 @@ impl Transport for KafkaTransport {
             .set("fetch.wait.max.ms", "50")
             .create()
             .map_err(|e| BrokerError::Consume(e.to_string()))?;
-        kafka.subscribe(&[&name]).map_err(|e| BrokerError::Consume(e.to_string()))?;
+        match self.offsets {
+            // Every partition by hand, from its end: nothing waits for a group to form.
+            Some(_) => {
+                let mut all = TopicPartitionList::new();
+                for partition in 0..PARTITIONS {
+                    let _ = all.add_partition_offset(&name, partition, Offset::End);
+                }
+                kafka.assign(&all).map_err(|e| BrokerError::Consume(e.to_string()))?;
+            }
+            None => kafka.subscribe(&[&name]).map_err(|e| BrokerError::Consume(e.to_string()))?,
+        }
         let stream = async_stream::stream! {
             loop {
                 match kafka.recv().await {

@@ -6,6 +6,8 @@
 pub mod chaos;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod kafka_leases;
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -172,9 +174,29 @@ async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerErr
             .await?,
         )),
         #[cfg(feature = "kafka")]
-        BrokerKind::Kafka => Ok(Arc::new(
-            kafka::KafkaTransport::connect(&config.broker.kafka_brokers, &config.broker.namespace).await?,
-        )),
+        BrokerKind::Kafka => {
+            let offsets = match config.broker.kafka_offsets {
+                crate::config::KafkaOffsets::Broker => None,
+                // A pool of its own: the leases are renewed on time even when the role's pool is
+                // busy.
+                crate::config::KafkaOffsets::Postgres => Some(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(2)
+                        .acquire_timeout(Duration::from_secs(5))
+                        .connect(config.postgres.url.expose_secret())
+                        .await
+                        .map_err(|e| BrokerError::Connect(format!("PostgreSQL for Kafka offsets: {e}")))?,
+                ),
+            };
+            Ok(Arc::new(
+                kafka::KafkaTransport::connect(
+                    &config.broker.kafka_brokers,
+                    &config.broker.namespace,
+                    offsets,
+                )
+                .await?,
+            ))
+        }
         BrokerKind::Memory => Ok(Arc::new(memory::MemoryTransport::connect(&config.broker.namespace))),
         #[allow(unreachable_patterns)] // every broker compiled in
         other => Err(BrokerError::Connect(format!(
