@@ -11,7 +11,11 @@ The schema is kubernetes-validate's job; this checks what the schema cannot know
   port its address setting gives, has CPU and memory requests and a memory limit, a termination
   grace period, and runs as non-root;
 - every role has a PodDisruptionBudget selecting its pods, and the API and the workers a
-  HorizontalPodAutoscaler aimed at their Deployment; every Service selects some pods.
+  HorizontalPodAutoscaler aimed at their Deployment; every Service selects some pods;
+- TRUSTED_PROXY_HOPS is the number of proxies the manifests put in front of the API (an Ingress
+  routing to its Service: one), so per-address limits count clients, not the proxy;
+- with the `api` binary: the settings start (`api check-config` with the ConfigMap's values and
+  the Secret's keys filled in), so a render that production would refuse fails here.
 """
 
 import re
@@ -145,6 +149,30 @@ def main():
             errors.append(f"{role}: no HorizontalPodAutoscaler")
     for s in by_kind.get("Service", []):
         selects(s["spec"].get("selector", {}), f"Service {s['metadata']['name']}")
+
+    # The proxies in front of the API: an Ingress that routes to its Service.
+    api_services = {s["metadata"]["name"] for s in by_kind.get("Service", [])
+                    if s["spec"].get("selector", {}).get("app.kubernetes.io/name") == "api"}
+    ingresses = [i for i in by_kind.get("Ingress", [])
+                 if any(p["backend"].get("service", {}).get("name") in api_services
+                        for r in i["spec"].get("rules", []) for p in r.get("http", {}).get("paths", []))]
+    hops = int(config.get("TRUSTED_PROXY_HOPS") or 0)
+    if hops != (1 if ingresses else 0):
+        errors.append(f"TRUSTED_PROXY_HOPS={hops}, but {len(ingresses)} Ingress route(s) to the API's Service: "
+                      "per-address limits would count the proxy, or addresses a client wrote itself")
+
+    if api_binary and config_name:
+        env = {k: v for k, v in config.items()}
+        # The Secret's keys as the operator fills them in (placeholders where the example is empty).
+        with open(secrets_example) as f:
+            for line in f:
+                m = re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line.strip())
+                if m:
+                    env[m.group(1)] = m.group(2) or "set-in-the-secret"
+        env["PATH"] = "/usr/bin:/bin"
+        run = subprocess.run([api_binary, "check-config"], capture_output=True, text=True, env=env)
+        if run.returncode != 0:
+            errors.append(f"the roles would not start with these settings: {run.stderr.strip() or run.stdout.strip()}")
 
     if errors:
         for e in errors:

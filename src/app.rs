@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +15,7 @@ use ecommerce_storefront::cart::live::CartFeed;
 use ecommerce_storefront::mongo::Mongo;
 
 use crate::auth::{AuthService, KeyRing};
+use crate::graphql::persisted::{self, PersistedQueries};
 use crate::graphql::{build_schema, ApiState};
 use crate::http::{router, HttpState};
 
@@ -58,7 +58,7 @@ pub async fn run_api(
         sagas: s.sagas.clone(),
         config: s.config.clone(),
         metrics: s.metrics.clone(),
-        persisted_queries: LruCacheStorage::new(PERSISTED_QUERIES),
+        persisted_queries: PersistedQueries::new(persisted::MAX_BYTES, persisted::MAX_ENTRIES),
     };
     let schema = build_schema(Some(api.clone()), &s.config);
     let connections = Arc::new(crate::ws::Connections::new(s.config.api.websocket));
@@ -94,10 +94,6 @@ pub async fn run_api(
     let _ = relay.await;
     Ok(())
 }
-
-/// Documents an API instance remembers for automatic persisted queries (the least recently used
-/// go first). A few hundred operations make a frontend; this leaves room for several versions.
-const PERSISTED_QUERIES: usize = 2000;
 
 /// Removes rate-limit windows that ended, once per window.
 async fn prune_rate_limits(pool: PgPool, window: std::time::Duration, shutdown: CancellationToken) {

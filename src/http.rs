@@ -184,11 +184,24 @@ async fn caller(api: &ApiState, token: Option<&str>) -> Caller {
 fn client_addr(api: &ApiState, peer: Option<std::net::SocketAddr>, headers: &HeaderMap) -> ClientAddr {
     let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
     let unknown = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
-    ClientAddr(
+    ClientAddr(limit_key(
         forwarded_client(forwarded, api.config.api.trusted_proxy_hops)
             .or(peer.map(|p| p.ip()))
             .unwrap_or(unknown),
-    )
+    ))
+}
+
+/// What per-address limits count a client by: an IPv4 address as it is; an IPv6 address by its
+/// /64 network, since one subscriber is routinely given a whole /64 and can pick any address in
+/// it (an IPv4 address mapped into IPv6 counts as that IPv4 address).
+pub fn limit_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
 }
 
 /// The entry `hops` places from the right of the `X-Forwarded-For` lines, if there is one.
@@ -306,11 +319,10 @@ fn get_request(uri: &axum::http::Uri) -> Result<async_graphql::Request, String> 
 /// What `request` would run, when that can be told before running it: its document (or the one
 /// persisted under its hash) parses, and names the operation unambiguously.
 async fn operation_kind(api: &ApiState, request: &async_graphql::Request) -> Option<OperationType> {
-    use async_graphql::extensions::apollo_persisted_queries::CacheStorage;
     let document = if request.query.is_empty() {
         let hash = request.extensions.get("persistedQuery")?;
         let hash = serde_json::to_value(hash).ok()?.get("sha256Hash")?.as_str()?.to_string();
-        api.persisted_queries.get(hash).await?
+        api.persisted_queries.get(&hash)?
     } else {
         async_graphql::parser::parse_query(&request.query).ok()?
     };
@@ -425,6 +437,13 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     ecommerce_platform::metrics::response(&s.metrics, &s.api.pool).await
 }
 
+/// The places a subscription connection holds once initialised (freed when dropped).
+#[allow(dead_code)] // held for their `Drop`
+enum Held {
+    User(crate::ws::Slot<uuid::Uuid>, crate::ws::Registered),
+    Anonymous(crate::ws::Slot<std::net::IpAddr>),
+}
+
 /// What a subscription connection reads the socket into, at first.
 const READ_BUFFER: usize = 4 * 1024;
 
@@ -442,8 +461,10 @@ async fn subscriptions(
         return StatusCode::BAD_REQUEST.into_response();
     };
     let client = client_addr(&s.api, peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
-    let address_slot = s.connections.by_address.take(client.0);
-    let refused = address_slot.is_none();
+    // Connections waiting for `connection_init` are bounded per address too (each for at most
+    // WS_INIT_TIMEOUT_MS).
+    let pending = s.connections.pending.take(client.0);
+    let refused = pending.is_none();
     let config = s.api.config.api.websocket;
     // Thousands of mostly idle connections: small buffers that grow for a large message
     // (tungstenite's defaults, 128 KiB each way, cost 20 KB and more per connection), and each
@@ -459,9 +480,11 @@ async fn subscriptions(
             let reason = format!("too many connections from this address (limit {max})");
             return crate::ws::refuse(socket, &s.metrics, crate::ws::close::TRY_AGAIN_LATER, reason).await;
         }
-        let _address_slot = address_slot;
-        // Places taken at `connection_init` (per user, among the signed-in connections), held
-        // while the connection lives.
+        let pending = Arc::new(std::sync::Mutex::new(pending));
+        let initialised = pending.clone();
+        // Places taken at `connection_init`, held while the connection lives: a signed-in
+        // connection's among its user's, an anonymous one's among its address's. So anonymous
+        // connections from an address never crowd out its signed-in users.
         let held = Arc::new(std::sync::Mutex::new(None));
         let keep = held.clone();
         let (end, ended) = tokio::sync::watch::channel(None);
@@ -475,6 +498,7 @@ async fn subscriptions(
                 .and_then(|v| v.as_str())
                 .map(|v| bearer(v).unwrap_or(v).to_string());
             let caller = caller(&api, token.as_deref()).await;
+            initialised.lock().expect("pending slot lock").take();
             match &caller {
                 Caller::BadToken(e) => return Err(Refusal::BadToken(e.to_string()).into_error()),
                 Caller::User(u, session) => {
@@ -489,16 +513,25 @@ async fn subscriptions(
                     };
                     let operator = u.has(crate::auth::Role::Operator);
                     let grant = crate::ws::Grant { session: *session, operator, expires_at };
-                    *keep.lock().expect("held lock") = Some((slot, sessions.register(grant, end)));
+                    *keep.lock().expect("held lock") = Some(Held::User(slot, sessions.register(grant, end)));
                 }
-                Caller::Anonymous => {}
+                Caller::Anonymous => {
+                    let Some(slot) = connections.by_address.take(client.0) else {
+                        let max = connections.config.max_connections_per_address;
+                        return Err(Refusal::TooManyFromAddress(max).into_error());
+                    };
+                    *keep.lock().expect("held lock") = Some(Held::Anonymous(slot));
+                }
             }
             let mut data = Data::default();
             data.insert(caller);
+            // Mutations over the connection (login, register) count against its address.
+            data.insert(client);
             Ok(data)
         };
         crate::ws::serve(socket, s.schema.clone(), protocol, config, &s.metrics, ended, on_init).await;
         drop(held);
+        drop(pending);
     })
 }
 
@@ -555,6 +588,17 @@ mod tests {
         assert_eq!(forwarded_client(["6.6.6.6", "203.0.113.7"].into_iter(), 1), ip("203.0.113.7"));
         assert_eq!(forwarded_client(["[2001:db8::1]:4711"].into_iter(), 1), ip("2001:db8::1"));
         assert_eq!(forwarded_client(["198.51.100.1:80"].into_iter(), 1), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_network() {
+        use super::limit_key;
+        let key = |s: &str| limit_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), ip("2001:db8:1:2::").unwrap());
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), ip("192.0.2.1").unwrap());
+        assert_eq!(key("192.0.2.1"), ip("192.0.2.1").unwrap());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ecommerce_checkout::roles::{self, Services};
-use ecommerce_platform::config::{redact_url, BrokerKind, Config, ExposeSecret};
+use ecommerce_platform::config::{redact_url, Config, ExposeSecret};
 use ecommerce_platform::metrics::ConsumerStats;
 use ecommerce_platform::postgres;
 use ecommerce_saga::app;
@@ -37,11 +37,17 @@ enum Command {
     },
     /// Add a new signing key; the old one keeps verifying until its tokens expire.
     RotateKeys,
-    /// Create an operator account if it does not exist (password read from standard input, one
-    /// line), and give it the operator role. An existing account keeps its password.
+    /// Create an operator account (password read from standard input, one line). An address that
+    /// is already an operator's is left as it is. An existing account that is not an operator's
+    /// is refused: whoever registered the address first would become an operator with their own
+    /// password. `--promote-existing` grants it the role all the same, after naming the account.
     CreateOperator {
         #[arg(long)]
         email: String,
+        /// Give the operator role to the account that already has this address (its password
+        /// stays its owner's).
+        #[arg(long)]
+        promote_existing: bool,
     },
     /// Give an account a role (`operator`: the saga monitor at /monitor and operator queries).
     /// It shows in tokens issued from then on: sign in again.
@@ -50,6 +56,9 @@ enum Command {
     RevokeRole { email: String, role: String },
     /// Print the GraphQL schema (SDL).
     PrintSchema,
+    /// Read the configuration from the environment and exit: 0 when every role would start with
+    /// it, else the error naming the setting (what `scripts/check-k8s.py` runs on the manifests).
+    CheckConfig,
     /// Dead letters: messages a consumer gave up on (failed MAX_DELIVERIES times, or could not
     /// read). Fix the cause first, then replay them; or drain them to a file.
     DeadLetters {
@@ -150,10 +159,11 @@ async fn main() -> anyhow::Result<()> {
     )?;
     // All roles in one process: unless a broker is named, they talk through in-process queues.
     if matches!(cli.command, Some(Command::All)) && std::env::var("BROKER").map_or(true, |b| b.is_empty()) {
-        config.broker.kind = BrokerKind::Memory;
+        config.use_in_process_broker()?;
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::PrintSchema => print!("{}", ecommerce_saga::graphql::sdl()),
+        Command::CheckConfig => println!("configuration ok ({:?})", config.app_env),
         Command::DeadLetters { action } => dead_letters(&config, action).await?,
         Command::Migrate => {
             postgres::migrate(&config).await.with_context(|| {
@@ -177,26 +187,44 @@ async fn main() -> anyhow::Result<()> {
             ecommerce_storefront::catalog::seed::seed(&pool, &mongo, &products).await?;
             tracing::info!(products = products.len(), "demo catalog seeded");
         }
-        Command::CreateOperator { email } => {
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+        Command::CreateOperator { email, promote_existing } => {
+            use ecommerce_saga::auth::service;
             let pool = postgres::connect(&config).await.with_context(|| {
                 format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
             })?;
-            match ecommerce_saga::auth::service::create_account(
-                &pool,
-                &email,
-                password.trim_end_matches(['\r', '\n']),
-            )
-            .await
-            {
-                Ok(_) => println!("created {email}"),
-                Err(ecommerce_platform::error::AppError::Conflict(_)) => {
-                    println!("{email} exists; password unchanged")
+            match service::account_by_email(&pool, &email).await? {
+                None => {
+                    let mut password = String::new();
+                    std::io::stdin()
+                        .read_line(&mut password)
+                        .context("reading the password from standard input")?;
+                    // Registered meanwhile: `Conflict`, and nothing is granted.
+                    service::create_account(&pool, &email, password.trim_end_matches(['\r', '\n'])).await?;
+                    set_role(&config, &email, "operator", true).await?;
+                    println!("created {email}");
                 }
-                Err(e) => return Err(e.into()),
+                Some(a) if a.roles.iter().any(|r| r == "operator") => {
+                    println!("{email} is an operator already (id {}); password unchanged", a.id);
+                }
+                Some(a) if promote_existing => {
+                    println!(
+                        "promoting the existing account {} (id {}, registered {}, roles [{}]); its password stays its owner's",
+                        a.email,
+                        a.id,
+                        a.created_at.to_rfc3339(),
+                        a.roles.join(", ")
+                    );
+                    set_role(&config, &email, "operator", true).await?;
+                }
+                Some(a) => anyhow::bail!(
+                    "{} already has an account (id {}, registered {}) that this command did not create, \
+                     so it was not made an operator: whoever registered the address would become one with \
+                     their own password. If the account is yours, run again with --promote-existing",
+                    a.email,
+                    a.id,
+                    a.created_at.to_rfc3339()
+                ),
             }
-            set_role(&config, &email, "operator", true).await?;
         }
         Command::GrantRole { email, role } => set_role(&config, &email, &role, true).await?,
         Command::RevokeRole { email, role } => set_role(&config, &email, &role, false).await?,

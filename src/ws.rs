@@ -99,11 +99,13 @@ impl<K: Eq + Hash + Copy> Drop for Slot<K> {
     }
 }
 
-/// The process's open connections, by user and by address.
+/// The process's open connections: signed-in ones by user, anonymous ones by address, and those
+/// still waiting for `connection_init` by address.
 pub struct Connections {
     pub config: WebSocketConfig,
     pub by_user: Slots<Uuid>,
     pub by_address: Slots<IpAddr>,
+    pub pending: Slots<IpAddr>,
 }
 
 impl Connections {
@@ -112,6 +114,7 @@ impl Connections {
             config,
             by_user: Slots::new(config.max_connections_per_user),
             by_address: Slots::new(config.max_connections_per_address),
+            pending: Slots::new(config.max_connections_per_address),
         }
     }
 }
@@ -235,10 +238,13 @@ pub enum Refusal {
     BadToken(String),
     /// The user has as many connections open as allowed: 1013.
     TooManyConnections(usize),
+    /// The address has as many anonymous connections open as allowed: 1013.
+    TooManyFromAddress(usize),
 }
 
 const BAD_TOKEN: &str = "unauthenticated: ";
 const TOO_MANY: &str = "too many connections for this user";
+const TOO_MANY_FROM_ADDRESS: &str = "too many connections from this address";
 
 impl Refusal {
     pub fn into_error(self) -> async_graphql::Error {
@@ -247,6 +253,9 @@ impl Refusal {
             Refusal::TooManyConnections(max) => {
                 async_graphql::Error::new(format!("{TOO_MANY} (limit {max})"))
             }
+            Refusal::TooManyFromAddress(max) => {
+                async_graphql::Error::new(format!("{TOO_MANY_FROM_ADDRESS} (limit {max})"))
+            }
         }
     }
 
@@ -254,7 +263,7 @@ impl Refusal {
     fn close(reason: &str) -> Option<(u16, String)> {
         if reason.starts_with(BAD_TOKEN) {
             Some((close::FORBIDDEN, "Forbidden".into()))
-        } else if reason.starts_with(TOO_MANY) {
+        } else if reason.starts_with(TOO_MANY) || reason.starts_with(TOO_MANY_FROM_ADDRESS) {
             Some((close::TRY_AGAIN_LATER, reason.into()))
         } else {
             None
@@ -342,7 +351,9 @@ pub async fn serve<F, Fut>(
                 heard = Instant::now();
                 let message = ClientMessage::from_bytes(text);
                 match &message {
-                    Ok(ClientMessage::Start { id, .. }) if acknowledged => {
+                    // Counted whether or not `connection_init` was acknowledged yet: async-graphql
+                    // queues subscriptions sent right after it and starts them once it is.
+                    Ok(ClientMessage::Start { id, .. }) => {
                         if open.contains(id) {
                             Step::Close(Some((close::SUBSCRIBER_EXISTS, format!("Subscriber for {id} already exists"))))
                         } else if open.len() >= config.max_subscriptions_per_connection {

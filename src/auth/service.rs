@@ -351,6 +351,26 @@ pub async fn create_account(pool: &PgPool, email: &str, password: &str) -> AppRe
     Ok((id, email.as_str().to_string()))
 }
 
+/// Who holds an account: what an operator command shows before it changes one.
+#[derive(Debug, Clone)]
+pub struct AccountSummary {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub roles: Vec<String>,
+}
+
+/// The account with this e-mail address, if there is one.
+pub async fn account_by_email(pool: &PgPool, email: &str) -> AppResult<Option<AccountSummary>> {
+    let email = Email::parse(email)?;
+    let row: Option<(Uuid, String, chrono::DateTime<chrono::Utc>, Vec<String>)> =
+        sqlx::query_as("SELECT id, email, created_at, roles FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(id, email, created_at, roles)| AccountSummary { id, email, created_at, roles }))
+}
+
 /// Grants (`grant = true`) or removes a role; `NotFound` when no account has this e-mail.
 /// A grant shows in tokens issued afterwards (sign in again); a removal counts at once.
 pub async fn set_role(pool: &PgPool, email: &str, role: Role, grant: bool) -> AppResult<()> {

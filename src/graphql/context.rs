@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::apollo_persisted_queries::LruCacheStorage;
 use async_graphql::Context;
 use sqlx::PgPool;
 
@@ -34,9 +33,8 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     /// Documents sent with their hash (automatic persisted queries), so that a client may send the
-    /// hash alone next time. Each instance keeps its own: on another one, the client is told
-    /// `PersistedQueryNotFound` and sends the document again, as the protocol provides.
-    pub persisted_queries: LruCacheStorage,
+    /// hash alone next time.
+    pub persisted_queries: super::persisted::PersistedQueries,
 }
 
 /// Who is calling, decided once per request (or websocket connection).
@@ -48,7 +46,8 @@ pub enum Caller {
     BadToken(TokenError),
 }
 
-/// The client's network address (the peer, or the first `X-Forwarded-For` hop when trusted).
+/// The client's network address (the peer, or the `X-Forwarded-For` entry the outermost trusted
+/// proxy wrote), as per-address limits count it: an IPv6 address by its /64.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::IpAddr);
 
@@ -104,9 +103,10 @@ pub fn session_id(ctx: &Context<'_>) -> Result<uuid::Uuid, async_graphql::Error>
     }
 }
 
-/// Where the request came from; loopback when the transport did not say.
+/// Where the request came from, as per-address limits count it (HTTP and WebSocket both say);
+/// the unspecified address when a transport did not.
 pub fn client_addr(ctx: &Context<'_>) -> std::net::IpAddr {
-    ctx.data_opt::<ClientAddr>().map(|a| a.0).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    ctx.data_opt::<ClientAddr>().map(|a| a.0).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 pub fn trace_id(ctx: &Context<'_>) -> String {

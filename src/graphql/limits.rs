@@ -25,6 +25,9 @@ use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use sha2::{Digest, Sha256};
+
+use super::persisted::PersistedQueries;
 use async_graphql::{Name, Pos, Request, ServerError, ServerResult};
 
 /// Fields a document may select once its fragments are expanded. The complexity limit (default
@@ -247,17 +250,44 @@ pub fn syntax_error(e: async_graphql::parser::Error) -> ServerError {
 }
 
 /// Parses the request's document once, refuses it by [`check`] before the engine walks it, and
-/// hands the parsed document on. Registered after the persisted queries extension, which hands it
-/// a persisted document already parsed.
-pub struct DocumentLimitsExtension(pub DocumentLimits);
+/// hands the parsed document on. It also speaks the automatic persisted queries protocol (see
+/// [`super::persisted`]): a document sent with its hash is kept only once it passed the checks,
+/// and a hash alone is answered from what was kept.
+pub struct DocumentLimitsExtension {
+    pub limits: DocumentLimits,
+    /// `None` where nothing is served (printing the schema).
+    pub persisted: Option<PersistedQueries>,
+}
 
 impl ExtensionFactory for DocumentLimitsExtension {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Checker(self.0))
+        Arc::new(Checker { limits: self.limits, persisted: self.persisted.clone() })
     }
 }
 
-struct Checker(DocumentLimits);
+struct Checker {
+    limits: DocumentLimits,
+    persisted: Option<PersistedQueries>,
+}
+
+/// The `persistedQuery` request extension.
+#[derive(serde::Deserialize)]
+struct PersistedQuery {
+    version: i32,
+    #[serde(rename = "sha256Hash")]
+    sha256_hash: String,
+}
+
+/// The message the protocol's clients look for to send the document with its hash.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PersistedQueryNotFound";
+
+impl Checker {
+    fn checked(&self, query: &str) -> ServerResult<ExecutableDocument> {
+        let doc = async_graphql::parser::parse_query(query).map_err(syntax_error)?;
+        check(&doc, &self.limits).map_err(|r| ServerError::new(r.to_string(), None))?;
+        Ok(doc)
+    }
+}
 
 #[async_trait::async_trait]
 impl Extension for Checker {
@@ -267,13 +297,43 @@ impl Extension for Checker {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        if request.query.is_empty() {
-            // A persisted query: the extension before this one put the document in its place.
-            check(request.parsed_query()?, &self.0).map_err(|r| ServerError::new(r.to_string(), None))?;
-            return next.run(ctx, request).await;
-        }
-        let doc = async_graphql::parser::parse_query(&request.query).map_err(syntax_error)?;
-        check(&doc, &self.0).map_err(|r| ServerError::new(r.to_string(), None))?;
+        let persisted = match (&self.persisted, request.extensions.remove("persistedQuery")) {
+            (Some(cache), Some(value)) => {
+                let p: PersistedQuery = async_graphql::from_value(value).map_err(|_| {
+                    ServerError::new("Invalid \"PersistedQuery\" extension configuration.", None)
+                })?;
+                if p.version != 1 {
+                    return Err(ServerError::new(
+                        "Only version 1 of the \"PersistedQuery\" extension is supported.",
+                        None,
+                    ));
+                }
+                Some((cache, p.sha256_hash))
+            }
+            _ => None,
+        };
+        let doc = match persisted {
+            Some((cache, hash)) if request.query.is_empty() => {
+                // Kept only after it passed the same checks.
+                cache.get(&hash).ok_or_else(|| ServerError::new(PERSISTED_QUERY_NOT_FOUND, None))?
+            }
+            Some((cache, hash)) => {
+                if format!("{:x}", Sha256::digest(request.query.as_bytes())) != hash {
+                    return Err(ServerError::new("provided sha does not match query", None));
+                }
+                let doc = self.checked(&request.query)?;
+                cache.put(hash, doc.clone(), request.query.len());
+                doc
+            }
+            // Parsed already (a subscription's document): checked as it is.
+            None if request.query.is_empty() => {
+                check(request.parsed_query()?, &self.limits)
+                    .map_err(|r| ServerError::new(r.to_string(), None))?;
+                return next.run(ctx, request).await;
+            }
+            None => self.checked(&request.query)?,
+        };
+        request.query = String::new();
         request.set_parsed_query(doc);
         next.run(ctx, request).await
     }

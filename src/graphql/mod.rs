@@ -15,11 +15,11 @@ pub mod node;
 pub mod order;
 pub mod page;
 pub mod payload;
+pub mod persisted;
 pub mod saga;
 pub mod types;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries;
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use ecommerce_platform::config::Config;
@@ -57,15 +57,14 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
         .limit_complexity(config.api.graphql.max_complexity)
         .limit_recursive_depth(limits::MAX_RECURSIVE_DEPTH)
         .limit_directives(8);
-    if let Some(state) = &state {
-        // First: it turns a hash into the document the other extensions look at.
-        builder = builder.extension(ApolloPersistedQueries::new(state.persisted_queries.clone()));
-    }
     builder = builder.extension(error::ErrorPolicy).extension(introspection::SchemaDescription).extension(
-        limits::DocumentLimitsExtension(limits::DocumentLimits {
-            max_depth: config.api.graphql.max_depth,
-            max_aliases: config.api.graphql.max_aliases,
-        }),
+        limits::DocumentLimitsExtension {
+            limits: limits::DocumentLimits {
+                max_depth: config.api.graphql.max_depth,
+                max_aliases: config.api.graphql.max_aliases,
+            },
+            persisted: state.as_ref().map(|s| s.persisted_queries.clone()),
+        },
     );
     if !config.api.graphql.introspection {
         // "Did you mean ...?" would tell field names that introspection is off to hide.

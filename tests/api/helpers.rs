@@ -505,6 +505,14 @@ impl Ws {
         }
     }
 
+    /// Sends text frames in one write (as a client that pipelines them does).
+    pub async fn send_all(&mut self, texts: Vec<String>) {
+        for t in texts {
+            self.socket.feed(Message::Text(t.into())).await.unwrap();
+        }
+        self.socket.flush().await.unwrap();
+    }
+
     /// Sends any text frame.
     pub async fn send_text(&mut self, text: String) {
         self.socket.send(Message::Text(text.into())).await.unwrap();

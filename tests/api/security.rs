@@ -384,3 +384,151 @@ async fn internal_errors_say_nothing_about_the_internals() {
     sqlx::query("ALTER TABLE orders_hidden RENAME TO orders").execute(app.pool()).await.unwrap();
     app.stop().await;
 }
+
+/// Runs the `api` binary against the test's database with `stdin` as its standard input.
+async fn api_command(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
+    use ecommerce_platform::config::ExposeSecret;
+    use std::io::Write;
+    let database = app.config().postgres.url.expose_secret().to_string();
+    let (args, stdin) = (args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), stdin.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
+            .args(&args)
+            .env("DATABASE_URL", database)
+            .env("APP_ENV", "development")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("api runs");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn roles(app: &TestApp, email: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT roles FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+/// `api create-operator` never hands the operator role to an account someone else registered
+/// first (it used to say "exists; password unchanged" and grant the role, so whoever registered
+/// the address became an operator with their own password). An existing account is promoted only
+/// with `--promote-existing`, which shows whose account it is.
+#[tokio::test]
+async fn create_operator_refuses_to_promote_an_account_it_did_not_create() {
+    let app = spawn_app().await;
+    let squatter = app.register().await;
+    let out =
+        api_command(&app, &["create-operator", "--email", &squatter.email], "operator password 1\n").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an existing account was accepted: {stderr}");
+    assert!(stderr.contains("--promote-existing"), "{stderr}");
+    assert!(roles(&app, &squatter.email).await.is_empty(), "the squatter became an operator");
+
+    // A new address: created with the password read, and an operator.
+    let email = format!("op-{}@example.com", uuid::Uuid::new_v4().simple());
+    let out = api_command(&app, &["create-operator", "--email", &email], "operator password 1\n").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(roles(&app, &email).await, ["operator"]);
+    let login = |p: &'static str| {
+        let email = email.clone();
+        let app = &app;
+        async move { app.gql(None, LOGIN, json!({ "e": email, "p": p })).await }
+    };
+    assert!(login("operator password 1").await["data"]["login"]["accessToken"].is_string());
+    // Again (scripts/dev.sh runs it at every start): an operator already, nothing changes.
+    let out = api_command(&app, &["create-operator", "--email", &email], "another password 2\n").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(login("operator password 1").await["data"]["login"]["accessToken"].is_string(), "password kept");
+
+    // Promoting an existing account on purpose names the account first.
+    let out =
+        api_command(&app, &["create-operator", "--email", &squatter.email, "--promote-existing"], "").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(&squatter.email)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert!(stdout.contains(&id.to_string()) && stdout.contains("registered"), "{stdout}");
+    assert_eq!(roles(&app, &squatter.email).await, ["operator"]);
+    app.stop().await;
+}
+
+/// A registration over graphql-ws from `from` (as the proxy's X-Forwarded-For says), anonymous.
+async fn register_over_websocket(app: &TestApp, from: &str, email: &str) -> Value {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let mut req = app.url("/graphql/ws").replacen("http", "ws", 1).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    req.headers_mut().insert("x-forwarded-for", from.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
+    let init = json!({ "type": "connection_init", "payload": {} });
+    let subscribe = json!({ "id": "r", "type": "subscribe", "payload": {
+        "query": REGISTER, "variables": { "e": email, "p": "correct horse battery" } } });
+    socket.send(Message::Text(init.to_string().into())).await.unwrap();
+    socket.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("in time");
+        let Some(Ok(Message::Text(t))) = msg else { panic!("connection ended: {msg:?}") };
+        let m: Value = serde_json::from_str(&t).unwrap();
+        match m["type"].as_str() {
+            Some("next") => return m["payload"].clone(),
+            Some("error") => return json!({ "errors": m["payload"] }),
+            _ => continue,
+        }
+    }
+}
+
+/// Logins and registrations over graphql-ws count against the client's address as over HTTP
+/// (they counted as 127.0.0.1: one budget shared by every WebSocket client, and none of the
+/// address's own), and IPv6 clients are counted by their /64 (one subscriber has a whole /64 and
+/// could take a fresh address for every attempt).
+#[tokio::test]
+async fn websocket_mutations_and_ipv6_neighbours_count_against_their_address() {
+    let app = spawn_app_with(|c| {
+        c.api.auth.rate_limits.register_per_address = 2;
+        c.api.trusted_proxy_hops = 1;
+    })
+    .await;
+    let register = |from: &'static str, email: String| {
+        let req = app.http.post(app.url("/graphql")).header("x-forwarded-for", from);
+        async move {
+            let vars = json!({ "e": email, "p": "correct horse battery" });
+            req.json(&json!({ "query": REGISTER, "variables": vars }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let email = |n: &str| format!("{n}-{}@example.com", uuid::Uuid::new_v4().simple());
+
+    for from in ["2001:db8:1:2::1", "2001:db8:1:2:ffff:1:2:3"] {
+        let r = register(from, email("v6")).await;
+        assert!(r["data"]["register"]["accessToken"].is_string(), "{r}");
+    }
+    let r = register("2001:db8:1:2:abcd::9", email("v6")).await;
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "a third address of the same /64: {r}");
+    let r = register("2001:db8:1:3::1", email("v6")).await;
+    assert!(r["data"]["register"]["accessToken"].is_string(), "another /64 has its own budget: {r}");
+
+    for _ in 0..2 {
+        let r = register("203.0.113.9", email("ws")).await;
+        assert!(r["data"]["register"]["accessToken"].is_string(), "{r}");
+    }
+    let r = register_over_websocket(&app, "203.0.113.9", &email("ws")).await;
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "over graphql-ws from the same address: {r}");
+    let r = register_over_websocket(&app, "203.0.113.10", &email("ws")).await;
+    assert!(r["data"]["register"]["accessToken"].is_string(), "another address over graphql-ws: {r}");
+    app.stop().await;
+}

@@ -158,6 +158,50 @@ async fn persisted_queries_take_a_hash_instead_of_the_document() {
     app.stop().await;
 }
 
+/// A document sent with its hash is kept only once the limits let it through: one they refuse
+/// is not there when its hash comes alone (it was kept, parsed, before any limit looked at it).
+/// And the documents kept are bounded in bytes: 80 documents of 63 KB (each under the body limit)
+/// push the first one out, where a bound of 2,000 entries kept all of them.
+#[tokio::test]
+async fn persisted_queries_keep_only_documents_within_the_limits_and_a_bounded_size() {
+    let app = spawn_app().await;
+    let persisted = |doc: &str| json!({ "persistedQuery": { "version": 1, "sha256Hash": format!("{:x}", Sha256::digest(doc.as_bytes())) } });
+    let deep = format!("{{ {} __typename {} }}", "a { ".repeat(20), "} ".repeat(20));
+    let body: Value = post(&app, None, json!({ "query": deep, "extensions": persisted(&deep) }), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["errors"][0]["message"], "Query is nested too deep.", "{body}");
+    let body: Value =
+        post(&app, None, json!({ "extensions": persisted(&deep) }), None).await.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "a refused document was kept: {body}"
+    );
+
+    let big = |i: usize| format!("# {i:04} {}\nquery Big{i} {{ __typename }}", "x".repeat(63_000));
+    for i in 0..80 {
+        let doc = big(i);
+        let body: Value = post(&app, None, json!({ "query": doc, "extensions": persisted(&doc) }), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["data"]["__typename"], "Query", "{body}");
+    }
+    let body: Value =
+        post(&app, None, json!({ "extensions": persisted(&big(79)) }), None).await.json().await.unwrap();
+    assert_eq!(body["data"]["__typename"], "Query", "the newest is kept: {body}");
+    let body: Value =
+        post(&app, None, json!({ "extensions": persisted(&big(0)) }), None).await.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "80 × 63 KB kept: the cache is not bounded in bytes: {body}"
+    );
+    app.stop().await;
+}
+
 /// graphql-http's server audits (the GraphQL over HTTP reference implementation's conformance
 /// suite) find no failed requirement. Its recommendations are printed, and those the API does
 /// not follow are listed here with the reason.

@@ -47,6 +47,33 @@ async fn one_subscription_past_the_limit_is_refused_and_the_connection_stays() {
     app.stop().await;
 }
 
+/// Subscriptions sent in the same write as `connection_init`, before the server acknowledged
+/// it, count like any other (they were counted only once acknowledged, so a client could open any
+/// number that way).
+#[tokio::test]
+async fn subscriptions_sent_with_connection_init_count_against_the_limit() {
+    let app = spawn_app_with(|c| c.api.websocket.max_subscriptions_per_connection = 3).await;
+    let buyer = app.register().await;
+    let mut ws = app.ws_bare(false).await;
+    let mut frames =
+        vec![json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", buyer.token) } })
+            .to_string()];
+    frames.extend((0..6).map(|i| {
+        json!({ "id": format!("c{i}"), "type": "subscribe", "payload": { "query": CART } }).to_string()
+    }));
+    ws.send_all(frames).await;
+    let mut first: std::collections::BTreeMap<String, String> = Default::default();
+    while first.len() < 6 {
+        let m = ws.next_json().await.expect("connection open");
+        if let Some(id) = m["id"].as_str() {
+            first.entry(id.to_string()).or_insert_with(|| m["type"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let refused: Vec<&String> = first.iter().filter(|(_, t)| *t == "error").map(|(id, _)| id).collect();
+    assert_eq!(refused, ["c3", "c4", "c5"], "{first:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_user_past_the_connection_limit_is_told_to_try_again_and_gets_in_once_one_closes() {
     let app = spawn_app_with(|c| c.api.websocket.max_connections_per_user = 2).await;
@@ -92,6 +119,31 @@ async fn an_address_past_the_connection_limit_is_told_to_try_again() {
     }
     let mut one_more = app.ws(None).await;
     assert_eq!(one_more.close_code().await, Some(1013));
+    app.stop().await;
+}
+
+/// The per-address limit bounds connections that are not signed in: anonymous ones from an
+/// address never keep its signed-in users out, and signed-in ones use no place of the address's
+/// (they are bounded per user).
+#[tokio::test]
+async fn anonymous_connections_never_crowd_out_signed_in_users_of_their_address() {
+    let app = spawn_app_with(|c| c.api.websocket.max_connections_per_address = 2).await;
+    let buyers = [app.register().await, app.register().await, app.register().await];
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut ws = app.ws(None).await;
+        ws.expect_ack().await;
+        open.push(ws);
+    }
+    for buyer in &buyers {
+        let mut ws = app.ws(Some(&buyer.token)).await;
+        ws.expect_ack().await;
+        ws.start("cart", CART, json!({})).await;
+        assert_eq!(until(&mut ws, |m| m["id"] == "cart").await["type"], "next");
+        open.push(ws);
+    }
+    let mut one_more = app.ws(None).await;
+    assert_eq!(one_more.close_code().await, Some(1013), "the address's anonymous places are taken");
     app.stop().await;
 }
 

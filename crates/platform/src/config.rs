@@ -257,7 +257,9 @@ pub struct WebSocketConfig {
     pub max_subscriptions_per_connection: usize,
     /// Connections open at once for one signed-in user (close code 1013, try again later).
     pub max_connections_per_user: usize,
-    /// Connections open at once from one client address (close code 1013).
+    /// Connections open at once from one client address that are not signed in: waiting for
+    /// `connection_init`, or anonymous (close code 1013). A signed-in connection counts under its
+    /// user's limit instead, so anonymous connections never crowd out an address's users.
     pub max_connections_per_address: usize,
     /// How long a connection may take to send `connection_init` (close code 4408).
     pub init_timeout: Duration,
@@ -383,6 +385,20 @@ impl Config {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// `api all` without a named broker: every role in this process over in-process queues,
+    /// which production refuses like `BROKER=memory`.
+    pub fn use_in_process_broker(&mut self) -> Result<(), ConfigError> {
+        if self.app_env == AppEnv::Production {
+            return Err(ConfigError {
+                name: "BROKER".into(),
+                value: String::new(),
+                why: "`api all` without a broker runs over in-process queues, which keep nothing durable (APP_ENV=production)".into(),
+            });
+        }
+        self.broker.kind = BrokerKind::Memory;
         Ok(())
     }
 
@@ -641,6 +657,61 @@ impl Settings {
         ConfigError { name, value, why }
     }
 
+    /// Under `APP_ENV=production`, the settings that are only safe in development: each is refused
+    /// at start, naming its variable, rather than run with.
+    fn refuse_development_settings(&self) -> Result<(), ConfigError> {
+        let refuse = |name: &str, value: &str, why: &str| {
+            Err(ConfigError {
+                name: name.into(),
+                value: value.into(),
+                why: format!("{why} (APP_ENV=production)"),
+            })
+        };
+        if self.payment_gateway == PaymentGatewayKind::Test {
+            return refuse(
+                "PAYMENT_GATEWAY",
+                "test",
+                "the test gateway approves any payment token and charges nobody; set PAYMENT_GATEWAY=stripe",
+            );
+        }
+        if !self.stripe_api_base.starts_with("https://") {
+            return refuse(
+                "STRIPE_API_BASE",
+                &self.stripe_api_base,
+                "the payment provider is reached over https only",
+            );
+        }
+        if self.stripe_webhook_secret.as_deref().is_none_or(str::is_empty) {
+            return refuse(
+                "STRIPE_WEBHOOK_SECRET",
+                "",
+                "required: without the webhook, outcomes the provider reports late (authorizations to release, captures) are never heard of",
+            );
+        }
+        if self.trusted_proxy_hops == 0 {
+            return refuse(
+                "TRUSTED_PROXY_HOPS",
+                "0",
+                "the API runs behind a proxy (TLS), so with 0 every client has the proxy's address and every per-address limit (logins, registrations, WebSocket connections) is one limit for everybody; set the number of proxies that append to X-Forwarded-For",
+            );
+        }
+        if self.chaos_duplicate {
+            return refuse(
+                "CHAOS_DUPLICATE",
+                "true",
+                "fault injection (every message published twice) is for tests and drills",
+            );
+        }
+        if self.broker == BrokerKind::Memory {
+            return refuse(
+                "BROKER",
+                "memory",
+                "the in-process broker keeps nothing durable and connects only the roles of one process",
+            );
+        }
+        Ok(())
+    }
+
     fn into_config(self) -> Result<Config, ConfigError> {
         let dev = self.app_env == AppEnv::Development;
         if self.payment_gateway == PaymentGatewayKind::Stripe
@@ -651,6 +722,9 @@ impl Settings {
                 value: String::new(),
                 why: "required with PAYMENT_GATEWAY=stripe".into(),
             });
+        }
+        if self.app_env == AppEnv::Production {
+            self.refuse_development_settings()?;
         }
         Ok(Config {
             app_env: self.app_env,
@@ -786,11 +860,11 @@ mod tests {
         let dev = config(&[]).unwrap();
         assert_eq!(dev.app_env, AppEnv::Development);
         assert!(dev.api.graphql.introspection && dev.api.graphql.playground);
-        let prod = config(&[("APP_ENV", "production")]).unwrap();
+        let prod = production(&[]).unwrap();
         assert!(!prod.api.graphql.introspection && !prod.api.graphql.playground);
-        let opted_in = config(&[("APP_ENV", "production"), ("GRAPHQL_INTROSPECTION", "true")]).unwrap();
+        let opted_in = production(&[("GRAPHQL_INTROSPECTION", "true")]).unwrap();
         assert!(opted_in.api.graphql.introspection && !opted_in.api.graphql.playground);
-        let empty = config(&[("APP_ENV", "production"), ("GRAPHQL_PLAYGROUND", "")]).unwrap();
+        let empty = production(&[("GRAPHQL_PLAYGROUND", "")]).unwrap();
         assert!(!empty.api.graphql.playground, "empty means the default");
     }
 
@@ -881,6 +955,43 @@ mod tests {
         assert!(e.why.contains("RESERVE_STOCK, AUTHORIZE_PAYMENT, CAPTURE_PAYMENT"), "{}", e.why);
         let ok = config(&[("SAGA_NEEDS_ATTENTION_STEPS", " CAPTURE_PAYMENT,AUTHORIZE_PAYMENT ")]).unwrap();
         assert_eq!(ok.saga.needs_attention_steps, ["CAPTURE_PAYMENT", "AUTHORIZE_PAYMENT"]);
+    }
+
+    /// The settings a production deployment needs that differ from the development defaults.
+    const PRODUCTION: &[(&str, &str)] = &[
+        ("APP_ENV", "production"),
+        ("PAYMENT_GATEWAY", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_live_x"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
+        ("TRUSTED_PROXY_HOPS", "1"),
+    ];
+
+    fn production(changes: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        let mut pairs: Vec<(&str, &str)> = PRODUCTION.to_vec();
+        pairs.retain(|(k, _)| !changes.iter().any(|(c, _)| c == k));
+        pairs.extend_from_slice(changes);
+        config(&pairs)
+    }
+
+    /// Under `APP_ENV=production` every setting that is only safe in development is refused at
+    /// start, naming the variable; the same values are accepted in development.
+    #[test]
+    fn production_refuses_settings_only_safe_in_development() {
+        production(&[]).expect("a production configuration starts");
+        for (name, value, why) in [
+            ("PAYMENT_GATEWAY", "test", "approves any payment token"),
+            ("TRUSTED_PROXY_HOPS", "0", "X-Forwarded-For"),
+            ("CHAOS_DUPLICATE", "true", "fault injection"),
+            ("BROKER", "memory", "in-process"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:8420", "https"),
+            ("STRIPE_WEBHOOK_SECRET", "", "webhook"),
+        ] {
+            let e = production(&[(name, value)]).expect_err(name);
+            assert_eq!(e.name, name, "{e}");
+            assert!(e.why.contains(why), "{name}: {e}");
+            assert!(e.to_string().contains(name), "the message names the variable: {e}");
+            config(&[(name, value), ("STRIPE_SECRET_KEY", "sk_test_x")]).expect("development allows it");
+        }
     }
 
     #[test]
