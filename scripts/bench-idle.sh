@@ -47,7 +47,7 @@ for n in $SUBS; do
   "$API" all >"$OUT/all-$n.log" 2>&1 &
   pid=$!
   for _ in $(seq 300); do
-    curl -fs "http://$ADDR/readyz" >/dev/null 2>&1 && break
+    curl -fs "http://$ADDR/healthz" >/dev/null 2>&1 && break
     sleep 0.2
   done
   "$BIN/idle-subs" --url "http://$ADDR" --api-pid "$pid" --subscriptions "$n" \

@@ -93,7 +93,7 @@ start_system() { # start_system <broker> <instances>
     "$BIN/workers" >"$OUT/workers-$i.log" 2>&1 & PIDS+=($!); ROLE_PIDS+=("workers:$!")
   done
   for _ in $(seq 300); do
-    curl -fs "http://$ADDR/readyz" >/dev/null 2>&1 && return 0
+    curl -fs "http://$ADDR/healthz" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
   echo "the system did not become ready; see $OUT/*.log" >&2

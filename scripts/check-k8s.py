@@ -7,8 +7,9 @@ The schema is kubernetes-validate's job; this checks what the schema cannot know
 - the ConfigMap and the Secret's keys together are exactly the settings .env.example lists (which
   a unit test keeps equal to what the code reads), with no key in both;
 - every Deployment runs one of the role binaries (with the `api` binary: a subcommand it has),
-  reads the ConfigMap and the Secret, probes /healthz (liveness) and /readyz (readiness) on the
-  port its address setting gives, has CPU and memory requests and a memory limit, a termination
+  reads the ConfigMap and the Secret, probes /healthz (liveness) on the port its address setting
+  gives and /readyz (readiness) on its admin port (the API's API_ADMIN_ADDR, which Prometheus
+  scrapes and its Service does not expose), has CPU and memory requests and a memory limit, a termination
   grace period, and runs as non-root;
 - every role has a PodDisruptionBudget selecting its pods, and the API and the workers a
   HorizontalPodAutoscaler aimed at their Deployment; every Service selects some pods;
@@ -27,6 +28,8 @@ import yaml
 ROLE_BINARIES = {"api", "orchestrator", "workers"}
 # The setting that gives each role's listening address.
 ADDRESS_SETTING = {"api": "API_ADDR", "orchestrator": "ORCHESTRATOR_METRICS_ADDR", "workers": "WORKERS_METRICS_ADDR"}
+# Where each role answers /readyz and /metrics: the API on its admin address, never the public one.
+ADMIN_SETTING = {"api": "API_ADMIN_ADDR", "orchestrator": "ORCHESTRATOR_METRICS_ADDR", "workers": "WORKERS_METRICS_ADDR"}
 SECRET = "ecommerce-saga-secrets"
 
 
@@ -74,6 +77,7 @@ def main():
         subcommands = {line.split()[0] for line in section.splitlines() if line.strip()}
 
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    public_api_port = None
     if set(deployments) != ROLE_BINARIES:
         errors.append(f"expected Deployments {sorted(ROLE_BINARIES)}, found {sorted(deployments)}")
     for name, d in deployments.items():
@@ -120,11 +124,20 @@ def main():
         ports = {p.get("name"): p["containerPort"] for p in main_container.get("ports", [])}
         if port not in ports.values():
             errors.append(f"{where}: {ADDRESS_SETTING[name]} port {port} is not a container port {ports}")
-        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        admin = config.get(ADMIN_SETTING[name], "")
+        admin_port = int(admin.rsplit(":", 1)[1]) if ":" in admin else None
+        if admin_port not in ports.values():
+            errors.append(f"{where}: {ADMIN_SETTING[name]} port {admin_port} is not a container port {ports}")
+        for probe, path, want in (("livenessProbe", "/healthz", port), ("readinessProbe", "/readyz", admin_port)):
             get = main_container.get(probe, {}).get("httpGet", {})
             target = ports.get(get.get("port"), get.get("port"))
-            if get.get("path") != path or target != port:
-                errors.append(f"{where}: {probe} must GET {path} on port {port}, has {get}")
+            if get.get("path") != path or target != want:
+                errors.append(f"{where}: {probe} must GET {path} on port {want}, has {get}")
+        if name == "api":
+            scrape = d["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/port")
+            if scrape != str(admin_port):
+                errors.append(f"{where}: Prometheus must scrape the admin port {admin_port}, not {scrape}")
+            public_api_port = port
 
     def selects(selector, kind_name):
         hits = [n for n, d in deployments.items()
@@ -149,6 +162,13 @@ def main():
             errors.append(f"{role}: no HorizontalPodAutoscaler")
     for s in by_kind.get("Service", []):
         selects(s["spec"].get("selector", {}), f"Service {s['metadata']['name']}")
+        # Clients reach the API's Service (through the Ingress): only its public port.
+        if s["spec"].get("selector", {}).get("app.kubernetes.io/name") == "api":
+            api_ports = {p.get("name"): p["containerPort"] for c in deployments.get("api", {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", []) for p in c.get("ports", [])}
+            for p in s["spec"].get("ports", []):
+                target = api_ports.get(p.get("targetPort"), p.get("targetPort"))
+                if target != public_api_port:
+                    errors.append(f"Service {s['metadata']['name']}: exposes port {target}, not only the public {public_api_port}")
 
     # The proxies in front of the API: an Ingress that routes to its Service.
     api_services = {s["metadata"]["name"] for s in by_kind.get("Service", [])

@@ -35,7 +35,7 @@ example() {
   JWKS:                http://$ADDR/.well-known/jwks.json
   Saga monitor:        http://$ADDR/monitor
                        sign in as $OPERATOR_EMAIL / $(cat "$OPERATOR_FILE")
-  Metrics:             http://$ADDR/metrics
+  Metrics:             http://${API_ADMIN_ADDR:-127.0.0.1:9100}/metrics  (the admin listener; /readyz too)
 
   Try, in the playground:
     mutation { register(email: "ann@example.com", password: "correct horse") { accessToken refreshToken } }

@@ -35,7 +35,7 @@ fi
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 300); do
-  curl -fs "http://$ADDR/readyz" >/dev/null 2>&1 && break
+  curl -fs "http://$ADDR/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
 "$BIN/loadgen" --url "http://$ADDR" --buyers "$BUYERS" --orders "$ORDERS" \

@@ -17,7 +17,7 @@ use ecommerce_storefront::mongo::Mongo;
 use crate::auth::{AuthService, KeyRing};
 use crate::graphql::persisted::{self, PersistedQueries};
 use crate::graphql::{build_schema, ApiState};
-use crate::http::{router, HttpState};
+use crate::http::{admin_router, router, HttpState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,12 +29,13 @@ pub enum ApiError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves the API on `listener` until `shutdown`. Also relays the outbox (the API writes each
-/// saga's first command there).
+/// Serves the API on `listener` (and its admin routes on `admin`) until `shutdown`. Also relays
+/// the outbox (the API writes each saga's first command there).
 pub async fn run_api(
     s: Services,
     mongo: Mongo,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
     let keys = KeyRing::load(s.pool.clone(), &s.config.api.auth).await?;
@@ -63,14 +64,24 @@ pub async fn run_api(
     let schema = build_schema(Some(api.clone()), &s.config);
     let connections = Arc::new(crate::ws::Connections::new(s.config.api.websocket));
     let sessions = crate::ws::Sessions::start(api.auth.clone(), shutdown.clone());
-    let app = router(HttpState {
+    let state = HttpState {
         api,
         schema,
         connections,
         sessions,
         transport: s.transport.clone(),
         metrics: s.metrics.clone(),
-    });
+    };
+    if let Some(admin) = admin {
+        let routes = admin_router(state.clone());
+        let stop = shutdown.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin, routes).with_graceful_shutdown(stop).await {
+                tracing::warn!(error = %e, "admin listener failed");
+            }
+        });
+    }
+    let app = router(state);
     let relay = tokio::spawn(ecommerce_platform::postgres::outbox::run_relay(
         s.pool.clone(),
         s.transport.clone(),

@@ -50,8 +50,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/graphql/ws", get(subscriptions))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .merge(crate::monitor::routes())
         .merge(crate::webhooks::routes(&state.api.config.api, state.api.pool.clone(), state.metrics.clone()))
         .layer(DefaultBodyLimit::max(limit))
@@ -68,6 +66,16 @@ pub fn router(state: HttpState) -> Router {
         router = router.layer(cors);
     }
     router.with_state(state)
+}
+
+/// The admin routes, on their own listener (`API_ADMIN_ADDR`) that clients never reach:
+/// Prometheus `/metrics`, `/readyz` (the stores and the broker answer) and `/healthz`.
+pub fn admin_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
 }
 
 /// The CORS policy for `origins` (see `CORS_ALLOWED_ORIGINS`); `None` when there are none.
@@ -545,29 +553,14 @@ async fn jwks(State(s): State<HttpState>) -> Response {
     }
 }
 
-/// Ready when PostgreSQL, MongoDB and the broker all answer.
+/// Ready when PostgreSQL, MongoDB and the broker all answer; the body says which did not, and
+/// the log why.
 async fn readyz(State(s): State<HttpState>) -> Response {
-    // A store that does not answer quickly is as good as gone for a load balancer.
-    async fn within<E: ToString>(f: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
-        match tokio::time::timeout(std::time::Duration::from_secs(2), f).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("no answer within 2 s".into()),
-        }
-    }
+    use ecommerce_platform::metrics::{ready, within};
     let pg = within(async { sqlx::query("SELECT 1").execute(&s.api.pool).await.map(|_| ()) }).await;
     let mongo = within(s.api.mongo.ping()).await;
     let broker = within(s.transport.health()).await;
-    let body = serde_json::json!({
-        "postgres": pg.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
-        "mongo": mongo.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
-        "broker": broker.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
-    });
-    let status = if pg.is_ok() && mongo.is_ok() && broker.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    ready(&[("postgres", pg), ("mongo", mongo), ("broker", broker)])
 }
 
 #[cfg(test)]

@@ -243,9 +243,10 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             roles::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api.addr).await?;
+            let admin = bind_admin(&s.config).await?;
             s.announce("api", Some(&mongo.describe().await)).await;
             announce(&listener, "api")?;
-            app::run_api(s, mongo, listener, shutdown).await?;
+            app::run_api(s, mongo, listener, admin, shutdown).await?;
         }
         Command::All => {
             let mongo = open_mongo(&config).await?;
@@ -253,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             roles::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api.addr).await?;
+            let admin = bind_admin(&s.config).await?;
             s.announce("api + orchestrator + workers", Some(&mongo.describe().await)).await;
             announce(&listener, "api + orchestrator + workers")?;
             let orchestrator = tokio::spawn(roles::run_orchestrator(
@@ -267,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(ConsumerStats::default()),
                 shutdown.clone(),
             ));
-            app::run_api(s, mongo, listener, shutdown).await?;
+            app::run_api(s, mongo, listener, admin, shutdown).await?;
             let _ = tokio::join!(orchestrator, workers);
         }
     }
@@ -279,6 +281,18 @@ async fn open_mongo(config: &Config) -> anyhow::Result<Mongo> {
     Mongo::open(config)
         .await
         .with_context(|| format!("cannot reach MongoDB at {}", redact_url(config.mongo.url.expose_secret())))
+}
+
+/// The listener of the API's admin routes (`/metrics`, `/readyz`), unless `API_ADMIN_ADDR=off`.
+async fn bind_admin(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = config.api.admin_addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve the admin routes on {addr} (API_ADMIN_ADDR)"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, "serving /metrics and /readyz");
+    eprintln!("Metrics and readiness: http://{bound}/metrics, http://{bound}/readyz");
+    Ok(Some(listener))
 }
 
 fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<()> {

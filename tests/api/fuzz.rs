@@ -359,7 +359,7 @@ async fn random_documents_get_well_formed_answers_and_never_a_server_error() {
     }
     println!("fuzz: {seen:?}");
     assert!(seen.with_data > 0 && seen.with_errors > 0, "the generator reaches the resolvers: {seen:?}");
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app.http.get(app.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "still healthy after the random documents");
     assert_eq!(app.data(Some(&buyer.token), "{ me { id } }", json!({})).await["me"]["id"], buyer.id.as_str());
     app.stop().await;

@@ -26,6 +26,8 @@ const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The API's admin listener (`/metrics`, `/readyz`).
+    pub admin_addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     pub services: Services,
     /// The API's MongoDB connection (carts, catalog).
@@ -143,13 +145,15 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let orchestrator_stats = Arc::new(ConsumerStats::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
     let mut tasks = Vec::new();
     let s = shutdown.clone();
     let api_metrics = api.metrics.clone();
     let (orchestrator_metrics, worker_metrics) = (orch.metrics.clone(), workers.metrics.clone());
     let (api_services, mongo) = (api.clone(), api_mongo.clone());
     tasks.push(tokio::spawn(async move {
-        app::run_api(api_services, mongo, listener, s).await.expect("api runs");
+        app::run_api(api_services, mongo, listener, Some(admin), s).await.expect("api runs");
     }));
     tasks.push(tokio::spawn(roles::run_orchestrator(orch, orchestrator_stats.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(ecommerce_storefront::roles::run_workers(
@@ -162,6 +166,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
 
     let app = TestApp {
         addr,
+        admin_addr,
         http: reqwest::Client::new(),
         services: api,
         mongo: api_mongo,
@@ -231,7 +236,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let stop = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move {
-            app::run_api(s, mongo, listener, stop).await.expect("replica runs");
+            app::run_api(s, mongo, listener, None, stop).await.expect("replica runs");
         }));
         for _ in 0..100 {
             if self.http.get(format!("http://{addr}/healthz")).send().await.is_ok() {
@@ -244,6 +249,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the API's admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr, path)
     }
 
     /// The test's own PostgreSQL database.

@@ -74,3 +74,66 @@ async fn without_allowed_origins_there_is_no_cors_and_answers_are_gzipped_on_req
     assert_eq!(plain["data"]["products"]["nodes"].as_array().unwrap().len(), 5, "{plain}");
     app.stop().await;
 }
+
+/// `/metrics` and `/readyz` are not on the port clients reach (they were anonymous there, and
+/// every scrape ran a query over all sagas): they are on the admin listener only.
+#[tokio::test]
+async fn metrics_and_readiness_are_served_on_the_admin_listener_only() {
+    let app = spawn_app().await;
+    for path in ["/metrics", "/readyz"] {
+        let public = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(public.status(), 404, "{path} on the public port");
+        let admin = app.http.get(app.admin_url(path)).send().await.unwrap();
+        assert_eq!(admin.status(), 200, "{path} on the admin port");
+    }
+    let ready: serde_json::Value =
+        app.http.get(app.admin_url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready, json!({ "postgres": "ok", "mongo": "ok", "broker": "ok" }));
+    assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), 200, "liveness stays");
+    app.stop().await;
+}
+
+/// A scrape's saga gauge reads only the sagas in flight, through an index, however many have
+/// finished: with 20,000 finished sagas and none in flight it reads (next to) no row.
+#[tokio::test]
+async fn the_saga_gauge_reads_through_an_index_however_many_sagas_finished() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let pool = app.pool();
+    sqlx::query(
+        "INSERT INTO orders (id, user_id, status, total_minor, currency, idempotency_key)
+         SELECT gen_random_uuid(), u.id, 'CONFIRMED', 100, 'EUR', 'bulk-' || i
+         FROM generate_series(1, 20000) i, users u WHERE u.email = $1",
+    )
+    .bind(&buyer.email)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sagas (id, order_id, user_id, definition, status, step, attempt, payload, trace_id)
+         SELECT gen_random_uuid(), id, user_id, 'checkout', 'COMPLETED', 3, 1, '{}', 't' FROM orders",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE sagas").execute(pool).await.unwrap();
+    // Rows the query's scans of `sagas` read: returned, or read and thrown away by a filter.
+    fn rows_read(node: &serde_json::Value) -> f64 {
+        let own = if node["Relation Name"] == "sagas" {
+            ["Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck"]
+                .iter()
+                .map(|k| node[*k].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
+        } else {
+            0.0
+        };
+        own + node["Plans"].as_array().map_or(0.0, |plans| plans.iter().map(rows_read).sum())
+    }
+    let sql = format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", ecommerce_platform::metrics::UNFINISHED_SAGAS);
+    let plan: serde_json::Value = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap();
+    let read = rows_read(&plan[0]["Plan"]);
+    assert!(read < 100.0, "the gauge read {read} saga rows for none in flight: {plan:#}");
+    let text = app.http.get(app.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("status=\"COMPLETED\""), "finished sagas are not in the gauge:\n{text}");
+    app.stop().await;
+}

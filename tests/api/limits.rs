@@ -52,7 +52,7 @@ async fn depth_and_fragment_shapes_are_limited_and_errors_carry_codes() {
     let bad_id = app.gql(Some(&buyer.token), "{ order(id: \"not-a-uuid\") { id } }", json!({})).await;
     assert_eq!(bad_id, json!({ "data": { "order": null } }));
 
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app.http.get(app.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     app.stop().await;
 }

@@ -198,7 +198,7 @@ async fn force_compensate_is_idempotent_audited_and_then_refused() {
     let r = act(&app, &op.token, "retrySagaStep", &json!({ "id": uuid::Uuid::nil() }), "why", "k").await;
     assert_eq!(code(&r), "NOT_FOUND", "{r}");
 
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.http.get(app.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
     for series in [
         "ecommerce_saga_saga_repairs_total{action=\"FORCE_COMPENSATE\",outcome=\"applied\"} 1",
         "ecommerce_saga_saga_repairs_total{action=\"FORCE_COMPENSATE\",outcome=\"replayed\"} 1",

@@ -5,7 +5,7 @@ use sqlx::{Connection, PgConnection};
 use crate::helpers::spawn_app;
 
 async fn ready_status(app: &crate::helpers::TestApp) -> u16 {
-    app.http.get(app.url("/readyz")).send().await.unwrap().status().as_u16()
+    app.http.get(app.admin_url("/readyz")).send().await.unwrap().status().as_u16()
 }
 
 async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) {
@@ -32,6 +32,11 @@ async fn readiness_follows_the_database_and_services_reconnect() {
         .await
         .unwrap();
     wait_for_status(&app, 503).await;
+    // It says which dependency is down, and nothing of the driver's error (host names, user
+    // names, database names), which goes to the log.
+    let body: serde_json::Value =
+        app.http.get(app.admin_url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "postgres": "unavailable", "mongo": "ok", "broker": "ok" }));
 
     sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
     wait_for_status(&app, 200).await;

@@ -374,7 +374,7 @@ async fn webhooks_are_verified_and_recorded_once() {
     let (status, answer) = deliver(&app, &body, Some(&signature)).await;
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("duplicate")), "{answer}");
     assert_eq!(recorded().await, 1);
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.http.get(app.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
     for outcome in ["refused\"} 4", "recorded\"} 1", "duplicate\"} 1"] {
         assert!(
             metrics

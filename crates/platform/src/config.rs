@@ -227,6 +227,9 @@ pub struct TelemetryConfig {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub addr: SocketAddr,
+    /// Where `/metrics` and `/readyz` are served (never on `addr`, which clients reach); `None`
+    /// (`off`) for nowhere.
+    pub admin_addr: Option<SocketAddr>,
     pub auth: AuthConfig,
     /// Proxies in front of the API that append the address they received a request from to
     /// `X-Forwarded-For`; 0 means the header is ignored.
@@ -503,6 +506,8 @@ pub struct Settings {
     otel_exporter_otlp_endpoint: Option<String>,
     #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
+    #[arg(long, env = "API_ADMIN_ADDR", default_value = "127.0.0.1:9100", value_parser = addr_or_off)]
+    api_admin_addr: Listen,
     #[arg(long, env = "ORCHESTRATOR_METRICS_ADDR", default_value = "127.0.0.1:9101", value_parser = addr_or_off)]
     orchestrator_metrics_addr: Listen,
     #[arg(long, env = "WORKERS_METRICS_ADDR", default_value = "127.0.0.1:9102", value_parser = addr_or_off)]
@@ -772,6 +777,7 @@ impl Settings {
             telemetry: TelemetryConfig { otlp_endpoint: self.otel_exporter_otlp_endpoint },
             api: ApiConfig {
                 addr: self.api_addr,
+                admin_addr: self.api_admin_addr.0,
                 auth: AuthConfig {
                     jwt_issuer: self.jwt_issuer,
                     jwt_audience: self.jwt_audience,

@@ -161,7 +161,11 @@ impl Metrics {
             graphql.clone(),
         );
         let sagas = Family::<SagaLabels, Gauge>::default();
-        registry.register("sagas", "Sagas by status and failure reason", sagas.clone());
+        registry.register(
+            "sagas",
+            "Unfinished sagas (running, compensating, waiting for an operator) by status and failure reason; finished ones are counted by saga_events_total",
+            sagas.clone(),
+        );
         let outbox_pending = Gauge::default();
         registry.register(
             "outbox_pending",
@@ -403,13 +407,10 @@ impl Metrics {
         self.graphql.get_or_create(&OperationLabels { operation: name }).observe(seconds);
     }
 
-    /// The metrics as OpenMetrics text, with saga and outbox figures read now.
+    /// The metrics as OpenMetrics text, with saga and outbox figures read now (what a scrape
+    /// reads costs as much as the sagas in flight, however many have finished).
     pub async fn render(&self, pool: &PgPool) -> Result<String, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT status, coalesce(failure_reason, '') AS reason, count(*) AS n FROM sagas GROUP BY 1, 2",
-        )
-        .fetch_all(pool)
-        .await?;
+        let rows = sqlx::query(UNFINISHED_SAGAS).fetch_all(pool).await?;
         self.sagas.clear();
         for r in &rows {
             let labels = SagaLabels { status: r.get("status"), reason: r.get("reason") };
@@ -437,6 +438,13 @@ impl Metrics {
     }
 }
 
+/// The sagas gauge's query: only unfinished sagas, found through the `(status, updated_at)`
+/// index, so a scrape reads as many rows as are in flight however many sagas have finished (it
+/// was a `GROUP BY` over every saga).
+pub const UNFINISHED_SAGAS: &str =
+    "SELECT status, coalesce(failure_reason, '') AS reason, count(*) AS n FROM sagas
+     WHERE status IN ('RUNNING', 'COMPENSATING', 'NEEDS_ATTENTION') GROUP BY 1, 2";
+
 /// The metrics as an OpenMetrics response; 503 when the database gauges cannot be read.
 pub async fn response(metrics: &Metrics, pool: &PgPool) -> Response {
     match metrics.render(pool).await {
@@ -463,21 +471,33 @@ pub fn router(metrics: Arc<Metrics>, pool: PgPool, transport: Arc<dyn crate::bro
 
 /// 200 when PostgreSQL and the broker each answer within 2 s, else 503; the body says which.
 async fn readiness(pool: &PgPool, transport: &dyn crate::broker::Transport) -> Response {
-    async fn within<E: ToString>(f: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
-        match tokio::time::timeout(Duration::from_secs(2), f).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("no answer within 2 s".into()),
-        }
-    }
     let pg = within(async { sqlx::query("SELECT 1").execute(pool).await.map(|_| ()) }).await;
     let broker = within(transport.health()).await;
-    let status = match pg.is_ok() && broker.is_ok() {
+    ready(&[("postgres", pg), ("broker", broker)])
+}
+
+/// Runs a readiness check, as good as failed when it does not answer within 2 s.
+pub async fn within<E: ToString>(f: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(2), f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 2 s".into()),
+    }
+}
+
+/// The readiness answer: 200 when every check passed, else 503. The body names each dependency
+/// with `ok` or `unavailable` only; what failed and why goes to the log, never to the caller.
+pub fn ready(checks: &[(&str, Result<(), String>)]) -> Response {
+    let mut body = serde_json::Map::new();
+    for (name, result) in checks {
+        if let Err(e) = result {
+            tracing::warn!(dependency = name, error = %e, "not ready");
+        }
+        let state = if result.is_ok() { "ok" } else { "unavailable" };
+        body.insert(name.to_string(), serde_json::Value::from(state));
+    }
+    let status = match checks.iter().all(|(_, r)| r.is_ok()) {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let body = serde_json::json!({
-        "postgres": pg.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
-        "broker": broker.as_ref().err().map(|e| e.as_str()).unwrap_or("ok"),
-    });
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(serde_json::Value::Object(body))).into_response()
 }
