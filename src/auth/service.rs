@@ -6,7 +6,8 @@
 //! so the whole session is revoked, and with it every access token that carries its `sid`. Except
 //! for two tabs refreshing at the same moment: within `refresh_reuse_grace` of the first use the
 //! spent token gets the same new refresh token again (each session's tokens follow from one
-//! another by an HMAC under the session's secret), and a fresh access token.
+//! another by an HMAC under the session's secret), and a fresh access token, once: a third
+//! presentation, or one after the new token was used, ends the session.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -167,7 +168,7 @@ impl AuthService {
     /// Spends `refresh_token` and returns a new pair. A spent token presented again revokes its
     /// session (the reuse is the sign of a stolen token; the legitimate holder signs in again),
     /// unless within `refresh_reuse_grace` of its first use: then it gets the same new refresh
-    /// token as the first time, and a fresh access token.
+    /// token as the first time, and a fresh access token, once, while that new token is unused.
     pub async fn refresh(&self, refresh_token: &str) -> AppResult<Session> {
         if !refresh_token.starts_with(REFRESH_PREFIX) || refresh_token.len() > 64 {
             return Err(BAD_REFRESH);
@@ -197,13 +198,21 @@ impl AuthService {
         let user = AuthUser { id: row.get("user_id"), email: row.get("email"), roles };
         if row.get::<bool, _>("spent") {
             if let (true, Some(secret)) = (row.get::<bool, _>("in_grace"), &secret) {
-                // Another tab refreshed with this token a moment ago: the same successor.
+                // Another tab refreshed with this token a moment ago: the same successor, once,
+                // and only while nobody has used it yet. A third presentation, or one after the
+                // successor rotated, is a copy of the token: the session ends below.
                 let next = successor(secret, refresh_token);
                 let expires: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-                    "SELECT expires_at FROM refresh_tokens WHERE token_hash = $1 AND session_id = $2",
+                    "WITH once AS (
+                         UPDATE refresh_tokens SET grace_used_at = now()
+                          WHERE token_hash = $3 AND grace_used_at IS NULL
+                      RETURNING 1)
+                     SELECT n.expires_at FROM refresh_tokens n, once
+                      WHERE n.token_hash = $1 AND n.session_id = $2 AND n.used_at IS NULL",
                 )
                 .bind(digest(&next))
                 .bind(session)
+                .bind(digest(refresh_token))
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some(refresh_expires_at) = expires {

@@ -84,14 +84,39 @@ async fn two_tabs_refreshing_at_once_within_the_grace_window_share_the_new_token
     for token in [&access_a, &access_b] {
         assert_eq!(me(&app, token).await["data"]["me"]["id"], buyer.id.as_str());
     }
-    // Later, a third tab with the same old token still inside the window: the same again.
-    let c = refresh(&app, &buyer.refresh_token).await;
-    assert_eq!(pair(&c).1, refresh_a);
     // The shared token rotates once more, and the session is alive.
     let next = refresh(&app, &refresh_a).await;
     let (access_next, refresh_next) = pair(&next);
     assert_ne!(refresh_next, refresh_a);
     assert_eq!(me(&app, &access_next).await["data"]["me"]["id"], buyer.id.as_str());
+    app.stop().await;
+}
+
+/// The window serves one second tab, not a thief: a spent token presented a third time within
+/// the window (it minted access tokens on every use for the whole window), or presented after its
+/// successor was used, ends the session.
+#[tokio::test]
+async fn the_grace_window_serves_a_spent_token_once_and_a_further_use_ends_the_session() {
+    let app = spawn_app_with(|c| c.api.auth.refresh_reuse_grace = Duration::from_secs(60)).await;
+    let access = |v: &Value| v["data"]["refreshSession"]["accessToken"].as_str().map(String::from);
+
+    let buyer = app.register().await;
+    let first = access(&refresh(&app, &buyer.refresh_token).await).expect("refreshed");
+    let second = access(&refresh(&app, &buyer.refresh_token).await).expect("the second tab");
+    let third = refresh(&app, &buyer.refresh_token).await;
+    assert_eq!(code(&third), "UNAUTHENTICATED", "a third use: {third}");
+    for token in [&first, &second] {
+        assert_eq!(code(&me(&app, token).await), "UNAUTHENTICATED", "the session ended");
+    }
+
+    // A copy presented after the legitimate client already used the new token.
+    let buyer = app.register().await;
+    let r = refresh(&app, &buyer.refresh_token).await;
+    let next = r["data"]["refreshSession"]["refreshToken"].as_str().unwrap().to_string();
+    let latest = access(&refresh(&app, &next).await).expect("rotated again");
+    let copy = refresh(&app, &buyer.refresh_token).await;
+    assert_eq!(code(&copy), "UNAUTHENTICATED", "{copy}");
+    assert_eq!(code(&me(&app, &latest).await), "UNAUTHENTICATED", "the session ended");
     app.stop().await;
 }
 
