@@ -97,61 +97,116 @@ pub enum Node {
 /// Most ids one `nodes` call takes.
 pub const MAX_NODES: usize = 100;
 
-async fn fetch(ctx: &Context<'_>, id: &ID) -> Result<Option<Node>> {
-    let Some(node_id) = NodeId::decode(id) else {
-        return Ok(None);
-    };
+/// What the complexity limit charges for each id `nodes` looks up, besides its selection: a
+/// lookup is work however little is selected.
+pub const NODE_LOOKUP_COST: usize = 2;
+
+/// The objects `ids` name, in their order (`None` for each that is absent or not the caller's),
+/// with one query per kind of object however many ids there are.
+async fn fetch_all(ctx: &Context<'_>, ids: &[ID]) -> Result<Vec<Option<Node>>> {
+    use std::collections::{HashMap, HashSet};
+    let decoded: Vec<Option<NodeId>> = ids.iter().map(|id| NodeId::decode(id)).collect();
     let s = state(ctx);
-    let own = |owner: Uuid| -> Result<bool> { Ok(user(ctx)?.id == owner) };
-    Ok(match node_id {
-        NodeId::Product(sku) => catalog::by_skus(&s.mongo, &[sku])
+    let wanted = |pick: &dyn Fn(&NodeId) -> Option<Uuid>| -> Vec<Uuid> {
+        let set: HashSet<Uuid> = decoded.iter().flatten().filter_map(pick).collect();
+        set.into_iter().collect()
+    };
+
+    let skus: Vec<String> = {
+        let set: HashSet<&String> = decoded
+            .iter()
+            .flatten()
+            .filter_map(|n| if let NodeId::Product(s) = n { Some(s) } else { None })
+            .collect();
+        set.into_iter().cloned().collect()
+    };
+    let products: HashMap<String, _> = match skus.is_empty() {
+        true => HashMap::new(),
+        false => catalog::by_skus(&s.mongo, &skus)
             .await
             .map_err(AppError::from)?
             .into_iter()
-            .next()
-            .map(|p| Node::Product(ProductGql(p))),
-        NodeId::Order(order_id) => match service::get(&s.pool, user(ctx)?.id, order_id).await {
-            Ok(order) => Some(Node::Order(OrderGql(order))),
-            Err(AppError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        },
-        NodeId::OrderLine(order_id, sku) => match service::get(&s.pool, user(ctx)?.id, order_id).await {
-            Ok(order) => service::lines_of(&s.pool, &[order_id])
-                .await
-                .map_err(AppError::from)?
-                .into_iter()
-                .find(|(_, l)| l.sku == sku)
-                .map(|(_, l)| Node::OrderLine(OrderLineGql::new(order_id, l, &order.currency))),
-            Err(AppError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        },
-        NodeId::Cart(owner) => {
-            if !own(owner)? {
-                return Ok(None);
-            }
-            Some(Node::Cart(CartGql::new(owner, carts::load(&s.mongo, owner).await.map_err(AppError::from)?)))
+            .map(|p| (p.sku.clone(), p))
+            .collect(),
+    };
+    // Everything but products is somebody's: the caller must be signed in.
+    let me = match decoded.iter().flatten().any(|n| !matches!(n, NodeId::Product(_))) {
+        true => Some(user(ctx)?),
+        false => None,
+    };
+    let sagas: HashMap<Uuid, _> = store::summaries(
+        &s.pool,
+        &wanted(&|n| match n {
+            NodeId::Saga(id) => Some(*id),
+            _ => None,
+        }),
+    )
+    .await
+    .map_err(AppError::from)?
+    .into_iter()
+    .map(|saga| (saga.id, saga))
+    .collect();
+    let mut order_ids = wanted(&|n| match n {
+        NodeId::Order(id) | NodeId::OrderLine(id, _) => Some(*id),
+        _ => None,
+    });
+    // A buyer sees the saga of their own order; an operator every saga.
+    let operator = me.is_some_and(|u| u.has(crate::auth::Role::Operator));
+    if !operator {
+        order_ids.extend(sagas.values().map(|saga| saga.order_id));
+    }
+    let orders: HashMap<Uuid, _> = match (me, order_ids.is_empty()) {
+        (Some(u), false) => {
+            service::get_many(&s.pool, u.id, &order_ids).await?.into_iter().map(|o| (o.id, o)).collect()
         }
-        NodeId::CartItem(owner, sku) => {
-            if !own(owner)? {
-                return Ok(None);
-            }
-            let cart = carts::load(&s.mongo, owner).await.map_err(AppError::from)?;
-            cart.items.iter().find(|i| i.sku == sku).map(|i| Node::CartItem(CartItemGql::new(owner, i)))
-        }
-        NodeId::Saga(saga_id) => {
-            let u = user(ctx)?;
-            let Some(saga) = store::summary(&s.pool, saga_id).await.map_err(AppError::from)? else {
-                return Ok(None);
-            };
-            // An operator sees every saga; a buyer the saga of their own order.
-            let visible = u.has(crate::auth::Role::Operator)
-                || service::get(&s.pool, u.id, saga.order_id).await.map(|_| true).or_else(|e| match e {
-                    AppError::NotFound(_) => Ok(false),
-                    e => Err(e),
-                })?;
-            visible.then_some(Node::Saga(SagaGql(saga)))
-        }
+        _ => HashMap::new(),
+    };
+    let line_orders: Vec<Uuid> = wanted(&|n| match n {
+        NodeId::OrderLine(id, _) => Some(*id),
+        _ => None,
     })
+    .into_iter()
+    .filter(|id| orders.contains_key(id))
+    .collect();
+    let lines = match line_orders.is_empty() {
+        true => Vec::new(),
+        false => service::lines_of(&s.pool, &line_orders).await.map_err(AppError::from)?,
+    };
+    let own_cart = decoded.iter().flatten().any(|n| match n {
+        NodeId::Cart(owner) | NodeId::CartItem(owner, _) => me.is_some_and(|u| u.id == *owner),
+        _ => false,
+    });
+    let cart = match (me, own_cart) {
+        (Some(u), true) => Some((u.id, carts::load(&s.mongo, u.id).await.map_err(AppError::from)?)),
+        _ => None,
+    };
+
+    Ok(decoded
+        .into_iter()
+        .map(|node_id| match node_id? {
+            NodeId::Product(sku) => products.get(&sku).map(|p| Node::Product(ProductGql(p.clone()))),
+            NodeId::Order(id) => orders.get(&id).map(|o| Node::Order(OrderGql(o.clone()))),
+            NodeId::OrderLine(id, sku) => {
+                let order = orders.get(&id)?;
+                lines
+                    .iter()
+                    .find(|(o, l)| *o == id && l.sku == sku)
+                    .map(|(_, l)| Node::OrderLine(OrderLineGql::new(id, l.clone(), &order.currency)))
+            }
+            NodeId::Cart(owner) => {
+                let (_, cart) = cart.as_ref().filter(|(me, _)| *me == owner)?;
+                Some(Node::Cart(CartGql::new(owner, cart.clone())))
+            }
+            NodeId::CartItem(owner, sku) => {
+                let (_, cart) = cart.as_ref().filter(|(me, _)| *me == owner)?;
+                cart.items.iter().find(|i| i.sku == sku).map(|i| Node::CartItem(CartItemGql::new(owner, i)))
+            }
+            NodeId::Saga(id) => {
+                let saga = sagas.get(&id)?;
+                (operator || orders.contains_key(&saga.order_id)).then(|| Node::Saga(SagaGql(saga.clone())))
+            }
+        })
+        .collect())
 }
 
 #[derive(Default)]
@@ -165,12 +220,13 @@ impl NodeQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "A global id from any object's `id`.")] id: ID,
     ) -> Result<Option<Node>> {
-        fetch(ctx, &id).await
+        Ok(fetch_all(ctx, std::slice::from_ref(&id)).await?.pop().flatten())
     }
 
     /// Objects by their global ids (at most 100), in the order asked; `null` for each that is
-    /// absent or not the caller's to see.
-    #[graphql(complexity = "ids.len().max(1) * child_complexity")]
+    /// absent or not the caller's to see. Looked up together, one query per kind of object; the
+    /// complexity limit charges each id its lookup and its selection.
+    #[graphql(complexity = "ids.len().max(1) * (child_complexity + NODE_LOOKUP_COST)")]
     async fn nodes(
         &self,
         ctx: &Context<'_>,
@@ -179,11 +235,7 @@ impl NodeQuery {
         if ids.len() > MAX_NODES {
             return Err(AppError::bad_input(format!("at most {MAX_NODES} ids")).into());
         }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in &ids {
-            out.push(fetch(ctx, id).await?);
-        }
-        Ok(out)
+        fetch_all(ctx, &ids).await
     }
 }
 

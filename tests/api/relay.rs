@@ -208,3 +208,60 @@ async fn node_refetches_every_cached_object_and_nothing_of_anyone_else() {
     assert_eq!(code(&body), "BAD_USER_INPUT");
     app.stop().await;
 }
+
+/// `nodes(ids:)` looks its ids up together, one query per kind of object: it fetched them one
+/// at a time (100 MongoDB queries for 100 product ids no cache holds, anonymously; a query per
+/// order id). And the complexity limit charges each id's lookup, so a document cannot multiply
+/// them with aliases.
+#[tokio::test]
+async fn nodes_looks_ids_up_together_and_the_complexity_limit_charges_each_lookup() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = spawn_app().await;
+    let unknown: Vec<String> = (0..100)
+        .map(|i| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Product/NONE-{i:03}"))
+        })
+        .collect();
+    let before = app.api_mongo_commands.load(SeqCst);
+    let d =
+        app.data(None, "query($ids: [ID!]!) { nodes(ids: $ids) { id } }", json!({ "ids": unknown })).await;
+    assert_eq!(d["nodes"].as_array().unwrap().len(), 100);
+    assert!(d["nodes"].as_array().unwrap().iter().all(Value::is_null), "{d}");
+    let commands = app.api_mongo_commands.load(SeqCst) - before;
+    assert!(commands <= 2, "{commands} MongoDB commands for one nodes(ids:) of 100 products");
+
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let order = app.place(&buyer, "nodes-batch", "tok_visa").await;
+    let order = app
+        .data(
+            Some(&buyer.token),
+            "query($id: ID!) { order(id: $id) { id lines { id } } }",
+            json!({ "id": order }),
+        )
+        .await;
+    let line = order["order"]["lines"][0]["id"].as_str().map(String::from);
+    assert!(line.is_some(), "{order}");
+    let mut ids = vec![order["order"]["id"].as_str().unwrap().to_string(); 20];
+    ids.extend(line.into_iter().cycle().take(20));
+    let before = app.api_queries.load(SeqCst);
+    let d = app
+        .data(Some(&buyer.token), "query($ids: [ID!]!) { nodes(ids: $ids) { id } }", json!({ "ids": ids }))
+        .await;
+    assert!(d["nodes"].as_array().unwrap().iter().all(|n| !n.is_null()), "{d}");
+    let queries = app.api_queries.load(SeqCst) - before;
+    // The session check, the orders, their lines.
+    assert!(queries <= 4, "{queries} PostgreSQL queries for one nodes(ids:) of 40 ids");
+
+    // Four lookups of 100 ids selecting only `id` cost 4 × 100 × (1 + 2) = 1,200 > 1,000.
+    let four = "query($ids: [ID!]!) { a: nodes(ids: $ids) { id } b: nodes(ids: $ids) { id }
+                                      c: nodes(ids: $ids) { id } d: nodes(ids: $ids) { id } }";
+    let r = app.gql(None, four, json!({ "ids": unknown })).await;
+    assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("complex"), "{r}");
+    let three = "query($ids: [ID!]!) { a: nodes(ids: $ids) { id } b: nodes(ids: $ids) { id }
+                                       c: nodes(ids: $ids) { id } }";
+    assert!(app.gql(None, three, json!({ "ids": unknown })).await.get("errors").is_none());
+    app.stop().await;
+}

@@ -42,6 +42,16 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, user_id: Uuid, order_id: Uuid) -> 
     row.as_ref().map(to_order).transpose()?.ok_or(AppError::NotFound("order"))
 }
 
+/// The user's orders among `order_ids`, in one query (others' and unknown ids are left out).
+pub async fn get_many(pool: &PgPool, user_id: Uuid, order_ids: &[Uuid]) -> AppResult<Vec<Order>> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) AND user_id = $2");
+    let rows = sqlx::query(&sql).bind(order_ids).bind(user_id).fetch_all(pool).await?;
+    Ok(rows.iter().map(to_order).collect::<Result<_, _>>()?)
+}
+
 pub async fn list(pool: &PgPool, user_id: Uuid, limit: i64) -> AppResult<Vec<Order>> {
     let sql =
         format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2");

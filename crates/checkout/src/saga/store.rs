@@ -601,6 +601,18 @@ pub async fn summaries_by_orders<'e>(
     sqlx::query(&sql).bind(order_ids).fetch_all(db).await?.iter().map(row_to_summary).collect()
 }
 
+/// The sagas among `saga_ids`, in one query.
+pub async fn summaries<'e>(
+    db: impl PgExecutor<'e>,
+    saga_ids: &[Uuid],
+) -> Result<Vec<SagaSummary>, sqlx::Error> {
+    if saga_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE id = ANY($1)");
+    sqlx::query(&sql).bind(saga_ids).fetch_all(db).await?.iter().map(row_to_summary).collect()
+}
+
 pub async fn summary<'e>(db: impl PgExecutor<'e>, saga_id: Uuid) -> Result<Option<SagaSummary>, sqlx::Error> {
     let sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE id = $1");
     sqlx::query(&sql).bind(saga_id).fetch_optional(db).await?.as_ref().map(row_to_summary).transpose()
