@@ -95,10 +95,15 @@ pub async fn run_api(
     ));
     let sessions_pruner =
         tokio::spawn(prune_sessions(s.pool.clone(), s.config.retention, s.metrics.clone(), shutdown.clone()));
-    let stop = shutdown.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    let api_config = &s.config.api;
+    crate::serve::serve(
+        listener,
+        app,
+        api_config.header_timeout,
+        api_config.request_timeout,
+        shutdown.clone(),
+    )
+    .await;
     pruner.abort();
     sessions_pruner.abort();
     shutdown.cancel();

@@ -52,6 +52,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::monitor::routes())
         .merge(crate::webhooks::routes(&state.api.config.api, state.api.pool.clone(), state.metrics.clone()))
+        // A request that takes longer, its body included (a client sending it slowly), is
+        // answered 408; the head's own timeout is the listener's (`crate::serve`).
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.api.config.api.request_timeout,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(axum::middleware::from_fn_with_state(limit, refuse_oversized_bodies));

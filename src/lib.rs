@@ -12,5 +12,6 @@ pub mod graphql;
 pub mod http;
 pub mod monitor;
 pub mod playground;
+pub mod serve;
 pub mod webhooks;
 pub mod ws;

@@ -130,3 +130,28 @@ async fn an_unreachable_provider_leaves_the_outcome_unknown() {
     let r = g.authorize(Call::new(Uuid::now_v7(), 1), "pm_card_visa", 100, "USD").await;
     assert!(matches!(r, Err(GatewayError::Unavailable(_))), "{r:?}");
 }
+
+/// Stripe writes ISK and UGX amounts with two decimals that are always 00, although ISO 4217
+/// gives them none: 500 ISK is `amount=50000`. The gateway converts whatever it sends and reads
+/// back (it sent 500 ISK as 5 ISK).
+#[tokio::test]
+async fn currencies_stripe_writes_with_two_decimals_are_converted() {
+    let g = gateway();
+    for currency in ["ISK", "UGX"] {
+        let order = Uuid::now_v7();
+        let auth = g.authorize(Call::new(order, 1), "pm_card_visa", 500, currency).await.unwrap();
+        g.capture(Call::new(order, 1), &auth.reference, 500).await.unwrap();
+        g.refund(Call::new(order, 1), &auth.reference, 500).await.unwrap();
+        let intent = &intents(order).await[0];
+        assert_eq!(intent["amount"], 50_000, "{currency}: {intent}");
+        assert_eq!(intent["currency"], currency.to_ascii_lowercase());
+        let refunded = refunds(&auth.reference).await;
+        assert_eq!(refunded.len(), 1, "{refunded:?}");
+        assert_eq!(refunded[0]["amount"], 50_000, "{currency}: {refunded:?}");
+    }
+    // And the others as they are.
+    let order = Uuid::now_v7();
+    let auth = g.authorize(Call::new(order, 1), "pm_card_visa", 500, "JPY").await.unwrap();
+    g.capture(Call::new(order, 1), &auth.reference, 500).await.unwrap();
+    assert_eq!(intents(order).await[0]["amount"], 500);
+}

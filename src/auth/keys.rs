@@ -150,6 +150,14 @@ pub async fn rotate(pool: &PgPool, token_ttl: Duration) -> Result<String, sqlx::
     Ok(kid)
 }
 
+/// How often a token under a `kid` this instance does not know may make it read the keys again.
+const UNKNOWN_KID_REREAD: Duration = Duration::from_secs(1);
+
+/// Whether `kid` could be one [`rotate`] made (`k` and a simple UUID): no other is ever looked up.
+fn is_our_kid(kid: &str) -> bool {
+    kid.len() == 33 && kid.starts_with('k') && kid[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl KeyRing {
     /// Loads the key set, creating the first key if the database has none.
     pub async fn load(pool: PgPool, config: &AuthConfig) -> Result<Self, KeyError> {
@@ -247,9 +255,12 @@ impl KeyRing {
         }
         let kid = header.kid.ok_or(TokenError::MissingKid)?;
         let mut x = self.public_key(&kid).await;
-        if x.is_none() {
-            // A key created by another instance since our last read.
-            let _ = self.refresh_if_stale(true).await;
+        if x.is_none() && is_our_kid(&kid) {
+            // A key created by another instance since our last read. Read again, but at most
+            // once per `UNKNOWN_KID_REREAD`: tokens with made-up kids must not cost a query each.
+            if self.loaded.read().await.at.elapsed() >= UNKNOWN_KID_REREAD {
+                let _ = self.refresh_if_stale(true).await;
+            }
             x = self.public_key(&kid).await;
         }
         let x = x.ok_or(TokenError::UnknownKey)?;

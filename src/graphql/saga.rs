@@ -216,7 +216,7 @@ fn next_action(def: &SagaDefinition, s: &SagaSummary) -> Option<String> {
         SagaStatus::NeedsAttention if s.interrupted.as_deref() == Some("COMPENSATING") => Some(format!(
             "operator: retrySagaStep sends {compensation} again; resumeSaga if {name} was undone by hand"
         )),
-        SagaStatus::NeedsAttention if def.past_pivot(s.step as usize) => Some(format!(
+        SagaStatus::NeedsAttention if def.past_pivot(s.step as usize + 1) => Some(format!(
             "operator: retrySagaStep sends {name} again; resumeSaga if it took effect; \
              forceCompleteSaga finishes the saga (what is done cannot be undone)"
         )),

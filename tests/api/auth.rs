@@ -353,3 +353,43 @@ async fn a_separate_process_that_knows_only_the_jwks_url_verifies_tokens() {
     assert!(!ok && out.contains("wrong audience"), "{out}");
     app.stop().await;
 }
+
+/// A token under a `kid` nobody issued is refused without a query each: the instance reads the
+/// keys again (a key another instance just made) at most once a second, and never for a `kid`
+/// that is not of the form keys are given. It read the keys table on every such request.
+#[tokio::test]
+async fn tokens_under_unknown_kids_do_not_read_the_keys_table_each() {
+    let app = spawn_app().await;
+    let b64 = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let forged = |kid: String| {
+        format!(
+            "{}.{}.{}",
+            b64(json!({ "alg": "EdDSA", "typ": "JWT", "kid": kid })),
+            b64(json!({ "sub": uuid::Uuid::new_v4(), "exp": 4_000_000_000u64 })),
+            URL_SAFE_NO_PAD.encode([7u8; 64])
+        )
+    };
+    // Reads of the keys table, as the server counts them. Backends report what they did within
+    // 10 s of going idle, so the count is read once every report is in.
+    let reads = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'signing_keys'",
+        )
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let before = reads().await;
+    for i in 0..40 {
+        let kid =
+            if i % 2 == 0 { format!("k{}", uuid::Uuid::new_v4().simple()) } else { format!("made-up-{i}") };
+        let r = me(&app, &forged(kid)).await;
+        assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let read = reads().await - before;
+    // The regular refresh (every SIGNING_KEYS_REFRESH_SECS) reads it a few times meanwhile.
+    assert!(read <= 8, "the keys table was read {read} times for 40 tokens under unknown kids");
+    app.stop().await;
+}

@@ -137,3 +137,45 @@ async fn the_saga_gauge_reads_through_an_index_however_many_sagas_finished() {
     assert!(!text.contains("status=\"COMPLETED\""), "finished sagas are not in the gauge:\n{text}");
     app.stop().await;
 }
+
+/// A client that never finishes its request head is disconnected after the header timeout, and
+/// one that sends its body slowly is answered 408 after the request timeout. Both kept their
+/// connection (and a task) for as long as they liked (slowloris).
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| {
+        c.api.header_timeout = std::time::Duration::from_millis(500);
+        c.api.request_timeout = std::time::Duration::from_millis(1000);
+    })
+    .await;
+    let answer = |mut s: tokio::net::TcpStream| async move {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "still connected after 15 s");
+        String::from_utf8_lossy(&got).to_string()
+    };
+
+    let mut head = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    head.write_all(b"POST /graphql HTTP/1.1\r\nHost: shop\r\n").await.unwrap();
+    let got = answer(head).await;
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+
+    let silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    answer(silent).await;
+
+    let mut body = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    body.write_all(
+        b"POST /graphql HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\"",
+    )
+    .await
+    .unwrap();
+    let got = answer(body).await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+
+    // A client that sends its request at once is served as before.
+    let r =
+        app.http.post(app.url("/graphql")).json(&json!({ "query": "{ __typename }" })).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}

@@ -194,6 +194,25 @@ async fn login_is_limited_per_account_whether_or_not_it_exists() {
     app.stop().await;
 }
 
+/// What somebody types at login is kept nowhere: the per-account counter (a row of
+/// `rate_limits`, and the key the "rate limit reached" log line prints) is keyed by a digest of
+/// the address, not the address.
+#[tokio::test]
+async fn the_address_typed_at_login_is_not_kept_in_the_counters() {
+    let app = spawn_app_with(|c| c.api.auth.rate_limits.login_per_account = 1).await;
+    for _ in 0..2 {
+        let r = app.gql(None, LOGIN, json!({ "e": "Typed.Secret@Example.com", "p": "wrong password" })).await;
+        assert!(code(&r) == "UNAUTHENTICATED" || code(&r) == "TOO_MANY_REQUESTS", "{r}");
+    }
+    let r = app.gql(None, LOGIN, json!({ "e": "typed.secret@example.com", "p": "wrong password" })).await;
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "the same account however it is written: {r}");
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM rate_limits").fetch_all(app.pool()).await.unwrap();
+    assert!(keys.iter().any(|k| k.starts_with("login:acct:")), "{keys:?}");
+    assert!(keys.iter().all(|k| !k.to_lowercase().contains("typed.secret")), "{keys:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn login_and_register_are_limited_per_client_address() {
     let app = spawn_app_with(|c| {

@@ -236,6 +236,12 @@ pub struct ApiConfig {
     pub trusted_proxy_hops: usize,
     pub graphql: GraphqlConfig,
     pub http_body_limit: usize,
+    /// How long a client may take to send a request's head (or, on a kept-alive connection, the
+    /// next one) before its connection is closed.
+    pub header_timeout: Duration,
+    /// How long a request may take, its body included, before it is answered 408 (a WebSocket's
+    /// upgrade is answered at once; the connection then lives by its own limits).
+    pub request_timeout: Duration,
     /// Origins a browser may call the API from (CORS); empty: the API's own origin only, `*`:
     /// any (tokens travel in the `Authorization` header, never in cookies).
     pub cors_allowed_origins: Vec<String>,
@@ -554,6 +560,10 @@ pub struct Settings {
     graphql_playground: Option<bool>,
     #[arg(long, env = "HTTP_BODY_LIMIT_BYTES", default_value = "65536")]
     http_body_limit_bytes: usize,
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value = "10000")]
+    http_header_timeout_ms: u64,
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_MS", default_value = "30000")]
+    http_request_timeout_ms: u64,
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "", value_parser = origins)]
     cors_allowed_origins: Origins,
     #[arg(long, env = "HTTP_COMPRESSION", default_value = "true", action = ArgAction::Set)]
@@ -802,6 +812,8 @@ impl Settings {
                     playground: self.graphql_playground.unwrap_or(dev),
                 },
                 http_body_limit: self.http_body_limit_bytes,
+                header_timeout: Duration::from_millis(self.http_header_timeout_ms.max(1)),
+                request_timeout: Duration::from_millis(self.http_request_timeout_ms.max(1)),
                 cors_allowed_origins: self.cors_allowed_origins.0,
                 compression: self.http_compression,
                 stripe_webhook_secret: self

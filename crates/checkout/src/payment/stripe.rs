@@ -125,7 +125,7 @@ impl StripeGateway {
             Some("succeeded") => {
                 // What was captured (localstripe has no `amount_received`: the whole amount).
                 let captured = intent["amount_received"].as_i64().or_else(|| intent["amount"].as_i64());
-                self.refund(call, reference, captured.unwrap_or(0)).await
+                self.refund_as_stripe_writes(call, reference, captured.unwrap_or(0)).await
             }
             _ => self
                 .post(
@@ -216,7 +216,7 @@ impl PaymentGateway for StripeGateway {
         currency: &str,
     ) -> Result<Authorization, GatewayError> {
         let form = [
-            ("amount", amount_minor.to_string()),
+            ("amount", to_stripe(currency, amount_minor).to_string()),
             ("currency", currency.to_ascii_lowercase()),
             ("capture_method", "manual".to_string()),
             ("confirm", "true".to_string()),
@@ -231,12 +231,14 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn capture(&self, call: Call, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
-        match self.intent(reference).await?["status"].as_str() {
+        let intent = self.intent(reference).await?;
+        match intent["status"].as_str() {
             Some("succeeded") => return Ok(()),
             Some("canceled") => return Err(GatewayError::Declined("intent_canceled".into())),
             _ => {}
         }
-        let form = [("amount_to_capture", amount_minor.to_string())];
+        let currency = intent["currency"].as_str().unwrap_or_default();
+        let form = [("amount_to_capture", to_stripe(currency, amount_minor).to_string())];
         self.post(&format!("/v1/payment_intents/{reference}/capture"), &call.key("capture"), &form)
             .await
             .map(|_| ())
@@ -254,6 +256,19 @@ impl PaymentGateway for StripeGateway {
     }
 
     async fn refund(&self, call: Call, reference: &str, amount_minor: i64) -> Result<(), GatewayError> {
+        let currency = self.intent(reference).await?["currency"].as_str().unwrap_or_default().to_string();
+        self.refund_as_stripe_writes(call, reference, to_stripe(&currency, amount_minor)).await
+    }
+}
+
+impl StripeGateway {
+    /// Refunds `amount` as Stripe writes it (see [`to_stripe`]), unless a refund exists already.
+    async fn refund_as_stripe_writes(
+        &self,
+        call: Call,
+        reference: &str,
+        amount: i64,
+    ) -> Result<(), GatewayError> {
         let refunds = self.get("/v1/refunds", &[("payment_intent", reference.to_string())]).await?;
         let already = refunds["data"]
             .as_array()
@@ -261,9 +276,31 @@ impl PaymentGateway for StripeGateway {
         if already {
             return Ok(());
         }
-        let form = [("payment_intent", reference.to_string()), ("amount", amount_minor.to_string())];
+        let form = [("payment_intent", reference.to_string()), ("amount", amount.to_string())];
         self.post("/v1/refunds", &call.key("refund"), &form).await.map(|_| ())
     }
+}
+
+/// An amount in the currency's ISO 4217 minor unit, as Stripe's API writes it: the same, except
+/// for the currencies Stripe keeps two decimals for although ISO gives them none (ISK and UGX,
+/// whose decimals are always 00: 500 ISK is 50000).
+pub fn to_stripe(currency: &str, amount_minor: i64) -> i64 {
+    match two_decimals_at_stripe(currency) {
+        true => amount_minor.saturating_mul(100),
+        false => amount_minor,
+    }
+}
+
+/// An amount as Stripe writes it, in the currency's ISO 4217 minor unit (see [`to_stripe`]).
+pub fn from_stripe(currency: &str, amount: i64) -> i64 {
+    match two_decimals_at_stripe(currency) {
+        true => amount / 100,
+        false => amount,
+    }
+}
+
+fn two_decimals_at_stripe(currency: &str) -> bool {
+    currency.eq_ignore_ascii_case("ISK") || currency.eq_ignore_ascii_case("UGX")
 }
 
 #[cfg(test)]

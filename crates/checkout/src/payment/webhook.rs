@@ -71,7 +71,8 @@ pub fn verify(
         return Err(WebhookError::MalformedSignature);
     }
     let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
-    if (now - timestamp).abs() > tolerance {
+    // Checked: a timestamp near i64::MIN or MAX is as stale as any other far one, not an overflow.
+    if now.checked_sub(timestamp).and_then(i64::checked_abs).is_none_or(|age| age > tolerance) {
         return Err(WebhookError::Stale);
     }
     let matches = signatures.iter().any(|s| {
@@ -271,6 +272,21 @@ mod tests {
         assert_eq!(verify(Some(&header), body, "whsec_other", now, TOLERANCE), Err(WebhookError::Mismatch));
         assert_eq!(verify(Some(&header), body, SECRET, now + 301, TOLERANCE), Err(WebhookError::Stale));
         assert_eq!(verify(Some(&header), body, SECRET, now - 301, TOLERANCE), Err(WebhookError::Stale));
+        // Timestamps at the ends of i64 are stale, not an overflow (a panic in debug builds, a
+        // wrapped difference in release ones).
+        for t in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let header = sign(body, SECRET, t);
+            assert_eq!(
+                verify(Some(&header), body, SECRET, now, TOLERANCE),
+                Err(WebhookError::Stale),
+                "t={t}"
+            );
+            assert_eq!(
+                verify(Some(&header), body, SECRET, -now, TOLERANCE),
+                Err(WebhookError::Stale),
+                "t={t}"
+            );
+        }
         // A replayed header with its timestamp changed no longer matches.
         let moved = header.replace("t=1700000000", "t=1700000200");
         assert_eq!(verify(Some(&moved), body, SECRET, now + 200, TOLERANCE), Err(WebhookError::Mismatch));

@@ -261,6 +261,14 @@ pub fn operate(
         OperatorAction::ForceCompensate if def.past_pivot(state.step) => {
             refuse("a step that cannot be undone has taken effect; only going forward can finish it")
         }
+        OperatorAction::ForceCompensate if !step.reversible => {
+            // Its outcome is unknown, and a late answer (or a webhook) may still say it took
+            // effect: undoing the order now could leave money returned on a confirmed order.
+            refuse(
+                "the step in flight cannot be undone and its outcome is unknown: retry it (the \
+                 provider tells what it did) or resume it once checked",
+            )
+        }
         OperatorAction::ForceCompensate => {
             // The current step's outcome is unknown: undo it too.
             Ok(compensate_from(
@@ -925,9 +933,11 @@ mod tests {
         assert_eq!(commands, [CommandKind::RefundPayment, CommandKind::RefundPayment]);
         assert_eq!(state.status, SagaStatus::NeedsAttention);
         assert_eq!(outcome, None);
-        // Whether the refund happened is unknown: an operator who checked the provider may still
-        // give it up, or go on.
-        assert!(operate(&def, &state, OperatorAction::ForceCompensate, "no refund at the provider").is_ok());
+        // Whether the refund happened is unknown, and it cannot be undone: it is not given up
+        // (a late answer could still return the money on an order put back to confirmed); an
+        // operator retries it or, having checked the provider, resumes.
+        let refused = operate(&def, &state, OperatorAction::ForceCompensate, "no refund at the provider");
+        assert!(refused.unwrap_err().0.contains("outcome is unknown"));
         let resumed = operate(&def, &state, OperatorAction::Resume, "refunded at the provider").unwrap();
         assert_eq!(resumed.command, Some(CommandKind::ReleaseStock));
 
