@@ -78,6 +78,7 @@ start_system() { # start_system <broker> <instances>
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" MONGO_DATABASE="$db" BROKER="$broker"
   export BROKER_NAMESPACE="${db}_$(date +%s)" API_ADDR="$ADDR" RUST_LOG=warn
   export REGISTER_MAX_PER_ADDRESS=100000000 LOGIN_MAX_PER_ADDRESS=100000000
+  export ORDER_PLACE_MAX_PER_USER=100000000 CART_WRITES_MAX_PER_USER=100000000 ORDER_MAX_OPEN_PER_USER=100000000
   DB="$db"
   "$BIN/api" migrate >&2
   "$BIN/api" seed --stock 1000000000 >&2

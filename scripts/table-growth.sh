@@ -24,6 +24,7 @@ psql "${PG[@]}" -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" MONGO_DATABASE="$db" BROKER=nats
 export BROKER_NAMESPACE="${db}_$(date +%s)" API_ADDR="$ADDR" RUST_LOG=warn
 export REGISTER_MAX_PER_ADDRESS=100000 LOGIN_MAX_PER_ADDRESS=100000
+export ORDER_PLACE_MAX_PER_USER=100000000 CART_WRITES_MAX_PER_USER=100000000 ORDER_MAX_OPEN_PER_USER=100000000
 if [ "${RETENTION:-}" = short ]; then
   # Everything retention may delete goes at once: a copy of any message already handled is
   # assumed impossible (never do this in production), sessions go as soon as they end.

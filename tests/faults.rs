@@ -526,6 +526,10 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         // Every buyer registers from 127.0.0.1.
         ("REGISTER_MAX_PER_ADDRESS", "1000000"),
         ("LOGIN_MAX_PER_ADDRESS", "1000000"),
+        // The harness's buyers order and change their carts faster than people do.
+        ("ORDER_PLACE_MAX_PER_USER", "1000000"),
+        ("CART_WRITES_MAX_PER_USER", "1000000"),
+        ("ORDER_MAX_OPEN_PER_USER", "1000000"),
         ("RUST_LOG", "info,sqlx=warn,async_nats=warn"),
         // Several orchestrators and workers run at once: each serves its metrics on a free port.
         ("ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:0"),

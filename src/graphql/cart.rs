@@ -143,6 +143,15 @@ pub fn announce_cart(s: &ApiState, user_id: Uuid) {
     tokio::spawn(async move { feed.cart_changed(user_id).await });
 }
 
+/// Counts one cart mutation against the user's budget (`CART_WRITES_MAX_PER_USER`).
+async fn count_write(ctx: &Context<'_>) -> Result<()> {
+    let s = state(ctx);
+    let limits = s.config.api.auth.rate_limits;
+    let key = format!("cart:user:{}", user(ctx)?.id);
+    crate::auth::rate_limit::hit(&s.pool, &key, limits.cart_writes_per_user, limits.window).await?;
+    Ok(())
+}
+
 async fn apply(ctx: &Context<'_>, change: Change) -> Result<CartPayload> {
     let u = user(ctx)?;
     let (cart, user_errors) = split(service::change(&state(ctx).mongo, u.id, change).await)?;
@@ -161,7 +170,7 @@ impl CartMutation {
         #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
         #[graphql(desc = "Units to add to what the cart holds.")] quantity: i32,
     ) -> Result<CartPayload> {
-        user(ctx)?;
+        count_write(ctx).await?;
         match (self::sku(&sku), qty(quantity)) {
             (Ok(sku), Ok(q)) => apply(ctx, Change::Add(sku, q)).await,
             (a, b) => Ok(refused([a.err(), b.err()])),
@@ -174,7 +183,7 @@ impl CartMutation {
         #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
         #[graphql(desc = "The new number of units.")] quantity: i32,
     ) -> Result<CartPayload> {
-        user(ctx)?;
+        count_write(ctx).await?;
         match (self::sku(&sku), qty(quantity)) {
             (Ok(sku), Ok(q)) => apply(ctx, Change::Update(sku, q)).await,
             (a, b) => Ok(refused([a.err(), b.err()])),
@@ -186,7 +195,7 @@ impl CartMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The product's stock-keeping unit.")] sku: String,
     ) -> Result<CartPayload> {
-        user(ctx)?;
+        count_write(ctx).await?;
         match self::sku(&sku) {
             Ok(sku) => apply(ctx, Change::Remove(sku)).await,
             Err(e) => Ok(refused([Some(e)])),
@@ -194,6 +203,7 @@ impl CartMutation {
     }
     /// Empties the cart.
     async fn clear_cart(&self, ctx: &Context<'_>) -> Result<CartPayload> {
+        count_write(ctx).await?;
         apply(ctx, Change::Clear).await
     }
 }

@@ -217,16 +217,23 @@ impl OrderMutation {
     ) -> Result<OrderPayload> {
         let u = user(ctx)?;
         let s = state(ctx);
-        let placed = ecommerce_storefront::order::place(
+        let limits = s.config.api.auth.rate_limits;
+        crate::auth::rate_limit::hit(
             &s.pool,
-            &s.mongo,
-            &s.sagas.checkout,
-            u.id,
-            &idempotency_key,
-            &payment_token,
-            &trace_id(ctx),
+            &format!("place:user:{}", u.id),
+            limits.place_order_per_user,
+            limits.window,
         )
-        .await;
+        .await?;
+        let placement = ecommerce_storefront::order::Placement {
+            user_id: u.id,
+            key: &idempotency_key,
+            payment_token: &payment_token,
+            trace_id: &trace_id(ctx),
+            open_orders_below: limits.open_orders_per_user,
+        };
+        let placed =
+            ecommerce_storefront::order::place(&s.pool, &s.mongo, &s.sagas.checkout, placement).await;
         let (order, user_errors) = split(placed)?;
         if order.is_some() {
             // The ordered units left the cart.

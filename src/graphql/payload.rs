@@ -38,7 +38,7 @@ fn field_of(code: UserErrorCode) -> Option<&'static str> {
         | OrderNotConfirmed
         | RefundWindowClosed => Some("orderId"),
         InvalidRefundReason => Some("reason"),
-        TooManyLines | EmptyCart | NoLongerSold | TotalTooLarge | MixedCurrencies => None,
+        TooManyLines | EmptyCart | TooManyOpenOrders | NoLongerSold | TotalTooLarge | MixedCurrencies => None,
     }
 }
 

@@ -85,6 +85,10 @@ pub fn test_config(name: &str) -> Config {
     // Every test client is 127.0.0.1; tests of the limits set their own.
     c.api.auth.rate_limits.register_per_address = 1_000_000;
     c.api.auth.rate_limits.login_per_address = 1_000_000;
+    // Test buyers place and change much more than a person does; tests of these limits set theirs.
+    c.api.auth.rate_limits.place_order_per_user = 1_000_000;
+    c.api.auth.rate_limits.cart_writes_per_user = 1_000_000;
+    c.api.auth.rate_limits.open_orders_per_user = 1_000_000;
     c
 }
 

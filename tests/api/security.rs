@@ -576,3 +576,58 @@ async fn websocket_mutations_and_ipv6_neighbours_count_against_their_address() {
     assert!(r["data"]["register"]["accessToken"].is_string(), "another address over graphql-ws: {r}");
     app.stop().await;
 }
+
+/// A buyer can neither place orders nor change the cart without bound, nor hold the stock of
+/// many orders whose payment never answers: per user, placeOrder and cart mutations are rate
+/// limited, and orders still being checked out are bounded (the next one is refused and reserves
+/// nothing). Other buyers are not held back.
+#[tokio::test]
+async fn buyers_are_limited_in_orders_cart_changes_and_orders_waiting_for_payment() {
+    let app = spawn_app_with(|c| {
+        c.api.auth.rate_limits.place_order_per_user = 3;
+        c.api.auth.rate_limits.cart_writes_per_user = 4;
+        c.api.auth.rate_limits.open_orders_per_user = 2;
+    })
+    .await;
+    let buyer = app.register().await;
+    let before = app.stock("MUG-001").await;
+    for i in 0..2 {
+        app.add_to_cart(&buyer, "MUG-001", 1).await;
+        let placed = app.place_order(&buyer, &format!("hold-{i}"), "tok_timeout").await;
+        assert!(placed["data"]["placeOrder"]["order"]["id"].is_string(), "{placed}");
+    }
+    // Both hold their unit while the payment does not answer.
+    let stock = before - 2;
+    for _ in 0..300 {
+        if app.stock("MUG-001").await == stock {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.stock("MUG-001").await, stock);
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let third = app.place_order(&buyer, "hold-2", "tok_timeout").await;
+    let errors = &third["data"]["placeOrder"]["userErrors"];
+    assert_eq!(errors[0]["code"], "TOO_MANY_OPEN_ORDERS", "{third}");
+    assert!(third["data"]["placeOrder"]["order"].is_null(), "{third}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.stock("MUG-001").await, stock, "the refused order reserved nothing");
+    assert_eq!(app.cart(&buyer).await["itemCount"], 1, "and left the cart as it was");
+
+    // The fourth placement in the window is over the rate limit, whatever it would have been.
+    let fourth = app.place_order(&buyer, "hold-3", "tok_visa").await;
+    assert_eq!(code(&fourth), "TOO_MANY_REQUESTS", "{fourth}");
+    assert!(fourth["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().unwrap() > 0, "{fourth}");
+    // Three cart writes so far: the fourth is the last one allowed.
+    let r = app.add_to_cart(&buyer, "PEN-004", 1).await;
+    assert_eq!(r["data"]["addToCart"]["cart"]["itemCount"], 2, "{r}");
+    let r = app.add_to_cart(&buyer, "PEN-004", 1).await;
+    assert_eq!(code(&r), "TOO_MANY_REQUESTS", "{r}");
+    assert_eq!(app.cart(&buyer).await["itemCount"], 2, "the refused write changed nothing");
+
+    let other = app.register().await;
+    app.add_to_cart(&other, "MUG-001", 1).await;
+    let theirs = app.place_order(&other, "theirs", "tok_visa").await;
+    assert!(theirs["data"]["placeOrder"]["order"]["id"].is_string(), "{theirs}");
+    app.stop().await;
+}

@@ -22,6 +22,8 @@ pub enum UserErrorCode {
     NotInCart,
     /// There is nothing to order.
     EmptyCart,
+    /// The buyer has as many orders waiting for their checkout as allowed: wait for one to end.
+    TooManyOpenOrders,
     /// A product in the cart left the catalog: take it out and order again.
     NoLongerSold,
     /// The total is larger than the shop accepts in one order.

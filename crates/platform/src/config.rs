@@ -69,6 +69,13 @@ pub struct RateLimits {
     pub login_per_address: u32,
     /// Registrations per client address per window.
     pub register_per_address: u32,
+    /// `placeOrder` calls per signed-in user per window.
+    pub place_order_per_user: u32,
+    /// Cart mutations per signed-in user per window.
+    pub cart_writes_per_user: u32,
+    /// Orders of one user still waiting for their checkout to end (PENDING) at once; one more
+    /// is refused (`TOO_MANY_OPEN_ORDERS`), so nobody holds the stock of many unpaid orders.
+    pub open_orders_per_user: u32,
 }
 
 /// Every setting, grouped by who reads it. Secrets (URLs that can carry passwords) are
@@ -540,6 +547,12 @@ pub struct Settings {
     login_max_per_address: u32,
     #[arg(long, env = "REGISTER_MAX_PER_ADDRESS", default_value = "20")]
     register_max_per_address: u32,
+    #[arg(long, env = "ORDER_PLACE_MAX_PER_USER", default_value = "30")]
+    order_place_max_per_user: u32,
+    #[arg(long, env = "CART_WRITES_MAX_PER_USER", default_value = "300")]
+    cart_writes_max_per_user: u32,
+    #[arg(long, env = "ORDER_MAX_OPEN_PER_USER", default_value = "3")]
+    order_max_open_per_user: u32,
 
     // HTTP and GraphQL
     #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value = "0")]
@@ -800,6 +813,9 @@ impl Settings {
                         login_per_account: self.login_max_per_account,
                         login_per_address: self.login_max_per_address,
                         register_per_address: self.register_max_per_address,
+                        place_order_per_user: self.order_place_max_per_user,
+                        cart_writes_per_user: self.cart_writes_max_per_user,
+                        open_orders_per_user: self.order_max_open_per_user,
                     },
                 },
                 trusted_proxy_hops: self.trusted_proxy_hops,

@@ -12,17 +12,28 @@ use uuid::Uuid;
 
 use crate::mongo::{carts, catalog, Mongo};
 
+/// What a buyer asks when placing an order.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub user_id: Uuid,
+    /// The client's idempotency key, as sent.
+    pub key: &'a str,
+    pub payment_token: &'a str,
+    pub trace_id: &'a str,
+    /// Refused while the user has this many orders still being checked out.
+    pub open_orders_below: u32,
+}
+
 /// Turns the user's cart into an order and starts its saga, in one transaction. Repeating the same
-/// idempotency key returns the order the first call created.
+/// idempotency key returns the order the first call created. Refused while the user has
+/// `open_orders_below` orders still being checked out.
 pub async fn place(
     pool: &PgPool,
     mongo: &Mongo,
     def: &SagaDefinition,
-    user_id: Uuid,
-    key: &str,
-    payment_token: &str,
-    trace_id: &str,
+    req: Placement<'_>,
 ) -> AppResult<Order> {
+    let Placement { user_id, key, payment_token, trace_id, open_orders_below } = req;
     let key = IdempotencyKey::parse(key).map_err(Refusal::invalid(UserErrorCode::InvalidIdempotencyKey))?;
     let token =
         PaymentToken::parse(payment_token).map_err(Refusal::invalid(UserErrorCode::InvalidPaymentToken))?;
@@ -59,10 +70,26 @@ pub async fn place(
     }
     let total = total.expect("non-empty cart");
 
-    let new = NewOrder { user_id, key, token, lines, total, trace_id: trace_id.to_string() };
+    let new = NewOrder {
+        user_id,
+        key,
+        token,
+        lines,
+        total,
+        trace_id: trace_id.to_string(),
+        open_orders_below: Some(open_orders_below),
+    };
     let Some(order) = service::create(pool, def, &new).await? else {
-        // An order with this key exists already (a repeated request, or a concurrent one that won).
-        return service::by_key(pool, user_id, &new.key).await?.ok_or(AppError::NotFound("order"));
+        // An order with this key exists already (a repeated request, or a concurrent one that
+        // won), or the buyer has as many orders waiting as allowed.
+        return service::by_key(pool, user_id, &new.key).await?.ok_or_else(|| {
+            AppError::refused(
+                UserErrorCode::TooManyOpenOrders,
+                format!(
+                    "{open_orders_below} of your orders are still being checked out: wait for one to end"
+                ),
+            )
+        });
     };
     let order_id = order.id;
     // The ordered units leave the cart now, so the next order cannot include them again; a

@@ -138,6 +138,7 @@ async fn run(
                         lines: lines.clone(),
                         total: total.clone(),
                         trace_id: "engine-bench".into(),
+                        open_orders_below: None,
                     };
                     service::create(&pool, &def, &new).await?;
                 }

@@ -176,18 +176,29 @@ pub struct NewOrder {
     pub lines: Vec<OrderLine>,
     pub total: Money,
     pub trace_id: String,
+    /// The user's orders waiting for their checkout (PENDING, placed within a day: found through
+    /// the `(user_id, created_at)` index; older ones are an operator's) must be fewer than this
+    /// for the order to be written; `None`: no bound.
+    pub open_orders_below: Option<u32>,
 }
 
 /// Writes the order, its lines, its saga and the saga's first command in one transaction, and
-/// returns the order. `None` when the user already has an order with this key.
+/// returns the order. `None` when the user already has an order with this key, or as many
+/// PENDING orders as `open_orders_below` allows (the caller tells which by looking the key up).
+/// Placements racing each other may pass the bound by the number in flight at once, which the
+/// per-user rate limit bounds in turn.
 pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppResult<Option<Order>> {
-    let NewOrder { user_id, key, token, lines, total, trace_id } = new;
+    let NewOrder { user_id, key, token, lines, total, trace_id, open_orders_below } = new;
     let user_id = *user_id;
     let order_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
     let sql = format!(
         "INSERT INTO orders (id, user_id, status, total_minor, currency, idempotency_key)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5) ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING
+         SELECT $1, $2, 'PENDING', $3, $4, $5
+          WHERE $6::int IS NULL
+             OR (SELECT count(*) FROM orders
+                  WHERE user_id = $2 AND status = 'PENDING' AND created_at > now() - interval '1 day') < $6::int
+         ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING
          RETURNING {ORDER_COLUMNS}"
     );
     let inserted = sqlx::query(&sql)
@@ -196,6 +207,7 @@ pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppR
         .bind(total.minor())
         .bind(total.currency())
         .bind(key.as_str())
+        .bind(open_orders_below.map(|n| n as i32))
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = inserted else {
