@@ -985,7 +985,12 @@ async fn separate_binaries_serve_their_own_metrics() {
         3.0,
         "three replies, each applied once"
     );
-    assert_eq!(metric(&orchestrator, "ecommerce_saga_sagas{status=\"COMPLETED\",reason=\"\"}"), 1.0);
+    // Finished sagas are counted as they finish; the gauge holds only unfinished ones.
+    assert_eq!(
+        metric(&orchestrator, "ecommerce_saga_saga_events_total{event=\"COMPLETED\",reason=\"\"}"),
+        1.0
+    );
+    assert!(!orchestrator.contains("ecommerce_saga_sagas{status=\"COMPLETED\""), "{orchestrator}");
 
     let workers = scrape(workers_port).await;
     assert!(

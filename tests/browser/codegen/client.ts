@@ -145,6 +145,8 @@ export function explain(code: UserErrorCode, message: string): string {
       return `This order cannot be changed: ${message}`;
     case "REFUND_WINDOW_CLOSED":
       return `Please contact us for this refund: ${message}`;
+    case "TOO_MANY_OPEN_ORDERS":
+      return `Please wait until your other orders are through: ${message}`;
     case "INVALID_REFUND_REASON":
       return `Please tell us why: ${message}`;
     default: {
