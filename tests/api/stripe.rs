@@ -393,3 +393,81 @@ async fn without_a_secret_there_is_no_webhook_endpoint() {
     assert_eq!(status, 404);
     app.stop().await;
 }
+
+/// Creates an authorization (manual capture, confirmed) for `order` at localstripe directly, as
+/// one whose answer came late, or that somebody else made.
+async fn authorization_at_provider(order: &str, amount: i64) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/v1/payment_intents", stripe_base()))
+        .basic_auth("sk_test_ecommerce_saga", Some(""))
+        .form(&[
+            ("amount", amount.to_string()),
+            ("currency", "usd".into()),
+            ("capture_method", "manual".into()),
+            ("confirm", "true".into()),
+            ("payment_method", "pm_card_visa".into()),
+            ("metadata[order_id]", db_id(order).to_string()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Posts the signed `amount_capturable_updated` event of `intent` to the app.
+async fn report_authorized(app: &TestApp, intent: &Value) {
+    let body = serde_json::to_vec(&json!({
+        "id": format!("evt_{}", Uuid::new_v4().simple()),
+        "type": "payment_intent.amount_capturable_updated",
+        "data": { "object": intent },
+    }))
+    .unwrap();
+    let signature = webhook::sign(&body, WEBHOOK_SECRET, chrono::Utc::now().timestamp());
+    let (status, answer) = deliver(app, &body, Some(&signature)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Waits until the intent `reference` of `order` has `status` at the provider.
+async fn wait_intent(order: &str, reference: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..150 {
+        last = at_provider(order).await.into_iter().find(|i| i["id"] == reference).unwrap_or_default();
+        if last["status"] == status {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("intent {reference} never became {status}: {last}");
+}
+
+/// Whatever the provider holds for an order that is not going to be captured is released: an
+/// authorization reported for a payment that already ended (declined), and one that is not the
+/// payment's own on a confirmed order (another amount). Both were only recorded, and stayed held
+/// at the provider. The order's own capture is left alone.
+#[tokio::test]
+async fn authorizations_reported_for_orders_that_will_not_capture_them_are_released() {
+    let app = stripe_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+    let declined = app.place(&buyer, "late-auth-declined", "pm_card_chargeCustomerFail").await;
+    assert_eq!(app.wait_terminal(&buyer, &declined).await["status"], "CANCELLED");
+    let late = authorization_at_provider(&declined, 2499).await;
+    assert_eq!(late["status"], "requires_capture", "{late}");
+    report_authorized(&app, &late).await;
+    wait_intent(&declined, late["id"].as_str().unwrap(), "canceled").await;
+    assert_eq!(app.payment_status(&declined).await.as_deref(), Some("DECLINED"));
+
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let confirmed = app.place(&buyer, "late-auth-confirmed", "pm_card_visa").await;
+    assert_eq!(app.wait_terminal(&buyer, &confirmed).await["status"], "CONFIRMED");
+    let own: Value = at_provider(&confirmed).await.into_iter().next().unwrap();
+    let stray = authorization_at_provider(&confirmed, 1).await;
+    report_authorized(&app, &stray).await;
+    wait_intent(&confirmed, stray["id"].as_str().unwrap(), "canceled").await;
+    let own = wait_intent(&confirmed, own["id"].as_str().unwrap(), "succeeded").await;
+    assert_eq!(captured_charges(&own), 1, "the order's own capture stays: {own}");
+    assert_eq!(app.payment_status(&confirmed).await.as_deref(), Some("CAPTURED"));
+    app.stop().await;
+}

@@ -154,9 +154,16 @@ pub fn checkout_workers(
     s: &Services,
     gateway: Arc<dyn PaymentGateway>,
     stats: &Arc<ConsumerStats>,
+    shutdown: &CancellationToken,
 ) -> Vec<Worker> {
     let stock = StockWorker::new(s.pool.clone());
     let payment = PaymentWorker::new(s.pool.clone(), gateway, s.config.workers.payment_gateway_timeout);
+    // What the provider holds for orders that will not capture it is let go (webhooks ask).
+    let releasing = payment.clone();
+    crate::saga::feed::every(RELEASE_INTERVAL, shutdown.clone(), "releasing payments", move || {
+        let w = releasing.clone();
+        async move { w.release_requested().await.map(|_| ()) }
+    });
     let stock_batch = {
         let stock = stock.clone();
         counted_batch(stats.clone(), move |batch| {
@@ -185,6 +192,9 @@ pub fn checkout_workers(
         },
     ]
 }
+
+/// How often the payment workers look for authorizations to release at the provider.
+pub const RELEASE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs `workers` and an outbox relay until `shutdown`; `stats` is their shared counter.
 pub async fn run_workers(

@@ -21,7 +21,7 @@ pub async fn run_workers(
     stats: Arc<ConsumerStats>,
     shutdown: CancellationToken,
 ) {
-    let mut workers = roles::checkout_workers(&s, gateway, &stats);
+    let mut workers = roles::checkout_workers(&s, gateway, &stats, &shutdown);
     let cart = CartWorker::new(mongo, s.transport.clone());
     workers.push(Worker {
         name: cart_worker::CONSUMER,

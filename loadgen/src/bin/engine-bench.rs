@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let gateway = ecommerce_checkout::payment::configured_gateway(&s.config)?;
     let roles = (s.config.broker.kind == BrokerKind::Memory).then(|| {
         let stats = Arc::new(ConsumerStats::default());
-        let workers = roles::checkout_workers(&s, gateway, &stats);
+        let workers = roles::checkout_workers(&s, gateway, &stats, &shutdown);
         (
             tokio::spawn(roles::run_orchestrator(
                 s.clone(),

@@ -1,5 +1,5 @@
 //! The `payments` table: one row per order, the payment worker's business-level idempotency
-//! record. Every status change is a compare-and-set from the status the worker read, so two
+//! record; and `payment_releases`, what the provider holds that must be let go. Every status change is a compare-and-set from the status the worker read, so two
 //! deliveries (or a void racing an authorization) cannot both win.
 
 use sqlx::PgExecutor;
@@ -171,4 +171,63 @@ mod tests {
             assert!(check.contains(&format!("'{name}'")), "{name} is not in the payments CHECK");
         }
     }
+}
+
+/// The amount and currency the order's payment is for, if it has a payment row.
+pub async fn amount_of<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT amount_minor, currency FROM payments WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Asks the payment workers to release what the provider holds under `reference` (once per
+/// reference).
+pub async fn request_release<'e>(
+    db: impl PgExecutor<'e>,
+    order_id: Uuid,
+    reference: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_releases (reference, order_id, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(reference)
+    .bind(order_id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Takes up to `limit` releases that are due, each for `lease` (another worker takes it over
+/// after that, should this one die): `(order_id, reference)`.
+pub async fn take_releases<'e>(
+    db: impl PgExecutor<'e>,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE payment_releases SET release_after = now() + $2 * interval '1 millisecond'
+          WHERE reference IN (SELECT reference FROM payment_releases
+                               WHERE released_at IS NULL AND release_after <= now()
+                               ORDER BY release_after LIMIT $1 FOR UPDATE SKIP LOCKED)
+          RETURNING order_id, reference",
+    )
+    .bind(limit)
+    .bind(lease.as_millis() as f64)
+    .fetch_all(db)
+    .await
+}
+
+/// The provider let go of `reference`.
+pub async fn released<'e>(db: impl PgExecutor<'e>, reference: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payment_releases SET released_at = now() WHERE reference = $1")
+        .bind(reference)
+        .execute(db)
+        .await?;
+    Ok(())
 }

@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 use sqlx::PgPool;
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::store::{self, PaymentStatus as Status};
@@ -111,8 +111,9 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// What an event says happened to a payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The amount is held (`requires_capture`).
-    Authorized { reference: String },
+    /// The amount is held (`requires_capture`): how much, in the currency's ISO 4217 minor unit
+    /// (converted from how Stripe writes it), and in which currency (upper case).
+    Authorized { reference: String, amount_minor: Option<i64>, currency: Option<String> },
     /// The held amount was captured.
     Captured { reference: String },
     /// The confirmation failed: the card was refused.
@@ -143,7 +144,12 @@ pub fn read_event(payload: &[u8]) -> Result<Event, WebhookError> {
     let outcome = match kind {
         _ if !is_intent => None,
         "payment_intent.amount_capturable_updated" if object["status"] == "requires_capture" => {
-            Some(Outcome::Authorized { reference })
+            let currency = object["currency"].as_str().map(str::to_ascii_uppercase);
+            let amount_minor = match (object["amount"].as_i64(), &currency) {
+                (Some(amount), Some(c)) => Some(super::stripe::from_stripe(c, amount)),
+                _ => None,
+            };
+            Some(Outcome::Authorized { reference, amount_minor, currency })
         }
         // An intent with manual capture succeeds when it is captured.
         "payment_intent.succeeded" if object["capture_method"] == "manual" => {
@@ -208,10 +214,46 @@ pub async fn apply(pool: &PgPool, event: &Event) -> Result<Applied, AppError> {
         return Ok(Applied::Recorded);
     };
     let moved = match outcome {
-        Outcome::Authorized { reference } => {
-            store::transition(&mut *tx, order_id, Status::Pending, Status::Authorized, Some(reference), None)
+        Outcome::Authorized { reference, amount_minor, currency } => {
+            let payment = store::load(&mut *tx, order_id).await?;
+            let expected = store::amount_of(&mut *tx, order_id).await?;
+            let matches = expected.as_ref().is_some_and(|(amount, cur)| {
+                Some(*amount) == *amount_minor && Some(cur.to_ascii_uppercase()) == *currency
+            });
+            let release = match &payment {
+                // What the saga waits for: unless it is not for the order's amount and currency.
+                Some(p) if p.status == Status::Pending && matches => None,
+                Some(p) if p.status == Status::Pending => Some("not the order's amount or currency"),
+                // Already known.
+                Some(p) if p.gateway_ref.as_deref() == Some(reference.as_str()) => None,
+                Some(p) if matches!(p.status, Status::Voided | Status::Declined | Status::Refunded) => {
+                    Some("authorized after the payment ended")
+                }
+                Some(_) => Some("not the payment's own authorization"),
+                None => Some("no payment for the order"),
+            };
+            match release {
+                None => store::transition(
+                    &mut *tx,
+                    order_id,
+                    Status::Pending,
+                    Status::Authorized,
+                    Some(reference),
+                    None,
+                )
                 .await?
-                .then_some(Reply { kind: ReplyKind::PaymentAuthorized, reason: None, command: None })
+                .then_some(Reply {
+                    kind: ReplyKind::PaymentAuthorized,
+                    reason: None,
+                    command: None,
+                }),
+                Some(why) => {
+                    // Held at the provider for an order that will not capture it: let it go.
+                    warn!(%order_id, reference, why, "releasing an authorization at the provider");
+                    store::request_release(&mut *tx, order_id, reference, why).await?;
+                    None
+                }
+            }
         }
         Outcome::Captured { reference } => {
             let ours = store::load(&mut *tx, order_id)
@@ -328,7 +370,10 @@ mod tests {
         let e = read_event(&event("payment_intent.amount_capturable_updated", intent("requires_capture")))
             .unwrap();
         assert_eq!(e.order_id, Some(order));
-        assert_eq!(e.outcome, Some(Outcome::Authorized { reference: "pi_1".into() }));
+        assert!(
+            matches!(&e.outcome, Some(Outcome::Authorized { reference, .. }) if reference == "pi_1"),
+            "{e:?}"
+        );
         let e = read_event(&event("payment_intent.succeeded", intent("succeeded"))).unwrap();
         assert_eq!(e.outcome, Some(Outcome::Captured { reference: "pi_1".into() }));
         let mut failed = intent("requires_payment_method");

@@ -142,9 +142,17 @@ impl PaymentWorker {
                         // A concurrent delivery of the same command did it (same idempotency key).
                         (Contested::Authorized { .. }, Status::Authorized | Status::Captured) => Some(reply),
                         (Contested::Captured { .. }, Status::Captured) => Some(reply),
-                        (Contested::Authorized { reference }, Status::Voided | Status::Refunded) => {
+                        // Voided, or declined (a webhook said the card was refused) while the
+                        // provider authorized after all: nothing will capture it, so it goes.
+                        (
+                            Contested::Authorized { reference },
+                            Status::Voided | Status::Refunded | Status::Declined,
+                        ) => {
                             tx.rollback().await?;
-                            warn!("authorization completed after the payment was voided; voiding it");
+                            warn!(
+                                status = now.status.as_str(),
+                                "authorization completed after the payment ended; voiding it"
+                            );
                             self.call(
                                 self.gateway
                                     .void(Call::new(envelope.order_id, now.call_attempt), Some(&reference)),
@@ -423,6 +431,27 @@ impl PaymentWorker {
             }
             Err(e) => Err(AppError::Internal(e.to_string())),
         }
+    }
+
+    /// Releases at the provider what `payment_releases` asks for (authorizations reported for
+    /// orders that will not capture them), a few at a time; one that fails is tried again once
+    /// its lease ran out. Returns how many were released.
+    pub async fn release_requested(&self) -> Result<usize, AppError> {
+        let due = store::take_releases(&self.pool, 16, self.lease() * 10).await?;
+        let mut done = 0;
+        for (order_id, reference) in due {
+            match self.call(self.gateway.void(Call::new(order_id, 1), Some(&reference))).await {
+                Ok(()) => {
+                    store::released(&self.pool, &reference).await?;
+                    info!(%order_id, reference, "released at the provider");
+                    done += 1;
+                }
+                Err(e) => {
+                    warn!(%order_id, reference, error = %e, "release at the provider failed; tried again later")
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn void(&self, env: &Envelope) -> Result<Option<Reply>, AppError> {
