@@ -155,24 +155,6 @@ pub async fn release_call<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::PaymentStatus;
-    use strum::IntoEnumIterator;
-
-    /// The names are the ones the table's CHECK constraint allows (migrations/0001_init.sql).
-    #[test]
-    fn statuses_are_the_tables() {
-        let names: Vec<&str> = PaymentStatus::iter().map(PaymentStatus::as_str).collect();
-        assert_eq!(names, ["PENDING", "AUTHORIZED", "DECLINED", "CAPTURED", "VOIDED", "REFUNDED"]);
-        let schema = include_str!("../../../../migrations/0001_init.sql");
-        let check = schema.lines().find(|l| l.contains("status IN ('PENDING', 'AUTHORIZED'")).unwrap();
-        for name in names {
-            assert!(check.contains(&format!("'{name}'")), "{name} is not in the payments CHECK");
-        }
-    }
-}
-
 /// The amount and currency the order's payment is for, if it has a payment row.
 pub async fn amount_of<'e>(
     db: impl PgExecutor<'e>,
@@ -230,4 +212,22 @@ pub async fn released<'e>(db: impl PgExecutor<'e>, reference: &str) -> Result<()
         .execute(db)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentStatus;
+    use strum::IntoEnumIterator;
+
+    /// The names are the ones the table's CHECK constraint allows (migrations/0001_init.sql).
+    #[test]
+    fn statuses_are_the_tables() {
+        let names: Vec<&str> = PaymentStatus::iter().map(PaymentStatus::as_str).collect();
+        assert_eq!(names, ["PENDING", "AUTHORIZED", "DECLINED", "CAPTURED", "VOIDED", "REFUNDED"]);
+        let schema = include_str!("../../../../migrations/0001_init.sql");
+        let check = schema.lines().find(|l| l.contains("status IN ('PENDING', 'AUTHORIZED'")).unwrap();
+        for name in names {
+            assert!(check.contains(&format!("'{name}'")), "{name} is not in the payments CHECK");
+        }
+    }
 }
