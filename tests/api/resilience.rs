@@ -46,3 +46,42 @@ async fn readiness_follows_the_database_and_services_reconnect() {
     assert_eq!(app.wait_terminal(&buyer, &id).await["status"], "CONFIRMED");
     app.stop().await;
 }
+
+/// A database outage longer than the delivery budget dead-letters nothing: a handler that cannot
+/// reach PostgreSQL does not use up the message's deliveries (every failure counted, so two
+/// failed tries during an outage sent a saga's command to the dead letters, and its saga waited
+/// for an operator). The message waits, and is handled once the database is back.
+#[tokio::test]
+async fn a_database_outage_longer_than_the_delivery_budget_dead_letters_nothing() {
+    use ecommerce_core::saga::messages::{Body, Command, Envelope};
+    use ecommerce_platform::broker::Topic;
+    let app = crate::helpers::spawn_app_with(|c| c.broker.max_deliveries = 2).await;
+    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    let db = app.database().to_string();
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // A command for the stock worker (one that changes nothing: releasing what an order that
+    // never existed holds), sent while the database is closed.
+    let order = uuid::Uuid::now_v7();
+    let envelope = Envelope::new(order, order, "outage", Body::Command(Command::ReleaseStock));
+    app.services.transport.publish(Topic::StockCommands, "outage", envelope.encode().into()).await.unwrap();
+    // Well past two deliveries' worth of tries (100 ms, then 200 ms, before).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+
+    let handled = || app.stats.handled() + app.stats.duplicates();
+    for _ in 0..300 {
+        if handled() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = app.worker_metrics.render(app.pool()).await.unwrap();
+    assert!(!metrics.contains("outcome=\"dead_lettered\""), "a message was dead-lettered:\n{metrics}");
+    assert_eq!(handled(), 1, "handled once the database was back");
+    assert!(metrics.contains("outcome=\"unavailable\""), "{metrics}");
+    app.stop().await;
+}

@@ -75,6 +75,15 @@ fn backoff(delivery_count: u64) -> Duration {
     crate::retry::delay(attempt, Duration::from_millis(100), Duration::from_secs(10))
 }
 
+/// The longest a message waits between tries while a store is unavailable.
+pub const UNAVAILABLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How long a message whose handler found a store unavailable waits before it is tried again.
+fn unavailable_backoff(delivery_count: u64) -> Duration {
+    let attempt = u32::try_from(delivery_count).unwrap_or(u32::MAX);
+    crate::retry::delay(attempt, Duration::from_millis(200), UNAVAILABLE_BACKOFF_MAX)
+}
+
 /// How a consumer treats failures, and where it reports.
 #[derive(Clone)]
 struct Settle {
@@ -186,6 +195,15 @@ async fn settle_one(delivery: Delivery, envelope: Envelope, handler: &Handler, s
                     // The effect is committed and recorded in the inbox; a redelivery is a no-op.
                     warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
                 }
+            }
+            Err(e) if e.is_unavailable() => {
+                // A store or the broker is out of reach: nothing is wrong with the message, so
+                // this delivery does not count towards dead-lettering it. It waits (up to
+                // UNAVAILABLE_BACKOFF_MAX between tries) for as long as the outage lasts.
+                s.metrics.message_handled(consumer, "unavailable", started.elapsed().as_secs_f64());
+                let delay = unavailable_backoff(delivery.delivery_count);
+                warn!(error = %e, attempt = delivery.delivery_count, ?delay, "a store is unavailable; the message waits");
+                let _ = delivery.acker.nak(delay).await;
             }
             Err(e) if delivery.delivery_count >= s.max_deliveries => {
                 error!(error = %e, attempt = delivery.delivery_count, "handler keeps failing; dead-lettering");

@@ -34,6 +34,49 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// Whether the failure is a store or the broker being out of reach (refused or cut
+    /// connections, a pool that could not connect in time, a server shutting down), as opposed
+    /// to the message or the handler: such a failure says nothing about the message, so it must
+    /// not count towards dead-lettering it.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            AppError::Database(e) => database_unavailable(e),
+            #[cfg(feature = "mongo")]
+            AppError::Mongo(e) => {
+                use mongodb::error::ErrorKind;
+                matches!(
+                    *e.kind,
+                    ErrorKind::Io(_)
+                        | ErrorKind::ServerSelection { .. }
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                )
+            }
+            AppError::Broker(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exceptions; 57P01-03: the server is shutting down or starting;
+            // 53300: too many connections; and a database closed to connections (55000).
+            code.starts_with("08")
+                || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+                || (code == "55000" && db.message().contains("not currently accepting connections"))
+        }
+        _ => false,
+    }
+}
+
+impl AppError {
     pub fn bad_input(msg: impl Into<String>) -> Self {
         AppError::BadInput(msg.into())
     }

@@ -90,8 +90,9 @@ struct VersionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     consumer: String,
-    /// `ok`, `failed` (redelivered later), `dead_lettered`, `unreadable` (dead-lettered at once),
-    /// `too_new` (left for a newer consumer); `new` / `duplicate` (inbox).
+    /// `ok`, `failed` (redelivered later), `unavailable` (a store or the broker was out of reach:
+    /// redelivered later, not counted towards dead-lettering), `dead_lettered`, `unreadable`
+    /// (dead-lettered at once), `too_new` (left for a newer consumer); `new` / `duplicate` (inbox).
     outcome: String,
 }
 
