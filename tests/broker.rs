@@ -488,3 +488,35 @@ async fn kafka_partitions_of_a_killed_instance_are_taken_over() {
     drop(stream);
     std::fs::remove_file(&out).ok();
 }
+
+/// Kafka offsets in PostgreSQL are stored only by the instance that holds the partition: one
+/// that lost it (its lease expired and another took it) while it was still handling a message
+/// must not move the new holder's offset (it moved it past what the new holder had not read).
+#[tokio::test]
+async fn kafka_offsets_are_stored_only_by_the_partitions_holder() {
+    use ecommerce_platform::broker::kafka_leases::Leases;
+    let c = config(Setup(BrokerKind::Kafka, KafkaOffsets::Postgres));
+    let _ = connect(&c).await; // migrates the offsets database
+    let pool = sqlx::PgPool::connect(OFFSETS_DATABASE).await.unwrap();
+    let consumer = format!("{}.leases", c.broker.namespace);
+    let old = Leases::new(pool.clone(), consumer.clone(), "t".into(), 1);
+    old.join().await.unwrap();
+    assert_eq!(old.beat().await.unwrap(), vec![(0, None)], "the first instance takes the partition");
+    // Its lease runs out (a long pause), and another instance takes the partition.
+    sqlx::query("UPDATE kafka_partitions SET lease_until = now() - interval '1 second' WHERE consumer = $1")
+        .bind(&consumer)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let new = Leases::new(pool.clone(), consumer.clone(), "t".into(), 1);
+    assert_eq!(new.beat().await.unwrap(), vec![(0, None)], "the second takes it over");
+    new.save(&[(0, 3)]).await.unwrap();
+    old.save(&[(0, 10)]).await.unwrap();
+    let next: Option<i64> =
+        sqlx::query_scalar("SELECT next_offset FROM kafka_partitions WHERE consumer = $1")
+            .bind(&consumer)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(next, Some(3), "the instance that lost the partition stored nothing");
+}

@@ -106,17 +106,27 @@ struct Tracker {
     committed: HashMap<i32, i64>,
     /// Offsets that moved forward since the last commit request, per partition.
     pending: HashMap<i32, i64>,
+    /// How often each partition was assigned afresh ([`Tracker::reset`]): a message read under
+    /// an earlier assignment says nothing about this one's offsets.
+    generation: HashMap<i32, u64>,
 }
 
 impl Tracker {
-    fn start(&mut self, partition: i32, offset: i64) {
+    /// Notes `offset` in flight; returns the partition's generation, to finish it with.
+    fn start(&mut self, partition: i32, offset: i64) -> u64 {
         self.inflight.entry(partition).or_default().insert(offset);
         let h = self.highest.entry(partition).or_insert(offset);
         *h = (*h).max(offset);
+        self.generation.get(&partition).copied().unwrap_or(0)
     }
 
-    /// Marks `offset` finished; returns the offset to commit if it moved forward.
-    fn finish(&mut self, partition: i32, offset: i64) -> Option<i64> {
+    /// Marks `offset` finished; returns the offset to commit if it moved forward. A message of
+    /// an earlier assignment of the partition (lost, then taken again) moves nothing: its offset
+    /// could be past messages the new assignment has not finished, or not even read.
+    fn finish(&mut self, partition: i32, offset: i64, generation: u64) -> Option<i64> {
+        if self.generation.get(&partition).copied().unwrap_or(0) != generation {
+            return None;
+        }
         let inflight = self.inflight.entry(partition).or_default();
         inflight.remove(&offset);
         let next =
@@ -135,6 +145,7 @@ impl Tracker {
         self.highest.remove(&partition);
         self.committed.remove(&partition);
         self.pending.remove(&partition);
+        *self.generation.entry(partition).or_insert(0) += 1;
     }
 
     /// The offsets to commit now, forgetting them.
@@ -298,6 +309,8 @@ struct KafkaAcker {
     topic: String,
     partition: i32,
     offset: i64,
+    /// The partition's assignment this message was read under.
+    generation: u64,
     key: String,
     payload: Bytes,
     count: u64,
@@ -327,7 +340,7 @@ struct KafkaTransportHandle {
 impl KafkaAcker {
     /// Marks the message finished; `commit_loop` commits it with its neighbours.
     fn release(&self) -> Result<(), BrokerError> {
-        self.tracker.lock().expect("tracker lock").finish(self.partition, self.offset);
+        self.tracker.lock().expect("tracker lock").finish(self.partition, self.offset, self.generation);
         Ok(())
     }
 }
@@ -490,7 +503,7 @@ impl Transport for KafkaTransport {
                 };
                 let count = header(&m, DELIVERY_COUNT).and_then(|v| v.parse().ok()).unwrap_or(1u64);
                 let trace = trace(&m);
-                tracker.lock().expect("tracker lock").start(m.partition(), m.offset());
+                let generation = tracker.lock().expect("tracker lock").start(m.partition(), m.offset());
                 let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
                 let acker = KafkaAcker {
                     tracker: tracker.clone(),
@@ -498,6 +511,7 @@ impl Transport for KafkaTransport {
                     topic: m.topic().to_string(),
                     partition: m.partition(),
                     offset: m.offset(),
+                    generation,
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
                     payload: payload.clone(),
                     count,
@@ -591,12 +605,27 @@ mod tests {
         for o in 10..13 {
             t.start(0, o);
         }
-        assert_eq!(t.finish(0, 11), Some(10), "10 still in flight");
-        assert_eq!(t.finish(0, 12), None);
-        assert_eq!(t.finish(0, 10), Some(13));
+        assert_eq!(t.finish(0, 11, 0), Some(10), "10 still in flight");
+        assert_eq!(t.finish(0, 12, 0), None);
+        assert_eq!(t.finish(0, 10, 0), Some(13));
         t.start(1, 5);
-        assert_eq!(t.finish(1, 5), Some(6), "partitions are independent");
+        assert_eq!(t.finish(1, 5, 0), Some(6), "partitions are independent");
         assert_eq!(t.take_pending(), vec![(0, 13), (1, 6)], "the latest offset per partition");
         assert!(t.take_pending().is_empty());
+    }
+
+    /// A partition lost and taken again (from its stored offset, 3) while a message of the old
+    /// assignment (9) was still being handled: that message finishing stores nothing, where it
+    /// stored 10, past 3..8, which the new assignment had not even read.
+    #[test]
+    fn a_message_of_an_earlier_assignment_moves_no_offset() {
+        let mut t = Tracker::default();
+        let old = t.start(0, 9);
+        t.reset(0);
+        assert_eq!(t.finish(0, 9, old), None);
+        assert!(t.take_pending().is_empty());
+        let new = t.start(0, 3);
+        assert_ne!(new, old);
+        assert_eq!(t.finish(0, 3, new), Some(4));
     }
 }

@@ -134,19 +134,21 @@ impl Leases {
         Ok(held)
     }
 
-    /// Records finished offsets: each partition's next offset moves forward, never back (an
-    /// instance that lost a partition may still finish a message of it).
+    /// Records finished offsets of the partitions this instance holds: each one's next offset
+    /// moves forward, never back. An instance that lost a partition stores nothing for it (the
+    /// holder that took it reads from the stored offset and finishes what is after it).
     pub async fn save(&self, offsets: &[(i32, i64)]) -> Result<(), sqlx::Error> {
         let (partitions, next): (Vec<i32>, Vec<i64>) = offsets.iter().copied().unzip();
         sqlx::query(
             "UPDATE kafka_partitions k SET next_offset = GREATEST(coalesce(k.next_offset, 0), u.next)
                FROM unnest($3::int[], $4::bigint[]) AS u(partition, next)
-              WHERE k.consumer = $1 AND k.topic = $2 AND k.partition = u.partition",
+              WHERE k.consumer = $1 AND k.topic = $2 AND k.partition = u.partition AND k.holder = $5",
         )
         .bind(&self.consumer)
         .bind(&self.topic)
         .bind(&partitions)
         .bind(&next)
+        .bind(self.me)
         .execute(&self.pool)
         .await?;
         Ok(())
