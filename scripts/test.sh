@@ -57,8 +57,8 @@ for broker in rabbitmq kafka memory; do
   echo "== end-to-end suite on $broker"
   run env TEST_BROKER="$broker" cargo test --locked --test api "$@"
 done
-# The fault-injection harness (NATS and RabbitMQ with the test gateway, NATS with Stripe at
-# localstripe; not yet Kafka), printing its summary lines.
+# The fault-injection harness (NATS, RabbitMQ and Kafka with the test gateway, each with a 90 s
+# PostgreSQL outage under load; NATS with Stripe at localstripe), printing its summary lines.
 echo "== fault injection"
 run cargo test --locked --test faults "$@" -- --nocapture
 set -e

@@ -158,6 +158,7 @@ async fn buyer(
             (sku, rng.gen_range(1..=3), pay)
         };
         let key = format!("order-{i}");
+        let placing = Instant::now();
         // Retries are safe: the idempotency key makes placeOrder return the same order.
         for attempt in 0.. {
             gql(
@@ -180,7 +181,9 @@ async fn buyer(
                 ids.push(id.to_string());
                 break;
             }
-            assert!(attempt < 50, "placeOrder keeps failing: {r}");
+            // Through a database outage (the harness stops PostgreSQL for 90 s) too.
+            assert!(placing.elapsed() < Duration::from_secs(240), "placeOrder keeps failing: {r}");
+            let _ = attempt;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // Empty the cart for the next order (a confirmation may also do it, later).
@@ -263,6 +266,33 @@ async fn restart_broker(kind: BrokerKind) -> bool {
         }
         BrokerKind::Kafka => false, // not in this harness (see the note at the end of this file)
         BrokerKind::Memory => false, // separate processes cannot share in-process queues
+    }
+}
+
+/// How long the harness stops PostgreSQL: longer than a message's whole delivery budget.
+const PG_OUTAGE: Duration = Duration::from_secs(90);
+
+/// Stops or starts this machine's PostgreSQL server (the cluster the services use), and waits
+/// until it answers again after a start.
+async fn postgres_server(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("PostgreSQL's clusters in /etc/postgresql")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .next()
+        .expect("a PostgreSQL cluster");
+    let mut cmd = Command::new("pg_ctlcluster");
+    cmd.args(["--skip-systemctl-redirect", &version, "main", action]);
+    if action == "stop" {
+        cmd.args(["-m", "fast"]);
+    }
+    let ok = cmd.stdout(Stdio::null()).status().await.expect("pg_ctlcluster runs").success();
+    assert!(ok, "pg_ctlcluster {action}");
+    if action == "start" {
+        let started = Instant::now();
+        while PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(60), "PostgreSQL did not come back");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -585,6 +615,8 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     let mut mid_call_kills = 0;
     let mut db_dropped = false;
     let mut broker_restarts = 0;
+    // The sagas in flight when PostgreSQL stopped.
+    let mut outage: Option<Vec<Uuid>> = None;
     // Chaos for as long as checkouts are being placed, and at least MIN_KILLS times.
     while !load.is_finished() || kills.load(Ordering::Relaxed) < MIN_KILLS {
         let (wait, mut victim, mut graceful, down) = {
@@ -624,6 +656,21 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         }
         tokio::time::sleep(Duration::from_millis(down)).await;
         cluster.spawn(victim);
+        if payments == Payments::Test && outage.is_none() && kills.load(Ordering::Relaxed) == 3 {
+            // PostgreSQL itself stops (not its connections: the server) for longer than any
+            // retry budget, under load; the sagas in flight must neither be dead-lettered nor
+            // ended by it.
+            let in_flight: Vec<Uuid> =
+                sqlx::query_scalar("SELECT id FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            postgres_server("stop").await;
+            tokio::time::sleep(PG_OUTAGE).await;
+            postgres_server("start").await;
+            admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+            outage = Some(in_flight);
+        }
     }
     let ids = load.await.unwrap();
 
@@ -760,6 +807,36 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         Payments::Test => None,
         Payments::Stripe => Some(check_provider(&http, &pool).await),
     };
+    // Messages a consumer gave up on: none, outage or not.
+    let dead_letters = {
+        let take = ecommerce_platform::dead_letters::Take { idle: Duration::from_secs(3), limit: None };
+        let mut drained = Vec::new();
+        ecommerce_platform::dead_letters::drain(services.transport.as_ref(), take, &mut drained)
+            .await
+            .map(|s| s.drained as i64)
+            .unwrap_or_else(|e| panic!("reading the dead letters: {e}"))
+    };
+    // Sagas in flight at the outage that it ended: cancelled for a timeout their payment did not
+    // ask for (tok_timeout's never answers, outage or not).
+    let ended_by_outage: i64 = match &outage {
+        Some(ids) => sqlx::query_scalar(
+            "SELECT count(*) FROM sagas WHERE id = ANY($1) AND status = 'COMPENSATED'
+                AND failure_reason LIKE '%TIMEOUT' AND payload->>'payment_token' <> 'tok_timeout'",
+        )
+        .bind(ids)
+        .fetch_one(&pool)
+        .await
+        .unwrap(),
+        None => 0,
+    };
+    let outage_line = match &outage {
+        Some(ids) => format!(
+            " pg_outage_s={} in_flight_at_outage={} ended_by_outage={ended_by_outage}",
+            PG_OUTAGE.as_secs(),
+            ids.len()
+        ),
+        None => String::new(),
+    };
     let provider_line = provider.as_ref().map_or(String::new(), |p| {
         format!(
             " provider_double_charges={} hanging_authorizations={} unmatched_refunds={} mid_call_kills={mid_call_kills}",
@@ -776,7 +853,7 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     .unwrap();
     let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}:{n}")).collect();
     println!(
-        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} refunds={refunds} refunded={refunded} refunds_repaired={paused_refunds} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} kills={kills} db_drops={} broker_restarts={broker_restarts}{provider_line} cancel_reasons={}",
+        "broker={broker} sagas={total} confirmed={confirmed} cancelled={cancelled} refunds={refunds} refunded={refunded} refunds_repaired={paused_refunds} stuck={stuck} double_captures={double_captures} oversold={oversold} lost_messages={lost_messages} mismatched={mismatched} dead_letters={dead_letters} kills={kills} db_drops={} broker_restarts={broker_restarts}{outage_line}{provider_line} cancel_reasons={}",
         db_dropped as u8,
         reasons.join(",")
     );
@@ -788,7 +865,8 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         .as_ref()
         .map_or((0, 0, 0), |p| (p.double_charges, p.hanging_authorizations, p.unmatched_refunds));
     let failure = (stuck, double_captures, oversold, lost_messages, mismatched) != (0, 0, 0, 0, 0)
-        || at_provider != (0, 0, 0);
+        || at_provider != (0, 0, 0)
+        || (dead_letters, ended_by_outage) != (0, 0);
     assert!(!failure, "invariants violated; logs in {}", cluster.logs.display());
     assert_eq!(checkouts as usize, ids.len());
     assert_eq!(refunds as usize, to_refund.len());
@@ -799,6 +877,7 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         assert_eq!(mid_call_kills, 3, "workers were killed in the middle of payment calls");
     }
     assert!(db_dropped, "database connections were dropped");
+    assert_eq!(outage.is_some(), payments == Payments::Test, "PostgreSQL was stopped under load");
     assert_eq!(
         broker_restarts,
         u32::from(kind != BrokerKind::Kafka),

@@ -110,7 +110,8 @@ async fn a_reply_delivered_twice_advances_the_saga_once() {
     );
     dup.message_id = applied;
     app.services.transport.publish(Topic::Replies, "k", Bytes::from(dup.encode())).await.unwrap();
-    for _ in 0..200 {
+    // (On a loaded machine a Kafka consumer may take seconds to fetch it.)
+    for _ in 0..600 {
         if app.orchestrator_stats.duplicates() >= 1 {
             break;
         }
