@@ -520,3 +520,56 @@ async fn kafka_offsets_are_stored_only_by_the_partitions_holder() {
             .unwrap();
     assert_eq!(next, Some(3), "the instance that lost the partition stored nothing");
 }
+
+/// The offsets Kafka holds for `group` on `topic` (partition, next offset), where it holds any.
+fn group_committed(group: &str, topic: &str) -> Vec<(i32, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:9092")
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Moving from `KAFKA_OFFSETS=broker` to `postgres`: with `KAFKA_OFFSETS_START=group` a partition
+/// with no stored offset starts where the consumer group left off; it started at the beginning,
+/// so the whole topic was read again.
+#[tokio::test]
+async fn kafka_partitions_without_a_stored_offset_can_start_where_the_group_left_off() {
+    let broker_kept = config(Setup(BrokerKind::Kafka, KafkaOffsets::Broker));
+    let t = connect(&broker_kept).await;
+    let saga = Uuid::now_v7();
+    publish_n(t.as_ref(), saga, 0..5).await;
+    assert_eq!(read(t.as_ref(), "moving", 5, |_| true).await, (0..5).collect::<Vec<_>>());
+    // The group's offsets are committed shortly after the acks.
+    let group = format!("{}.moving", broker_kept.broker.namespace);
+    let topic = format!("{}.{}", broker_kept.broker.namespace, Topic::StockCommands.as_str());
+    let started = std::time::Instant::now();
+    while group_committed(&group, &topic).iter().map(|(_, o)| o).sum::<i64>() < 5 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the group committed nothing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    publish_n(t.as_ref(), saga, 5..8).await;
+
+    let mut moved = broker_kept.clone();
+    moved.broker.kafka_offsets = KafkaOffsets::Postgres;
+    moved.broker.kafka_offsets_start = ecommerce_platform::config::KafkaOffsetsStart::Group;
+    let t = connect(&moved).await;
+    assert_eq!(read(t.as_ref(), "moving", 3, |_| true).await, vec![5, 6, 7], "where the group left off");
+}

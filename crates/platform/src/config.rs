@@ -43,6 +43,18 @@ pub enum KafkaOffsets {
     Broker,
 }
 
+/// Where a Kafka partition without a stored offset (`KAFKA_OFFSETS=postgres`) starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaOffsetsStart {
+    /// At its first message.
+    Beginning,
+    /// At the offset the consumer group committed (`KAFKA_OFFSETS=broker` kept them there), else
+    /// at its first message: for the first start after moving from broker-kept offsets, so that
+    /// the topic is not read again from the beginning. Asks the group coordinator once per such
+    /// partition.
+    Group,
+}
+
 /// The payment provider the payment worker talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PaymentGatewayKind {
@@ -120,6 +132,7 @@ pub struct BrokerConfig {
     /// Comma-separated `host:port` list.
     pub kafka_brokers: String,
     pub kafka_offsets: KafkaOffsets,
+    pub kafka_offsets_start: KafkaOffsetsStart,
     /// Deliveries of one message before it is moved to the dead-letter topic.
     pub max_deliveries: u64,
     /// How long a broker waits for an ack before redelivering (NATS).
@@ -467,6 +480,8 @@ pub struct Settings {
     kafka_brokers: String,
     #[arg(long, env = "KAFKA_OFFSETS", value_enum, default_value = "postgres")]
     kafka_offsets: KafkaOffsets,
+    #[arg(long, env = "KAFKA_OFFSETS_START", value_enum, default_value = "beginning")]
+    kafka_offsets_start: KafkaOffsetsStart,
     #[arg(long, env = "BROKER_NAMESPACE", default_value = "ecommerce_saga", value_parser = namespace)]
     broker_namespace: String,
     #[arg(long, env = "MAX_DELIVERIES", default_value = "10")]
@@ -768,6 +783,7 @@ impl Settings {
                 rabbitmq_url: SecretString::from(self.rabbitmq_url),
                 kafka_brokers: self.kafka_brokers,
                 kafka_offsets: self.kafka_offsets,
+                kafka_offsets_start: self.kafka_offsets_start,
                 max_deliveries: self.max_deliveries,
                 write_version: self.message_write_version,
                 ack_wait: Duration::from_millis(self.broker_ack_wait_ms),

@@ -29,6 +29,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::kafka_leases::{self, Leases};
 use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport};
+use crate::config::KafkaOffsetsStart;
 
 const PARTITIONS: i32 = 3;
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -37,8 +38,9 @@ pub struct KafkaTransport {
     brokers: String,
     namespace: String,
     producer: FutureProducer,
-    /// With `KAFKA_OFFSETS=postgres`: where offsets and partition leases live.
-    offsets: Option<sqlx::PgPool>,
+    /// With `KAFKA_OFFSETS=postgres`: where offsets and partition leases live, and where a
+    /// partition with none stored starts.
+    offsets: Option<(sqlx::PgPool, KafkaOffsetsStart)>,
     /// How long the broker keeps the topics' messages ([`Transport::max_message_age`]).
     retention: Option<Duration>,
 }
@@ -49,7 +51,7 @@ impl KafkaTransport {
     pub async fn connect(
         brokers: &str,
         namespace: &str,
-        offsets: Option<sqlx::PgPool>,
+        offsets: Option<(sqlx::PgPool, KafkaOffsetsStart)>,
     ) -> Result<Self, BrokerError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -210,6 +212,7 @@ async fn keep_leased(
     tracker: Arc<Mutex<Tracker>>,
     topic: String,
     mut owned: BTreeSet<i32>,
+    start: KafkaOffsetsStart,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut commits = tokio::time::interval(COMMIT_INTERVAL);
@@ -241,12 +244,12 @@ async fn keep_leased(
         }
         if beat {
             match leases.beat().await {
-                Ok(held) => follow(&consumer, &tracker, &topic, &mut owned, &held),
+                Ok(held) => follow(&consumer, &tracker, &topic, &mut owned, &held, start),
                 // Without the database it cannot know what it still holds: stop reading until a
                 // beat succeeds (the leases expire meanwhile and others take the partitions).
                 Err(e) => {
                     tracing::warn!(error = %e, topic, "renewing Kafka partition leases failed; pausing");
-                    follow(&consumer, &tracker, &topic, &mut owned, &[]);
+                    follow(&consumer, &tracker, &topic, &mut owned, &[], start);
                 }
             }
         }
@@ -269,18 +272,28 @@ async fn partitions_of(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<i3
 }
 
 /// Makes the consumer's assignment `held`: assigns the partitions it did not have, from their
-/// stored offsets (the beginning when none is stored), and unassigns those it has no more.
+/// stored offsets (when none is stored, where `start` says), and unassigns those it has no more.
 fn follow(
     consumer: &StreamConsumer,
     tracker: &Mutex<Tracker>,
     topic: &str,
     owned: &mut BTreeSet<i32>,
     held: &[(i32, Option<i64>)],
+    start: KafkaOffsetsStart,
 ) {
     let now: BTreeSet<i32> = held.iter().map(|(p, _)| *p).collect();
+    let unstored: Vec<i32> =
+        held.iter().filter(|(p, next)| !owned.contains(p) && next.is_none()).map(|(p, _)| *p).collect();
+    let committed = match start {
+        KafkaOffsetsStart::Group if !unstored.is_empty() => group_offsets(consumer, topic, &unstored),
+        _ => HashMap::new(),
+    };
     let mut gained = TopicPartitionList::new();
     for (partition, next) in held.iter().filter(|(p, _)| !owned.contains(p)) {
-        let offset = next.map_or(Offset::Beginning, Offset::Offset);
+        let offset = match next.or_else(|| committed.get(partition).copied()) {
+            Some(next) => Offset::Offset(next),
+            None => Offset::Beginning,
+        };
         let _ = gained.add_partition_offset(topic, *partition, offset);
         tracker.lock().expect("tracker lock").reset(*partition);
     }
@@ -301,6 +314,29 @@ fn follow(
         }
     }
     *owned = now;
+}
+
+/// The offsets the consumer group committed for `partitions` (where it committed one), as
+/// `KAFKA_OFFSETS=broker` keeps them; none when the group coordinator does not answer in time.
+fn group_offsets(consumer: &StreamConsumer, topic: &str, partitions: &[i32]) -> HashMap<i32, i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, topic, "reading the consumer group's offsets failed; starting at the beginning");
+            HashMap::new()
+        }
+    }
 }
 
 struct KafkaAcker {
@@ -452,7 +488,8 @@ impl Transport for KafkaTransport {
                 tokio::spawn(commit_loop(kafka.clone(), tracker.clone(), name.clone(), stop.clone()));
                 kafka
             }
-            Some(pool) => {
+            Some((pool, start)) => {
+                let start = *start;
                 // No group membership: partitions are assigned by hand, from the leases.
                 let kafka: StreamConsumer = ClientConfig::new()
                     .set("bootstrap.servers", &self.brokers)
@@ -470,13 +507,14 @@ impl Transport for KafkaTransport {
                 leases.join().await.map_err(db)?;
                 let held = leases.beat().await.map_err(db)?;
                 let mut owned = BTreeSet::new();
-                follow(&kafka, &tracker, &name, &mut owned, &held);
+                follow(&kafka, &tracker, &name, &mut owned, &held, start);
                 tokio::spawn(keep_leased(
                     kafka.clone(),
                     leases,
                     tracker.clone(),
                     name.clone(),
                     owned,
+                    start,
                     stop.clone(),
                 ));
                 kafka

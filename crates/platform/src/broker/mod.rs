@@ -192,7 +192,7 @@ async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerErr
                 kafka::KafkaTransport::connect(
                     &config.broker.kafka_brokers,
                     &config.broker.namespace,
-                    offsets,
+                    offsets.map(|pool| (pool, config.broker.kafka_offsets_start)),
                 )
                 .await?,
             ))
