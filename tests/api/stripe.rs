@@ -471,3 +471,35 @@ async fn authorizations_reported_for_orders_that_will_not_capture_them_are_relea
     assert_eq!(app.payment_status(&confirmed).await.as_deref(), Some("CAPTURED"));
     app.stop().await;
 }
+
+/// The card is reported refused (the payment became DECLINED, as a webhook does) while the
+/// worker's authorization is still on its way back, and then the provider authorizes after all:
+/// nothing will capture it, so the worker cancels it. It only did so for a payment voided
+/// meanwhile, and left this one held at the provider.
+#[tokio::test]
+async fn an_authorization_that_returns_after_the_payment_was_declined_is_cancelled() {
+    let proxy = StripeProxy::start(&stripe_base()).await;
+    proxy.hold_answers(&["/v1/payment_intents"], Duration::from_secs(2));
+    let app = spawn_app_with(|c| use_stripe(c, &proxy.base)).await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+    let id = app.place(&buyer, "declined-meanwhile", "pm_card_visa").await;
+    let waiting = std::time::Instant::now();
+    while proxy.creates_in_flight() == 0 {
+        assert!(waiting.elapsed() < Duration::from_secs(30), "no authorization was asked for");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let declined = sqlx::query(
+        "UPDATE payments SET status = 'DECLINED', reason = 'card_declined' WHERE order_id = $1 AND status = 'PENDING'",
+    )
+    .bind(db_id(&id))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(declined.rows_affected(), 1, "the payment was still waiting for its answer");
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    let intent = at_provider(&id).await.into_iter().next().expect("the intent the worker made");
+    wait_intent(&id, intent["id"].as_str().unwrap(), "canceled").await;
+    app.stop().await;
+}
