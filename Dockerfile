@@ -5,7 +5,7 @@
 # (scripts/lint-docker.sh).
 
 # Build: the toolchain the project is tested with. librdkafka is compiled from source by rdkafka
-# (needs make, gcc, perl, zlib: all in the rust image).
+# (needs make, gcc, perl, zlib and OpenSSL's headers, for TLS and SASL/SCRAM: all in the rust image).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -17,10 +17,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && mkdir -p /out \
     && cp target/release/api target/release/orchestrator target/release/workers /out/
 
-# Run: Debian slim with CA certificates (rustls verifies TLS peers against them), as nobody.
+# Run: Debian slim with CA certificates (rustls verifies TLS peers against them) and OpenSSL's
+# library (librdkafka's TLS and SASL/SCRAM), as nobody.
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 USER 65534:65534

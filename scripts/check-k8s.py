@@ -16,7 +16,8 @@ The schema is kubernetes-validate's job; this checks what the schema cannot know
 - TRUSTED_PROXY_HOPS is the number of proxies the manifests put in front of the API (an Ingress
   routing to its Service: one), so per-address limits count clients, not the proxy;
 - with the `api` binary: the settings start (`api check-config` with the ConfigMap's values and
-  the Secret's keys filled in), so a render that production would refuse fails here.
+  the Secret's keys filled in), so a render that production would refuse fails here; with the
+  broker it picks and with each other one BROKER can name (each needs its own account).
 """
 
 import re
@@ -190,9 +191,15 @@ def main():
                 if m:
                     env[m.group(1)] = m.group(2) or "set-in-the-secret"
         env["PATH"] = "/usr/bin:/bin"
-        run = subprocess.run([api_binary, "check-config"], capture_output=True, text=True, env=env)
-        if run.returncode != 0:
-            errors.append(f"the roles would not start with these settings: {run.stderr.strip() or run.stdout.strip()}")
+        # With the broker the render picks, and with each other one an operator may switch to by
+        # changing BROKER alone: each needs its own account in the Secret.
+        chosen = env.get("BROKER", "nats")
+        for broker in [chosen] + [b for b in ("nats", "rabbitmq", "kafka") if b != chosen]:
+            run = subprocess.run([api_binary, "check-config"], capture_output=True, text=True,
+                                 env={**env, "BROKER": broker})
+            if run.returncode != 0:
+                errors.append(f"the roles would not start with these settings (BROKER={broker}): "
+                              f"{run.stderr.strip() or run.stdout.strip()}")
 
     if errors:
         for e in errors:

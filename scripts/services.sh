@@ -40,6 +40,15 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# Not a service: the C library the build links. librdkafka uses OpenSSL for TLS and SASL/SCRAM
+# (Kafka's KAFKA_SECURITY_PROTOCOL=sasl_ssl), found through pkg-config.
+build_deps_up() {
+  if ! pkg-config --exists openssl 2>/dev/null; then
+    log "installing libssl-dev and pkg-config (OpenSSL for librdkafka's TLS and SCRAM)"
+    apt_install libssl-dev pkg-config
+  fi
+}
+
 postgres_up() {
   if port_open 127.0.0.1 5432; then return 0; fi
   if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
@@ -208,6 +217,7 @@ status() {
 
 case "${1:-up}" in
   up)
+    build_deps_up
     postgres_up
     nats_up
     rabbitmq_up

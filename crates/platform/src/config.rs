@@ -55,6 +55,79 @@ pub enum KafkaOffsetsStart {
     Group,
 }
 
+/// How Kafka clients reach the brokers (`KAFKA_SECURITY_PROTOCOL`, librdkafka's
+/// `security.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaSecurityProtocol {
+    /// No authentication, no encryption: anything on the network can publish. Development only.
+    Plaintext,
+    /// TLS without a client identity. Development only: it does not say who publishes.
+    Ssl,
+    /// SASL (`KAFKA_SASL_MECHANISM`) without TLS.
+    #[value(name = "sasl_plaintext")]
+    SaslPlaintext,
+    /// SASL over TLS: the production setting.
+    #[value(name = "sasl_ssl")]
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// librdkafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+/// The SASL mechanism of Kafka clients (`KAFKA_SASL_MECHANISM`, librdkafka's `sasl.mechanisms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaSaslMechanism {
+    /// The password never crosses the network.
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// The password crosses the network as it is: only over TLS (`sasl_ssl`).
+    #[value(name = "PLAIN")]
+    Plain,
+}
+
+impl KafkaSaslMechanism {
+    /// librdkafka's (and Kafka's) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::Plain => "PLAIN",
+        }
+    }
+}
+
+/// How Kafka clients authenticate to the brokers and encrypt the connection.
+#[derive(Debug, Clone)]
+pub struct KafkaSecurity {
+    pub protocol: KafkaSecurityProtocol,
+    pub sasl_mechanism: KafkaSaslMechanism,
+    /// The deployment's own Kafka user (with SASL).
+    pub sasl_username: String,
+    pub sasl_password: SecretString,
+    /// PEM file of the certificate authorities that sign the brokers' certificates (with TLS);
+    /// `None`: the system's.
+    pub ssl_ca_location: Option<String>,
+}
+
 /// The payment provider the payment worker talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PaymentGatewayKind {
@@ -133,6 +206,7 @@ pub struct BrokerConfig {
     pub kafka_brokers: String,
     pub kafka_offsets: KafkaOffsets,
     pub kafka_offsets_start: KafkaOffsetsStart,
+    pub kafka_security: KafkaSecurity,
     /// Deliveries of one message before it is moved to the dead-letter topic.
     pub max_deliveries: u64,
     /// How long a broker waits for an ack before redelivering (NATS).
@@ -361,6 +435,15 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{hosts}{path}")
 }
 
+/// The user a URL names (`scheme://USER[:PASSWORD]@host`), if any.
+fn url_user(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    Some(user).filter(|u| !u.is_empty())
+}
+
 /// Settings no longer read, what replaced them, and the value that means the same as leaving them
 /// out. Any other value is an error rather than a silent no-op.
 pub const RETIRED: &[(&str, &str, &str)] = &[(
@@ -482,6 +565,16 @@ pub struct Settings {
     kafka_offsets: KafkaOffsets,
     #[arg(long, env = "KAFKA_OFFSETS_START", value_enum, default_value = "beginning")]
     kafka_offsets_start: KafkaOffsetsStart,
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value = "plaintext")]
+    kafka_security_protocol: KafkaSecurityProtocol,
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, default_value = "SCRAM-SHA-512")]
+    kafka_sasl_mechanism: KafkaSaslMechanism,
+    #[arg(long, env = "KAFKA_SASL_USERNAME", default_value = "")]
+    kafka_sasl_username: String,
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", default_value = "")]
+    kafka_sasl_password: String,
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION", default_value = "")]
+    kafka_ssl_ca_location: String,
     #[arg(long, env = "BROKER_NAMESPACE", default_value = "ecommerce_saga", value_parser = namespace)]
     broker_namespace: String,
     #[arg(long, env = "MAX_DELIVERIES", default_value = "10")]
@@ -752,6 +845,45 @@ impl Settings {
                 "the in-process broker keeps nothing durable and connects only the roles of one process",
             );
         }
+        // Anything that can publish on the broker can answer the saga's commands (docs/security.md,
+        // "Trust boundary"): the broker takes only the deployment's own account.
+        const OWN_ACCOUNT: &str = "anything that can publish on the broker can confirm an order, so the roles connect with the deployment's own broker account";
+        match self.broker {
+            BrokerKind::Nats if url_user(&self.nats_url).is_none() => {
+                return refuse(
+                    "NATS_URL",
+                    &redact_url(&self.nats_url),
+                    &format!("{OWN_ACCOUNT}: nats://USER:PASSWORD@HOST:4222"),
+                );
+            }
+            BrokerKind::RabbitMq if url_user(&self.rabbitmq_url).is_none_or(|u| u == "guest") => {
+                return refuse(
+                    "RABBITMQ_URL",
+                    &redact_url(&self.rabbitmq_url),
+                    &format!(
+                        "{OWN_ACCOUNT}, not RabbitMQ's built-in guest: amqp://USER:PASSWORD@HOST:5672/%2f"
+                    ),
+                );
+            }
+            BrokerKind::Kafka if !self.kafka_security_protocol.sasl() => {
+                return refuse(
+                    "KAFKA_SECURITY_PROTOCOL",
+                    self.kafka_security_protocol.as_str(),
+                    &format!("{OWN_ACCOUNT}: sasl_ssl, with KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"),
+                );
+            }
+            BrokerKind::Kafka
+                if self.kafka_security_protocol == KafkaSecurityProtocol::SaslPlaintext
+                    && self.kafka_sasl_mechanism == KafkaSaslMechanism::Plain =>
+            {
+                return refuse(
+                    "KAFKA_SASL_MECHANISM",
+                    "PLAIN",
+                    "PLAIN sends the password as it is, and sasl_plaintext does not encrypt it: use SCRAM-SHA-512, or sasl_ssl",
+                );
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -765,6 +897,23 @@ impl Settings {
                 value: String::new(),
                 why: "required with PAYMENT_GATEWAY=stripe".into(),
             });
+        }
+        if self.broker == BrokerKind::Kafka && self.kafka_security_protocol.sasl() {
+            for (name, value) in [
+                ("KAFKA_SASL_USERNAME", &self.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", &self.kafka_sasl_password),
+            ] {
+                if value.is_empty() {
+                    return Err(ConfigError {
+                        name: name.into(),
+                        value: String::new(),
+                        why: format!(
+                            "required with KAFKA_SECURITY_PROTOCOL={}",
+                            self.kafka_security_protocol.as_str()
+                        ),
+                    });
+                }
+            }
         }
         if self.app_env == AppEnv::Production {
             self.refuse_development_settings()?;
@@ -784,6 +933,13 @@ impl Settings {
                 kafka_brokers: self.kafka_brokers,
                 kafka_offsets: self.kafka_offsets,
                 kafka_offsets_start: self.kafka_offsets_start,
+                kafka_security: KafkaSecurity {
+                    protocol: self.kafka_security_protocol,
+                    sasl_mechanism: self.kafka_sasl_mechanism,
+                    sasl_username: self.kafka_sasl_username,
+                    sasl_password: SecretString::from(self.kafka_sasl_password),
+                    ssl_ca_location: Some(self.kafka_ssl_ca_location).filter(|p| !p.is_empty()),
+                },
                 max_deliveries: self.max_deliveries,
                 write_version: self.message_write_version,
                 ack_wait: Duration::from_millis(self.broker_ack_wait_ms),
@@ -958,7 +1114,13 @@ mod tests {
         let defaults = Config::from_lookup(&|_| None).unwrap();
         let from_example = Config::from_lookup(&|name| example.get(name).cloned()).unwrap();
         let all = |c: &Config| {
-            let secrets = [&c.postgres.url, &c.mongo.url, &c.broker.nats_url, &c.broker.rabbitmq_url];
+            let secrets = [
+                &c.postgres.url,
+                &c.mongo.url,
+                &c.broker.nats_url,
+                &c.broker.rabbitmq_url,
+                &c.broker.kafka_security.sasl_password,
+            ];
             format!("{c:?} {:?}", secrets.map(|s| s.expose_secret().to_string()))
         };
         assert_eq!(all(&defaults), all(&from_example), ".env.example values differ from defaults");
@@ -1014,6 +1176,7 @@ mod tests {
         ("STRIPE_SECRET_KEY", "sk_live_x"),
         ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
         ("TRUSTED_PROXY_HOPS", "1"),
+        ("NATS_URL", "nats://shop:nats-pass@nats:4222"),
     ];
 
     fn production(changes: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
@@ -1042,6 +1205,78 @@ mod tests {
             assert!(e.to_string().contains(name), "the message names the variable: {e}");
             config(&[(name, value), ("STRIPE_SECRET_KEY", "sk_test_x")]).expect("development allows it");
         }
+    }
+
+    /// Anything that can publish on the broker can answer the saga's commands, so production
+    /// connects to each broker with an account of its own: a NATS URL with a user, a RabbitMQ user
+    /// other than `guest`, Kafka over SASL (and never a PLAIN password without TLS).
+    #[test]
+    fn production_connects_to_the_broker_with_its_own_account() {
+        let refused = |changes: &[(&'static str, &'static str)], name: &str, why: &str| {
+            let e = production(changes).expect_err(name);
+            assert_eq!(e.name, name, "{e}");
+            assert!(e.why.contains(why), "{name}: {e}");
+            for password in ["kafka-pass", ":pass@"] {
+                assert!(!e.to_string().contains(password), "no password in the message: {e}");
+            }
+            let dev: Vec<_> = changes.iter().copied().filter(|(k, _)| *k != "APP_ENV").collect();
+            config(&dev).expect("development allows it");
+        };
+        refused(&[("NATS_URL", "nats://nats:4222")], "NATS_URL", "own broker account");
+        refused(&[("NATS_URL", "nats://:pass@nats:4222")], "NATS_URL", "own broker account");
+        production(&[("NATS_URL", "nats://s3cret-token@nats:4222")]).expect("a token names the account");
+        refused(&[("BROKER", "rabbitmq")], "RABBITMQ_URL", "guest");
+        refused(&[("BROKER", "rabbitmq"), ("RABBITMQ_URL", "amqp://mq:5672/%2f")], "RABBITMQ_URL", "guest");
+        production(&[("BROKER", "rabbitmq"), ("RABBITMQ_URL", "amqp://shop:amqp-pass@mq:5672/%2f")])
+            .expect("an account of its own");
+        refused(&[("BROKER", "kafka")], "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_USERNAME");
+        refused(
+            &[("BROKER", "kafka"), ("KAFKA_SECURITY_PROTOCOL", "ssl")],
+            "KAFKA_SECURITY_PROTOCOL",
+            "sasl_ssl",
+        );
+        const KAFKA: [(&str, &str); 4] = [
+            ("BROKER", "kafka"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_USERNAME", "shop"),
+            ("KAFKA_SASL_PASSWORD", "kafka-pass"),
+        ];
+        let c = production(&KAFKA).expect("SASL over TLS");
+        let kafka = &c.broker.kafka_security;
+        assert_eq!(
+            (kafka.protocol, kafka.sasl_mechanism),
+            (KafkaSecurityProtocol::SaslSsl, KafkaSaslMechanism::ScramSha512)
+        );
+        assert_eq!(
+            (kafka.sasl_username.as_str(), kafka.sasl_password.expose_secret()),
+            ("shop", "kafka-pass")
+        );
+        assert!(!format!("{c:?}").contains("kafka-pass"), "the password shows in Debug");
+        let plain_in_clear = [
+            KAFKA[0],
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+            KAFKA[2],
+            KAFKA[3],
+            ("KAFKA_SASL_MECHANISM", "PLAIN"),
+        ];
+        refused(&plain_in_clear, "KAFKA_SASL_MECHANISM", "PLAIN");
+        production(&[KAFKA[0], KAFKA[1], KAFKA[2], KAFKA[3], ("KAFKA_SASL_MECHANISM", "PLAIN")])
+            .expect("PLAIN over TLS");
+        // With SASL, both halves of the account are needed, in every environment.
+        for missing in ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"] {
+            let pairs: Vec<_> = KAFKA.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let e = config(&pairs).expect_err(missing);
+            assert_eq!(
+                (e.name.as_str(), e.why.as_str()),
+                (missing, "required with KAFKA_SECURITY_PROTOCOL=sasl_ssl")
+            );
+        }
+        // Another broker's settings are not checked.
+        production(&[
+            ("KAFKA_SECURITY_PROTOCOL", "plaintext"),
+            ("RABBITMQ_URL", "amqp://guest:guest@mq:5672/%2f"),
+        ])
+        .expect("BROKER=nats reads only the NATS settings");
     }
 
     #[test]

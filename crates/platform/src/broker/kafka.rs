@@ -29,13 +29,32 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::kafka_leases::{self, Leases};
 use super::{Acker, BrokerError, Deliveries, Delivery, NoAck, Outgoing, Topic, TraceHeaders, Transport};
-use crate::config::KafkaOffsetsStart;
+use crate::config::{ExposeSecret, KafkaOffsetsStart, KafkaSecurity};
 
 const PARTITIONS: i32 = 3;
 const DELIVERY_COUNT: &str = "x-delivery-count";
 
+/// What every Kafka client of this process starts from: where the brokers are, and how it
+/// authenticates and encrypts (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_CA_LOCATION`).
+pub fn client_config(brokers: &str, security: &KafkaSecurity) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("security.protocol", security.protocol.as_str());
+    if security.protocol.sasl() {
+        config
+            .set("sasl.mechanisms", security.sasl_mechanism.as_str())
+            .set("sasl.username", &security.sasl_username)
+            .set("sasl.password", security.sasl_password.expose_secret());
+    }
+    if let Some(ca) = security.ssl_ca_location.as_deref().filter(|_| security.protocol.tls()) {
+        config.set("ssl.ca.location", ca);
+    }
+    config
+}
+
 pub struct KafkaTransport {
     brokers: String,
+    /// [`client_config`]: every client this transport creates starts from it.
+    client: ClientConfig,
     namespace: String,
     producer: FutureProducer,
     /// With `KAFKA_OFFSETS=postgres`: where offsets and partition leases live, and where a
@@ -50,23 +69,24 @@ impl KafkaTransport {
     /// consumer groups.
     pub async fn connect(
         brokers: &str,
+        security: &KafkaSecurity,
         namespace: &str,
         offsets: Option<(sqlx::PgPool, KafkaOffsetsStart)>,
     ) -> Result<Self, BrokerError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let client = client_config(brokers, security);
+        let producer: FutureProducer = client
+            .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "1")
             .create()
             .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()
-            .map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
+        let admin: AdminClient<DefaultClientContext> =
+            client.create().map_err(|e| BrokerError::Connect(format!("Kafka at {brokers}: {e}")))?;
         let mut t = KafkaTransport {
             brokers: brokers.to_string(),
+            client,
             namespace: namespace.to_string(),
             producer,
             offsets,
@@ -472,8 +492,9 @@ impl Transport for KafkaTransport {
         let stop = tokio_util::sync::CancellationToken::new();
         let kafka = match &self.offsets {
             None => {
-                let kafka: StreamConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &self.brokers)
+                let kafka: StreamConsumer = self
+                    .client
+                    .clone()
                     .set("group.id", &group)
                     .set("enable.auto.commit", "false")
                     .set("auto.offset.reset", "earliest")
@@ -491,8 +512,9 @@ impl Transport for KafkaTransport {
             Some((pool, start)) => {
                 let start = *start;
                 // No group membership: partitions are assigned by hand, from the leases.
-                let kafka: StreamConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &self.brokers)
+                let kafka: StreamConsumer = self
+                    .client
+                    .clone()
                     .set("group.id", &group)
                     .set("enable.auto.commit", "false")
                     .set("enable.auto.offset.store", "false")
@@ -565,8 +587,9 @@ impl Transport for KafkaTransport {
         let name = self.topic_name(topic);
         // A group of its own: every subscriber reads every partition, from what comes next.
         let group = format!("{}.live.{}", self.namespace, uuid::Uuid::new_v4().simple());
-        let kafka: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let kafka: StreamConsumer = self
+            .client
+            .clone()
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "latest")
@@ -635,7 +658,57 @@ impl Transport for KafkaTransport {
 
 #[cfg(test)]
 mod tests {
-    use super::Tracker;
+    use super::{client_config, Tracker};
+    use crate::config::{KafkaSaslMechanism, KafkaSecurity, KafkaSecurityProtocol, SecretString};
+    use rdkafka::producer::BaseProducer;
+
+    fn security(protocol: KafkaSecurityProtocol, sasl_mechanism: KafkaSaslMechanism) -> KafkaSecurity {
+        KafkaSecurity {
+            protocol,
+            sasl_mechanism,
+            sasl_username: "shop".into(),
+            sasl_password: SecretString::from("kafka-pass"),
+            ssl_ca_location: Some("/etc/kafka/ca.pem".into()),
+        }
+    }
+
+    /// The settings reach every client: the protocol always, the account with SASL only, the
+    /// certificate authorities with TLS only.
+    #[test]
+    fn clients_carry_the_security_settings() {
+        use KafkaSecurityProtocol::*;
+        let c = client_config("k1:9093,k2:9093", &security(SaslSsl, KafkaSaslMechanism::ScramSha512));
+        assert_eq!(c.get("bootstrap.servers"), Some("k1:9093,k2:9093"));
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("sasl.username"), Some("shop"));
+        assert_eq!(c.get("sasl.password"), Some("kafka-pass"));
+        assert_eq!(c.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
+        let plain = client_config("k1:9092", &security(Plaintext, KafkaSaslMechanism::ScramSha512));
+        assert_eq!(plain.get("security.protocol"), Some("plaintext"));
+        for key in ["sasl.mechanisms", "sasl.username", "sasl.password", "ssl.ca.location"] {
+            assert_eq!(plain.get(key), None, "{key} without SASL or TLS");
+        }
+        let scram = client_config("k1:9092", &security(SaslPlaintext, KafkaSaslMechanism::ScramSha256));
+        assert_eq!(scram.get("sasl.mechanisms"), Some("SCRAM-SHA-256"));
+        assert_eq!(scram.get("ssl.ca.location"), None);
+    }
+
+    /// librdkafka takes every combination the settings allow: SCRAM and TLS need it built with
+    /// OpenSSL (the `ssl` feature), which a build without refuses when the client is created.
+    #[test]
+    fn librdkafka_accepts_every_security_setting() {
+        use KafkaSaslMechanism::*;
+        use KafkaSecurityProtocol::*;
+        for protocol in [Plaintext, Ssl, SaslPlaintext, SaslSsl] {
+            for mechanism in [ScramSha512, ScramSha256, Plain] {
+                let mut s = security(protocol, mechanism);
+                s.ssl_ca_location = None; // the system's: a file that does not exist is refused
+                let created = client_config("127.0.0.1:1", &s).create::<BaseProducer>();
+                assert!(created.is_ok(), "{protocol:?} {mechanism:?}: {:?}", created.err());
+            }
+        }
+    }
 
     #[test]
     fn commits_only_up_to_the_lowest_unfinished_offset() {

@@ -191,6 +191,7 @@ async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerErr
             Ok(Arc::new(
                 kafka::KafkaTransport::connect(
                     &config.broker.kafka_brokers,
+                    &config.broker.kafka_security,
                     &config.broker.namespace,
                     offsets.map(|pool| (pool, config.broker.kafka_offsets_start)),
                 )
