@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks ecommerce-saga on this machine and prints the tables of docs/benchmarks.md.
 #
-#   scripts/bench.sh [broker ...]        (default: nats rabbitmq kafka memory)
+#   scripts/bench.sh [broker ...]        (default: nats rabbitmq kafka nsq memory)
 #
 # `memory` is the in-process transport: one `api all` process runs every role (and
 # `engine-bench` runs the orchestrator and workers itself).
@@ -29,7 +29,7 @@ LABEL="${BENCH_LABEL:-}"
 SCALE="${BENCH_SCALE:-1 2 4}"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench}"
 BROKERS=("$@")
-[ ${#BROKERS[@]} -eq 0 ] && BROKERS=(nats rabbitmq kafka memory)
+[ ${#BROKERS[@]} -eq 0 ] && BROKERS=(nats rabbitmq kafka nsq memory)
 PG=(-h 127.0.0.1 -U postgres)
 ADDR=127.0.0.1:18080
 

@@ -19,7 +19,7 @@ import sys
 import jsonschema
 import yaml
 
-REAL_IMAGES = {"postgres", "mongo", "nats", "rabbitmq", "apache/kafka"}
+REAL_IMAGES = {"postgres", "mongo", "nats", "rabbitmq", "apache/kafka", "nsqio/nsq"}
 ROLE_BINARIES = {"api", "orchestrator", "workers"}
 # Variables read by libraries rather than the typed config.
 LIBRARY_VARS = {"RUST_LOG", "LOG_FORMAT"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the whole system on this machine: services, migrations, demo catalog, then the API, the
 # orchestrator and the workers in ONE process (`api all`), talking through in-process queues unless
-# BROKER names a broker (nats, rabbitmq, kafka). Ctrl-C stops it.
+# BROKER names a broker (nats, rabbitmq, kafka, nsq). Ctrl-C stops it.
 #
 #   scripts/dev.sh              all-in-one (the default)
 #   scripts/dev.sh --separate   the three roles as separate processes (BROKER defaults to nats)

@@ -9,7 +9,7 @@
 #
 # PostgreSQL, NATS (JetStream) and RabbitMQ come from Debian packages on the dev/CI machines; a
 # missing one is installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, the
-# Kafka-protocol broker is tansu, and the fake Stripe API is localstripe from PyPI; they run as daemons.
+# Kafka-protocol broker is tansu, NSQ is built from source or downloaded (nsq_bin_dir), and the fake Stripe API is localstripe from PyPI; they run as daemons.
 set -euo pipefail
 
 STATE_DIR="${SERVICES_STATE_DIR:-$HOME/.cache/ecommerce-saga/services}"
@@ -117,6 +117,54 @@ kafka_up() {
   wait_port tansu 127.0.0.1 9092 60
 }
 
+# NSQ: nsqd (TCP 4150, HTTP 4151) registered with nsqlookupd (TCP 4160, HTTP 4161). The binaries
+# are the ones on PATH, else built offline from NSQ's vendored source where a shared third_party
+# folder has it (its build-nsqd.sh caches them under ~/.cache/nsq/bin), else the official v1.3.0
+# release. nsqd keeps every message on disk (--mem-queue-size=0), in $STATE_DIR/nsqd, so a killed
+# and restarted nsqd still has what it acknowledged.
+NSQ_VERSION=1.3.0
+nsq_bin_dir() {
+  if command -v nsqd >/dev/null && command -v nsqlookupd >/dev/null; then dirname "$(command -v nsqd)"; return; fi
+  local third_party
+  for third_party in "${NSQ_THIRD_PARTY:-}" "$ROOT/../shared/third_party" /work/shared/third_party; do
+    if [ -n "$third_party" ] && [ -x "$third_party/build-nsqd.sh" ]; then
+      NSQ_APPS="nsqd nsqlookupd" "$third_party/build-nsqd.sh" "$HOME/.cache/nsq/bin"
+      return
+    fi
+  done
+  local dir="$HOME/.cache/nsq/nsq-$NSQ_VERSION.linux-amd64.go1.21.5/bin"
+  if [ ! -x "$dir/nsqd" ]; then
+    log "downloading NSQ $NSQ_VERSION (official release)"
+    curl -fsSL "https://github.com/nsqio/nsq/releases/download/v$NSQ_VERSION/nsq-$NSQ_VERSION.linux-amd64.go1.21.5.tar.gz" |
+      tar -xz -C "$HOME/.cache/nsq"
+  fi
+  echo "$dir"
+}
+
+nsq_up() {
+  if port_open 127.0.0.1 4150 && port_open 127.0.0.1 4160; then return 0; fi
+  local bin
+  mkdir -p "$HOME/.cache/nsq"
+  bin="$(nsq_bin_dir)"
+  if ! port_open 127.0.0.1 4160; then
+    log "starting nsqlookupd on 127.0.0.1:4160 (HTTP 4161)"
+    nohup "$bin/nsqlookupd" --tcp-address=127.0.0.1:4160 --http-address=127.0.0.1:4161 \
+      >"$STATE_DIR/nsqlookupd.log" 2>&1 &
+    echo $! >"$STATE_DIR/nsqlookupd.pid"
+    wait_port nsqlookupd 127.0.0.1 4160 30
+  fi
+  if ! port_open 127.0.0.1 4150; then
+    log "starting nsqd on 127.0.0.1:4150 (HTTP 4151)"
+    mkdir -p "$STATE_DIR/nsqd"
+    nohup "$bin/nsqd" --tcp-address=127.0.0.1:4150 --http-address=127.0.0.1:4151 \
+      --broadcast-address=127.0.0.1 --lookupd-tcp-address=127.0.0.1:4160 \
+      --data-path="$STATE_DIR/nsqd" --mem-queue-size=0 \
+      >"$STATE_DIR/nsqd.log" 2>&1 &
+    echo $! >"$STATE_DIR/nsqd.pid"
+    wait_port nsqd 127.0.0.1 4150 30
+  fi
+}
+
 # SecantusDB runs standalone. In its default single-node replica-set mode every write also goes to
 # its oplog, and a write's cost grows with the oplog: measured on this machine class, one client's
 # update_one went from 1,265/s on a fresh server to 116/s after ~15,000 writes (188/s with the oplog
@@ -209,7 +257,7 @@ browser_up() {
 }
 
 status() {
-  for s in "PostgreSQL 5432" "NATS 4222" "RabbitMQ 5672" "Kafka(tansu) 9092" "MongoDB-wire $MONGO_PORT" "localstripe $STRIPE_PORT"; do
+  for s in "PostgreSQL 5432" "NATS 4222" "RabbitMQ 5672" "Kafka(tansu) 9092" "nsqd 4150" "nsqlookupd 4160" "MongoDB-wire $MONGO_PORT" "localstripe $STRIPE_PORT"; do
     set -- $s
     if port_open 127.0.0.1 "$2"; then echo "$1 127.0.0.1:$2 up"; else echo "$1 127.0.0.1:$2 DOWN"; fi
   done
@@ -222,6 +270,7 @@ case "${1:-up}" in
     nats_up
     rabbitmq_up
     kafka_up
+    nsq_up
     mongo_up
     stripe_up
     status

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test against real services: formatting, clippy, unit tests, the broker
-# conformance suite and the end-to-end suite on NATS JetStream, RabbitMQ, Kafka (tansu) and the
-# in-process transport, and the fault harness on NATS and RabbitMQ, with PostgreSQL and a
+# conformance suite and the end-to-end suite on NATS JetStream, RabbitMQ, Kafka (tansu), NSQ and the
+# in-process transport, and the fault harness on NATS, RabbitMQ, Kafka and NSQ, with PostgreSQL and a
 # MongoDB-wire server, starting the services first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,15 +49,15 @@ run() { # a cargo test invocation whose output is kept for the summary
 }
 # Unit tests of every crate; the crates' dependency directions; the Stripe gateway against
 # localstripe; the broker conformance suite
-# (NATS, RabbitMQ, Kafka and in-process); the end-to-end suite on NATS.
+# (NATS, RabbitMQ, Kafka, NSQ and in-process); the end-to-end suite on NATS.
 run cargo test --workspace --locked --lib --bins
 run cargo test --locked --test architecture --test broker --test stripe --test api "$@"
-# The end-to-end suite again on RabbitMQ, on Kafka, and on the in-process transport (`api all`).
-for broker in rabbitmq kafka memory; do
+# The end-to-end suite again on RabbitMQ, on Kafka, on NSQ, and on the in-process transport (`api all`).
+for broker in rabbitmq kafka nsq memory; do
   echo "== end-to-end suite on $broker"
   run env TEST_BROKER="$broker" cargo test --locked --test api "$@"
 done
-# The fault-injection harness (NATS, RabbitMQ and Kafka with the test gateway, each with a 90 s
+# The fault-injection harness (NATS, RabbitMQ, Kafka and NSQ with the test gateway, each with a 90 s
 # PostgreSQL outage under load; NATS with Stripe at localstripe), printing its summary lines.
 echo "== fault injection"
 run cargo test --locked --test faults "$@" -- --nocapture

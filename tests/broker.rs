@@ -1,5 +1,5 @@
 //! Broker conformance: the guarantees the saga relies on, checked against each real broker
-//! (NATS JetStream, RabbitMQ, Kafka via tansu) and the in-process transport, through the same trait.
+//! (NATS JetStream, RabbitMQ, Kafka via tansu, NSQ) and the in-process transport, through the same trait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -394,6 +394,7 @@ conformance!(
     rabbitmq => Setup(BrokerKind::RabbitMq, KafkaOffsets::Postgres),
     kafka => Setup(BrokerKind::Kafka, KafkaOffsets::Postgres),
     kafka_groups => Setup(BrokerKind::Kafka, KafkaOffsets::Broker),
+    nsq => Setup(BrokerKind::Nsq, KafkaOffsets::Postgres),
     memory => Setup(BrokerKind::Memory, KafkaOffsets::Postgres),
 );
 
@@ -572,4 +573,95 @@ async fn kafka_partitions_without_a_stored_offset_can_start_where_the_group_left
     moved.broker.kafka_offsets_start = ecommerce_platform::config::KafkaOffsetsStart::Group;
     let t = connect(&moved).await;
     assert_eq!(read(t.as_ref(), "moving", 3, |_| true).await, vec![5, 6, 7], "where the group left off");
+}
+
+/// The path of the running nsqd's binary (`scripts/services.sh up` started it, however it was
+/// installed).
+fn nsqd_binary() -> std::path::PathBuf {
+    let out = std::process::Command::new("pgrep").args(["-x", "nsqd"]).output().expect("pgrep runs");
+    let pid = String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string);
+    let pid = pid.expect("nsqd is running (scripts/services.sh up)");
+    std::fs::read_link(format!("/proc/{pid}/exe")).expect("nsqd's binary")
+}
+
+/// NSQ with authentication: an nsqd that asks its auth server (`--auth-http-address`) about
+/// every connection takes the secret the server grants (`NSQ_AUTH_SECRET`), and refuses a wrong
+/// one or none, before anything is published.
+#[tokio::test]
+async fn nsq_connects_with_the_secret_its_auth_server_grants() {
+    use axum::extract::Query;
+    use axum::http::StatusCode;
+    use axum::Json;
+    // The auth server: one secret, granted every topic of the namespace's.
+    async fn auth(Query(q): Query<HashMap<String, String>>) -> Result<Json<serde_json::Value>, StatusCode> {
+        if q.get("secret").map(String::as_str) != Some("s3cret-nsq") {
+            return Err(StatusCode::FORBIDDEN);
+        }
+        Ok(Json(serde_json::json!({
+            "ttl": 3600,
+            "identity": "ecommerce_saga",
+            "authorizations": [{ "topic": "^c_.*", "channels": [".*"], "permissions": ["subscribe", "publish"] }],
+        })))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let auth_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().route("/auth", axum::routing::get(auth))).await.unwrap()
+    });
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (tcp, http) = (port(()), port(()));
+    let data = std::env::temp_dir().join(format!("nsqd-auth-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data).unwrap();
+    let mut nsqd = tokio::process::Command::new(nsqd_binary())
+        .arg(format!("--tcp-address=127.0.0.1:{tcp}"))
+        .arg(format!("--http-address=127.0.0.1:{http}"))
+        .arg(format!("--auth-http-address={auth_addr}"))
+        .arg(format!("--data-path={}", data.display()))
+        .arg("--mem-queue-size=0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nsqd starts");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", tcp)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let with = |secret: Option<&str>| {
+        let mut c = config(Setup(BrokerKind::Nsq, KafkaOffsets::Postgres));
+        c.broker.nsqd_tcp_addresses = vec![format!("127.0.0.1:{tcp}")];
+        c.broker.nsqd_http_addresses = vec![format!("127.0.0.1:{http}")];
+        c.broker.nsq_auth_secret = secret.map(|s| s.to_string().into());
+        c
+    };
+    let refused = |c: Config| async move {
+        match broker::connect(&c).await {
+            Ok(_) => panic!("connected"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let none = refused(with(None)).await;
+    assert!(none.contains("auth_required") && none.contains("NSQ_AUTH_SECRET"), "{none}");
+    let wrong = refused(with(Some("guessed"))).await;
+    assert!(wrong.contains("E_AUTH_FAILED"), "{wrong}");
+
+    let c = with(Some("s3cret-nsq"));
+    let t = connect(&c).await;
+    let mut deliveries = t.subscribe("stock-worker", Topic::StockCommands).await.unwrap();
+    let saga = Uuid::now_v7();
+    publish_n(t.as_ref(), saga, 0..3).await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let d = next_delivery(&mut deliveries).await;
+        got.push(Envelope::decode(&d.payload).unwrap().trace_id.parse::<usize>().unwrap());
+        d.acker.ack().await.unwrap();
+    }
+    got.sort();
+    assert_eq!(got, [0, 1, 2]);
+    drop(deliveries);
+    t.destroy().await.unwrap();
+    nsqd.kill().await.unwrap();
+    std::fs::remove_dir_all(&data).ok();
 }

@@ -5,7 +5,7 @@
 //! message twice (some out of order). Then it checks, with counts it prints and asserts, that no saga is lost or stuck, no
 //! payment is doubled and no unit is oversold.
 //!
-//! `FAULT_SAGAS` (default 200) sets N; one test per broker (NATS, RabbitMQ, Kafka). Needs the
+//! `FAULT_SAGAS` (default 200) sets N; one test per broker (NATS, RabbitMQ, Kafka, NSQ). Needs the
 //! binaries built (`cargo build --workspace --bins`, which scripts/test.sh does first).
 
 use ecommerce_platform::config::ExposeSecret;
@@ -262,6 +262,12 @@ async fn restart_broker(kind: BrokerKind) -> bool {
                 assert!(ok, "rabbitmqctl {step}");
             }
             wait_port(5672, true).await;
+            true
+        }
+        // SIGTERM: nsqd writes what it holds in memory (messages in flight, deferred by REQ) to its
+        // data path, which the restarted nsqd reads back.
+        BrokerKind::Nsq => {
+            restart_process("nsqd", 4150).await;
             true
         }
         BrokerKind::Kafka => false, // not in this harness (see the note at the end of this file)
@@ -918,6 +924,13 @@ async fn crashes_restarts_duplicates_and_db_drops_on_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_restarts_duplicates_and_db_drops_on_kafka() {
     run(BrokerKind::Kafka, "kafka", Payments::Test).await
+}
+
+/// NSQ: consumers share a channel per consumer name, messages come back after `REQ` or their
+/// `msg_timeout`, and nsqd is restarted with its data path kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_restarts_duplicates_and_db_drops_on_nsq() {
+    run(BrokerKind::Nsq, "nsq", Payments::Test).await
 }
 
 /// Signs a buyer up through the API and puts one mug in the cart; returns the access token.

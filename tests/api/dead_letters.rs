@@ -75,6 +75,7 @@ async fn command(app: &TestApp, args: &[&str]) -> Vec<Record> {
             BrokerKind::Nats => "nats",
             BrokerKind::RabbitMq => "rabbitmq",
             BrokerKind::Kafka => "kafka",
+            BrokerKind::Nsq => "nsq",
             BrokerKind::Memory => unreachable!(),
         };
         let mut full: Vec<&str> = vec!["dead-letters"];

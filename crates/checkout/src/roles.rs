@@ -71,6 +71,7 @@ impl Services {
                 format!("RabbitMQ at {}", redact_url(c.broker.rabbitmq_url.expose_secret()))
             }
             BrokerKind::Kafka => format!("Kafka at {}", c.broker.kafka_brokers),
+            BrokerKind::Nsq => format!("NSQ at {}", c.broker.nsqd_tcp_addresses.join(",")),
             BrokerKind::Memory => "in-process queues".to_string(),
         };
         tracing::info!(

@@ -23,6 +23,7 @@ pub enum BrokerKind {
     #[value(name = "rabbitmq")]
     RabbitMq,
     Kafka,
+    Nsq,
     /// In-process queues: every role in one process (`api all`), nothing durable.
     Memory,
 }
@@ -207,6 +208,13 @@ pub struct BrokerConfig {
     pub kafka_offsets: KafkaOffsets,
     pub kafka_offsets_start: KafkaOffsetsStart,
     pub kafka_security: KafkaSecurity,
+    /// `nsqd` TCP addresses (`host:port`): publishes go to the first that answers, consumers read
+    /// from every one.
+    pub nsqd_tcp_addresses: Vec<String>,
+    /// Their HTTP addresses (topic deletion).
+    pub nsqd_http_addresses: Vec<String>,
+    /// The secret sent with `AUTH` to an nsqd that requires it (`--auth-http-address`).
+    pub nsq_auth_secret: Option<SecretString>,
     /// Deliveries of one message before it is moved to the dead-letter topic.
     pub max_deliveries: u64,
     /// How long a broker waits for an ack before redelivering (NATS).
@@ -435,6 +443,11 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{hosts}{path}")
 }
 
+/// A comma-separated list, without blanks.
+fn list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
 /// The user a URL names (`scheme://USER[:PASSWORD]@host`), if any.
 fn url_user(url: &str) -> Option<&str> {
     let (_, rest) = url.split_once("://")?;
@@ -575,6 +588,12 @@ pub struct Settings {
     kafka_sasl_password: String,
     #[arg(long, env = "KAFKA_SSL_CA_LOCATION", default_value = "")]
     kafka_ssl_ca_location: String,
+    #[arg(long, env = "NSQD_TCP_ADDRESSES", default_value = "127.0.0.1:4150")]
+    nsqd_tcp_addresses: String,
+    #[arg(long, env = "NSQD_HTTP_ADDRESSES", default_value = "127.0.0.1:4151")]
+    nsqd_http_addresses: String,
+    #[arg(long, env = "NSQ_AUTH_SECRET", default_value = "")]
+    nsq_auth_secret: String,
     #[arg(long, env = "BROKER_NAMESPACE", default_value = "ecommerce_saga", value_parser = namespace)]
     broker_namespace: String,
     #[arg(long, env = "MAX_DELIVERIES", default_value = "10")]
@@ -882,6 +901,13 @@ impl Settings {
                     "PLAIN sends the password as it is, and sasl_plaintext does not encrypt it: use SCRAM-SHA-512, or sasl_ssl",
                 );
             }
+            BrokerKind::Nsq if self.nsq_auth_secret.is_empty() => {
+                return refuse(
+                    "NSQ_AUTH_SECRET",
+                    "",
+                    &format!("{OWN_ACCOUNT}: nsqd with --auth-http-address, and the secret its auth server grants the topics"),
+                );
+            }
             _ => {}
         }
         Ok(())
@@ -940,6 +966,9 @@ impl Settings {
                     sasl_password: SecretString::from(self.kafka_sasl_password),
                     ssl_ca_location: Some(self.kafka_ssl_ca_location).filter(|p| !p.is_empty()),
                 },
+                nsqd_tcp_addresses: list(&self.nsqd_tcp_addresses),
+                nsqd_http_addresses: list(&self.nsqd_http_addresses),
+                nsq_auth_secret: Some(self.nsq_auth_secret).filter(|s| !s.is_empty()).map(SecretString::from),
                 max_deliveries: self.max_deliveries,
                 write_version: self.message_write_version,
                 ack_wait: Duration::from_millis(self.broker_ack_wait_ms),
@@ -1121,7 +1150,8 @@ mod tests {
                 &c.broker.rabbitmq_url,
                 &c.broker.kafka_security.sasl_password,
             ];
-            format!("{c:?} {:?}", secrets.map(|s| s.expose_secret().to_string()))
+            let nsq = c.broker.nsq_auth_secret.as_ref().map(|s| s.expose_secret().to_string());
+            format!("{c:?} {:?} {nsq:?}", secrets.map(|s| s.expose_secret().to_string()))
         };
         assert_eq!(all(&defaults), all(&from_example), ".env.example values differ from defaults");
     }
@@ -1136,7 +1166,7 @@ mod tests {
         assert_eq!(e.value, "-1");
         let e = config(&[("BROKER", "kafkaesque")]).unwrap_err();
         assert_eq!(e.name, "BROKER");
-        assert_eq!(e.why, "supported: nats, rabbitmq, kafka, memory");
+        assert_eq!(e.why, "supported: nats, rabbitmq, kafka, nsq, memory");
         assert_eq!(config(&[("BROKER", "rabbitmq")]).unwrap().broker.kind, BrokerKind::RabbitMq);
         let e = config(&[("BROKER_NAMESPACE", "shop-eu")]).unwrap_err();
         assert_eq!((e.name.as_str(), e.why.as_str()), ("BROKER_NAMESPACE", "letters, digits and _ only"));
@@ -1262,6 +1292,9 @@ mod tests {
         refused(&plain_in_clear, "KAFKA_SASL_MECHANISM", "PLAIN");
         production(&[KAFKA[0], KAFKA[1], KAFKA[2], KAFKA[3], ("KAFKA_SASL_MECHANISM", "PLAIN")])
             .expect("PLAIN over TLS");
+        refused(&[("BROKER", "nsq")], "NSQ_AUTH_SECRET", "--auth-http-address");
+        production(&[("BROKER", "nsq"), ("NSQ_AUTH_SECRET", "nsq-secret")])
+            .expect("nsqd's auth server grants it");
         // With SASL, both halves of the account are needed, in every environment.
         for missing in ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"] {
             let pairs: Vec<_> = KAFKA.iter().copied().filter(|(k, _)| *k != missing).collect();

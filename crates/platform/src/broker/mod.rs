@@ -11,6 +11,10 @@ pub mod kafka_leases;
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "nsq")]
+pub mod nsq;
+#[cfg(feature = "nsq")]
+pub mod nsq_wire;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 pub mod versioned;
@@ -198,6 +202,17 @@ async fn connect_broker(config: &Config) -> Result<Arc<dyn Transport>, BrokerErr
                 .await?,
             ))
         }
+        #[cfg(feature = "nsq")]
+        BrokerKind::Nsq => Ok(Arc::new(
+            nsq::NsqTransport::connect(
+                &config.broker.nsqd_tcp_addresses,
+                &config.broker.nsqd_http_addresses,
+                config.broker.nsq_auth_secret.as_ref().map(|s| s.expose_secret()),
+                &config.broker.namespace,
+                config.broker.ack_wait,
+            )
+            .await?,
+        )),
         BrokerKind::Memory => Ok(Arc::new(memory::MemoryTransport::connect(&config.broker.namespace))),
         #[allow(unreachable_patterns)] // every broker compiled in
         other => Err(BrokerError::Connect(format!(
