@@ -261,6 +261,60 @@ async fn broadcast_reaches_every_subscriber(kind: Setup) {
     t.destroy().await.unwrap();
 }
 
+/// Live updates come in bursts (one outbox batch carries many sagas' notices): a burst published
+/// in one batch reaches every subscriber whole. Order between messages is not asked (NSQ keeps
+/// none); that each subscriber gets each message is.
+async fn a_burst_of_broadcasts_reaches_every_subscriber(kind: Setup) {
+    const BURST: usize = 300;
+    let c = config(kind);
+    let t = connect(&c).await;
+    let mut a = t.subscribe_broadcast(Topic::SagaChanges).await.unwrap();
+    let mut b = t.subscribe_broadcast(Topic::SagaChanges).await.unwrap();
+    let saga = Uuid::now_v7();
+    let out = |n: usize| broker::Outgoing {
+        topic: Topic::SagaChanges,
+        key: saga.to_string(),
+        payload: Bytes::from(message(saga, n).encode()),
+        trace: Default::default(),
+    };
+    let number =
+        |d: broker::Delivery| -> usize { Envelope::decode(&d.payload).unwrap().trace_id.parse().unwrap() };
+    // Subscriptions may take a moment to be live (a Kafka group's assignment): ping until both hear.
+    let mut ping = 10_000;
+    for stream in [&mut a, &mut b] {
+        loop {
+            t.publish_batch(&[out(ping)]).await.unwrap();
+            ping += 1;
+            if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                number(d.unwrap());
+                break;
+            }
+            assert!(ping < 10_200, "a broadcast subscriber heard nothing");
+        }
+    }
+    let burst: Vec<_> = (0..BURST).map(out).collect();
+    t.publish_batch(&burst).await.unwrap();
+    for stream in [&mut a, &mut b] {
+        let mut got = std::collections::BTreeSet::new();
+        while got.len() < BURST {
+            // Ends the test (rather than hang) if the rest never comes.
+            let d = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+            let Ok(Some(d)) = d else {
+                panic!(
+                    "{} of {BURST} broadcasts arrived; missing e.g. {:?}",
+                    got.len(),
+                    (0..BURST).find(|n| !got.contains(n))
+                )
+            };
+            let n = number(d.unwrap());
+            if n < BURST {
+                got.insert(n);
+            }
+        }
+    }
+    t.destroy().await.unwrap();
+}
+
 async fn dead_letters_after_the_retry_limit(kind: Setup) {
     let c = config(kind);
     let t = connect(&c).await;
@@ -377,6 +431,10 @@ macro_rules! conformance {
             async fn no_loss_when_the_consumer_restarts() { super::no_loss_when_the_consumer_restarts($kind).await }
             #[tokio::test]
             async fn broadcast_reaches_every_subscriber() { super::broadcast_reaches_every_subscriber($kind).await }
+            #[tokio::test]
+            async fn a_burst_of_broadcasts_reaches_every_subscriber() {
+                super::a_burst_of_broadcasts_reaches_every_subscriber($kind).await
+            }
             #[tokio::test]
             async fn trace_context_travels_in_headers() { super::trace_context_travels_in_headers($kind).await }
             #[tokio::test]
@@ -664,4 +722,73 @@ async fn nsq_connects_with_the_secret_its_auth_server_grants() {
     t.destroy().await.unwrap();
     nsqd.kill().await.unwrap();
     std::fs::remove_dir_all(&data).ok();
+}
+
+/// NSQ keeps a channel, and every live update published after it, until somebody deletes it: a
+/// broadcast subscriber's channel goes when the subscription ends, and the channel of a process
+/// that died without ending it goes at the second sweep that finds no client on it. A live
+/// subscriber's channel stays.
+#[tokio::test]
+async fn nsq_broadcast_channels_end_with_their_subscriber_or_are_swept() {
+    use ecommerce_platform::broker::nsq::NsqTransport;
+    let c = config(Setup(BrokerKind::Nsq, KafkaOffsets::Postgres));
+    let b = &c.broker;
+    let t =
+        NsqTransport::connect(&b.nsqd_tcp_addresses, &b.nsqd_http_addresses, None, &b.namespace, b.ack_wait)
+            .await
+            .expect("nsqd reachable (scripts/services.sh up)");
+    let (topic, http) = (format!("{}.evt.saga", b.namespace), b.nsqd_http_addresses[0].clone());
+    let http_client = reqwest::Client::new();
+    let channels = || {
+        let (url, client) = (format!("http://{http}/stats?format=json&topic={topic}"), http_client.clone());
+        let topic = topic.clone();
+        async move {
+            let stats: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let mut names: Vec<String> = stats["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["topic_name"] == *topic)
+                .flat_map(|t| t["channels"].as_array().unwrap().iter())
+                .map(|ch| ch["channel_name"].as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    let live = t.subscribe_broadcast(Topic::SagaChanges).await.unwrap();
+    let ended = t.subscribe_broadcast(Topic::SagaChanges).await.unwrap();
+    assert_eq!(channels().await.len(), 2);
+    drop(ended);
+    let mut left = channels().await;
+    for _ in 0..100 {
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = channels().await;
+    }
+    assert_eq!(left.len(), 1, "the ended subscription's channel is deleted: {left:?}");
+    // A killed process's channel: created, then its client gone without deleting it.
+    let orphan = format!("b{}", Uuid::new_v4().simple());
+    let created = http_client
+        .post(format!("http://{http}/channel/create?topic={topic}&channel={orphan}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    // A consumer's channel (not a broadcast one) is never swept.
+    let consumer = "projector".to_string();
+    http_client
+        .post(format!("http://{http}/channel/create?topic={topic}&channel={consumer}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.sweep().await.unwrap(), Vec::<String>::new(), "one sweep is not enough");
+    assert_eq!(t.sweep().await.unwrap(), vec![orphan.clone()]);
+    let mut expected = vec![left[0].clone(), consumer];
+    expected.sort();
+    assert_eq!(channels().await, expected, "the live subscriber's channel and the consumer's stay");
+    drop(live);
+    t.destroy().await.unwrap();
 }

@@ -135,7 +135,9 @@ async fn decode(delivery: Delivery, s: &Settle) -> Option<(Delivery, Envelope)> 
             None
         }
         Err(e) => {
-            error!(consumer = %s.consumer, error = %e, "a message this version cannot read; dead-lettering");
+            let bytes = delivery.payload.len();
+            let start = String::from_utf8_lossy(&delivery.payload[..bytes.min(64)]).into_owned();
+            error!(consumer = %s.consumer, error = %e, bytes, start = %start.escape_debug(), "a message this version cannot read; dead-lettering");
             s.metrics.message_handled(&s.consumer, "unreadable", 0.0);
             dead_letter(delivery, s).await;
             None

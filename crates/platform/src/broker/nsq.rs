@@ -1,6 +1,6 @@
 //! NSQ: one topic per project topic (`{namespace}.{topic}`), one channel per consumer name (the
-//! instances of a consumer share its messages), and one ephemeral channel per broadcast
-//! subscriber on an ephemeral topic. Talks NSQ's TCP protocol itself ([`super::nsq_wire`]) to
+//! instances of a consumer share its messages), and one channel of its own per broadcast
+//! subscriber (`b<uuid>`, deleted when the subscription ends; see [`NsqTransport::sweep`]). Talks NSQ's TCP protocol itself ([`super::nsq_wire`]) to
 //! every `nsqd` of `NSQD_TCP_ADDRESSES`: publishes go to the first that answers, consumers read
 //! from all of them.
 //!
@@ -14,7 +14,7 @@
 //! - no order between messages, no replay, no per-message headers: the trace context travels at
 //!   the front of the body.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
@@ -48,7 +48,19 @@ pub struct NsqTransport {
     auth: Option<String>,
     publisher: Mutex<Option<Arc<PubConn>>>,
     http_client: reqwest::Client,
+    broadcasts: Arc<SyncMutex<Broadcasts>>,
 }
+
+/// This process's broadcast channels, and others' seen without a client by the last sweep.
+#[derive(Default)]
+struct Broadcasts {
+    ours: HashSet<String>,
+    idle: HashSet<(String, String)>,
+    sweeping: bool,
+}
+
+/// How often a process looks for broadcast channels nobody reads (their process died).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl NsqTransport {
     /// `tcp`: nsqd TCP addresses; `http`: their HTTP addresses (topic deletion in tests).
@@ -74,9 +86,11 @@ impl NsqTransport {
                 feature_negotiation: true,
                 heartbeat_interval: 5_000,
                 msg_timeout: ack_wait.as_millis().clamp(1_000, 15 * 60_000) as u64,
+                output_buffer_size: -1,
             },
             auth: auth.map(str::to_string),
             publisher: Mutex::new(None),
+            broadcasts: Default::default(),
             http_client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -103,11 +117,38 @@ impl NsqTransport {
     }
 
     fn topic_name(&self, topic: Topic) -> String {
-        match topic {
-            // Nothing is kept for a broadcast topic: nsqd drops it with its last channel.
-            Topic::SagaChanges => format!("{}.{}#ephemeral", self.namespace, topic.as_str()),
-            _ => format!("{}.{}", self.namespace, topic.as_str()),
+        format!("{}.{}", self.namespace, topic.as_str())
+    }
+
+    /// Deletes broadcast channels no client has read in two sweeps in a row: a subscriber
+    /// deletes its own when it ends, so these are a killed process's, and would otherwise
+    /// collect every live update on disk for ever. A live subscriber whose connection is down
+    /// across both sweeps subscribes again (recreating its channel) and catches up from the
+    /// database, as after any missed update. Returns the channels deleted.
+    pub async fn sweep(&self) -> Result<Vec<String>, BrokerError> {
+        self.sweeper().sweep(&self.broadcasts).await
+    }
+
+    fn sweeper(&self) -> Sweeper {
+        Sweeper {
+            topic: self.topic_name(Topic::SagaChanges),
+            http: self.http.clone(),
+            client: self.http_client.clone(),
         }
+    }
+
+    /// Sweeps every [`SWEEP_EVERY`] while the transport lives.
+    fn start_sweeping(&self) {
+        let (sweeper, weak) = (self.sweeper(), Arc::downgrade(&self.broadcasts));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(broadcasts) = weak.upgrade() else { return };
+                if let Err(e) = sweeper.sweep(&broadcasts).await {
+                    tracing::warn!(error = %e, "sweeping NSQ broadcast channels");
+                }
+            }
+        });
     }
 
     /// A connection that has subscribed to `topic` on `channel` (with `RDY 0`: nothing is sent yet).
@@ -162,6 +203,7 @@ impl NsqTransport {
         // Room for every message in flight: a reader never waits on the stream, so it always
         // answers heartbeats.
         let (tx, rx) = mpsc::channel(rdy as usize * self.tcp.len());
+        let mut readers = Vec::new();
         for addr in &self.tcp {
             // The first subscription is made here, so the subscriber hears what is published
             // once this returns; the loop makes the next ones after a connection is lost.
@@ -176,10 +218,99 @@ impl NsqTransport {
                 broadcast,
                 tx: tx.clone(),
             };
-            tokio::spawn(reader.run(first));
+            readers.push(tokio::spawn(reader.run(first)));
+        }
+        if broadcast {
+            // The channel is this subscriber's alone: when it goes, so does the channel (else
+            // nsqd would keep every later update in it).
+            let (http, client, broadcasts) =
+                (self.http.clone(), self.http_client.clone(), self.broadcasts.clone());
+            tokio::spawn(async move {
+                tx.closed().await;
+                for reader in readers {
+                    let _ = reader.await;
+                }
+                for http in &http {
+                    if let Err(e) = delete_channel(&client, http, &topic, &channel).await {
+                        tracing::warn!(topic = %topic, channel = %channel, error = %e, "broadcast channel not deleted; a sweep will");
+                    }
+                }
+                broadcasts.lock().expect("not poisoned").ours.remove(&channel);
+            });
         }
         Ok(tokio_stream_from(rx))
     }
+}
+
+/// Finds and deletes the broadcast channels of processes that are gone.
+struct Sweeper {
+    topic: String,
+    http: Vec<String>,
+    client: reqwest::Client,
+}
+
+impl Sweeper {
+    async fn sweep(&self, broadcasts: &SyncMutex<Broadcasts>) -> Result<Vec<String>, BrokerError> {
+        let topic = &self.topic;
+        let mut seen = HashSet::new();
+        for http in &self.http {
+            let url = format!("http://{http}/stats?format=json&topic={topic}&include_clients=false");
+            let failed = |e: reqwest::Error| BrokerError::Consume(format!("{url}: {e}"));
+            let stats: serde_json::Value = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(failed)?
+                .json()
+                .await
+                .map_err(failed)?;
+            let topics = stats["topics"].as_array().into_iter().flatten();
+            let channels =
+                topics.filter(|t| t["topic_name"] == **topic).flat_map(|t| t["channels"].as_array());
+            for channel in channels.flatten() {
+                let name = channel["channel_name"].as_str().unwrap_or_default();
+                if is_broadcast_channel(name) && channel["client_count"].as_u64() == Some(0) {
+                    seen.insert((http.clone(), name.to_string()));
+                }
+            }
+        }
+        let doomed: Vec<(String, String)> = {
+            let mut b = broadcasts.lock().expect("not poisoned");
+            seen.retain(|(_, name)| !b.ours.contains(name));
+            let doomed = seen.intersection(&b.idle).cloned().collect();
+            b.idle = seen;
+            doomed
+        };
+        let mut deleted = Vec::new();
+        for (http, channel) in doomed {
+            delete_channel(&self.client, &http, topic, &channel).await?;
+            tracing::info!(topic = %topic, channel = %channel, "deleted a broadcast channel nobody reads");
+            deleted.push(channel);
+        }
+        Ok(deleted)
+    }
+}
+
+/// `b` and a simple UUID: the channels [`Transport::subscribe_broadcast`] makes.
+fn is_broadcast_channel(name: &str) -> bool {
+    name.len() == 33 && name.starts_with('b') && name[1..].bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+async fn delete_channel(
+    client: &reqwest::Client,
+    http: &str,
+    topic: &str,
+    channel: &str,
+) -> Result<(), BrokerError> {
+    let url = format!("http://{http}/channel/delete?topic={topic}&channel={channel}");
+    let response = client.post(&url).send().await.map_err(|e| BrokerError::Consume(format!("{url}: {e}")))?;
+    // 404: not on this nsqd (or already gone).
+    if !response.status().is_success() && response.status() != reqwest::StatusCode::NOT_FOUND {
+        return Err(BrokerError::Consume(format!("{url}: {}", response.status())));
+    }
+    Ok(())
 }
 
 fn tokio_stream_from(mut rx: mpsc::Receiver<Result<Delivery, BrokerError>>) -> Deliveries {
@@ -498,8 +629,20 @@ impl Transport for NsqTransport {
     }
 
     async fn subscribe_broadcast(&self, topic: Topic) -> Result<Deliveries, BrokerError> {
-        let channel = format!("b{}#ephemeral", uuid::Uuid::new_v4().simple());
-        self.consume(self.topic_name(topic), channel, true).await
+        let channel = format!("b{}", uuid::Uuid::new_v4().simple());
+        let start_sweeping = {
+            let mut b = self.broadcasts.lock().expect("not poisoned");
+            b.ours.insert(channel.clone());
+            !std::mem::replace(&mut b.sweeping, true)
+        };
+        if start_sweeping {
+            self.start_sweeping();
+        }
+        let deliveries = self.consume(self.topic_name(topic), channel.clone(), true).await;
+        if deliveries.is_err() {
+            self.broadcasts.lock().expect("not poisoned").ours.remove(&channel);
+        }
+        deliveries
     }
 
     async fn health(&self) -> Result<(), BrokerError> {
@@ -509,8 +652,8 @@ impl Transport for NsqTransport {
     /// Deletes the namespace's topics (and so their channels) through nsqd's HTTP API.
     async fn destroy(&self) -> Result<(), BrokerError> {
         for http in &self.http {
-            for topic in Topic::DURABLE.iter().chain([&Topic::DeadLetters]) {
-                let url = format!("http://{http}/topic/delete?topic={}", self.topic_name(*topic));
+            for topic in Topic::ALL {
+                let url = format!("http://{http}/topic/delete?topic={}", self.topic_name(topic));
                 let response = self
                     .http_client
                     .post(&url)

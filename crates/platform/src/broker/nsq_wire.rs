@@ -153,6 +153,9 @@ pub struct Identify {
     pub heartbeat_interval: u64,
     /// How long nsqd waits for FIN/REQ/TOUCH before it delivers a message again.
     pub msg_timeout: u64,
+    /// `-1`: nsqd writes each message to the socket as it sends it. Its default buffers 16 KiB
+    /// and flushes on a 250 ms ticker, so a lone message waited up to 250 ms per hop.
+    pub output_buffer_size: i32,
 }
 
 impl Identify {
