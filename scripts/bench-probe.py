@@ -31,6 +31,7 @@ SERVERS = {
     "nats": lambda comm, cmd: comm == "nats-server",
     "rabbitmq": lambda comm, cmd: comm in ("beam.smp", "erl_child_setup"),
     "tansu": lambda comm, cmd: comm == "tansu",
+    "nsqd": lambda comm, cmd: comm == "nsqd",
     "mongo-wire": lambda comm, cmd: "secantusd" in cmd,
 }
 

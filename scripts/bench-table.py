@@ -81,7 +81,7 @@ if counted:
               f"| {round(c['pg_rollbacks'] / n, 2)} | {c.get('mongo_ops_per_saga', '-')} |")
     print()
     print("### CPU per process during each run (% of one core; the machine has two)\n")
-    procs = ["all", "api", "orchestrator", "workers", "postgres", "mongo-wire", "nats", "rabbitmq", "tansu", "loadgen", "engine-bench"]
+    procs = ["all", "api", "orchestrator", "workers", "postgres", "mongo-wire", "nats", "rabbitmq", "tansu", "nsqd", "loadgen", "engine-bench"]
     print(f"| {lh}broker | load | " + " | ".join(procs) + " | total |")
     print(f"|{lsep}---|---|" + "---|" * len(procs) + "---|")
     for r in counted:

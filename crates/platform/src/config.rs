@@ -211,7 +211,7 @@ pub struct BrokerConfig {
     /// `nsqd` TCP addresses (`host:port`): publishes go to the first that answers, consumers read
     /// from every one.
     pub nsqd_tcp_addresses: Vec<String>,
-    /// Their HTTP addresses (topic deletion).
+    /// Their HTTP addresses: live-update channels are deleted there, and tests' topics.
     pub nsqd_http_addresses: Vec<String>,
     /// The secret sent with `AUTH` to an nsqd that requires it (`--auth-http-address`).
     pub nsq_auth_secret: Option<SecretString>,
