@@ -51,6 +51,33 @@ def pg(db):
     return {"commit": commit, "rollback": rollback, "xmax": xmax}
 
 
+def tables(db):
+    """Row writes per table (pg_stat_user_tables) and the table's index count."""
+    rows = psql(db, "SELECT s.relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, "
+                    "(SELECT count(*) FROM pg_index i WHERE i.indrelid = s.relid) "
+                    "FROM pg_stat_user_tables s")
+    out = {}
+    for line in rows.splitlines():
+        name, *numbers = line.split("|")
+        out[name] = [int(x) for x in numbers]
+    return out
+
+
+def row_writes(t0, t1, n):
+    """Per saga: rows inserted, updated (HOT or not) and deleted by table, and the index entries
+    those writes added (an insert or a non-HOT update adds one to every index of its table; a HOT
+    update adds none)."""
+    per_table, entries = {}, 0
+    for name, (ins, upd, hot, dele, indexes) in t1.items():
+        i0, u0, h0, d0, _ = t0.get(name, [0, 0, 0, 0, 0])
+        ins, upd, hot, dele = ins - i0, upd - u0, hot - h0, dele - d0
+        if ins or upd or dele:
+            per_table[name] = {"ins": round(ins / n, 2), "upd": round(upd / n, 2),
+                               "hot_upd": round(hot / n, 2), "del": round(dele / n, 2), "indexes": indexes}
+        entries += (ins + upd - hot) * indexes
+    return per_table, round(entries / n, 1)
+
+
 def mongo():
     try:
         import pymongo
@@ -121,7 +148,7 @@ def main():
     start = {}
 
     def snapshot():
-        start.update(pg=pg(a.db), mongo=mongo(), cpu=ticks(groups()), t=time.monotonic())
+        start.update(pg=pg(a.db), tables=tables(a.db), mongo=mongo(), cpu=ticks(groups()), t=time.monotonic())
         started.set()
 
     def watch_stderr():
@@ -148,12 +175,12 @@ def main():
     pg0, mongo0, cpu0, t0 = start["pg"], start["mongo"], start["cpu"], start["t"]
     # Backends report their transaction counts when idle, at most once a second: let them.
     time.sleep(2.5)
-    pg1, mongo1 = pg(a.db), mongo()
+    pg1, tables1, mongo1 = pg(a.db), tables(a.db), mongo()
 
     report = json.loads(out)
     n = max(1, int(report.get(a.per) or 0))
-    # The two snapshot queries above are read-only; the probe's own commits are the two pg() calls.
-    commits = pg1["commit"] - pg0["commit"] - 1
+    # The snapshot queries above are read-only; the probe's own commits are its pg() and tables() calls.
+    commits = pg1["commit"] - pg0["commit"] - 2
     writes = pg1["xmax"] - pg0["xmax"]
     counters = {
         "seconds": round(t1 - t0, 1),
@@ -163,6 +190,8 @@ def main():
         "pg_rollbacks": pg1["rollback"] - pg0["rollback"],
         "pg_write_xacts_per_saga": round(writes / n, 2),
         "pg_read_xacts_per_saga": round((commits - writes) / n, 2),
+        "pg_rows_per_saga": row_writes(start["tables"], tables1, n)[0],
+        "pg_index_entries_per_saga": row_writes(start["tables"], tables1, n)[1],
         "cpu_percent": {k: round(100 * v / CLK / (t1 - t0), 1) for k, v in used(cpu0, cpu1).items()},
     }
     driver = os.path.basename(command[0])
