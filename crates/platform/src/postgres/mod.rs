@@ -40,28 +40,10 @@ pub fn describe(url: &str) -> String {
     }
 }
 
-/// A pooled connection idle at least this long is pinged before it is used (see [`connect`]).
-const PING_IF_IDLE: Duration = Duration::from_secs(1);
-
-/// The pool. sqlx by default pings a connection when it is taken from the pool and again when it
-/// goes back: two round trips per use, on every statement of the hot path. The ping on return
-/// (sqlx always does it) closes a connection an error broke. Before use, only a connection idle
-/// for [`PING_IF_IDLE`] or more is pinged (the server may have gone away meanwhile); one in use a
-/// moment ago is taken as it is, and if the server went away in that moment the statement fails
-/// like any other transient error (and is retried where the caller retries).
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(config.postgres.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
         .connect(config.postgres.url.expose_secret())
         .await
 }
