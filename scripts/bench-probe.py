@@ -7,6 +7,8 @@ meanwhile (used by scripts/bench.sh):
 - PostgreSQL (pg_stat_database of DB): committed transactions, split into write transactions
   (transaction ids assigned: the snapshot's xmax, which reading does not advance; server-wide, so
   run nothing else meanwhile) and read-only ones.
+- Statements run in DB, per saga and the busiest ones (pg_stat_statements, where the server
+  preloads it; BEGIN and COMMIT count, sqlx's pings do not appear).
 - The MongoDB-wire server (serverStatus.opcounters): operations of every kind.
 - CPU of each process named with --proc, and of all processes of the PostgreSQL server, the broker
   and the Mongo-wire server (found by name at the start and at the end, so that backends opened
@@ -61,6 +63,41 @@ def tables(db):
         name, *numbers = line.split("|")
         out[name] = [int(x) for x in numbers]
     return out
+
+
+def statements(db):
+    """Calls per statement in DB (pg_stat_statements, where the server preloads it: it is how round
+    trips are counted; an empty query, sqlx's ping, is not listed, so pings are not in it)."""
+    try:
+        psql(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        rows = psql(db, "SELECT queryid, calls, regexp_replace(left(query, 90), '\\s+', ' ', 'g') "
+                        "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())")
+    except subprocess.CalledProcessError as e:
+        return {"error": (e.stderr or "").strip().splitlines()[-1:] or ["pg_stat_statements"]}
+    out = {}
+    for line in rows.splitlines():
+        qid, calls, text = line.split("|", 2)
+        out[qid] = (int(calls), text)
+    return out
+
+
+def statement_calls(s0, s1, n):
+    """Per saga: statements run (BEGIN and COMMIT included), and the busiest of them."""
+    if "error" in s0 or "error" in s1:
+        return {"error": s0.get("error") or s1.get("error")}
+    # The probe's own reads of pg_stat_statements, pg_stat_database and pg_stat_user_tables.
+    own = ("pg_stat_statements", "pg_stat_database", "pg_stat_user_tables", "CREATE EXTENSION")
+    diff = []
+    for qid, (calls, text) in s1.items():
+        d = calls - s0.get(qid, (0, ""))[0]
+        if d > 0 and not any(o in text for o in own):
+            diff.append((d, text))
+    diff.sort(reverse=True)
+    return {
+        "per_saga": round(sum(d for d, _ in diff) / n, 2),
+        "top": [[round(d / n, 2), text] for d, text in diff[:40]],
+    }
 
 
 def row_writes(t0, t1, n):
@@ -148,7 +185,7 @@ def main():
     start = {}
 
     def snapshot():
-        start.update(pg=pg(a.db), tables=tables(a.db), mongo=mongo(), cpu=ticks(groups()), t=time.monotonic())
+        start.update(pg=pg(a.db), tables=tables(a.db), stmts=statements(a.db), mongo=mongo(), cpu=ticks(groups()), t=time.monotonic())
         started.set()
 
     def watch_stderr():
@@ -175,12 +212,12 @@ def main():
     pg0, mongo0, cpu0, t0 = start["pg"], start["mongo"], start["cpu"], start["t"]
     # Backends report their transaction counts when idle, at most once a second: let them.
     time.sleep(2.5)
-    pg1, tables1, mongo1 = pg(a.db), tables(a.db), mongo()
+    pg1, tables1, stmts1, mongo1 = pg(a.db), tables(a.db), statements(a.db), mongo()
 
     report = json.loads(out)
     n = max(1, int(report.get(a.per) or 0))
     # The snapshot queries above are read-only; the probe's own commits are its pg() and tables() calls.
-    commits = pg1["commit"] - pg0["commit"] - 2
+    commits = pg1["commit"] - pg0["commit"] - (2 if "error" in start["stmts"] else 4)
     writes = pg1["xmax"] - pg0["xmax"]
     counters = {
         "seconds": round(t1 - t0, 1),
@@ -192,6 +229,7 @@ def main():
         "pg_read_xacts_per_saga": round((commits - writes) / n, 2),
         "pg_rows_per_saga": row_writes(start["tables"], tables1, n)[0],
         "pg_index_entries_per_saga": row_writes(start["tables"], tables1, n)[1],
+        "pg_statements": statement_calls(start["stmts"], stmts1, n),
         "cpu_percent": {k: round(100 * v / CLK / (t1 - t0), 1) for k, v in used(cpu0, cpu1).items()},
     }
     driver = os.path.basename(command[0])

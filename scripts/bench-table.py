@@ -68,6 +68,12 @@ def hot_share(c):
     return f"{round(100 * sum(x['hot_upd'] for x in t.values()) / upd)} %" if upd else "-"
 
 
+def statements(c):
+    """Statements per saga from pg_stat_statements (older runs, or a server without it: -)."""
+    s = c.get("pg_statements") or {}
+    return s.get("per_saga", "-")
+
+
 def what(r):
     """The load of a counted run, with its orchestrator + worker instances when more than one."""
     load = "engine" if r["kind"] == "engine" else (
@@ -81,16 +87,18 @@ if counted:
     print("PostgreSQL transactions from `pg_stat_database` (write = transaction ids assigned), MongoDB")
     print("operations from `serverStatus.opcounters`, over the measured part of each run. Index")
     print("entries: an insert or non-HOT update adds one to every index of its table")
-    print("(`pg_stat_user_tables`, `pg_index`); HOT updates: of all row updates.\n")
-    print(f"| {lh}broker | load | PG write xacts | PG read-only xacts | PG rollbacks | MongoDB ops | PG index entries | HOT updates |")
-    print(f"|{lsep}---|---|---|---|---|---|---|---|")
+    print("(`pg_stat_user_tables`, `pg_index`); HOT updates: of all row updates. PG statements: calls")
+    print("in `pg_stat_statements` (BEGIN and COMMIT included; sqlx's pings are not listed), where")
+    print("the server preloads it.\n")
+    print(f"| {lh}broker | load | PG write xacts | PG read-only xacts | PG rollbacks | MongoDB ops | PG statements | PG index entries | HOT updates |")
+    print(f"|{lsep}---|---|---|---|---|---|---|---|---|")
     for r in counted:
         c = r["counters"]
         load = what(r)
         n = max(1, r.get("completed") or 1)
         print(f"| {label(r)}{r['broker']} | {load} | {c['pg_write_xacts_per_saga']} | {c['pg_read_xacts_per_saga']} "
               f"| {round(c['pg_rollbacks'] / n, 2)} | {c.get('mongo_ops_per_saga', '-')} "
-              f"| {c.get('pg_index_entries_per_saga', '-')} | {hot_share(c)} |")
+              f"| {statements(c)} | {c.get('pg_index_entries_per_saga', '-')} | {hot_share(c)} |")
     print()
     print("### CPU per process during each run (% of one core; the machine has two)\n")
     procs = ["all", "api", "orchestrator", "workers", "postgres", "mongo-wire", "nats", "rabbitmq", "tansu", "nsqd", "loadgen", "engine-bench"]
