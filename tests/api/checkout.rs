@@ -146,6 +146,36 @@ async fn a_late_subscriber_gets_the_recorded_history_then_completion() {
     app.stop().await;
 }
 
+/// "This saga changed" notices wake live streams but are not written to the outbox: they are
+/// published after the commit (a lost one is found by the catch-up read), while commands, replies
+/// and order events are stored with the change that sends them.
+#[tokio::test]
+async fn saga_change_notices_are_published_without_being_stored() {
+    let app = spawn_app().await;
+    // What the outbox is asked to store, kept by a trigger (the rows themselves are deleted once
+    // published).
+    for statement in [
+        "CREATE TABLE outbox_written (topic text NOT NULL)",
+        "CREATE FUNCTION outbox_written() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO outbox_written VALUES (NEW.topic); RETURN NEW; END $$",
+        "CREATE TRIGGER outbox_written AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION outbox_written()",
+    ] {
+        sqlx::query(statement).execute(app.pool()).await.unwrap();
+    }
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let id = app.place(&buyer, "notices-1", "tok_visa").await;
+    let events = app.order_events(&buyer, &id).await.expect("subscription");
+    assert_eq!(events, HAPPY);
+    let topics: Vec<String> = sqlx::query_scalar("SELECT topic FROM outbox_written ORDER BY topic")
+        .fetch_all(app.pool())
+        .await
+        .unwrap();
+    assert!(topics.iter().any(|t| t.starts_with("cmd.")), "commands are stored: {topics:?}");
+    assert!(!topics.iter().any(|t| t == "evt.saga"), "no notice is stored: {topics:?}");
+    app.stop().await;
+}
+
 /// A client that lost its connection resumes after the last sequence it got instead of replaying
 /// the order's history; one that saw the end gets a subscription that completes at once.
 #[tokio::test]

@@ -197,8 +197,8 @@ pub async fn apply(
 }
 
 /// Transitions of one or many sagas (whose rows the transaction holds locked), written with one
-/// statement per table: the sagas' new states, their history, the outbox (commands, order events
-/// and one `SagaChanged` notice per saga) and the orders' outcomes. Group commit in the
+/// statement per table: the sagas' new states, their history, the outbox (commands and order
+/// events; the one `SagaChanged` notice per saga is only published) and the orders' outcomes. Group commit in the
 /// orchestrator hands a whole batch of replies to one `Writes`.
 #[derive(Default)]
 pub struct Writes {
@@ -357,8 +357,12 @@ impl Writes {
             .copied();
         }
 
+        outbox::insert_all(tx, &self.outbox).await?;
+
         // Every API instance hears of the change through the broker and wakes its live
         // subscriptions: one notice per saga, with where it ended up and the events it recorded.
+        // Published after the commit, not stored (`OutboxRow::notice`): a lost one is found by
+        // the API's catch-up read within a second.
         for w in &self.sagas {
             let events = match at {
                 Some(at) => self
@@ -376,9 +380,8 @@ impl Writes {
                 events,
             };
             let envelope = Envelope::new(w.id, w.order_id, w.trace_id.clone(), Body::Changed(changed));
-            self.outbox.push(outbox::OutboxRow::new(&envelope, std::time::Duration::ZERO));
+            self.outbox.push(outbox::OutboxRow::notice(&envelope));
         }
-        outbox::insert_all(tx, &self.outbox).await?;
 
         if !self.orders.is_empty() {
             let o = &self.orders;

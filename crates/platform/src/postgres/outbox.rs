@@ -8,6 +8,12 @@
 //! process that died before publishing (once they are [`DISPATCH_GRACE`] old), rows whose
 //! publication failed, and delayed rows (a retry's backoff) when they fall due.
 //!
+//! Notices ([`OutboxRow::notice`]: "this saga changed", which wakes live streams) go the same
+//! way after the commit but are not stored: their receivers read the database once a second for
+//! what no notice brought, so a notice lost with a process that died before publishing it costs a
+//! second, not a change. Storing them cost an insert and a delete (and two index entries each) on
+//! every transition.
+//!
 //! Why not `NOTIFY` from an insert trigger, as before: PostgreSQL (up to 16) holds a database-wide
 //! lock from a notifying transaction's pre-commit until its commit record is flushed, so every
 //! writer of the outbox committed one at a time, and every relay of every process woke for every
@@ -83,6 +89,8 @@ pub struct OutboxRow {
     payload: Vec<u8>,
     trace: TraceHeaders,
     delay_ms: i64,
+    /// Written to the table (a message), or only published after the commit (a notice).
+    stored: bool,
 }
 
 impl OutboxRow {
@@ -105,12 +113,23 @@ impl OutboxRow {
             payload: envelope.encode(),
             trace: TraceHeaders::for_message(&envelope.trace_id, envelope.message_id),
             delay_ms: delay.as_millis() as i64,
+            stored: true,
         }
+    }
+
+    /// A best-effort notice: published after the commit like the rows, but never written, so a
+    /// crash before it is published loses it. Only for messages whose receivers find what they
+    /// missed by themselves (see the module doc).
+    pub fn notice(envelope: &Envelope) -> Self {
+        OutboxRow { stored: false, ..Self::new(envelope, Duration::ZERO) }
     }
 }
 
-/// Writes `rows` in one statement, in this order (the relay publishes in id order).
+/// Writes `rows` in one statement, in this order (the relay publishes in id order); notices among
+/// them are left out (they are only published).
 pub async fn insert_all(tx: &mut Transaction<'_, Postgres>, rows: &[OutboxRow]) -> Result<(), sqlx::Error> {
+    let stored: Vec<&OutboxRow> = rows.iter().filter(|r| r.stored).collect();
+    let rows = stored.as_slice();
     if rows.is_empty() {
         return Ok(());
     }
@@ -274,9 +293,14 @@ async fn dispatch(
             match transport.publish_batch(&messages).await {
                 Ok(()) => {
                     oldest.get_or_insert_with(tokio::time::Instant::now);
-                    published.extend(rows.iter().map(|r| r.message_id));
+                    published.extend(rows.iter().filter(|r| r.stored).map(|r| r.message_id));
                 }
-                Err(e) => warn!(error = %e, rows = rows.len(), "dispatch failed; the relay publishes them"),
+                Err(e) => warn!(
+                    error = %e,
+                    rows = rows.iter().filter(|r| r.stored).count(),
+                    notices = rows.iter().filter(|r| !r.stored).count(),
+                    "dispatch failed; the relay publishes the rows, the notices are dropped"
+                ),
             }
         }
         let due = oldest.is_some_and(|t| t.elapsed() >= DELETE_EVERY);
