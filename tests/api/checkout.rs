@@ -83,6 +83,8 @@ async fn out_of_stock_cancels_with_reason_and_never_touches_payment() {
     let app = spawn_app().await;
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "MUG-001", 1).await;
+    // Reserved in SKU order: BAG-003 is available and comes before the short LMT-005.
+    app.add_to_cart(&buyer, "BAG-003", 1).await;
     app.add_to_cart(&buyer, "LMT-005", 2).await; // only 1 in stock
 
     let id = app.place(&buyer, "oos-1", "tok_visa").await;
@@ -96,6 +98,12 @@ async fn out_of_stock_cancels_with_reason_and_never_touches_payment() {
     assert_eq!(app.payment_status(&id).await, None, "no payment attempted");
     assert_eq!(app.stock("LMT-005").await, 1);
     assert_eq!(app.stock("MUG-001").await, 100, "partial reservation rolled back");
+    assert_eq!(app.stock("BAG-003").await, 20, "partial reservation rolled back");
+    let lines: i64 = sqlx::query_scalar("SELECT count(*) FROM stock_reservation_lines")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(lines, 0, "a rejected reservation keeps no lines");
     app.stop().await;
 }
 

@@ -110,79 +110,63 @@ async fn existing(
     Ok(row.map(|r| (r.status, r.reason)))
 }
 
+/// Reserves every line or none, in one statement: the reservation row (RESERVED, or REJECTED
+/// naming the first SKU short of stock), the stock taken and the reservation's lines. The stock
+/// rows are locked already ([`lock_stock`]), so what the statement reads of them stays true until
+/// the commit. A reservation row that exists already (a retried command, or a release that came
+/// first) is left as it is, and its outcome answered.
 async fn reserve(
     tx: &mut Transaction<'_, Postgres>,
     env: &Envelope,
     lines: &[StockLine],
 ) -> Result<Reply, AppError> {
-    let inserted = sqlx::query!(
-        "INSERT INTO stock_reservations (order_id, status) VALUES ($1, 'RESERVED') ON CONFLICT DO NOTHING",
-        env.order_id,
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
+    let (inserted, short): (Option<String>, Option<String>) = sqlx::query_as(
+        "WITH wanted AS (
+              SELECT sku, sum(quantity)::int AS quantity
+                FROM unnest($2::text[], $3::int[]) AS w(sku, quantity) GROUP BY sku),
+          short AS (
+              SELECT w.sku FROM wanted w LEFT JOIN stock s ON s.sku = w.sku
+               WHERE s.available IS NULL OR s.available < w.quantity
+               ORDER BY w.sku LIMIT 1),
+          new AS (
+              INSERT INTO stock_reservations (order_id, status, reason)
+              SELECT $1, CASE WHEN s.sku IS NULL THEN 'RESERVED' ELSE 'REJECTED' END,
+                     'insufficient stock for ' || s.sku
+                FROM (SELECT (SELECT sku FROM short) AS sku) s
+              ON CONFLICT DO NOTHING
+              RETURNING status),
+          taken AS (
+              UPDATE stock s SET available = s.available - w.quantity FROM wanted w
+               WHERE s.sku = w.sku AND EXISTS (SELECT 1 FROM new WHERE status = 'RESERVED')),
+          lines AS (
+              INSERT INTO stock_reservation_lines (order_id, sku, quantity)
+              SELECT $1, w.sku, w.quantity FROM wanted w
+               WHERE EXISTS (SELECT 1 FROM new WHERE status = 'RESERVED'))
+         SELECT (SELECT status FROM new), (SELECT sku FROM short)",
     )
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
-        // A retry, or a release that came first: answer with what was decided then.
-        return Ok(match existing(tx, env.order_id).await? {
-            Some((s, _)) if s == "RESERVED" => reply(ReplyKind::StockReserved, None),
-            Some((s, reason)) if s == "REJECTED" => reply(ReplyKind::StockRejected, reason),
-            _ => reply(ReplyKind::StockRejected, Some("order was cancelled".into())),
-        });
-    }
-
-    // Lock stock rows in sku order so concurrent reservations cannot deadlock.
-    let mut lines = lines.to_vec();
-    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let mut short = None;
-    {
-        let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
-        for line in &lines {
-            let updated = sqlx::query!(
-                "UPDATE stock SET available = available - $2 WHERE sku = $1 AND available >= $2",
-                line.sku,
-                line.quantity,
-            )
-            .execute(&mut *sp)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                short = Some(line.sku.clone());
-                break;
-            }
-            sqlx::query!(
-                "INSERT INTO stock_reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
-                env.order_id,
-                line.sku,
-                line.quantity,
-            )
-            .execute(&mut *sp)
-            .await?;
-        }
-        if short.is_some() {
-            sp.rollback().await?;
-        } else {
-            sp.commit().await?;
-        }
-    }
-    Ok(match short {
-        None => {
+    .bind(env.order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(match (inserted.as_deref(), short) {
+        (Some("RESERVED"), _) => {
             info!("stock reserved");
             reply(ReplyKind::StockReserved, None)
         }
-        Some(sku) => {
-            let reason = format!("insufficient stock for {sku}");
-            sqlx::query!(
-                "UPDATE stock_reservations SET status = 'REJECTED', reason = $2, updated_at = now() WHERE order_id = $1",
-                env.order_id,
-                reason,
-            )
-            .execute(&mut **tx)
-                .await?;
+        (Some(_), sku) => {
+            let reason = format!("insufficient stock for {}", sku.unwrap_or_default());
             info!(%reason, "stock rejected");
             reply(ReplyKind::StockRejected, Some(reason))
         }
+        // A retry, or a release that came first: answer with what was decided then.
+        (None, _) => match existing(tx, env.order_id).await? {
+            Some((s, _)) if s == "RESERVED" => reply(ReplyKind::StockReserved, None),
+            Some((s, reason)) if s == "REJECTED" => reply(ReplyKind::StockRejected, reason),
+            _ => reply(ReplyKind::StockRejected, Some("order was cancelled".into())),
+        },
     })
 }
 
