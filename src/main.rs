@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use ecommerce_checkout::roles::{self, Services};
 use ecommerce_platform::config::{redact_url, Config, ExposeSecret};
 use ecommerce_platform::metrics::ConsumerStats;
-use ecommerce_platform::postgres::{self, PingBeforeUse};
+use ecommerce_platform::postgres;
 use ecommerce_saga::app;
 use ecommerce_storefront::mongo::Mongo;
 use tokio_util::sync::CancellationToken;
@@ -174,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed { stock } => {
             // PostgreSQL (stock) and MongoDB (catalog) only: a short command opens no broker
             // connection that would be cut when the runtime stops.
-            let pool = postgres::connect(&config, PingBeforeUse::Always).await.with_context(|| {
+            let pool = postgres::connect(&config).await.with_context(|| {
                 format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
             })?;
             let mongo = Mongo::connect(&config).await.with_context(|| {
@@ -189,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::CreateOperator { email, promote_existing } => {
             use ecommerce_saga::auth::service;
-            let pool = postgres::connect(&config, PingBeforeUse::Always).await.with_context(|| {
+            let pool = postgres::connect(&config).await.with_context(|| {
                 format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
             })?;
             match service::account_by_email(&pool, &email).await? {
@@ -229,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
         Command::GrantRole { email, role } => set_role(&config, &email, &role, true).await?,
         Command::RevokeRole { email, role } => set_role(&config, &email, &role, false).await?,
         Command::RotateKeys => {
-            let pool = postgres::connect(&config, PingBeforeUse::Always).await.with_context(|| {
+            let pool = postgres::connect(&config).await.with_context(|| {
                 format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
             })?;
             let kid = ecommerce_saga::auth::keys::rotate(&pool, config.api.auth.access_token_ttl).await?;
@@ -239,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             config.require_shared_broker("`api serve`")?;
             let mongo = open_mongo(&config).await?;
-            let s = Services::connect(config, PingBeforeUse::Always).await?;
+            let s = Services::connect(config).await?;
             let shutdown = CancellationToken::new();
             roles::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api.addr).await?;
@@ -250,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::All => {
             let mongo = open_mongo(&config).await?;
-            let s = Services::connect(config, PingBeforeUse::Always).await?;
+            let s = Services::connect(config).await?;
             let shutdown = CancellationToken::new();
             roles::cancel_on_signal(shutdown.clone());
             let listener = tokio::net::TcpListener::bind(s.config.api.addr).await?;
@@ -305,7 +305,7 @@ fn announce(listener: &tokio::net::TcpListener, roles: &str) -> anyhow::Result<(
 async fn set_role(config: &Config, email: &str, role: &str, grant: bool) -> anyhow::Result<()> {
     let role = ecommerce_saga::auth::Role::parse(role)
         .with_context(|| format!("unknown role {role:?}; known: operator"))?;
-    let pool = postgres::connect(config, PingBeforeUse::Always).await.with_context(|| {
+    let pool = postgres::connect(config).await.with_context(|| {
         format!("cannot reach {}", postgres::describe(config.postgres.url.expose_secret()))
     })?;
     ecommerce_saga::auth::service::set_role(&pool, email, role, grant).await?;

@@ -21,7 +21,6 @@ use ecommerce_checkout::roles::Services;
 #[path = "support/stripe_proxy.rs"]
 mod stripe_proxy;
 use ecommerce_platform::config::{BrokerKind, Config};
-use ecommerce_platform::postgres::PingBeforeUse;
 use ecommerce_storefront::mongo::Mongo;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -507,7 +506,7 @@ async fn prepare(kind: BrokerKind) -> (String, Config, Stores, PathBuf, PgConnec
     config.broker.kind = kind;
     config.broker.namespace = name.clone();
     ecommerce_platform::postgres::migrate(&config).await.unwrap();
-    let services = Services::connect(config.clone(), PingBeforeUse::Always).await.unwrap();
+    let services = Services::connect(config.clone()).await.unwrap();
     let mongo = Mongo::open(&config).await.unwrap();
     let products: Vec<_> = SKUS
         .iter()

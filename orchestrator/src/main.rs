@@ -4,7 +4,6 @@
 use clap::Parser;
 use ecommerce_checkout::roles::{self, Services};
 use ecommerce_platform::config::Config;
-use ecommerce_platform::postgres::PingBeforeUse;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the saga orchestrator. Configuration comes from the environment (see .env.example).
@@ -19,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry =
         ecommerce_platform::telemetry::init("orchestrator", config.telemetry.otlp_endpoint.as_deref())?;
     config.require_shared_broker("the orchestrator binary")?;
-    let s = Services::connect(config, PingBeforeUse::WhenIdle).await?;
+    let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
     roles::cancel_on_signal(shutdown.clone());
     s.announce("orchestrator", None).await;

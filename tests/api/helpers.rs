@@ -10,7 +10,6 @@ use ecommerce_core::saga::messages::{Body, Command, DomainEvent, Envelope};
 use ecommerce_platform::broker::Topic;
 use ecommerce_platform::config::{Config, ExposeSecret};
 use ecommerce_platform::metrics::ConsumerStats;
-use ecommerce_platform::postgres::PingBeforeUse;
 use ecommerce_saga::app;
 use ecommerce_storefront::catalog::seed;
 use ecommerce_storefront::mongo::Mongo;
@@ -110,7 +109,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     ecommerce_platform::postgres::migrate(&config).await.expect("migrate");
 
     // Each role gets its own connections: they share only the stores and the broker.
-    let mut api = Services::connect(config.clone(), PingBeforeUse::Always).await.expect("api services");
+    let mut api = Services::connect(config.clone()).await.expect("api services");
     // The API's pool counts what it hands out (tests/api/dataloader.rs reads it): idle connections
     // pass `before_acquire`, new ones `after_connect` only, and both are handed out.
     let api_queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -128,9 +127,8 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         .connect(config.postgres.url.expose_secret())
         .await
         .expect("api pool");
-    let orch =
-        Services::connect(config.clone(), PingBeforeUse::WhenIdle).await.expect("orchestrator services");
-    let workers = Services::connect(config.clone(), PingBeforeUse::WhenIdle).await.expect("worker services");
+    let orch = Services::connect(config.clone()).await.expect("orchestrator services");
+    let workers = Services::connect(config.clone()).await.expect("worker services");
     // The API's MongoDB client counts the commands it sends (tests/api/idle.rs reads it).
     let api_mongo_commands = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = api_mongo_commands.clone();
@@ -235,8 +233,7 @@ impl TestApp {
     /// Starts another API instance on the same stores and broker, with its own connections;
     /// returns its address and its metrics. It stops with the app.
     pub async fn replica(&mut self) -> (std::net::SocketAddr, Arc<ecommerce_platform::metrics::Metrics>) {
-        let s =
-            Services::connect(self.config.clone(), PingBeforeUse::Always).await.expect("replica services");
+        let s = Services::connect(self.config.clone()).await.expect("replica services");
         let mongo = Mongo::open(&self.config).await.expect("replica MongoDB");
         let metrics = s.metrics.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -8,7 +8,6 @@ use clap::Parser;
 use ecommerce_checkout::roles::{self, Services};
 use ecommerce_platform::config::{redact_url, Config, ExposeSecret};
 use ecommerce_platform::metrics::ConsumerStats;
-use ecommerce_platform::postgres::PingBeforeUse;
 use ecommerce_storefront::mongo::Mongo;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let mongo = Mongo::open(&config).await.with_context(|| {
         format!("cannot reach MongoDB at {}", redact_url(config.mongo.url.expose_secret()))
     })?;
-    let s = Services::connect(config, PingBeforeUse::WhenIdle).await?;
+    let s = Services::connect(config).await?;
     let shutdown = CancellationToken::new();
     roles::cancel_on_signal(shutdown.clone());
     s.announce("workers", Some(&mongo.describe().await)).await;

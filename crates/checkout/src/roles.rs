@@ -12,7 +12,6 @@ use ecommerce_platform::broker::{self, BrokerError, Topic, Transport};
 use ecommerce_platform::config::{redact_url, BrokerKind, Config};
 use ecommerce_platform::consumer::{self, counted, counted_batch, BatchHandler, ConsumerSpec, Handler};
 use ecommerce_platform::metrics::{ConsumerStats, Metrics};
-use ecommerce_platform::postgres::PingBeforeUse;
 
 use crate::payment::worker::{self as payment_worker, PaymentWorker};
 use crate::payment::PaymentGateway;
@@ -45,11 +44,9 @@ pub struct Services {
 }
 
 impl Services {
-    /// Connects; `ping` says when the pool checks a connection before use (the API's requests
-    /// want it always, the orchestrator's and workers' redelivered work only after idleness).
-    pub async fn connect(config: Config, ping: PingBeforeUse) -> Result<Self, StartupError> {
+    pub async fn connect(config: Config) -> Result<Self, StartupError> {
         let target = ecommerce_platform::postgres::describe(config.postgres.url.expose_secret());
-        let pool = ecommerce_platform::postgres::connect(&config, ping)
+        let pool = ecommerce_platform::postgres::connect(&config)
             .await
             .map_err(|source| StartupError::Postgres { target, source })?;
         let transport = broker::connect(&config).await?;

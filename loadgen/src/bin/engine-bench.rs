@@ -23,7 +23,6 @@ use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
 use ecommerce_platform::config::{BrokerKind, Config};
 use ecommerce_platform::error::{AppError, AppResult};
 use ecommerce_platform::metrics::ConsumerStats;
-use ecommerce_platform::postgres::PingBeforeUse;
 use tokio_util::sync::CancellationToken;
 
 /// Benchmarks the saga engine alone (PostgreSQL, broker, orchestrator, workers; no API, no
@@ -53,7 +52,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = ecommerce_platform::telemetry::init("engine-bench", None);
-    let s = Services::connect(Config::from_env()?, PingBeforeUse::WhenIdle).await?;
+    let s = Services::connect(Config::from_env()?).await?;
     // On the in-process transport no other process can run the sagas: this one does (the
     // checkout's workers; the cart worker has nothing to do for orders without a cart).
     let shutdown = CancellationToken::new();

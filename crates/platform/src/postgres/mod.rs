@@ -40,41 +40,12 @@ pub fn describe(url: &str) -> String {
     }
 }
 
-/// When the pool pings a connection before handing it out. sqlx pings when a connection is taken
-/// and again, always, when it goes back (which closes a connection an error broke): two round trips
-/// per use on top of the statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PingBeforeUse {
-    /// At every use (sqlx's default): a connection the server dropped a moment ago is noticed
-    /// and replaced before a statement fails on it. For roles that answer people (the API).
-    Always,
-    /// Only a connection idle for [`PING_IF_IDLE`] or more: one round trip less per use. A
-    /// statement can fail on a connection the server dropped within that second; for roles whose
-    /// failed work is done again anyway (a message redelivered, a loop that runs again): the
-    /// orchestrator and the workers.
-    WhenIdle,
-}
-
-/// See [`PingBeforeUse::WhenIdle`].
-pub const PING_IF_IDLE: Duration = Duration::from_secs(1);
-
-/// The pool, pinging connections before use as `ping` says.
-pub async fn connect(config: &Config, ping: PingBeforeUse) -> Result<PgPool, sqlx::Error> {
-    let options = PgPoolOptions::new()
+pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
         .max_connections(config.postgres.max_connections)
-        .acquire_timeout(Duration::from_secs(10));
-    let options = match ping {
-        PingBeforeUse::Always => options,
-        PingBeforeUse::WhenIdle => options.test_before_acquire(false).before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        }),
-    };
-    options.connect(config.postgres.url.expose_secret()).await
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(config.postgres.url.expose_secret())
+        .await
 }
 
 /// Creates the database if it does not exist, then applies pending migrations.
