@@ -851,12 +851,36 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         .unwrap(),
         None => 0,
     };
+    // How close the outage came to ending them: the retries it cost (steps whose deadline ran out
+    // before their worker caught up) and how long after the restart (the server's start time) the
+    // slowest of those still running made progress: its first event that is not a retry or a
+    // timeout.
     let outage_line = match &outage {
-        Some(ids) => format!(
-            " pg_outage_s={} in_flight_at_outage={} ended_by_outage={ended_by_outage}",
-            PG_OUTAGE.as_secs(),
-            ids.len()
-        ),
+        Some(ids) => {
+            let (retries, slowest): (i64, Option<f64>) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM saga_events WHERE saga_id = ANY($1)
+                           AND created_at >= pg_postmaster_start_time() AND kind = 'STEP_RETRIED'),
+                        (SELECT max(first) FROM (
+                           SELECT min(EXTRACT(EPOCH FROM created_at - pg_postmaster_start_time()))::float8 AS first
+                             FROM saga_events e
+                            WHERE saga_id = ANY($1) AND created_at >= pg_postmaster_start_time()
+                              AND kind NOT IN ('STEP_RETRIED', 'STEP_TIMED_OUT')
+                              AND NOT EXISTS (SELECT 1 FROM saga_events d WHERE d.saga_id = e.saga_id
+                                                 AND d.kind IN ('COMPLETED', 'COMPENSATED')
+                                                 AND d.created_at < pg_postmaster_start_time())
+                            GROUP BY saga_id) f)",
+            )
+            .bind(ids)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            format!(
+                " pg_outage_s={} in_flight_at_outage={} ended_by_outage={ended_by_outage} outage_retries={retries} outage_slowest_progress_s={:.1}",
+                PG_OUTAGE.as_secs(),
+                ids.len(),
+                slowest.unwrap_or(0.0)
+            )
+        }
         None => String::new(),
     };
     let provider_line = provider.as_ref().map_or(String::new(), |p| {
@@ -908,10 +932,11 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
     let _ = services.transport.destroy().await;
     let _ = mongo.db.drop().await;
     pool.close().await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cluster.name))
-        .execute(&mut admin)
-        .await;
+    // FAULT_KEEP_LOGS keeps the logs and the database of a run that passed, to study it.
     if std::env::var_os("FAULT_KEEP_LOGS").is_none() {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cluster.name))
+            .execute(&mut admin)
+            .await;
         let _ = std::fs::remove_dir_all(&logs);
     }
     let _ = &cluster.api;

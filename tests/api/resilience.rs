@@ -85,3 +85,75 @@ async fn a_database_outage_longer_than_the_delivery_budget_dead_letters_nothing(
     assert!(metrics.contains("outcome=\"unavailable\""), "{metrics}");
     app.stop().await;
 }
+
+/// A database outage stops the sagas' clock: a step whose deadline passed while PostgreSQL was
+/// out of reach is not timed out when it comes back; its deadline moves on by the outage. (It
+/// was timed out at once, so an outage used up an attempt of every saga in flight, and the fault
+/// harness's 90 s stop ended some of them with STOCK_TIMEOUT when their workers took a few
+/// seconds to catch up.)
+#[tokio::test]
+async fn a_database_outage_does_not_use_up_a_steps_time() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.saga.step_timeout = Duration::from_secs(4);
+        c.saga.max_attempts = 1;
+    })
+    .await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "PEN-004", 1).await;
+    // The test gateway never answers for tok_timeout: the saga waits on its payment step.
+    let id = app.place(&buyer, "outage-clock", "tok_timeout").await;
+    let order = crate::helpers::db_id(&id);
+    let waiting = "SELECT s.deadline FROM sagas s WHERE s.order_id = $1 AND s.status = 'RUNNING'
+                      AND EXISTS (SELECT 1 FROM saga_events e WHERE e.saga_id = s.id AND e.kind = 'STOCK_RESERVED')";
+    let mut before: Option<chrono::DateTime<chrono::Utc>> = None;
+    for _ in 0..300 {
+        before = sqlx::query_scalar(waiting).bind(order).fetch_optional(app.pool()).await.unwrap();
+        if before.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = before.expect("the saga waits for its payment");
+
+    // Closed for longer than the step's whole timeout.
+    let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    let db = app.database().to_string();
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let outage = Duration::from_secs(6);
+    tokio::time::sleep(outage).await;
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+
+    // The first scan after it either postpones the deadline or times the step out.
+    let mut tries = 0;
+    let (status, reason, after) = loop {
+        tries += 1;
+        assert!(tries < 600, "the saga was not scanned after the outage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let row: (String, Option<String>, Option<chrono::DateTime<chrono::Utc>>) = match sqlx::query_as(
+            "SELECT status, failure_reason, deadline FROM sagas WHERE order_id = $1 AND definition = 'checkout'",
+        )
+        .bind(order)
+        .fetch_one(app.pool())
+        .await
+        {
+            Ok(row) => row,
+            Err(_) => continue, // the test's own pool reconnecting
+        };
+        if row.2 != Some(before) {
+            break row;
+        }
+    };
+    assert_eq!((status.as_str(), reason), ("RUNNING", None), "the outage timed the step out");
+    let moved = (after.expect("a deadline") - before).to_std().unwrap();
+    assert!(moved >= outage - Duration::from_secs(1), "deadline moved by {moved:?} only");
+
+    // The clock runs again: the step times out once its own time is up.
+    let order = app.wait_terminal(&buyer, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["cancelReason"], "PAYMENT_TIMEOUT");
+    app.stop().await;
+}

@@ -4,6 +4,7 @@
 
 pub use ecommerce_core::saga::{definition, machine, messages};
 
+pub mod clock;
 pub mod feed;
 pub mod operator;
 pub mod orchestrator;

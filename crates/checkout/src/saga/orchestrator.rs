@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
+use super::clock::{self, ScanClock};
 use super::machine::{self, Input};
 use super::messages::{Body, Envelope, ReplyKind};
 use super::{store, SagaDefinition, Sagas};
@@ -30,11 +31,12 @@ pub struct Orchestrator {
     pool: PgPool,
     sagas: Arc<Sagas>,
     metrics: Arc<Metrics>,
+    clock: ScanClock,
 }
 
 impl Orchestrator {
-    pub fn new(pool: PgPool, sagas: Arc<Sagas>, metrics: Arc<Metrics>) -> Self {
-        Self { pool, sagas, metrics }
+    pub fn new(pool: PgPool, sagas: Arc<Sagas>, metrics: Arc<Metrics>, clock: ScanClock) -> Self {
+        Self { pool, sagas, metrics, clock }
     }
 
     /// The definition that drives `saga`; `None` (logged) for a name this build does not know,
@@ -121,9 +123,20 @@ impl Orchestrator {
         Ok(new)
     }
 
-    /// Fires the timeout of every saga whose deadline passed; returns how many.
+    /// Fires the timeout of every saga whose deadline passed; returns how many. First ticks the
+    /// saga clock: after a gap in which no scan ran, every deadline moves on by the gap.
     pub async fn fire_timeouts(&self) -> Result<usize, AppError> {
         let mut tx = self.pool.begin().await?;
+        let gap = clock::tick(&mut tx).await?;
+        if let Some(stopped) = self.clock.stopped_for(gap) {
+            let sagas = store::postpone_deadlines(&mut tx, stopped).await?;
+            warn!(
+                gap_ms = gap.as_millis() as u64,
+                postponed_ms = stopped.as_millis() as u64,
+                sagas,
+                "no timeout scan ran for a while (database or orchestrators down): deadlines postponed by the gap"
+            );
+        }
         let mut expired = store::lock_expired(&mut tx, 100).await?;
         let count = expired.len();
         let mut fired = Vec::new();
@@ -177,7 +190,9 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let orchestrator = Orchestrator::new(pool.clone(), sagas, metrics.clone());
+    let scan_every = config.orchestrator.timeout_scan_interval;
+    let orchestrator =
+        Orchestrator::new(pool.clone(), sagas, metrics.clone(), ScanClock::for_interval(scan_every));
     let o = orchestrator.clone();
     let handler = counted(stats.clone(), move |env| {
         let o = o.clone();
@@ -204,7 +219,6 @@ pub async fn run(
         config.outbox.poll_interval,
         shutdown.clone(),
     ));
-    let scan_every = config.orchestrator.timeout_scan_interval;
     let scanner_shutdown = shutdown.clone();
     let scanner = tokio::spawn(
         async move {

@@ -1,6 +1,8 @@
 //! Saga persistence: load a saga under a row lock, persist a transition with its events, the next
 //! command (through the outbox) and the order's outcome, all in the caller's transaction.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, Postgres, Row, Transaction};
@@ -151,6 +153,23 @@ pub async fn lock_by_order(
         .as_ref()
         .map(row_to_saga)
         .transpose()
+}
+
+/// Moves every deadline `by` later (the saga clock stopped for that long); returns how many.
+/// The rows are locked in id order, as [`lock_many`] does, so this waits for a batch of replies
+/// rather than deadlock with it.
+pub async fn postpone_deadlines(
+    tx: &mut Transaction<'_, Postgres>,
+    by: Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sagas SET deadline = deadline + $1 * interval '1 millisecond'
+          WHERE id IN (SELECT id FROM sagas WHERE deadline IS NOT NULL ORDER BY id FOR UPDATE)",
+    )
+    .bind(by.as_millis() as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Sagas whose deadline passed, locked with `SKIP LOCKED` so concurrent scanners split the work.
