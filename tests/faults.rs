@@ -566,7 +566,11 @@ async fn run(kind: BrokerKind, broker: &str, payments: Payments) {
         ("BROKER_NAMESPACE", &name),
         ("API_ADDR", &format!("127.0.0.1:{port}")),
         ("API_ADMIN_ADDR", "127.0.0.1:0"),
-        ("SAGA_STEP_TIMEOUT_MS", "2000"),
+        // Production's step timeout (three attempts: about 31 s). With the saga clock stopped
+        // during the outage, what a saga in flight must still outlast is the backlog after it:
+        // on this debug build on 2 cores, 10 to 20 s before the slowest progressed (the
+        // `outage_slowest_progress_s` printed below), more than 2 s steps allow (about 13 s).
+        ("SAGA_STEP_TIMEOUT_MS", "5000"),
         ("SAGA_STEP_MAX_ATTEMPTS", "3"),
         ("SAGA_COMPENSATION_TIMEOUT_MS", "2000"),
         ("SAGA_TIMEOUT_SCAN_MS", "100"),
