@@ -18,6 +18,19 @@ async fn wait_for_status(app: &crate::helpers::TestApp, status: u16) {
     panic!("/readyz never answered {status}");
 }
 
+/// Refuses new connections to `db` and ends the ones it has: the services see an outage.
+async fn close_database(admin: &mut PgConnection, db: &str) {
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut *admin).await.unwrap();
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+}
+
+async fn reopen_database(admin: &mut PgConnection, db: &str) {
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut *admin).await.unwrap();
+}
+
 /// While PostgreSQL refuses connections the API reports not-ready; once it is back, the services
 /// reconnect by themselves and checkouts complete again.
 #[tokio::test]
@@ -26,11 +39,7 @@ async fn readiness_follows_the_database_and_services_reconnect() {
     assert_eq!(ready_status(&app).await, 200);
     let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
     let db = app.database().to_string();
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
-    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    close_database(&mut admin, &db).await;
     wait_for_status(&app, 503).await;
     // It says which dependency is down, and nothing of the driver's error (host names, user
     // names, database names), which goes to the log.
@@ -38,7 +47,7 @@ async fn readiness_follows_the_database_and_services_reconnect() {
         app.http.get(app.admin_url("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(body, serde_json::json!({ "postgres": "unavailable", "mongo": "ok", "broker": "ok" }));
 
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    reopen_database(&mut admin, &db).await;
     wait_for_status(&app, 200).await;
     let buyer = app.register().await;
     app.add_to_cart(&buyer, "MUG-001", 1).await;
@@ -58,11 +67,7 @@ async fn a_database_outage_longer_than_the_delivery_budget_dead_letters_nothing(
     let app = crate::helpers::spawn_app_with(|c| c.broker.max_deliveries = 2).await;
     let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
     let db = app.database().to_string();
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
-    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    close_database(&mut admin, &db).await;
     // A command for the stock worker (one that changes nothing: releasing what an order that
     // never existed holds), sent while the database is closed.
     let order = uuid::Uuid::now_v7();
@@ -70,7 +75,7 @@ async fn a_database_outage_longer_than_the_delivery_budget_dead_letters_nothing(
     app.services.transport.publish(Topic::StockCommands, "outage", envelope.encode().into()).await.unwrap();
     // Well past two deliveries' worth of tries (100 ms, then 200 ms, before).
     tokio::time::sleep(Duration::from_secs(6)).await;
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    reopen_database(&mut admin, &db).await;
 
     let handled = || app.stats.handled() + app.stats.duplicates();
     for _ in 0..300 {
@@ -118,14 +123,10 @@ async fn a_database_outage_does_not_use_up_a_steps_time() {
     // Closed for longer than the step's whole timeout.
     let mut admin = PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
     let db = app.database().to_string();
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
-    sqlx::query(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    close_database(&mut admin, &db).await;
     let outage = Duration::from_secs(6);
     tokio::time::sleep(outage).await;
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
+    reopen_database(&mut admin, &db).await;
 
     // The first scan after it either postpones the deadline or times the step out.
     let mut tries = 0;
