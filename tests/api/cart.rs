@@ -44,6 +44,62 @@ async fn cart_operations_and_totals() {
     app.stop().await;
 }
 
+/// A cart change that the API made last costs one round trip to MongoDB (the write, conditional on
+/// the version it remembers) instead of a read and a write.
+#[tokio::test]
+async fn changing_a_cart_this_api_wrote_last_is_one_mongodb_command() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let before = app.api_cart_commands.load(SeqCst);
+    let r = app.add_to_cart(&buyer, "MUG-001", 2).await;
+    assert_eq!(r["data"]["addToCart"]["cart"]["items"], json!([{ "sku": "MUG-001", "quantity": 3 }]));
+    assert_eq!(app.api_cart_commands.load(SeqCst) - before, 1, "one write, no read");
+    app.stop().await;
+}
+
+/// Another API instance changed the cart since this one last saw it: every change still applies to
+/// the stored cart, and only the stored cart can refuse one (the remembered copy held the most
+/// units a line may have; the stored cart had been emptied).
+#[tokio::test]
+async fn a_cart_changed_through_another_instance_is_read_again_before_it_is_changed() {
+    let mut app = spawn_app().await;
+    let (other, _) = app.replica().await;
+    let buyer = app.register().await;
+    let add_there = |sku: &'static str, quantity: i64| {
+        let (app, token) = (&app, buyer.token.clone());
+        async move {
+            let add = "mutation($s: String!, $q: Int!) { addToCart(sku: $s, quantity: $q) { userErrors { code } } }";
+            let r = app.gql_at(other, Some(&token), add, json!({ "s": sku, "q": quantity })).await;
+            assert_eq!(r["data"]["addToCart"]["userErrors"], json!([]), "{r}");
+        }
+    };
+    let r = app.add_to_cart(&buyer, "MUG-001", 99).await;
+    assert_eq!(r["data"]["addToCart"]["userErrors"], json!([]), "{r}");
+    let clear = "mutation { clearCart { cart { itemCount } } }";
+    let cleared = app.gql_at(other, Some(&buyer.token), clear, json!({})).await;
+    assert_eq!(cleared["data"]["clearCart"]["cart"]["itemCount"], 0, "{cleared}");
+
+    let r = app.add_to_cart(&buyer, "MUG-001", 1).await;
+    assert_eq!(r["data"]["addToCart"]["userErrors"], json!([]), "the stored cart is empty: {r}");
+    assert_eq!(r["data"]["addToCart"]["cart"]["items"], json!([{ "sku": "MUG-001", "quantity": 1 }]));
+    add_there("TEE-002", 1).await;
+    let r = app.add_to_cart(&buyer, "MUG-001", 2).await;
+    assert_eq!(
+        r["data"]["addToCart"]["cart"]["items"],
+        json!([{ "sku": "MUG-001", "quantity": 3 }, { "sku": "TEE-002", "quantity": 1 }]),
+        "{r}"
+    );
+    add_there("MUG-001", 1).await;
+    let cart = app.data(Some(&buyer.token), "{ cart { items { sku quantity } } }", json!({})).await;
+    assert_eq!(
+        cart["cart"]["items"],
+        json!([{ "sku": "MUG-001", "quantity": 4 }, { "sku": "TEE-002", "quantity": 1 }])
+    );
+    app.stop().await;
+}
+
 /// The `userErrors` of a payload as `(code, field)` pairs, checking the payload's object is null.
 fn refusals(payload: &Value, object: &str) -> Vec<(String, Value)> {
     assert_eq!(payload[object], Value::Null, "a refused change returns no {object}: {payload}");

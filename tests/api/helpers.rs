@@ -41,6 +41,8 @@ pub struct TestApp {
     pub api_queries: Arc<std::sync::atomic::AtomicU64>,
     /// Commands the API's MongoDB client sent.
     pub api_mongo_commands: Arc<std::sync::atomic::AtomicU64>,
+    /// Those of them on the `carts` collection.
+    pub api_cart_commands: Arc<std::sync::atomic::AtomicU64>,
     api_metrics: Arc<ecommerce_platform::metrics::Metrics>,
     /// The orchestrator's and the workers' metrics.
     pub orchestrator_metrics: Arc<ecommerce_platform::metrics::Metrics>,
@@ -131,11 +133,16 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let workers = Services::connect(config.clone()).await.expect("worker services");
     // The API's MongoDB client counts the commands it sends (tests/api/idle.rs reads it).
     let api_mongo_commands = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = api_mongo_commands.clone();
+    let api_cart_commands = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (counted, on_carts) = (api_mongo_commands.clone(), api_cart_commands.clone());
     let api_mongo = Mongo::open_with(&config, move |o| {
         o.command_event_handler = Some(mongodb::event::EventHandler::callback(move |e| {
-            if let mongodb::event::command::CommandEvent::Started(_) = e {
+            if let mongodb::event::command::CommandEvent::Started(e) = e {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // A command names its collection as the value of its first key: `{find: "carts"}`.
+                if e.command.get_str(&e.command_name) == Ok("carts") {
+                    on_carts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         }));
     })
@@ -176,6 +183,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         mongo: api_mongo,
         api_queries,
         api_mongo_commands,
+        api_cart_commands,
         api_metrics,
         orchestrator_metrics,
         worker_metrics,
@@ -300,8 +308,21 @@ impl TestApp {
 
     /// Sends a GraphQL request; returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut req =
-            self.http.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        self.gql_at(self.addr, token, query, variables).await
+    }
+
+    /// [`gql`] through the API instance at `addr` (a [`TestApp::replica`]).
+    pub async fn gql_at(
+        &self,
+        addr: std::net::SocketAddr,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        let mut req = self
+            .http
+            .post(format!("http://{addr}/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -1,4 +1,12 @@
 //! Cart documents: `{ _id: user id, items: [{sku, quantity}], version, applied_orders: [order id] }`.
+//!
+//! Every write sets a new version and is conditional on the version it read, so a cart this process
+//! last saw at version `v` is exactly what the store holds for as long as the store's version is
+//! still `v`. That makes a remembered cart ([`cached`]) safe to change without reading it first:
+//! the conditional write checks it, and a write that finds another version reads the cart again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -13,9 +21,45 @@ fn coll(m: &Mongo) -> mongodb::Collection<Document> {
     m.db.collection(COLLECTION)
 }
 
+/// The carts a process last read or wrote, by user: at most [`KNOWN_MAX`] of them.
+#[derive(Default)]
+pub struct Known(HashMap<Uuid, Cart>);
+
+/// How many carts a process remembers (about a hundred bytes each, plus their lines).
+pub const KNOWN_MAX: usize = 10_000;
+
+fn remember(m: &Mongo, user_id: Uuid, cart: &Cart) {
+    let mut known = lock(&m.carts);
+    if known.0.len() >= KNOWN_MAX && !known.0.contains_key(&user_id) {
+        // Any one will do: a cart not remembered is read before it is changed.
+        if let Some(other) = known.0.keys().next().copied() {
+            known.0.remove(&other);
+        }
+    }
+    known.0.insert(user_id, cart.clone());
+}
+
+fn forget(m: &Mongo, user_id: Uuid) {
+    lock(&m.carts).0.remove(&user_id);
+}
+
+fn lock(known: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
+    // The map holds no invariant a panic could break halfway: keep using it.
+    known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The cart as this process last read or wrote it, if it remembers it. It may be stale (another
+/// process may have changed it since): change it only through [`save`], which refuses a stale
+/// version, and do not act on what it says without saving.
+pub fn cached(m: &Mongo, user_id: Uuid) -> Option<Cart> {
+    lock(&m.carts).0.get(&user_id).cloned()
+}
+
 pub async fn load(m: &Mongo, user_id: Uuid) -> Result<Cart, mongodb::error::Error> {
     let d = coll(m).find_one(doc! { "_id": user_id.to_string() }).await?;
-    Ok(d.as_ref().map(from_doc).unwrap_or_default())
+    let cart = d.as_ref().map(from_doc).unwrap_or_default();
+    remember(m, user_id, &cart);
+    Ok(cart)
 }
 
 /// The version of each of `users`' carts, in one query (a user without a cart has none listed).
@@ -62,7 +106,19 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 /// Saves `cart` if its stored version is still `cart.version`; returns `false` on a conflict.
+/// Either way this process remembers what it learnt: the saved cart, or that its copy is stale.
 pub async fn save(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb::error::Error> {
+    let saved = write(m, user_id, cart).await;
+    match saved {
+        Ok(true) => {
+            remember(m, user_id, &Cart { items: cart.items.clone(), version: cart.version.max(0) + 1 })
+        }
+        _ => forget(m, user_id),
+    }
+    saved
+}
+
+async fn write(m: &Mongo, user_id: Uuid, cart: &Cart) -> Result<bool, mongodb::error::Error> {
     let items: Vec<Document> =
         cart.items.iter().map(|i| doc! { "sku": &i.sku, "quantity": i.quantity }).collect();
     let id = user_id.to_string();
@@ -115,8 +171,11 @@ pub async fn take_order(
         }
         cart.take_ordered(lines);
         if save_marked(m, &id, &cart, "applied_orders", &order, &["applied_orders"]).await? {
+            cart.version += 1;
+            remember(m, user_id, &cart);
             return Ok(true);
         }
+        forget(m, user_id);
         // The buyer changed the cart meanwhile (or a twin delivery won): look again.
     }
 }
@@ -171,7 +230,9 @@ pub async fn restore_order(
         // Not taken out yet: mark it applied too, so a late take-out leaves the cart alone.
         let marks_to_add: &[&str] =
             if taken_out { &["restored_orders"] } else { &["restored_orders", "applied_orders"] };
-        if save_marked(m, &id, &cart, "restored_orders", &order, marks_to_add).await? {
+        let saved = save_marked(m, &id, &cart, "restored_orders", &order, marks_to_add).await;
+        forget(m, user_id); // a new version, or a copy found stale
+        if saved? {
             return Ok(taken_out);
         }
     }
@@ -194,6 +255,7 @@ pub async fn apply_order(
                 "$inc": { "version": 1i64 },
             },
         )
-        .await?;
-    Ok(r.modified_count == 1)
+        .await;
+    forget(m, user_id);
+    Ok(r?.modified_count == 1)
 }

@@ -15,6 +15,8 @@ pub struct Mongo {
     pub db: Database,
     /// Products read in the last [`catalog::CACHE_TTL`], shared by this process's clones.
     pub(crate) products: std::sync::Arc<std::sync::Mutex<catalog::Cache>>,
+    /// The carts this process last read or wrote, with their versions ([`carts::cached`]).
+    pub(crate) carts: std::sync::Arc<std::sync::Mutex<carts::Known>>,
 }
 
 impl Mongo {
@@ -33,7 +35,7 @@ impl Mongo {
         tune(&mut options);
         let client = Client::with_options(options)?;
         let db = client.database(&config.mongo.database);
-        Ok(Mongo { client, db, products: Default::default() })
+        Ok(Mongo { client, db, products: Default::default(), carts: Default::default() })
     }
 
     /// Connects and checks that the server answers.
