@@ -164,6 +164,35 @@ async fn a_refused_refund_leaves_the_order_confirmed_and_the_stock_sold() {
     app.stop().await;
 }
 
+/// A checkout that compensates after its capture went through (the capture's reply came too late)
+/// voids the payment by refunding it. When the provider refuses that refund, asking again will
+/// not change its mind: the worker replies FAULTED at once (the saga waits for an operator)
+/// instead of failing the message, which was redelivered and dead-lettered on every attempt.
+#[tokio::test]
+async fn a_void_whose_refund_the_provider_refuses_faults_at_once() {
+    use ecommerce_checkout::payment::worker::PaymentWorker;
+    use ecommerce_checkout::payment::TestGateway;
+    use ecommerce_core::saga::messages::{Body, Command, Envelope};
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    let id = confirmed(&app, &buyer, "void-refund-refused", "tok_refund_fails", 1).await;
+    let order = db_id(&id);
+    let saga: uuid::Uuid = sqlx::query_scalar("SELECT id FROM sagas WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let worker =
+        PaymentWorker::new(app.pool().clone(), std::sync::Arc::new(TestGateway), Duration::from_secs(5));
+    let void = Envelope::new(saga, order, "test", Body::Command(Command::VoidPayment));
+    let handled = worker.handle(void.clone()).await;
+    assert!(matches!(handled, Ok(true)), "a reply, not a failure to redeliver: {handled:?}");
+    assert_eq!(app.payment_status(&id).await.as_deref(), Some("CAPTURED"), "nothing was refunded");
+    let again = worker.handle(void).await;
+    assert!(matches!(again, Ok(false)), "a redelivery is a duplicate: {again:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn refunds_that_cannot_be_granted_are_refused_clearly_and_change_nothing() {
     let app = spawn_app_with(|c| c.api.refund_window = Duration::ZERO).await;

@@ -71,6 +71,15 @@ enum Contested {
     Captured { reference: String, amount: i64 },
 }
 
+/// What a void asks the provider for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Cancel an authorization (or whatever was made for the order).
+    Cancel,
+    /// Refund a capture.
+    Refund,
+}
+
 impl PaymentWorker {
     pub fn new(pool: PgPool, gateway: Arc<dyn PaymentGateway>, gateway_timeout: Duration) -> Self {
         Self { pool, gateway, gateway_timeout }
@@ -413,24 +422,30 @@ impl PaymentWorker {
     }
 
     /// Releases what the provider holds: `Ok(None)` when done, the faulted reply when the
-    /// provider refused the request itself; an unknown outcome is an error (redelivered).
+    /// provider refused for good (the request itself, or a refund of a capture); an unknown
+    /// outcome is an error (redelivered). A refused cancellation is redelivered too: the
+    /// authorization may have moved meanwhile (captured between our read and the cancel), and
+    /// the next delivery reads it again and releases it as it is then.
     async fn release(
         &self,
         env: &Envelope,
+        kind: Release,
         released: impl std::future::Future<Output = Result<(), GatewayError>>,
     ) -> Result<Option<Reply>, AppError> {
-        match self.call(released).await {
-            Ok(()) => Ok(None),
+        let refused = match self.call(released).await {
+            Ok(()) => return Ok(None),
             Err(GatewayError::ServerError(why)) => {
                 store::next_call_attempt(&self.pool, env.order_id).await?;
-                Err(AppError::Internal(format!("the provider failed; redelivered as a new request: {why}")))
+                return Err(AppError::Internal(format!(
+                    "the provider failed; redelivered as a new request: {why}"
+                )));
             }
-            Err(GatewayError::Permanent(why)) => {
-                error!(%why, "the gateway refused to release the payment; the saga waits for an operator");
-                Ok(Some(Reply::faulted(CommandKind::VoidPayment, why)))
-            }
-            Err(e) => Err(AppError::Internal(e.to_string())),
-        }
+            Err(GatewayError::Permanent(why)) => why,
+            Err(GatewayError::Declined(why)) if kind == Release::Refund => why,
+            Err(e) => return Err(AppError::Internal(e.to_string())),
+        };
+        error!(why = %refused, "the gateway refused to release the payment; the saga waits for an operator");
+        Ok(Some(Reply::faulted(CommandKind::VoidPayment, refused)))
     }
 
     /// Releases at the provider what `payment_releases` asks for (authorizations reported for
@@ -468,20 +483,24 @@ impl PaymentWorker {
             Status::Pending => {
                 // An authorization may have been asked for and its answer lost: whatever the
                 // provider made for the order is released before the payment is closed.
-                if let Some(fault) = self.release(env, self.gateway.void(call, None)).await? {
+                if let Some(fault) = self.release(env, Release::Cancel, self.gateway.void(call, None)).await?
+                {
                     return Ok(Some(fault));
                 }
                 (Status::Pending, Status::Voided)
             }
             Status::Authorized => {
-                if let Some(fault) = self.release(env, self.gateway.void(call, Some(&reference))).await? {
+                if let Some(fault) =
+                    self.release(env, Release::Cancel, self.gateway.void(call, Some(&reference))).await?
+                {
                     return Ok(Some(fault));
                 }
                 (Status::Authorized, Status::Voided)
             }
             Status::Captured => {
-                if let Some(fault) =
-                    self.release(env, self.gateway.refund(call, &reference, p.amount_minor)).await?
+                if let Some(fault) = self
+                    .release(env, Release::Refund, self.gateway.refund(call, &reference, p.amount_minor))
+                    .await?
                 {
                     return Ok(Some(fault));
                 }
