@@ -15,16 +15,17 @@
 # (PostgreSQL write and read-only transactions, MongoDB operations, per saga) and the CPU each
 # process used.
 #
-# Settings (environment): BENCH_SECS (20), BENCH_BUYERS ("8 32 128"), BENCH_RATES ("10 100"),
+# Settings (environment): BENCH_SECS (20), BENCH_BUYERS ("8 32 128"), BENCH_RATES ("10 100"; set empty: none),
 # BENCH_SCALE ("1 2 4"), BENCH_OUT (results directory, default $CARGO_TARGET_DIR/bench),
 # BENCH_BIN (use the binaries in this directory instead of building), BENCH_PGBENCH=0 (skip pgbench),
-# BENCH_ENGINE_SAGAS (3000), BENCH_ENGINE=0 (skip the engine alone), BENCH_LABEL (a name for this run in the results, e.g. "before").
+# BENCH_ENGINE_SAGAS (3000), BENCH_ENGINE=0 (skip the engine alone), BENCH_ENGINE_RUNS (1: runs of
+# the engine alone one after another on the same database, to see whether it slows as tables grow), BENCH_LABEL (a name for this run in the results, e.g. "before").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}"
 SECS="${BENCH_SECS:-20}"
 BUYERS="${BENCH_BUYERS:-8 32 128}"
-RATES="${BENCH_RATES:-10 100}"
+RATES="${BENCH_RATES-10 100}" # set but empty: no open loops
 LABEL="${BENCH_LABEL:-}"
 SCALE="${BENCH_SCALE:-1 2 4}"
 OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/bench}"
@@ -75,6 +76,10 @@ trap stop_system EXIT
 start_system() { # start_system <broker> <instances>
   local broker="$1" n="$2" db="bench_$1"
   psql "${PG[@]}" -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  # The MongoDB database too, so that no run finds the carts of the one before (pymongo comes
+  # with the Mongo-wire server scripts/services.sh installs).
+  python3 -c 'import sys, pymongo; pymongo.MongoClient(sys.argv[1]).drop_database(sys.argv[2])' \
+    "${MONGO_URL:-mongodb://127.0.0.1:27017}" "$db"
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" MONGO_DATABASE="$db" BROKER="$broker"
   export BROKER_NAMESPACE="${db}_$(date +%s)" API_ADDR="$ADDR" RUST_LOG=warn
   export REGISTER_MAX_PER_ADDRESS=100000000 LOGIN_MAX_PER_ADDRESS=100000000
@@ -151,13 +156,16 @@ for broker in "${BROKERS[@]}"; do
     ROLE_PIDS=()
   fi
   # The engine alone: orders written straight to PostgreSQL, no API and no MongoDB on the path.
-  engine=""
-  [ "${BENCH_ENGINE:-1}" = 0 ] ||
-    engine="$(probe "${ENGINE[@]}" --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
-  if [ -n "$engine" ]; then
-    record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": 1}" "$engine"
-    echo "  engine: $engine" >&2
-  fi
+  # BENCH_ENGINE_RUNS runs it that many times on the same, growing database (`run` 1, 2, ...).
+  for run in $(seq "${BENCH_ENGINE_RUNS:-1}"); do
+    engine=""
+    [ "${BENCH_ENGINE:-1}" = 0 ] ||
+      engine="$(probe "${ENGINE[@]}" --sagas "${BENCH_ENGINE_SAGAS:-3000}" --concurrency 16 --json || true)"
+    if [ -n "$engine" ]; then
+      record "{\"kind\": \"engine\", \"broker\": \"$broker\", \"instances\": 1, \"run\": $run}" "$engine"
+      echo "  engine (run $run): $engine" >&2
+    fi
+  done
   stop_system
   if [ "$broker" = nats ] || { [ -n "${BENCH_SCALE_ALL:-}" ] && [ "$broker" != memory ]; }; then
     for n in $SCALE; do
