@@ -20,7 +20,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{password, rate_limit, AuthUser, KeyRing, Role, TokenError};
-use ecommerce_core::domain::{Email, Password};
+use ecommerce_core::domain::{Email, Password, PasswordLength};
+use ecommerce_core::refusal::{Refusal, UserErrorCode};
 use ecommerce_platform::config::RateLimits;
 use ecommerce_platform::error::{AppError, AppResult};
 
@@ -338,23 +339,37 @@ pub async fn prune_sessions(
     Ok((tokens, sessions))
 }
 
-/// Creates an account (no session); returns its id and normalized e-mail. `CONFLICT` if the
-/// e-mail is taken.
+/// Creates an account (no session); returns its id and normalized e-mail. Refuses (`INVALID_EMAIL`,
+/// `PASSWORD_TOO_SHORT`, `PASSWORD_TOO_LONG`, `EMAIL_TAKEN`) what the person signing up can fix.
 pub async fn create_account(pool: &PgPool, email: &str, password: &str) -> AppResult<(Uuid, String)> {
-    let email = Email::parse(email)?;
-    let password = Password::parse(password)?;
+    let email = Email::parse(email).map_err(Refusal::invalid(UserErrorCode::InvalidEmail))?;
+    let password = Password::check(password).map_err(|bound| match bound {
+        PasswordLength::TooShort => Refusal::new(
+            UserErrorCode::PasswordTooShort,
+            format!("The password needs at least {} characters.", Password::MIN),
+        ),
+        PasswordLength::TooLong => Refusal::new(
+            UserErrorCode::PasswordTooLong,
+            format!("The password can have at most {} characters.", Password::MAX),
+        ),
+    })?;
     let hash = password::hash(password.expose().to_string()).await?;
     let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
+    let inserted = sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(email.as_str())
         .bind(hash)
         .execute(pool)
-        .await
-        .map_err(|e| {
-            AppError::from_unique(e, "users_email_key", "an account with this email already exists")
-        })?;
-    Ok((id, email.as_str().to_string()))
+        .await;
+    match inserted {
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("users_email_key") => {
+            Err(AppError::refused(
+                UserErrorCode::EmailTaken,
+                "An account with this e-mail address exists: sign in instead.",
+            ))
+        }
+        other => other.map(|_| (id, email.as_str().to_string())).map_err(AppError::from),
+    }
 }
 
 /// Who holds an account: what an operator command shows before it changes one.

@@ -33,6 +33,8 @@ pub fn code_of(e: &AppError) -> &'static str {
             | UserErrorCode::OrderNotConfirmed
             | UserErrorCode::RefundWindowClosed => CONFLICT,
             UserErrorCode::OrderNotFound => NOT_FOUND,
+            UserErrorCode::EmailTaken => CONFLICT,
+            UserErrorCode::InvalidCredentials => UNAUTHENTICATED,
             _ => BAD_USER_INPUT,
         },
         AppError::NotFound(_) => NOT_FOUND,

@@ -38,6 +38,12 @@ fn field_of(code: UserErrorCode) -> Option<&'static str> {
         | OrderNotConfirmed
         | RefundWindowClosed => Some("orderId"),
         InvalidRefundReason => Some("reason"),
+        InvalidEmail | EmailTaken => Some("email"),
+        // The refusal names the address field itself.
+        InvalidAddress => Some("shippingAddress"),
+        PasswordTooShort | PasswordTooLong => Some("password"),
+        // Which of the two is wrong is not told.
+        InvalidCredentials => None,
         TooManyLines | EmptyCart | TooManyOpenOrders | NoLongerSold | TotalTooLarge | MixedCurrencies => None,
     }
 }
@@ -46,9 +52,23 @@ impl From<Refusal> for UserErrorGql {
     fn from(r: Refusal) -> Self {
         UserErrorGql {
             code: r.code,
-            field: field_of(r.code).map(|f| vec![f.to_string()]),
+            field: match r.field {
+                Some(path) => Some(path.into_iter().map(String::from).collect()),
+                None => field_of(r.code).map(|f| vec![f.to_string()]),
+            },
             message: r.message,
         }
+    }
+}
+
+impl UserErrorGql {
+    /// The same error for a mutation whose arguments sit in an input object: its `field` starts
+    /// with that argument's name (`["input", "email"]`).
+    pub fn within(mut self, argument: &str) -> Self {
+        if let Some(path) = &mut self.field {
+            path.insert(0, argument.to_string());
+        }
+        self
     }
 }
 
@@ -79,6 +99,13 @@ pub struct OrderPayload {
     pub user_errors: Vec<UserErrorGql>,
 }
 
+impl OrderPayload {
+    /// Nothing was done, for these reasons.
+    pub fn refused(user_errors: Vec<UserErrorGql>) -> Self {
+        OrderPayload { order: None, user_errors }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,7 +115,17 @@ mod tests {
     fn every_code_names_its_argument_or_none_on_purpose() {
         // A new code must be placed in `field_of` (the match is exhaustive); this pins the ones
         // that name an argument to arguments the mutations have.
-        let args = ["sku", "quantity", "idempotencyKey", "paymentToken", "orderId", "reason"];
+        let args = [
+            "sku",
+            "quantity",
+            "idempotencyKey",
+            "paymentToken",
+            "orderId",
+            "reason",
+            "email",
+            "password",
+            "shippingAddress",
+        ];
         for code in UserErrorCode::iter() {
             if let Some(f) = field_of(code) {
                 assert!(args.contains(&f), "{code}: {f}");

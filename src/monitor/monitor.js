@@ -345,16 +345,21 @@ async function signIn(event) {
   $("login-error").textContent = "";
   try {
     const data = await graphql(
-      `mutation SignIn($email: String!, $password: String!) { login(email: $email, password: $password) { ${SESSION_FIELDS} user { email roles } } }`,
-      { email: $("email").value, password: $("password").value },
+      `mutation SignIn($input: SignInInput!) { signIn(input: $input) { session { ${SESSION_FIELDS} user { email roles } } userErrors { message } } }`,
+      { input: { email: $("email").value, password: $("password").value } },
     );
-    const { user } = data.login;
+    const { session, userErrors } = data.signIn;
+    if (!session) {
+      $("login-error").textContent = userErrors.map((e) => e.message).join(" ");
+      return;
+    }
+    const { user } = session;
     if (!user.roles.includes("OPERATOR")) {
       $("login-error").textContent =
         `${user.email} does not have the operator role. Grant it with "api grant-role ${user.email} operator", then sign in again.`;
       return;
     }
-    setSession(data.login);
+    setSession(session);
     $("who").textContent = user.email;
     $("login").hidden = true;
     $("monitor").hidden = false;

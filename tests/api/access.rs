@@ -69,6 +69,18 @@ const CASES: &[Case] = &[
     },
     Case {
         root: "Mutation",
+        field: "signUp",
+        rule: Rule::Public,
+        doc: "mutation { signUp(input: { email: \"new-acl-user-2@example.com\", password: \"long enough pw\" }) { session { user { id } } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "signIn",
+        rule: Rule::Public,
+        doc: "mutation { signIn(input: { email: \"nobody@example.com\", password: \"whatever pw\" }) { userErrors { code } } }",
+    },
+    Case {
+        root: "Mutation",
         field: "refreshSession",
         rule: Rule::Public,
         doc: "mutation { refreshSession(refreshToken: \"rt_not-a-real-token\") { accessToken } }",
@@ -190,10 +202,11 @@ const CASES: &[Case] = &[
 
 /// Root type name → field names, with the argument names of each field.
 async fn schema_roots(app: &TestApp) -> Vec<(String, String, Vec<String>)> {
+    // Deprecated fields and arguments still answer, so they are classified too.
     let q = "{ __schema {
-        queryType { name fields { name args { name } } }
-        mutationType { name fields { name args { name } } }
-        subscriptionType { name fields { name args { name } } } } }";
+        queryType { name fields(includeDeprecated: true) { name args(includeDeprecated: true) { name } } }
+        mutationType { name fields(includeDeprecated: true) { name args(includeDeprecated: true) { name } } }
+        subscriptionType { name fields(includeDeprecated: true) { name args(includeDeprecated: true) { name } } } } }";
     let s = app.data(None, q, json!({})).await["__schema"].clone();
     let mut out = Vec::new();
     for root in ["queryType", "mutationType", "subscriptionType"] {

@@ -75,6 +75,86 @@ async fn register_login_and_credential_errors() {
     app.stop().await;
 }
 
+/// A sign-up or sign-in form shows what is wrong by field: `userErrors` with a code and the
+/// input field, and nothing changes; a session only when nothing is wrong.
+#[tokio::test]
+async fn sign_up_and_sign_in_answer_form_errors_by_field() {
+    let app = spawn_app().await;
+    let sign_up = "mutation($input: SignUpInput!) { signUp(input: $input) {
+        session { accessToken refreshToken tokenType user { email } } userErrors { code field message } } }";
+    let sign_in = "mutation($input: SignInInput!) { signIn(input: $input) {
+        session { accessToken user { email } } userErrors { code field message } } }";
+    let email = format!("form-{}@example.com", uuid::Uuid::new_v4().simple());
+    let errors = |d: &Value, m: &str| -> Vec<(String, Value)> {
+        assert!(d[m]["session"].is_null() || d[m]["userErrors"].as_array().unwrap().is_empty(), "{d}");
+        d[m]["userErrors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert!(!e["message"].as_str().unwrap().is_empty());
+                (e["code"].as_str().unwrap().to_string(), e["field"].clone())
+            })
+            .collect()
+    };
+
+    for (e, p, want) in [
+        ("not-an-email", "long enough pw", ("INVALID_EMAIL", json!(["input", "email"]))),
+        (email.as_str(), "short", ("PASSWORD_TOO_SHORT", json!(["input", "password"]))),
+        (email.as_str(), &"x".repeat(129), ("PASSWORD_TOO_LONG", json!(["input", "password"]))),
+    ] {
+        let d = app.data(None, sign_up, json!({ "input": { "email": e, "password": p } })).await;
+        assert_eq!(errors(&d, "signUp"), [(want.0.to_string(), want.1)], "{d}");
+        assert!(d["signUp"]["session"].is_null());
+    }
+    let users = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_one(app.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(users().await, 0, "a refused sign-up creates nothing");
+
+    let d = app
+        .data(
+            None,
+            sign_up,
+            json!({ "input": { "email": email.to_uppercase(), "password": "long enough pw" } }),
+        )
+        .await;
+    assert_eq!(errors(&d, "signUp"), []);
+    assert_eq!(d["signUp"]["session"]["user"]["email"], email.as_str(), "normalized");
+    assert_eq!(d["signUp"]["session"]["tokenType"], "Bearer");
+    let token = d["signUp"]["session"]["accessToken"].as_str().unwrap().to_string();
+    assert_eq!(me(&app, &token).await["data"]["me"]["email"], email.as_str());
+
+    let d =
+        app.data(None, sign_up, json!({ "input": { "email": email, "password": "another password" } })).await;
+    assert_eq!(errors(&d, "signUp"), [("EMAIL_TAKEN".to_string(), json!(["input", "email"]))]);
+    assert_eq!(users().await, 1);
+
+    let wrong =
+        app.data(None, sign_in, json!({ "input": { "email": email, "password": "wrong password" } })).await;
+    let unknown = app
+        .data(
+            None,
+            sign_in,
+            json!({ "input": { "email": "nobody@example.com", "password": "wrong password" } }),
+        )
+        .await;
+    for d in [&wrong, &unknown] {
+        assert_eq!(errors(d, "signIn"), [("INVALID_CREDENTIALS".to_string(), Value::Null)], "{d}");
+        assert!(d["signIn"]["session"].is_null());
+    }
+    assert_eq!(wrong["signIn"]["userErrors"], unknown["signIn"]["userErrors"], "no user enumeration");
+    let ok =
+        app.data(None, sign_in, json!({ "input": { "email": email, "password": "long enough pw" } })).await;
+    assert_eq!(errors(&ok, "signIn"), []);
+    assert_eq!(ok["signIn"]["session"]["user"]["email"], email.as_str());
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn unauthenticated_callers_are_refused() {
     let app = spawn_app().await;

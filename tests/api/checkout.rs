@@ -368,3 +368,127 @@ async fn the_alerting_rules_use_metrics_the_processes_export() {
     }
     app.stop().await;
 }
+
+const PLACE_WITH_INPUT: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) {
+    order { id email subtotal { amount } total { amount currencyCode }
+            shippingAddress { name line1 line2 city region postalCode countryCode }
+            lines { sku quantity unitPrice { amount } lineTotal { amount } } }
+    userErrors { code field message } } }";
+
+fn address() -> Value {
+    json!({ "name": " Ada Lovelace ", "line1": "12 St James's Square", "line2": "", "city": "London",
+            "postalCode": "SW1Y 4JH", "countryCode": "gb" })
+}
+
+/// A checkout form sends an e-mail and a shipping address; each field at fault comes back as a
+/// user error naming it, and nothing is ordered; a valid one is stored with the order and shown on
+/// it, with line totals and a subtotal.
+#[tokio::test]
+async fn place_order_takes_an_email_and_a_checked_shipping_address() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 2).await;
+    app.add_to_cart(&buyer, "TEE-002", 1).await;
+    let input = |key: &str, email: Value, address: Value| json!({ "input": { "idempotencyKey": key, "paymentToken": "tok_visa", "email": email, "shippingAddress": address } });
+
+    let mut bad = address();
+    bad["name"] = json!("  ");
+    bad["postalCode"] = json!("SW1Y_4JH");
+    bad["countryCode"] = json!("XX");
+    let d = app.data(Some(&buyer.token), PLACE_WITH_INPUT, input("k-bad", json!("not-an-email"), bad)).await;
+    assert!(d["placeOrder"]["order"].is_null(), "{d}");
+    let errors: Vec<(&str, Value)> = d["placeOrder"]["userErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["code"].as_str().unwrap(), e["field"].clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("INVALID_EMAIL", json!(["input", "email"])),
+            ("INVALID_ADDRESS", json!(["input", "shippingAddress", "name"])),
+            ("INVALID_ADDRESS", json!(["input", "shippingAddress", "postalCode"])),
+            ("INVALID_ADDRESS", json!(["input", "shippingAddress", "countryCode"])),
+        ]
+    );
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(app.pool()).await.unwrap();
+    assert_eq!(orders, 0, "a refused checkout orders nothing");
+    assert_eq!(app.cart(&buyer).await["itemCount"], 3, "and leaves the cart alone");
+
+    // Both shapes at once is a malformed request.
+    let both = app
+        .gql(
+            Some(&buyer.token),
+            "mutation($input: PlaceOrderInput!) { placeOrder(input: $input, idempotencyKey: \"k\", paymentToken: \"tok_visa\") { order { id } } }",
+            input("k", Value::Null, address()),
+        )
+        .await;
+    assert_eq!(code(&both), "BAD_USER_INPUT", "{both}");
+
+    // Without an e-mail, the account's.
+    let d = app.data(Some(&buyer.token), PLACE_WITH_INPUT, input("k-ok", Value::Null, address())).await;
+    assert_eq!(d["placeOrder"]["userErrors"], json!([]), "{d}");
+    let order = &d["placeOrder"]["order"];
+    assert_eq!(order["email"], buyer.email.as_str());
+    assert_eq!(
+        order["shippingAddress"],
+        json!({ "name": "Ada Lovelace", "line1": "12 St James's Square", "line2": null, "city": "London",
+                "region": null, "postalCode": "SW1Y 4JH", "countryCode": "GB" })
+    );
+    assert_eq!(order["total"], json!({ "amount": "58.98", "currencyCode": "USD" }));
+    assert_eq!(order["subtotal"], json!({ "amount": "58.98" }));
+    assert_eq!(
+        order["lines"],
+        json!([
+            { "sku": "MUG-001", "quantity": 2, "unitPrice": { "amount": "14.99" }, "lineTotal": { "amount": "29.98" } },
+            { "sku": "TEE-002", "quantity": 1, "unitPrice": { "amount": "29.00" }, "lineTotal": { "amount": "29.00" } },
+        ])
+    );
+    // Read back, it is the stored order's.
+    let id = order["id"].as_str().unwrap();
+    let again = app
+        .data(
+            Some(&buyer.token),
+            "query($id: ID!) { node(id: $id) { ... on Order { email shippingAddress { countryCode postalCode } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        again["node"],
+        json!({ "email": buyer.email, "shippingAddress": { "countryCode": "GB", "postalCode": "SW1Y 4JH" } })
+    );
+    let done = app.wait_terminal(&buyer, id).await;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+
+    // An e-mail given is the order's, not the account's.
+    app.add_to_cart(&buyer, "MUG-001", 1).await;
+    let d = app
+        .data(Some(&buyer.token), PLACE_WITH_INPUT, input("k-gift", json!(" Gift@Example.COM "), address()))
+        .await;
+    assert_eq!(d["placeOrder"]["order"]["email"], "gift@example.com", "{d}");
+    app.stop().await;
+}
+
+/// `amountMinor` (deprecated) is a GraphQL `Int`: an amount that does not fit 32 bits is a field
+/// error naming `amount`, never a number a 32-bit client cannot hold.
+#[tokio::test]
+async fn amount_minor_refuses_what_a_32_bit_int_cannot_hold() {
+    let app = spawn_app().await;
+    let product = ecommerce_core::catalog::Product {
+        sku: "YACHT-001".into(),
+        name: "A yacht".into(),
+        price: ecommerce_core::domain::Money::new(3_000_000_000, "USD").unwrap(),
+    };
+    ecommerce_storefront::catalog::seed::seed(app.pool(), &app.mongo, &[(product, 5)]).await.unwrap();
+    let q = "query($sku: String!) { product(sku: $sku) { price { amount amountMinor } } }";
+    let big = app.gql(None, q, json!({ "sku": "YACHT-001" })).await;
+    assert_eq!(code(&big), "BAD_USER_INPUT", "{big}");
+    assert!(big["errors"][0]["message"].as_str().unwrap().contains("read amount"), "{big}");
+    assert_eq!(big["errors"][0]["path"], json!(["product", "price", "amountMinor"]));
+    let small = app.data(None, q, json!({ "sku": "MUG-001" })).await;
+    assert_eq!(small["product"]["price"], json!({ "amount": "14.99", "amountMinor": 1499 }));
+    let exact = app.data(None, "{ product(sku: \"YACHT-001\") { price { amount } } }", json!({})).await;
+    assert_eq!(exact["product"]["price"]["amount"], "30000000.00");
+    app.stop().await;
+}

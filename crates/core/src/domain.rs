@@ -40,16 +40,29 @@ impl Email {
     }
 }
 
+/// Which bound a password misses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordLength {
+    /// Fewer than [`Password::MIN`] characters.
+    TooShort,
+    /// More than [`Password::MAX`] characters.
+    TooLong,
+}
+
 /// A password as typed: long enough to matter, short enough not to be a hashing DoS.
 pub struct Password(String);
 
 impl Password {
     pub const MIN: usize = 8;
     pub const MAX: usize = 128;
-    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+    /// The password, or which bound it misses.
+    pub fn check(raw: &str) -> Result<Self, PasswordLength> {
         let n = raw.chars().count();
-        if !(Self::MIN..=Self::MAX).contains(&n) {
-            return Err(invalid(format!("password must be {} to {} characters", Self::MIN, Self::MAX)));
+        if n < Self::MIN {
+            return Err(PasswordLength::TooShort);
+        }
+        if n > Self::MAX {
+            return Err(PasswordLength::TooLong);
         }
         Ok(Password(raw.to_string()))
     }
@@ -245,8 +258,9 @@ mod tests {
         assert!(IdempotencyKey::parse("a b").is_err());
         assert!(PaymentToken::parse("tok_visa").is_ok());
         assert!(PaymentToken::parse("").is_err());
-        assert!(Password::parse("short").is_err());
-        assert!(format!("{:?}", Password::parse("long enough").unwrap()).contains("***"));
+        assert_eq!(Password::check("short").err(), Some(PasswordLength::TooShort));
+        assert_eq!(Password::check(&"x".repeat(129)).err(), Some(PasswordLength::TooLong));
+        assert!(format!("{:?}", Password::check("long enough").unwrap()).contains("***"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and the messages and topics it exchanges. It builds without tokio, sqlx, MongoDB or any broker
 //! client; everything that talks to the outside world lives in the crates above it.
 
+pub mod address;
 pub mod cart;
 pub mod catalog;
 pub mod currency;

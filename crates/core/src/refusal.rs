@@ -1,8 +1,8 @@
-//! Why a buyer's request was refused, when the buyer can fix it: the cart and order operations
+//! Why a buyer's request was refused, when the buyer can fix it: the account, cart and order operations
 //! return a [`Refusal`] with a closed [`UserErrorCode`], which the API hands back as a typed
 //! `userErrors` entry instead of a top-level error.
 
-/// What the buyer can fix about a cart or order request.
+/// What the buyer can fix about an account, cart or order request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter, strum::Display)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 #[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
@@ -48,6 +48,19 @@ pub enum UserErrorCode {
     RefundWindowClosed,
     /// A refund reason that is empty or longer than 500 characters.
     InvalidRefundReason,
+    /// Not an e-mail address (an `@`, a dotted domain, no spaces, at most 254 characters).
+    InvalidEmail,
+    /// An account with this e-mail address exists: sign in instead.
+    EmailTaken,
+    /// A password shorter than 8 characters.
+    PasswordTooShort,
+    /// A password longer than 128 characters.
+    PasswordTooLong,
+    /// The e-mail address and password do not match an account (which of the two is wrong is not
+    /// told, so that nobody learns who has an account).
+    InvalidCredentials,
+    /// A shipping address field that is missing, too long, or not of its form (see the field).
+    InvalidAddress,
 }
 
 /// A request the buyer can fix, and what to tell them.
@@ -56,11 +69,20 @@ pub enum UserErrorCode {
 pub struct Refusal {
     pub code: UserErrorCode,
     pub message: String,
+    /// The input field at fault, as a path of GraphQL names (`["shippingAddress", "postalCode"]`),
+    /// when the code alone does not tell (the API otherwise names the argument by the code).
+    pub field: Option<Vec<&'static str>>,
 }
 
 impl Refusal {
     pub fn new(code: UserErrorCode, message: impl Into<String>) -> Self {
-        Refusal { code, message: message.into() }
+        Refusal { code, message: message.into(), field: None }
+    }
+
+    /// The same refusal, naming the input field at fault.
+    pub fn at(mut self, field: &[&'static str]) -> Self {
+        self.field = Some(field.to_vec());
+        self
     }
 
     /// An input that failed to parse: the parser's message with the given code.

@@ -80,16 +80,6 @@ impl AppError {
     pub fn bad_input(msg: impl Into<String>) -> Self {
         AppError::BadInput(msg.into())
     }
-
-    /// Maps a unique-constraint violation to a client error by the constraint's name.
-    pub fn from_unique(e: sqlx::Error, constraint: &str, msg: &str) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.constraint() == Some(constraint) {
-                return AppError::Conflict(msg.to_string());
-            }
-        }
-        AppError::Database(e)
-    }
 }
 
 impl From<ecommerce_core::domain::ValidationError> for AppError {

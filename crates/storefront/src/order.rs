@@ -4,7 +4,8 @@
 use ecommerce_checkout::order::service::{self, NewOrder};
 use ecommerce_checkout::order::{Order, OrderLine};
 use ecommerce_checkout::saga::SagaDefinition;
-use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
+use ecommerce_core::address::ShippingAddress;
+use ecommerce_core::domain::{Email, IdempotencyKey, Money, PaymentToken};
 use ecommerce_core::refusal::{Refusal, UserErrorCode};
 use ecommerce_platform::error::{AppError, AppResult};
 use sqlx::PgPool;
@@ -20,6 +21,10 @@ pub struct Placement<'a> {
     pub key: &'a str,
     pub payment_token: &'a str,
     pub trace_id: &'a str,
+    /// Who to reach about the order (checked by the caller: the buyer's, or the account's).
+    pub email: Option<&'a Email>,
+    /// Where it ships (checked by the caller).
+    pub shipping_address: Option<&'a ShippingAddress>,
     /// Refused while the user has this many orders still being checked out.
     pub open_orders_below: u32,
 }
@@ -33,7 +38,7 @@ pub async fn place(
     def: &SagaDefinition,
     req: Placement<'_>,
 ) -> AppResult<Order> {
-    let Placement { user_id, key, payment_token, trace_id, open_orders_below } = req;
+    let Placement { user_id, key, payment_token, trace_id, email, shipping_address, open_orders_below } = req;
     let key = IdempotencyKey::parse(key).map_err(Refusal::invalid(UserErrorCode::InvalidIdempotencyKey))?;
     let token =
         PaymentToken::parse(payment_token).map_err(Refusal::invalid(UserErrorCode::InvalidPaymentToken))?;
@@ -77,6 +82,8 @@ pub async fn place(
         lines,
         total,
         trace_id: trace_id.to_string(),
+        email: email.cloned(),
+        shipping_address: shipping_address.cloned(),
         open_orders_below: Some(open_orders_below),
     };
     let Some(order) = service::create(pool, def, &new).await? else {

@@ -138,6 +138,8 @@ async fn run(
                         lines: lines.clone(),
                         total: total.clone(),
                         trace_id: "engine-bench".into(),
+                        email: None,
+                        shipping_address: None,
                         open_orders_below: None,
                     };
                     service::create(&pool, &def, &new).await?;

@@ -149,6 +149,13 @@ export function explain(code: UserErrorCode, message: string): string {
       return `Please wait until your other orders are through: ${message}`;
     case "INVALID_REFUND_REASON":
       return `Please tell us why: ${message}`;
+    case "INVALID_EMAIL":
+    case "EMAIL_TAKEN":
+    case "PASSWORD_TOO_SHORT":
+    case "PASSWORD_TOO_LONG":
+    case "INVALID_CREDENTIALS":
+    case "INVALID_ADDRESS":
+      return message;
     default: {
       const unhandled: never = code;
       return unhandled;

@@ -6,6 +6,7 @@ pub mod refund;
 pub mod service;
 
 use chrono::{DateTime, Utc};
+use ecommerce_core::address::ShippingAddress;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
@@ -40,6 +41,10 @@ pub struct Order {
     pub cancel_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The contact address given at checkout; `None` for orders placed without one.
+    pub email: Option<String>,
+    /// Where it ships; `None` for orders placed without one.
+    pub shipping_address: Option<ShippingAddress>,
 }
 
 #[derive(Debug, Clone)]

@@ -143,6 +143,8 @@ mod tests {
             cancel_reason: None,
             created_at,
             updated_at: created_at,
+            email: None,
+            shipping_address: None,
         }
     }
 

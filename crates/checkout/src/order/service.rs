@@ -11,12 +11,14 @@ use crate::saga::messages::StockLine;
 use crate::saga::orchestrator;
 use crate::saga::store::{self, SagaPayload, SagaRow};
 use crate::saga::SagaDefinition;
-use ecommerce_core::domain::{IdempotencyKey, Money, PaymentToken};
+use ecommerce_core::address::ShippingAddress;
+use ecommerce_core::domain::{Email, IdempotencyKey, Money, PaymentToken};
 use ecommerce_core::refusal::UserErrorCode;
 use ecommerce_platform::error::{AppError, AppResult};
 
 pub(super) const ORDER_COLUMNS: &str =
-    "id, user_id, status, total_minor, currency, idempotency_key, cancel_reason, created_at, updated_at";
+    "id, user_id, status, total_minor, currency, idempotency_key, cancel_reason, created_at, updated_at, \
+     email, shipping_address";
 
 pub(super) fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> {
     let status: String = r.try_get("status")?;
@@ -31,6 +33,10 @@ pub(super) fn to_order(r: &sqlx::postgres::PgRow) -> Result<Order, sqlx::Error> 
         cancel_reason: r.try_get("cancel_reason")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        email: r.try_get("email")?,
+        shipping_address: r
+            .try_get::<Option<sqlx::types::Json<ShippingAddress>>, _>("shipping_address")?
+            .map(|a| a.0),
     })
 }
 
@@ -176,6 +182,10 @@ pub struct NewOrder {
     pub lines: Vec<OrderLine>,
     pub total: Money,
     pub trace_id: String,
+    /// Who to reach about the order, and where it ships (absent through the deprecated flat
+    /// `placeOrder` arguments).
+    pub email: Option<Email>,
+    pub shipping_address: Option<ShippingAddress>,
     /// The user's orders waiting for their checkout (PENDING, placed within a day: found through
     /// the `(user_id, created_at)` index; older ones are an operator's) must be fewer than this
     /// for the order to be written; `None`: no bound.
@@ -188,13 +198,14 @@ pub struct NewOrder {
 /// Placements racing each other may pass the bound by the number in flight at once, which the
 /// per-user rate limit bounds in turn.
 pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppResult<Option<Order>> {
-    let NewOrder { user_id, key, token, lines, total, trace_id, open_orders_below } = new;
+    let NewOrder { user_id, key, token, lines, total, trace_id, email, shipping_address, open_orders_below } =
+        new;
     let user_id = *user_id;
     let order_id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
     let sql = format!(
-        "INSERT INTO orders (id, user_id, status, total_minor, currency, idempotency_key)
-         SELECT $1, $2, 'PENDING', $3, $4, $5
+        "INSERT INTO orders (id, user_id, status, total_minor, currency, idempotency_key, email, shipping_address)
+         SELECT $1, $2, 'PENDING', $3, $4, $5, $7, $8
           WHERE $6::int IS NULL
              OR (SELECT count(*) FROM orders
                   WHERE user_id = $2 AND status = 'PENDING' AND created_at > now() - interval '1 day') < $6::int
@@ -208,6 +219,8 @@ pub async fn create(pool: &PgPool, def: &SagaDefinition, new: &NewOrder) -> AppR
         .bind(total.currency())
         .bind(key.as_str())
         .bind(open_orders_below.map(|n| n as i32))
+        .bind(email.as_ref().map(Email::as_str))
+        .bind(shipping_address.as_ref().map(sqlx::types::Json))
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = inserted else {
