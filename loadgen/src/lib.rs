@@ -317,10 +317,9 @@ async fn one_order(
     let id = data["placeOrder"]["order"]["id"].as_str().ok_or("placeOrder:no id")?.to_string();
     let sub = json!({
         "id": id, "type": "subscribe",
-        "payload": { "query": "subscription($id: ID!) { orderEvents(orderId: $id) { type detail } }", "variables": { "id": id } }
+        "payload": { "query": "subscription($id: ID!) { orderEvents(orderId: $id) { type } }", "variables": { "id": id } }
     });
     buyer.ws.send(Message::Text(sub.to_string().into())).await.map_err(|_| "subscription:send")?;
-    let mut reason = None;
     let mut outcome = None;
     let follow = async {
         while let Some(m) = next_json(&mut buyer.ws).await {
@@ -331,11 +330,8 @@ async fn one_order(
                 Some("next") => {
                     let e = &m["payload"]["data"]["orderEvents"];
                     match e["type"].as_str() {
-                        Some("ORDER_CANCELLED") => reason = e["detail"].as_str().map(str::to_string),
                         Some("COMPLETED") => outcome = Some("CONFIRMED".to_string()),
-                        Some("COMPENSATED") => {
-                            outcome = Some(format!("CANCELLED:{}", reason.take().unwrap_or_default()))
-                        }
+                        Some("COMPENSATED") => outcome = Some("CANCELLED".to_string()),
                         Some(_) => {}
                         None => return Err("subscription:error".to_string()),
                     }
@@ -351,7 +347,16 @@ async fn one_order(
     };
     let outcome =
         tokio::time::timeout(opts.order_timeout, follow).await.map_err(|_| "order:timeout".to_string())??;
-    Ok((outcome, started.elapsed()))
+    let elapsed = started.elapsed();
+    if outcome == "CONFIRMED" {
+        return Ok((outcome, elapsed));
+    }
+    // Why, from the order (event details are for operators): one more request, cancellations only.
+    let why = "query($id: ID!) { order(id: $id) { cancelReason } }";
+    let order = gql(http, &opts.url, Some(&buyer.token), why, json!({ "id": id }))
+        .await
+        .map_err(|c| format!("order:{c}"))?;
+    Ok((format!("CANCELLED:{}", order["order"]["cancelReason"].as_str().unwrap_or_default()), elapsed))
 }
 
 #[derive(Default)]

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 use sqlx::PgPool;
 
-use ecommerce_checkout::order::{service, OrderLine};
+use ecommerce_checkout::order::{service, Order, OrderLine};
 use ecommerce_checkout::saga::store::{self, SagaEventRow, SagaSummary};
 use ecommerce_core::catalog::Product;
+use ecommerce_platform::error::AppError;
 use ecommerce_storefront::mongo::{catalog, Mongo};
 use uuid::Uuid;
 
@@ -100,5 +101,44 @@ impl Loader<Uuid> for SagaEventsLoader {
             by_saga.entry(event.saga_id).or_default().push(event);
         }
         Ok(by_saga)
+    }
+}
+
+/// Sagas by id: what an event links to.
+pub struct SagaLoader {
+    pub pool: PgPool,
+}
+
+impl Loader<Uuid> for SagaLoader {
+    type Value = SagaSummary;
+    type Error = std::sync::Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, SagaSummary>, Self::Error> {
+        let sagas = store::summaries(&self.pool, keys).await.map_err(std::sync::Arc::new)?;
+        Ok(sagas.into_iter().map(|s| (s.id, s)).collect())
+    }
+}
+
+/// Orders by (owner, id): the caller's orders that events link to; someone else's is absent.
+pub struct OrderLoader {
+    pub pool: PgPool,
+}
+
+impl Loader<(Uuid, Uuid)> for OrderLoader {
+    type Value = Order;
+    type Error = std::sync::Arc<AppError>;
+
+    async fn load(&self, keys: &[(Uuid, Uuid)]) -> Result<HashMap<(Uuid, Uuid), Order>, Self::Error> {
+        let mut by_user: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (user, order) in keys {
+            by_user.entry(*user).or_default().push(*order);
+        }
+        let mut found = HashMap::new();
+        for (user, orders) in by_user {
+            for o in service::get_many(&self.pool, user, &orders).await.map_err(std::sync::Arc::new)? {
+                found.insert((user, o.id), o);
+            }
+        }
+        Ok(found)
     }
 }

@@ -25,7 +25,10 @@ use async_graphql::{MergedObject, MergedSubscription, Schema};
 use ecommerce_platform::config::Config;
 
 pub use context::{ApiState, Caller, ClientAddr, TraceId};
-use loader::{OrderLinesLoader, ProductLoader, SagaByOrderLoader, SagaEventsLoader, StockLoader};
+use loader::{
+    OrderLinesLoader, OrderLoader, ProductLoader, SagaByOrderLoader, SagaEventsLoader, SagaLoader,
+    StockLoader,
+};
 
 /// What can be read: the catalog, and the signed-in user's account, cart and orders (operators:
 /// every saga).
@@ -78,6 +81,8 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
             .data(DataLoader::new(OrderLinesLoader { pool: state.pool.clone() }, tokio::spawn))
             .data(DataLoader::new(SagaByOrderLoader { pool: state.pool.clone() }, tokio::spawn))
             .data(DataLoader::new(SagaEventsLoader { pool: state.pool.clone() }, tokio::spawn))
+            .data(DataLoader::new(SagaLoader { pool: state.pool.clone() }, tokio::spawn))
+            .data(DataLoader::new(OrderLoader { pool: state.pool.clone() }, tokio::spawn))
             .data(state);
     }
     builder.finish()

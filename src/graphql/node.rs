@@ -28,6 +28,8 @@ pub enum NodeId {
     Cart(Uuid),
     CartItem(Uuid, String),
     Saga(Uuid),
+    /// A saga's event by its sequence: an id for caches, not fetched by `node(id:)`.
+    SagaEvent(Uuid, i32),
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -41,6 +43,7 @@ impl NodeId {
             NodeId::Cart(user) => format!("Cart/{user}"),
             NodeId::CartItem(user, sku) => format!("CartItem/{user}/{sku}"),
             NodeId::Saga(id) => format!("Saga/{id}"),
+            NodeId::SagaEvent(saga, seq) => format!("SagaEvent/{saga}/{seq}"),
         };
         ID(B64.encode(raw))
     }
@@ -58,6 +61,7 @@ impl NodeId {
             ("Cart", None) => NodeId::Cart(uuid()?),
             ("CartItem", Some(s)) => NodeId::CartItem(uuid()?, sku(s)?),
             ("Saga", None) => NodeId::Saga(uuid()?),
+            ("SagaEvent", Some(seq)) => NodeId::SagaEvent(uuid()?, seq.parse().ok()?),
             _ => return None,
         })
     }
@@ -205,6 +209,7 @@ async fn fetch_all(ctx: &Context<'_>, ids: &[ID]) -> Result<Vec<Option<Node>>> {
                 let saga = sagas.get(&id)?;
                 (operator || orders.contains_key(&saga.order_id)).then(|| Node::Saga(SagaGql(saga.clone())))
             }
+            NodeId::SagaEvent(..) => None,
         })
         .collect())
 }

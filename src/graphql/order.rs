@@ -161,6 +161,16 @@ impl OrderGql {
     }
 }
 
+/// `payload` with the caller's cart as it is now, when the query asks for it.
+async fn with_cart(ctx: &Context<'_>, mut payload: OrderPayload) -> Result<OrderPayload> {
+    if ctx.look_ahead().field("cart").exists() {
+        let (u, s) = (user(ctx)?, state(ctx));
+        let cart = ecommerce_storefront::mongo::carts::load(&s.mongo, u.id).await.map_err(AppError::from)?;
+        payload.cart = Some(CartGql::new(u.id, cart));
+    }
+    Ok(payload)
+}
+
 fn parse_id(id: &ID) -> Result<Uuid> {
     order_uuid(id).ok_or_else(|| async_graphql::Error::from(AppError::bad_input("not a valid order id")))
 }
@@ -281,7 +291,7 @@ impl OrderMutation {
                     })
                     .ok();
                 if !user_errors.is_empty() {
-                    return Ok(OrderPayload::refused(user_errors));
+                    return with_cart(ctx, OrderPayload::refused(user_errors)).await;
                 }
                 (input.idempotency_key, input.payment_token, email, address)
             }
@@ -317,7 +327,12 @@ impl OrderMutation {
             // The ordered units left the cart.
             announce_cart(s, u.id);
         }
-        Ok(OrderPayload { order: order.map(OrderGql), user_errors })
+        let mut payload = OrderPayload::of(order.map(OrderGql), user_errors);
+        payload.order_edge = payload
+            .order
+            .as_ref()
+            .map(|o| async_graphql::connection::Edge::new(order_cursor(o), OrderGql(o.0.clone())));
+        with_cart(ctx, payload).await
     }
 
     /// Cancels an order that is not confirmed yet; stock and payment are released by compensation.
@@ -339,7 +354,7 @@ impl OrderMutation {
             },
         };
         let (order, user_errors) = split(cancelled)?;
-        Ok(OrderPayload { order: order.map(OrderGql), user_errors })
+        Ok(OrderPayload::of(order.map(OrderGql), user_errors))
     }
 
     /// Asks for a confirmed order's money back: starts its refund saga (refund the payment,
@@ -364,7 +379,7 @@ impl OrderMutation {
             }
         };
         let (order, user_errors) = split(requested)?;
-        Ok(OrderPayload { order: order.map(OrderGql), user_errors })
+        Ok(OrderPayload::of(order.map(OrderGql), user_errors))
     }
 }
 
@@ -433,11 +448,17 @@ impl OrderSubscription {
                     store::events_after(&s.pool, saga.id, after_sequence).await.map_err(AppError::from)?
                 }
             };
-            return Ok(futures::stream::iter(recorded.into_iter().map(SagaEventGql::try_from)).boxed());
+            let order_id = order.id;
+            return Ok(futures::stream::iter(
+                recorded.into_iter().map(move |e| SagaEventGql::new(e, order_id)),
+            )
+            .boxed());
         }
         Ok(s.feed
             .stream(saga.id, after_sequence)
-            .map(|r| r.map_err(|e| AppError::from(e).into()).and_then(SagaEventGql::try_from))
+            .map(move |r| {
+                r.map_err(|e| AppError::from(e).into()).and_then(|e| SagaEventGql::new(e, order.id))
+            })
             .boxed())
     }
 }

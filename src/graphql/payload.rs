@@ -2,6 +2,7 @@
 //! what the buyer can fix, each with a closed `code` and the input it concerns. Top-level errors
 //! stay for what the buyer cannot fix (authentication, rate limits, internal failures).
 
+use async_graphql::connection::{Edge, EmptyFields};
 use async_graphql::SimpleObject;
 
 use ecommerce_core::refusal::{Refusal, UserErrorCode};
@@ -90,19 +91,33 @@ pub struct CartPayload {
     pub user_errors: Vec<UserErrorGql>,
 }
 
+/// An order as an edge of the `orders` connection.
+pub type OrderEdge = Edge<String, OrderGql, EmptyFields>;
+
 /// What an order mutation did.
 #[derive(SimpleObject)]
 pub struct OrderPayload {
     /// The order; `null` when the request was refused (see `userErrors`).
     pub order: Option<OrderGql>,
+    /// `placeOrder` only: the new order as an edge of `orders`, with its cursor, for a client to
+    /// put at the head of a cached `orders` list; `null` from the other mutations and on a refusal.
+    pub order_edge: Option<OrderEdge>,
+    /// `placeOrder` only: the buyer's cart after the ordered units left it (unchanged on a
+    /// refusal), so a cached cart empties itself; `null` from the other mutations.
+    pub cart: Option<CartGql>,
     /// Why the request was refused; empty when it was carried out.
     pub user_errors: Vec<UserErrorGql>,
 }
 
 impl OrderPayload {
+    /// The order, or why nothing was done.
+    pub fn of(order: Option<OrderGql>, user_errors: Vec<UserErrorGql>) -> Self {
+        OrderPayload { order, order_edge: None, cart: None, user_errors }
+    }
+
     /// Nothing was done, for these reasons.
     pub fn refused(user_errors: Vec<UserErrorGql>) -> Self {
-        OrderPayload { order: None, user_errors }
+        Self::of(None, user_errors)
     }
 }
 

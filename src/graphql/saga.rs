@@ -17,34 +17,81 @@ use ecommerce_checkout::saga::{
 use ecommerce_platform::error::AppError;
 
 use super::context::{operator, state, OperatorOnly};
-use super::loader::SagaEventsLoader;
+use super::loader::{OrderLoader, SagaEventsLoader, SagaLoader};
 use super::node::{saga_uuid, NodeId};
+use super::order::OrderGql;
 use super::types::OrderStatusGql;
 use async_graphql::dataloader::DataLoader;
 
-/// One entry of a saga's history.
-#[derive(SimpleObject)]
-#[graphql(name = "SagaEvent")]
 pub struct SagaEventGql {
-    /// 1, 2, 3, ... in the order the saga recorded them.
-    pub sequence: i32,
-    /// What happened.
-    #[graphql(name = "type")]
-    pub kind: EventKind,
-    /// More about it, when there is more: the provider's words on a refusal, the step that timed
-    /// out, an operator's reason.
-    pub detail: Option<String>,
-    /// When it was recorded.
-    pub at: DateTime<Utc>,
+    row: SagaEventRow,
+    kind: EventKind,
+    order_id: Uuid,
 }
 
-impl TryFrom<SagaEventRow> for SagaEventGql {
-    type Error = async_graphql::Error;
-
-    fn try_from(e: SagaEventRow) -> Result<Self> {
-        let kind = known(&e.kind, EventKind::parse, "saga event type")?;
-        Ok(SagaEventGql { sequence: e.seq, kind, detail: e.detail, at: e.created_at })
+impl SagaEventGql {
+    /// An event of a saga of order `order_id`; a kind this build does not know is `INTERNAL`.
+    pub fn new(row: SagaEventRow, order_id: Uuid) -> Result<Self> {
+        let kind = known(&row.kind, EventKind::parse, "saga event type")?;
+        Ok(SagaEventGql { row, kind, order_id })
     }
+}
+
+/// One entry of a saga's history, linked to the saga and the order it changed.
+#[Object(name = "SagaEvent")]
+impl SagaEventGql {
+    /// A global id for caches (the saga's and the sequence's; `node(id:)` does not fetch events:
+    /// their saga's `events` does).
+    async fn id(&self) -> ID {
+        NodeId::SagaEvent(self.row.saga_id, self.row.seq).encode()
+    }
+    /// 1, 2, 3, ... in the order the saga recorded them.
+    async fn sequence(&self) -> i32 {
+        self.row.seq
+    }
+    /// What happened.
+    #[graphql(name = "type")]
+    async fn kind(&self) -> EventKind {
+        self.kind
+    }
+    /// Operators only (`null` for buyers): more about it, when there is more: the provider's words
+    /// on a refusal, the step that timed out, an operator's reason. A buyer's client shows `type`
+    /// and the order's `cancelReason`.
+    async fn detail(&self, ctx: &Context<'_>) -> Option<&str> {
+        is_operator(ctx).then_some(self.row.detail.as_deref()).flatten()
+    }
+    /// When it was recorded.
+    async fn at(&self) -> DateTime<Utc> {
+        self.row.created_at
+    }
+    /// The saga that recorded it, as it is now: a normalized cache updates the saga's status
+    /// and step with each event it receives.
+    async fn saga(&self, ctx: &Context<'_>) -> Result<SagaGql> {
+        let saga = ctx
+            .data_unchecked::<DataLoader<SagaLoader>>()
+            .load_one(self.row.saga_id)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .ok_or_else(|| AppError::Internal(format!("saga {} of an event is gone", self.row.saga_id)))?;
+        Ok(SagaGql(saga))
+    }
+    /// The order it changed, as it is now (its `status`, `cancelReason`, ...): a normalized
+    /// cache updates the order with each event. `null` when it is not the caller's order (an
+    /// operator following someone else's saga).
+    async fn order(&self, ctx: &Context<'_>) -> Result<Option<OrderGql>> {
+        let Ok(me) = super::context::user(ctx) else { return Ok(None) };
+        let order = ctx
+            .data_unchecked::<DataLoader<OrderLoader>>()
+            .load_one((me.id, self.order_id))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(order.map(OrderGql))
+    }
+}
+
+/// Whether the caller holds the operator role (a buyer, or nobody signed in, does not).
+pub(super) fn is_operator(ctx: &Context<'_>) -> bool {
+    super::context::user(ctx).is_ok_and(|u| u.has(crate::auth::Role::Operator))
 }
 
 /// A stored name this build does not know is a fault of the server's data, reported as
@@ -169,12 +216,17 @@ impl SagaGql {
     async fn attempt(&self) -> i32 {
         self.0.attempt
     }
-    /// While `NEEDS_ATTENTION`: what went wrong (e.g. `CAPTURE_PAYMENT got no reply after 3 attempts`).
-    async fn last_error(&self) -> Option<&str> {
-        self.0.last_error.as_deref()
+    /// Operators only (`null` for buyers): while `NEEDS_ATTENTION`, what went wrong (e.g.
+    /// `CAPTURE_PAYMENT got no reply after 3 attempts`).
+    async fn last_error(&self, ctx: &Context<'_>) -> Option<&str> {
+        is_operator(ctx).then_some(self.0.last_error.as_deref()).flatten()
     }
-    /// What happens next, or what an operator can do; `null` once finished.
+    /// Operators only (`null` for buyers): what happens next, or what an operator can do; `null`
+    /// once finished.
     async fn next_action(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        if !is_operator(ctx) {
+            return Ok(None);
+        }
         Ok(next_action(self.definition(ctx)?, &self.0))
     }
     /// Operators only: every operator action on this saga, oldest first.
@@ -192,7 +244,7 @@ impl SagaGql {
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?
             .unwrap_or_default();
-        events.into_iter().map(SagaEventGql::try_from).collect()
+        events.into_iter().map(|e| SagaEventGql::new(e, self.0.order_id)).collect()
     }
 }
 

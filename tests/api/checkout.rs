@@ -69,7 +69,9 @@ async fn declined_payment_cancels_restores_stock_and_puts_the_items_back() {
     let order = app.wait_terminal(&buyer, &id).await;
     assert_eq!(order["status"], "CANCELLED");
     assert_eq!(order["cancelReason"], "PAYMENT_DECLINED");
-    assert_eq!(order["saga"]["events"][2]["detail"], "card_declined");
+    assert_eq!(order["saga"]["events"][2]["detail"], Value::Null, "the provider's words are for operators");
+    let op = app.operator().await;
+    assert_eq!(app.operator_details(&op, &id, "CHECKOUT").await[2], "card_declined");
     assert_eq!(app.stock("BAG-003").await, 20, "stock restored");
     assert_eq!(app.payment_status(&id).await.as_deref(), Some("DECLINED"), "nothing captured");
     // The cart worker puts the order's units back, next to the one added meanwhile.
@@ -94,7 +96,9 @@ async fn out_of_stock_cancels_with_reason_and_never_touches_payment() {
     let order = app.wait_terminal(&buyer, &id).await;
     assert_eq!(order["status"], "CANCELLED");
     assert_eq!(order["cancelReason"], "OUT_OF_STOCK");
-    assert_eq!(order["saga"]["events"][1]["detail"], "insufficient stock for LMT-005");
+    assert_eq!(order["saga"]["events"][1]["detail"], Value::Null);
+    let op = app.operator().await;
+    assert_eq!(app.operator_details(&op, &id, "CHECKOUT").await[1], "insufficient stock for LMT-005");
     assert_eq!(app.payment_status(&id).await, None, "no payment attempted");
     assert_eq!(app.stock("LMT-005").await, 1);
     assert_eq!(app.stock("MUG-001").await, 100, "partial reservation rolled back");
@@ -490,5 +494,34 @@ async fn amount_minor_refuses_what_a_32_bit_int_cannot_hold() {
     assert_eq!(small["product"]["price"], json!({ "amount": "14.99", "amountMinor": 1499 }));
     let exact = app.data(None, "{ product(sku: \"YACHT-001\") { price { amount } } }", json!({})).await;
     assert_eq!(exact["product"]["price"]["amount"], "30000000.00");
+    app.stop().await;
+}
+
+/// `placeOrder` answers with what a normalized cache needs to stay right without refetching: the
+/// emptied cart (the same `Cart` id) and the new order as an edge of `orders`, with its cursor.
+#[tokio::test]
+async fn place_order_returns_the_emptied_cart_and_the_new_orders_edge() {
+    let app = spawn_app().await;
+    let buyer = app.register().await;
+    app.add_to_cart(&buyer, "MUG-001", 2).await;
+    let cart_id = app.data(Some(&buyer.token), "{ cart { id } }", json!({})).await["cart"]["id"].clone();
+    let q = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) {
+        order { id } orderEdge { cursor node { id status } } cart { id itemCount } userErrors { code } } }";
+    let vars = json!({ "input": { "idempotencyKey": "edge-1", "paymentToken": "tok_visa", "shippingAddress": address() } });
+    let d = app.data(Some(&buyer.token), q, vars).await;
+    let p = &d["placeOrder"];
+    assert_eq!(p["userErrors"], json!([]), "{d}");
+    assert_eq!(p["orderEdge"]["node"]["id"], p["order"]["id"]);
+    assert_eq!(p["cart"]["itemCount"], 0, "the ordered units left the cart: {d}");
+    assert_eq!(p["cart"]["id"], cart_id, "the cached cart, by its id");
+    let list = app
+        .data(Some(&buyer.token), "{ orders(first: 1) { edges { cursor node { id } } } }", json!({}))
+        .await;
+    assert_eq!(list["orders"]["edges"][0]["cursor"], p["orderEdge"]["cursor"], "the cursor the list has");
+    // A refusal carries the cart as it is.
+    let empty = app.data(Some(&buyer.token), q, json!({ "input": { "idempotencyKey": "edge-2", "paymentToken": "tok_visa", "shippingAddress": address() } })).await;
+    assert_eq!(empty["placeOrder"]["userErrors"], json!([{ "code": "EMPTY_CART" }]));
+    assert_eq!(empty["placeOrder"]["orderEdge"], Value::Null);
+    assert_eq!(empty["placeOrder"]["cart"]["itemCount"], 0);
     app.stop().await;
 }

@@ -422,6 +422,14 @@ impl TestApp {
     }
 
     /// Polls the order until it leaves PENDING (at most 60 s) and returns it.
+    /// The `detail` of each event of the order's saga of `kind` (`CHECKOUT`, `REFUND`), as an
+    /// operator reads them (buyers get `null`).
+    pub async fn operator_details(&self, op: &User, order_id: &str, kind: &str) -> Vec<Value> {
+        let q = "query($o: ID!, $t: SagaType!) { sagas(filter: { orderId: $o, type: $t }) { nodes { events { detail } } } }";
+        let d = self.data(Some(&op.token), q, json!({ "o": order_id, "t": kind })).await;
+        d["sagas"]["nodes"][0]["events"].as_array().unwrap().iter().map(|e| e["detail"].clone()).collect()
+    }
+
     pub async fn wait_terminal(&self, user: &User, id: &str) -> Value {
         for _ in 0..600 {
             let body = self.order(user, id).await;

@@ -316,3 +316,59 @@ async fn ids(app: &TestApp, op: &User, filter: &str) -> Vec<String> {
     assert_eq!(d["sagas"]["totalCount"], ids.len(), "{filter}");
     ids
 }
+
+/// A buyer follows their saga (status, step, events) without the operator's text: `lastError`,
+/// `nextAction` and event `detail` are `null` for them, over HTTP and over the subscription; every
+/// event has an id and links to the saga and the order it changed, so a normalized cache updates
+/// both from the event alone.
+#[tokio::test]
+async fn buyers_follow_their_saga_without_operator_text_and_events_link_to_what_they_change() {
+    let app = app().await;
+    let op = app.operator().await;
+    let buyer = app.register().await;
+    let saga = paused(&app, &op, &buyer, "text-1").await;
+    assert!(saga["lastError"].is_string() && saga["nextAction"].is_string(), "operators see it: {saga}");
+    let order_id = saga["orderId"].as_str().unwrap().to_string();
+
+    let q = "query($id: ID!) { order(id: $id) { id status saga { id status lastError nextAction
+        events { id sequence type detail saga { id status } order { id status } } } } }";
+    let d = app.data(Some(&buyer.token), q, json!({ "id": order_id })).await;
+    let s = &d["order"]["saga"];
+    assert_eq!(s["status"], "NEEDS_ATTENTION");
+    assert_eq!((&s["lastError"], &s["nextAction"]), (&Value::Null, &Value::Null), "{s}");
+    let events = s["events"].as_array().unwrap();
+    assert!(events.len() >= 3, "{s}");
+    let mut ids = std::collections::HashSet::new();
+    for e in events {
+        assert_eq!(e["detail"], Value::Null, "{e}");
+        assert!(ids.insert(e["id"].as_str().unwrap().to_string()), "event ids are unique: {s}");
+        assert_eq!(e["saga"], json!({ "id": s["id"], "status": "NEEDS_ATTENTION" }));
+        assert_eq!(e["order"], json!({ "id": order_id, "status": "PENDING" }));
+    }
+    let op_view = app
+        .data(
+            Some(&op.token),
+            "query($s: ID!) { saga(id: $s) { events { id detail order { id } } } }",
+            json!({ "s": saga["id"] }),
+        )
+        .await;
+    let op_events = op_view["saga"]["events"].as_array().unwrap();
+    assert!(op_events.iter().any(|e| e["detail"].is_string()), "operators read the details: {op_view}");
+    assert_eq!(op_events[0]["id"], events[0]["id"], "the same event has the same id for everyone");
+    assert_eq!(op_events[0]["order"], Value::Null, "someone else's order stays theirs");
+
+    let mut ws = app.ws(Some(&buyer.token)).await;
+    ws.start(
+        "1",
+        "subscription($id: ID!) { orderEvents(orderId: $id) { id type detail order { id status } } }",
+        json!({ "id": order_id }),
+    )
+    .await;
+    let first = ws.next_payload().await.expect("an event");
+    let e = &first["data"]["orderEvents"];
+    assert_eq!(e["type"], "ORDER_PLACED", "{first}");
+    assert_eq!(e["id"], events[0]["id"]);
+    assert_eq!(e["detail"], Value::Null);
+    assert_eq!(e["order"], json!({ "id": order_id, "status": "PENDING" }));
+    app.stop().await;
+}
