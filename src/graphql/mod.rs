@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod context;
+pub mod cost;
 pub mod error;
 pub mod introspection;
 pub mod limits;
@@ -57,9 +58,14 @@ pub fn build_schema(state: Option<ApiState>, config: &Config) -> AppSchema {
     // Depth is not the engine's `limit_depth`: that one counts introspection too and refuses the
     // standard introspection query (see `limits`).
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_complexity(config.api.graphql.max_complexity)
         .limit_recursive_depth(limits::MAX_RECURSIVE_DEPTH)
         .limit_directives(8);
+    // Complexity is limited (and reported) by `cost`, not the engine: see there.
+    builder = builder.extension(cost::QueryCost(cost::Limits {
+        max_complexity: config.api.graphql.max_complexity,
+        max_depth: config.api.graphql.max_depth,
+        max_aliases: config.api.graphql.max_aliases,
+    }));
     builder = builder.extension(error::ErrorPolicy).extension(introspection::SchemaDescription).extension(
         limits::DocumentLimitsExtension {
             limits: limits::DocumentLimits {

@@ -50,7 +50,8 @@ async fn depth_and_fragment_shapes_are_limited_and_errors_carry_codes() {
     assert_eq!(code(&unknown_field), "BAD_USER_INPUT");
     // An id that names no order is absent, like one that names someone else's.
     let bad_id = app.gql(Some(&buyer.token), "{ order(id: \"not-a-uuid\") { id } }", json!({})).await;
-    assert_eq!(bad_id, json!({ "data": { "order": null } }));
+    assert_eq!(bad_id["data"], json!({ "order": null }));
+    assert!(bad_id.get("errors").is_none(), "{bad_id}");
 
     let ready = app.http.get(app.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
@@ -154,5 +155,42 @@ async fn oversized_bodies_get_413_with_a_graphql_error() {
     // The server is fine afterwards, and a body within the limit is served.
     let small = app.gql(None, "{ products(first: 1) { nodes { sku } } }", json!({})).await;
     assert!(small["data"]["products"]["nodes"].is_array(), "{small}");
+    app.stop().await;
+}
+
+/// A client can price a document before the limit refuses it: every answer carries
+/// `extensions.cost` (what this document cost, and the limits), growing with the page size it
+/// asks for; a refusal names its cost and the limit the same way.
+#[tokio::test]
+async fn every_answer_tells_what_its_query_cost_and_the_limits() {
+    let app = spawn_app().await;
+    let g = &app.config().api.graphql;
+    let limits =
+        json!({ "maxComplexity": g.max_complexity, "maxDepth": g.max_depth, "maxAliases": g.max_aliases });
+    let cost = |body: &Value| -> u64 {
+        let c = &body["extensions"]["cost"];
+        for k in ["maxComplexity", "maxDepth", "maxAliases"] {
+            assert_eq!(c[k], limits[k], "{body}");
+        }
+        c["complexity"].as_u64().unwrap_or_else(|| panic!("no cost in {body}"))
+    };
+    let page = |n: usize| format!("{{ products(first: {n}) {{ nodes {{ sku name }} }} }}");
+    let small = cost(&app.gql(None, &page(2), json!({})).await);
+    let large = cost(&app.gql(None, &page(20), json!({})).await);
+    assert!(small > 0 && large > small * 5, "a page costs by its size: {small} vs {large}");
+    // Mutations and failed resolvers are priced too: the document was validated.
+    let refused = app.gql(None, "{ me { id } }", json!({})).await;
+    assert_eq!(code(&refused), "UNAUTHENTICATED");
+    assert!(cost(&refused) > 0, "{refused}");
+
+    let expensive = "{ a: products(first: 100) { nodes { sku name price { amount currency } stockLevel } }
+                       b: products(first: 100) { nodes { sku name price { amount currency } stockLevel } } }";
+    let body = app.gql(None, expensive, json!({})).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    assert!(body.get("data").is_none_or(Value::is_null), "{body}");
+    let priced = &body["errors"][0]["extensions"]["cost"];
+    assert!(priced["complexity"].as_u64().unwrap() > g.max_complexity as u64, "{body}");
+    assert_eq!(priced["maxComplexity"], g.max_complexity);
+    assert!(message(&body).contains(&format!("the limit is {}", g.max_complexity)), "{body}");
     app.stop().await;
 }
