@@ -4,8 +4,11 @@ use crate::auth::{service, AuthUser, Role};
 use ecommerce_core::refusal::{Refusal, UserErrorCode};
 use ecommerce_platform::error::{AppError, AppResult};
 
+use super::cart::{announce_cart, CartGql};
 use super::context::{client_addr, session_id, state, user};
+use super::node::NodeId;
 use super::payload::UserErrorGql;
+use ecommerce_storefront::mongo::carts::{self, CartKey};
 
 /// An account.
 #[derive(SimpleObject)]
@@ -81,6 +84,8 @@ pub struct SignUpInput {
     pub email: String,
     /// 8 to 128 characters.
     pub password: String,
+    /// A guest cart (`cartCreate`'s id) to move into the new account's cart.
+    pub cart_id: Option<ID>,
 }
 
 /// An account to sign in to.
@@ -90,6 +95,10 @@ pub struct SignInInput {
     pub email: String,
     /// The account's password.
     pub password: String,
+    /// A guest cart (`cartCreate`'s id) to merge into the account's cart: its lines are added to
+    /// the account's (at most 99 units a line) and the guest cart is gone. An id that names no
+    /// guest cart (merged already, say, by an earlier try) changes nothing.
+    pub cart_id: Option<ID>,
 }
 
 /// What `signUp` or `signIn` did: the new session, or what the person can fix, by field.
@@ -97,6 +106,9 @@ pub struct SignInInput {
 pub struct SessionPayload {
     /// The session; `null` when the request was refused (see `userErrors`).
     pub session: Option<AuthSession>,
+    /// The account's cart, with the guest cart of `input.cartId` merged into it; `null` when the
+    /// request was refused.
+    pub cart: Option<CartGql>,
     /// Why the request was refused, each naming its input field (`["input", "password"]`); empty
     /// when it was carried out.
     pub user_errors: Vec<UserErrorGql>,
@@ -104,10 +116,19 @@ pub struct SessionPayload {
 
 impl SessionPayload {
     /// A refusal (and wrong credentials) become `userErrors`; anything else (a rate limit, an
-    /// internal failure) stays a top-level error.
-    fn of(result: AppResult<service::Session>) -> Result<SessionPayload, AppError> {
+    /// internal failure) stays a top-level error. Signed in, the guest cart `cart_id` is merged
+    /// into the account's, and the account's cart is read when the query asks for it.
+    async fn of(
+        ctx: &Context<'_>,
+        result: AppResult<service::Session>,
+        cart_id: Option<&ID>,
+    ) -> Result<SessionPayload, AppError> {
         let refusal = match result {
-            Ok(s) => return Ok(SessionPayload { session: Some(s.into()), user_errors: Vec::new() }),
+            Ok(s) => {
+                let user_id = s.user.id;
+                let cart = signed_in_cart(ctx, user_id, cart_id).await?;
+                return Ok(SessionPayload { session: Some(s.into()), cart, user_errors: Vec::new() });
+            }
             Err(AppError::Refused(r)) => r,
             Err(AppError::InvalidCredentials(_)) => Refusal::new(
                 UserErrorCode::InvalidCredentials,
@@ -115,8 +136,33 @@ impl SessionPayload {
             ),
             Err(e) => return Err(e),
         };
-        Ok(SessionPayload { session: None, user_errors: vec![UserErrorGql::from(refusal).within("input")] })
+        let user_errors = vec![UserErrorGql::from(refusal).within("input")];
+        Ok(SessionPayload { session: None, cart: None, user_errors })
     }
+}
+
+/// The account's cart after `guest` (a guest cart's id) was merged into it, if the query asks
+/// for the cart or a guest cart was named.
+async fn signed_in_cart(
+    ctx: &Context<'_>,
+    user_id: uuid::Uuid,
+    guest: Option<&ID>,
+) -> AppResult<Option<CartGql>> {
+    let mongo = &state(ctx).mongo;
+    let key = CartKey::User(user_id);
+    let merged = match guest.and_then(|id| NodeId::decode(id)) {
+        Some(NodeId::Cart(CartKey::Guest(guest))) => carts::merge_guest(mongo, user_id, guest).await?,
+        _ => None,
+    };
+    if merged.is_some() {
+        announce_cart(state(ctx), user_id);
+    }
+    let cart = match merged {
+        Some(cart) => Some(cart),
+        None if ctx.look_ahead().field("cart").exists() => Some(carts::load(mongo, key).await?),
+        None => None,
+    };
+    Ok(cart.map(|c| CartGql::new(key, c)))
 }
 
 #[derive(Default)]
@@ -144,7 +190,8 @@ impl AuthMutation {
         #[graphql(desc = "The new account's e-mail address and password.")] input: SignUpInput,
     ) -> Result<SessionPayload> {
         let s = state(ctx);
-        Ok(SessionPayload::of(s.auth.register(client_addr(ctx), &input.email, &input.password).await)?)
+        let result = s.auth.register(client_addr(ctx), &input.email, &input.password).await;
+        Ok(SessionPayload::of(ctx, result, input.cart_id.as_ref()).await?)
     }
 
     /// Signs in; a wrong e-mail address or password is `INVALID_CREDENTIALS` in `userErrors`.
@@ -156,7 +203,8 @@ impl AuthMutation {
         #[graphql(desc = "The account's e-mail address and password.")] input: SignInInput,
     ) -> Result<SessionPayload> {
         let s = state(ctx);
-        Ok(SessionPayload::of(s.auth.login(client_addr(ctx), &input.email, &input.password).await)?)
+        let result = s.auth.login(client_addr(ctx), &input.email, &input.password).await;
+        Ok(SessionPayload::of(ctx, result, input.cart_id.as_ref()).await?)
     }
 
     /// Creates an account and signs it in. Limited per client address.

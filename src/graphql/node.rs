@@ -11,9 +11,10 @@ use ecommerce_checkout::order::service;
 use ecommerce_checkout::saga::store;
 use ecommerce_core::domain::Sku;
 use ecommerce_platform::error::AppError;
-use ecommerce_storefront::mongo::{carts, catalog};
+use ecommerce_storefront::mongo::carts::{self, CartKey};
+use ecommerce_storefront::mongo::catalog;
 
-use super::cart::{CartGql, CartItemGql};
+use super::cart::{CartGql, CartItemGql, CartLineGql};
 use super::catalog::ProductGql;
 use super::context::{state, user};
 use super::order::{OrderGql, OrderLineGql};
@@ -25,8 +26,13 @@ pub enum NodeId {
     Order(Uuid),
     OrderLine(Uuid, String),
     Product(String),
-    Cart(Uuid),
-    CartItem(Uuid, String),
+    /// A cart: an account's (`Cart/<user id>`) or a guest's (`GuestCart/<random id>`, the
+    /// guest's key to it).
+    Cart(CartKey),
+    /// A line of a cart as the deprecated `CartItem` type, by its cart and product.
+    CartItem(CartKey, String),
+    /// A line of a cart, by its cart and product.
+    CartLine(CartKey, String),
     Saga(Uuid),
     /// A saga's event by its sequence: an id for caches, not fetched by `node(id:)`.
     SagaEvent(Uuid, i32),
@@ -40,8 +46,12 @@ impl NodeId {
             NodeId::Order(id) => format!("Order/{id}"),
             NodeId::OrderLine(order, sku) => format!("OrderLine/{order}/{sku}"),
             NodeId::Product(sku) => format!("Product/{sku}"),
-            NodeId::Cart(user) => format!("Cart/{user}"),
-            NodeId::CartItem(user, sku) => format!("CartItem/{user}/{sku}"),
+            NodeId::Cart(CartKey::User(user)) => format!("Cart/{user}"),
+            NodeId::Cart(CartKey::Guest(id)) => format!("GuestCart/{id}"),
+            NodeId::CartItem(CartKey::User(user), sku) => format!("CartItem/{user}/{sku}"),
+            NodeId::CartItem(CartKey::Guest(id), sku) => format!("GuestCartItem/{id}/{sku}"),
+            NodeId::CartLine(CartKey::User(user), sku) => format!("CartLine/{user}/{sku}"),
+            NodeId::CartLine(CartKey::Guest(id), sku) => format!("GuestCartLine/{id}/{sku}"),
             NodeId::Saga(id) => format!("Saga/{id}"),
             NodeId::SagaEvent(saga, seq) => format!("SagaEvent/{saga}/{seq}"),
         };
@@ -58,8 +68,12 @@ impl NodeId {
             ("Order", None) => NodeId::Order(uuid()?),
             ("OrderLine", Some(s)) => NodeId::OrderLine(uuid()?, sku(s)?),
             ("Product", None) => NodeId::Product(sku(a)?),
-            ("Cart", None) => NodeId::Cart(uuid()?),
-            ("CartItem", Some(s)) => NodeId::CartItem(uuid()?, sku(s)?),
+            ("Cart", None) => NodeId::Cart(CartKey::User(uuid()?)),
+            ("GuestCart", None) => NodeId::Cart(CartKey::Guest(uuid()?)),
+            ("CartItem", Some(s)) => NodeId::CartItem(CartKey::User(uuid()?), sku(s)?),
+            ("GuestCartItem", Some(s)) => NodeId::CartItem(CartKey::Guest(uuid()?), sku(s)?),
+            ("CartLine", Some(s)) => NodeId::CartLine(CartKey::User(uuid()?), sku(s)?),
+            ("GuestCartLine", Some(s)) => NodeId::CartLine(CartKey::Guest(uuid()?), sku(s)?),
             ("Saga", None) => NodeId::Saga(uuid()?),
             ("SagaEvent", Some(seq)) => NodeId::SagaEvent(uuid()?, seq.parse().ok()?),
             _ => return None,
@@ -68,6 +82,16 @@ impl NodeId {
 }
 
 /// An order's id from an argument: its global id, or (as before global ids) its database id.
+impl NodeId {
+    /// The cart this id names (a cart's, or a line's cart), if any.
+    pub fn cart_key(&self) -> Option<CartKey> {
+        match self {
+            NodeId::Cart(key) | NodeId::CartItem(key, _) | NodeId::CartLine(key, _) => Some(*key),
+            _ => None,
+        }
+    }
+}
+
 pub fn order_uuid(id: &ID) -> Option<Uuid> {
     match NodeId::decode(id) {
         Some(NodeId::Order(u)) => Some(u),
@@ -95,6 +119,7 @@ pub enum Node {
     Product(ProductGql),
     Cart(CartGql),
     CartItem(CartItemGql),
+    CartLine(CartLineGql),
     Saga(SagaGql),
 }
 
@@ -134,9 +159,13 @@ async fn fetch_all(ctx: &Context<'_>, ids: &[ID]) -> Result<Vec<Option<Node>>> {
             .collect(),
     };
     // Everything but products is somebody's: the caller must be signed in.
-    let me = match decoded.iter().flatten().any(|n| !matches!(n, NodeId::Product(_))) {
+    // Products and guests' carts are anyone's to see (a guest cart's id is its key); the rest
+    // needs a signed-in caller.
+    let public =
+        |n: &NodeId| matches!(n, NodeId::Product(_)) || matches!(n.cart_key(), Some(CartKey::Guest(_)));
+    let me = match decoded.iter().flatten().any(|n| !public(n)) {
         true => Some(user(ctx)?),
-        false => None,
+        false => user(ctx).ok(),
     };
     let sagas: HashMap<Uuid, _> = store::summaries(
         &s.pool,
@@ -176,14 +205,27 @@ async fn fetch_all(ctx: &Context<'_>, ids: &[ID]) -> Result<Vec<Option<Node>>> {
         true => Vec::new(),
         false => service::lines_of(&s.pool, &line_orders).await.map_err(AppError::from)?,
     };
-    let own_cart = decoded.iter().flatten().any(|n| match n {
-        NodeId::Cart(owner) | NodeId::CartItem(owner, _) => me.is_some_and(|u| u.id == *owner),
-        _ => false,
-    });
-    let cart = match (me, own_cart) {
-        (Some(u), true) => Some((u.id, carts::load(&s.mongo, u.id).await.map_err(AppError::from)?)),
-        _ => None,
-    };
+    // The caller's own cart and any guest cart named; someone else's account cart is not read.
+    let visible: HashSet<CartKey> = decoded
+        .iter()
+        .flatten()
+        .filter_map(NodeId::cart_key)
+        .filter(|key| match key {
+            CartKey::User(owner) => me.is_some_and(|u| u.id == *owner),
+            CartKey::Guest(_) => true,
+        })
+        .collect();
+    let mut cart_of: HashMap<CartKey, ecommerce_core::cart::Cart> = HashMap::new();
+    for key in visible {
+        // An account's cart exists once its account does; a guest's only once it was created.
+        let cart = match key {
+            CartKey::User(_) => Some(carts::load(&s.mongo, key).await.map_err(AppError::from)?),
+            CartKey::Guest(_) => carts::find(&s.mongo, key).await.map_err(AppError::from)?,
+        };
+        if let Some(cart) = cart {
+            cart_of.insert(key, cart);
+        }
+    }
 
     Ok(decoded
         .into_iter()
@@ -197,13 +239,14 @@ async fn fetch_all(ctx: &Context<'_>, ids: &[ID]) -> Result<Vec<Option<Node>>> {
                     .find(|(o, l)| *o == id && l.sku == sku)
                     .map(|(_, l)| Node::OrderLine(OrderLineGql::new(id, l.clone(), &order.currency)))
             }
-            NodeId::Cart(owner) => {
-                let (_, cart) = cart.as_ref().filter(|(me, _)| *me == owner)?;
-                Some(Node::Cart(CartGql::new(owner, cart.clone())))
+            NodeId::Cart(key) => cart_of.get(&key).map(|c| Node::Cart(CartGql::new(key, c.clone()))),
+            NodeId::CartItem(key, sku) => {
+                let item = cart_of.get(&key)?.items.iter().find(|i| i.sku == sku)?;
+                Some(Node::CartItem(CartItemGql::new(key, item)))
             }
-            NodeId::CartItem(owner, sku) => {
-                let (_, cart) = cart.as_ref().filter(|(me, _)| *me == owner)?;
-                cart.items.iter().find(|i| i.sku == sku).map(|i| Node::CartItem(CartItemGql::new(owner, i)))
+            NodeId::CartLine(key, sku) => {
+                let item = cart_of.get(&key)?.items.iter().find(|i| i.sku == sku)?;
+                Some(Node::CartLine(CartLineGql(CartItemGql::new(key, item))))
             }
             NodeId::Saga(id) => {
                 let saga = sagas.get(&id)?;
@@ -255,14 +298,30 @@ mod tests {
             NodeId::Order(u),
             NodeId::OrderLine(u, "MUG-001".into()),
             NodeId::Product("TEE-002".into()),
-            NodeId::Cart(u),
-            NodeId::CartItem(u, "BAG-003".into()),
+            NodeId::Cart(CartKey::User(u)),
+            NodeId::CartItem(CartKey::User(u), "BAG-003".into()),
+            NodeId::Cart(CartKey::Guest(u)),
+            NodeId::CartItem(CartKey::Guest(u), "BAG-003".into()),
+            NodeId::CartLine(CartKey::User(u), "BAG-003".into()),
+            NodeId::CartLine(CartKey::Guest(u), "BAG-003".into()),
             NodeId::Saga(u),
+            NodeId::SagaEvent(u, 7),
         ] {
             let id = n.encode();
             assert!(!id.contains('/') && !id.contains(&u.to_string()), "{}", id.0);
             assert_eq!(NodeId::decode(&id), Some(n));
         }
+    }
+
+    #[test]
+    fn an_account_cart_and_a_guest_cart_never_share_an_id() {
+        let u = Uuid::new_v4();
+        assert_ne!(NodeId::Cart(CartKey::User(u)).encode(), NodeId::Cart(CartKey::Guest(u)).encode());
+        assert_eq!(
+            NodeId::decode(&NodeId::Cart(CartKey::User(u)).encode()).and_then(|n| n.cart_key()),
+            Some(CartKey::User(u)),
+            "existing account cart ids still name the account's cart"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::payload::{split, OrderPayload, UserErrorGql};
 use super::saga::SagaTypeGql;
 use super::saga::{known, SagaEventGql, SagaGql};
 use super::types::{MoneyGql, OrderStatusGql};
+use ecommerce_storefront::mongo::carts::CartKey;
 
 pub struct OrderLineGql {
     order_id: Uuid,
@@ -165,8 +166,9 @@ impl OrderGql {
 async fn with_cart(ctx: &Context<'_>, mut payload: OrderPayload) -> Result<OrderPayload> {
     if ctx.look_ahead().field("cart").exists() {
         let (u, s) = (user(ctx)?, state(ctx));
-        let cart = ecommerce_storefront::mongo::carts::load(&s.mongo, u.id).await.map_err(AppError::from)?;
-        payload.cart = Some(CartGql::new(u.id, cart));
+        let key = CartKey::User(u.id);
+        let cart = ecommerce_storefront::mongo::carts::load(&s.mongo, key).await.map_err(AppError::from)?;
+        payload.cart = Some(CartGql::new(key, cart));
     }
     Ok(payload)
 }
@@ -406,7 +408,7 @@ impl OrderSubscription {
         Ok(state(ctx)
             .carts
             .cart_of(u)
-            .map(move |r| r.map(|cart| CartGql::new(u, cart)).map_err(Into::into))
+            .map(move |r| r.map(|cart| CartGql::new(CartKey::User(u), cart)).map_err(Into::into))
             .boxed())
     }
 

@@ -40,6 +40,7 @@ fn field_of(code: UserErrorCode) -> Option<&'static str> {
         | RefundWindowClosed => Some("orderId"),
         InvalidRefundReason => Some("reason"),
         InvalidEmail | EmailTaken => Some("email"),
+        CartNotFound => Some("cartId"),
         // The refusal names the address field itself.
         InvalidAddress => Some("shippingAddress"),
         PasswordTooShort | PasswordTooLong => Some("password"),
@@ -54,7 +55,7 @@ impl From<Refusal> for UserErrorGql {
         UserErrorGql {
             code: r.code,
             field: match r.field {
-                Some(path) => Some(path.into_iter().map(String::from).collect()),
+                Some(path) => Some(path),
                 None => field_of(r.code).map(|f| vec![f.to_string()]),
             },
             message: r.message,
@@ -85,7 +86,8 @@ pub fn split<T>(result: Result<T, AppError>) -> Result<(Option<T>, Vec<UserError
 /// What a cart mutation did.
 #[derive(SimpleObject)]
 pub struct CartPayload {
-    /// The cart after the change; `null` when it was refused (see `userErrors`).
+    /// The cart after the change, or as it is when the change was refused (see `userErrors`);
+    /// `null` only when there is no cart: an unknown `cartId`, or a guest's `cartCreate` refused.
     pub cart: Option<CartGql>,
     /// Why the change was refused; empty when it was made.
     pub user_errors: Vec<UserErrorGql>,
@@ -140,6 +142,7 @@ mod tests {
             "email",
             "password",
             "shippingAddress",
+            "cartId",
         ];
         for code in UserErrorCode::iter() {
             if let Some(f) = field_of(code) {

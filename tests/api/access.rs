@@ -21,6 +21,9 @@ enum Rule {
     ById,
     /// Operators only (every user's sagas): a buyer gets `FORBIDDEN`.
     Operator,
+    /// Takes a cart id and needs no account (a guest cart's id is its key): another user's cart
+    /// is absent for anyone, a `CART_NOT_FOUND` user error like a cart that never existed.
+    ByCart,
 }
 
 struct Case {
@@ -104,6 +107,30 @@ const CASES: &[Case] = &[
         doc: "mutation { removeFromCart(sku: \"TEE-002\") { cart { itemCount } } }",
     },
     Case { root: "Mutation", field: "clearCart", rule: Rule::Own, doc: "mutation { clearCart { cart { itemCount } } }" },
+    Case {
+        root: "Mutation",
+        field: "cartCreate",
+        rule: Rule::Public,
+        doc: "mutation { cartCreate(input: { lines: [{ sku: \"MUG-001\", quantity: 1 }] }) { cart { id totalQuantity } userErrors { code } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "cartLinesAdd",
+        rule: Rule::ByCart,
+        doc: "mutation($bob_cart: ID!) { cartLinesAdd(cartId: $bob_cart, lines: [{ sku: \"TEE-002\", quantity: 1 }]) { cart { id lines { sku } } userErrors { code } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "cartLinesUpdate",
+        rule: Rule::ByCart,
+        doc: "mutation($bob_cart: ID!, $bob_line: ID!) { cartLinesUpdate(cartId: $bob_cart, lines: [{ id: $bob_line, quantity: 5 }]) { cart { id lines { sku } } userErrors { code } } }",
+    },
+    Case {
+        root: "Mutation",
+        field: "cartLinesRemove",
+        rule: Rule::ByCart,
+        doc: "mutation($bob_cart: ID!, $bob_line: ID!) { cartLinesRemove(cartId: $bob_cart, lineIds: [$bob_line]) { cart { id lines { sku } } userErrors { code } } }",
+    },
     Case {
         root: "Mutation",
         field: "placeOrder",
@@ -220,9 +247,18 @@ async fn schema_roots(app: &TestApp) -> Vec<(String, String, Vec<String>)> {
     out
 }
 
+/// B's resources a case's document may name.
+struct Bob<'a> {
+    order: &'a str,
+    saga: &'a str,
+    cart: &'a str,
+    line: &'a str,
+}
+
 /// The variables a case's document uses.
-fn variables(case: &Case, bob_order: &str, bob_saga: &str) -> Value {
-    let vars = json!({ "bob_order": bob_order, "bob_saga": bob_saga });
+fn variables(case: &Case, bob: &Bob) -> Value {
+    let vars =
+        json!({ "bob_order": bob.order, "bob_saga": bob.saga, "bob_cart": bob.cart, "bob_line": bob.line });
     let used: serde_json::Map<String, Value> = vars
         .as_object()
         .unwrap()
@@ -235,22 +271,22 @@ fn variables(case: &Case, bob_order: &str, bob_saga: &str) -> Value {
 
 /// Everything A sends for a case: the document, its variables, and the order id `orderEvents` is
 /// subscribed to.
-fn request_text(case: &Case, bob_order: &str, bob_saga: &str) -> String {
-    let extra = if case.field == "orderEvents" { bob_order } else { "" };
-    format!("{} {} {extra}", case.doc, variables(case, bob_order, bob_saga))
+fn request_text(case: &Case, bob: &Bob) -> String {
+    let extra = if case.field == "orderEvents" { bob.order } else { "" };
+    format!("{} {} {extra}", case.doc, variables(case, bob))
 }
 
 /// Runs a case's document as `token` (subscriptions over the websocket); returns the errors'
 /// codes and the data, as one JSON value for inspection.
-async fn run(app: &TestApp, case: &Case, token: Option<&str>, bob_order: &str, bob_saga: &str) -> Value {
-    let vars = variables(case, bob_order, bob_saga);
+async fn run(app: &TestApp, case: &Case, token: Option<&str>, bob: &Bob<'_>) -> Value {
+    let vars = variables(case, bob);
     if case.root != "Subscription" {
         return app.gql(token, case.doc, vars).await;
     }
     let mut ws = app.ws(token).await;
     ws.expect_ack().await;
     if case.field == "orderEvents" {
-        ws.subscribe(bob_order).await;
+        ws.subscribe(bob.order).await;
         return match ws.collect().await {
             Ok(events) => json!({ "data": events }),
             Err(errors) => json!({ "errors": errors }),
@@ -274,6 +310,9 @@ fn absent(body: &Value, field: &str) -> bool {
     match answer {
         Value::Null => true,
         Value::Array(items) => items.iter().all(Value::is_null),
+        payload if payload.get("cart").is_some() => {
+            payload["cart"].is_null() && payload["userErrors"] == json!([{ "code": "CART_NOT_FOUND" }])
+        }
         payload => {
             payload["order"].is_null() && payload["userErrors"] == json!([{ "code": "ORDER_NOT_FOUND" }])
         }
@@ -310,6 +349,10 @@ async fn every_root_field_refuses_other_users_resources() {
     let bob_cart = app.cart(&bob).await;
     let bob_saga =
         app.order(&bob, &bob_order).await["data"]["order"]["saga"]["id"].as_str().unwrap().to_string();
+    let ids = app.data(Some(&bob.token), "{ cart { id lines { id } } }", json!({})).await;
+    let (cart_id, line_id) =
+        (ids["cart"]["id"].as_str().unwrap(), ids["cart"]["lines"][0]["id"].as_str().unwrap());
+    let b = Bob { order: &bob_order, saga: &bob_saga, cart: cart_id, line: line_id };
 
     // The table covers the schema exactly, and no field takes an argument naming a user.
     let fields = schema_roots(&app).await;
@@ -328,25 +371,26 @@ async fn every_root_field_refuses_other_users_resources() {
         let what = format!("{}.{}", case.root, case.field);
         // Anonymous: only public fields answer.
         // (A public field may still refuse bad credentials, but never for want of an account.)
-        let anon = run(&app, case, None, &bob_order, &bob_saga).await;
+        let anon = run(&app, case, None, &b).await;
         let wants_account = anon.to_string().contains(NEEDS_ACCOUNT);
         match case.rule {
             Rule::Public => assert!(!wants_account, "{what} is public: {anon}"),
+            Rule::ByCart => assert!(absent(&anon, case.field), "{what}: {anon}"),
             Rule::Own | Rule::ById | Rule::Operator => {
                 assert_eq!(code(&anon), "UNAUTHENTICATED", "{what}: {anon}");
                 assert!(wants_account, "{what}: {anon}");
             }
         }
-        let asked = request_text(case, &bob_order, &bob_saga);
+        let asked = request_text(case, &b);
         assert_nothing_of(&bob, &bob_order, &anon, &asked, &what);
 
         // As A against B's resources.
         if case.field == "placeOrder" {
             app.add_to_cart(&alice, "PEN-004", 1).await;
         }
-        let as_alice = run(&app, case, Some(&alice.token), &bob_order, &bob_saga).await;
+        let as_alice = run(&app, case, Some(&alice.token), &b).await;
         match case.rule {
-            Rule::ById => assert!(absent(&as_alice, case.field), "{what}: {as_alice}"),
+            Rule::ById | Rule::ByCart => assert!(absent(&as_alice, case.field), "{what}: {as_alice}"),
             Rule::Operator => assert_eq!(code(&as_alice), "FORBIDDEN", "{what}: {as_alice}"),
             // A's own data: works (so the checks on B's data below mean something).
             Rule::Own => assert!(as_alice.get("errors").is_none(), "{what}: {as_alice}"),

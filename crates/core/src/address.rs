@@ -186,7 +186,7 @@ mod tests {
             let r = ShippingAddress::parse(&f).unwrap_err();
             assert_eq!(r.len(), 1, "{r:?}");
             assert_eq!(r[0].code, UserErrorCode::InvalidAddress);
-            assert_eq!(r[0].field, Some(vec!["shippingAddress", field]), "{f:?}");
+            assert_eq!(r[0].field, Some(vec!["shippingAddress".to_string(), field.to_string()]), "{f:?}");
         }
     }
 
@@ -199,7 +199,7 @@ mod tests {
             ..fields()
         })
         .unwrap_err();
-        let named: Vec<_> = r.iter().map(|r| r.field.clone().unwrap()[1]).collect();
+        let named: Vec<_> = r.iter().map(|r| r.field.clone().unwrap()[1].clone()).collect();
         assert_eq!(named, ["name", "postalCode", "countryCode"]);
     }
 }

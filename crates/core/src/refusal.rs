@@ -59,6 +59,9 @@ pub enum UserErrorCode {
     /// The e-mail address and password do not match an account (which of the two is wrong is not
     /// told, so that nobody learns who has an account).
     InvalidCredentials,
+    /// No cart has this id for the caller: it is malformed, someone else's, or a guest cart
+    /// that was merged into an account (use the account's cart).
+    CartNotFound,
     /// A shipping address field that is missing, too long, or not of its form (see the field).
     InvalidAddress,
 }
@@ -71,7 +74,7 @@ pub struct Refusal {
     pub message: String,
     /// The input field at fault, as a path of GraphQL names (`["shippingAddress", "postalCode"]`),
     /// when the code alone does not tell (the API otherwise names the argument by the code).
-    pub field: Option<Vec<&'static str>>,
+    pub field: Option<Vec<String>>,
 }
 
 impl Refusal {
@@ -80,8 +83,8 @@ impl Refusal {
     }
 
     /// The same refusal, naming the input field at fault.
-    pub fn at(mut self, field: &[&'static str]) -> Self {
-        self.field = Some(field.to_vec());
+    pub fn at(mut self, field: &[&str]) -> Self {
+        self.field = Some(field.iter().map(|f| f.to_string()).collect());
         self
     }
 

@@ -42,7 +42,7 @@ pub async fn place(
     let key = IdempotencyKey::parse(key).map_err(Refusal::invalid(UserErrorCode::InvalidIdempotencyKey))?;
     let token =
         PaymentToken::parse(payment_token).map_err(Refusal::invalid(UserErrorCode::InvalidPaymentToken))?;
-    let cart = carts::load(mongo, user_id).await?;
+    let cart = carts::load(mongo, carts::CartKey::User(user_id)).await?;
     if cart.items.is_empty() {
         // Repeating a placement finds the cart emptied by the first one: answer with its order.
         return service::by_key(pool, user_id, &key)

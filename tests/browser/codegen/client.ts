@@ -156,6 +156,8 @@ export function explain(code: UserErrorCode, message: string): string {
     case "INVALID_CREDENTIALS":
     case "INVALID_ADDRESS":
       return message;
+    case "CART_NOT_FOUND":
+      return `Your cart has expired: ${message}`;
     default: {
       const unhandled: never = code;
       return unhandled;

@@ -62,13 +62,13 @@ impl CartFeed {
         let feed = self.clone();
         async_stream::try_stream! {
             futures::pin_mut!(notices);
-            let cart = carts::load(&feed.mongo, user_id).await.map_err(AppError::from)?;
+            let cart = carts::load(&feed.mongo, carts::CartKey::User(user_id)).await.map_err(AppError::from)?;
             let mut version = cart.version;
             let watching = feed.watched.watch(user_id, version);
             watching.update(|v| *v = version);
             yield cart;
             while notices.next().await.is_some() {
-                let cart = carts::load(&feed.mongo, user_id).await.map_err(AppError::from)?;
+                let cart = carts::load(&feed.mongo, carts::CartKey::User(user_id)).await.map_err(AppError::from)?;
                 watching.update(|v| *v = cart.version);
                 if cart.version != version {
                     version = cart.version;
