@@ -140,10 +140,12 @@ impl OrderGql {
             .unwrap_or_default();
         Ok(lines.into_iter().map(|l| OrderLineGql::new(self.0.id, l, &self.0.currency)).collect())
     }
-    /// The checkout saga: its progress step by step.
+    /// The checkout saga: its progress step by step. Every order has one, written with it.
     // Batched: a page of orders reads all their sagas in one query.
-    async fn saga(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
-        self.saga_of(ctx, CHECKOUT).await
+    async fn saga(&self, ctx: &Context<'_>) -> Result<SagaGql> {
+        self.saga_of(ctx, CHECKOUT)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("order {} has no checkout saga", self.0.id)).into())
     }
     /// The refund saga, once a refund was asked for (`requestRefund`); `null` before.
     async fn refund(&self, ctx: &Context<'_>) -> Result<Option<SagaGql>> {
@@ -173,8 +175,15 @@ async fn with_cart(ctx: &Context<'_>, mut payload: OrderPayload) -> Result<Order
     Ok(payload)
 }
 
+/// The order an id names; a malformed id names none, like an absent one (`NOT_FOUND`).
 fn parse_id(id: &ID) -> Result<Uuid> {
-    order_uuid(id).ok_or_else(|| async_graphql::Error::from(AppError::bad_input("not a valid order id")))
+    order_uuid(id).ok_or_else(|| async_graphql::Error::from(AppError::NotFound("order")))
+}
+
+/// What a buyer's mutation answers for an order id that is malformed, absent or someone else's:
+/// one user error, alike for the three.
+fn no_such_order() -> AppError {
+    AppError::refused(UserErrorCode::OrderNotFound, "you have no order with this id")
 }
 
 connection!(
@@ -346,12 +355,10 @@ impl OrderMutation {
         let u = user(ctx)?;
         let s = state(ctx);
         let cancelled = match parse_id(&order_id) {
-            Err(_) => Err(AppError::refused(UserErrorCode::InvalidOrderId, "not a valid order id")),
+            Err(_) => Err(no_such_order()),
             Ok(id) => match service::cancel(&s.pool, &s.sagas.checkout, u.id, id).await {
                 // Someone else's order is as absent as one that never was.
-                Err(AppError::NotFound(_)) => {
-                    Err(AppError::refused(UserErrorCode::OrderNotFound, "you have no order with this id"))
-                }
+                Err(AppError::NotFound(_)) => Err(no_such_order()),
                 other => other,
             },
         };
@@ -374,7 +381,7 @@ impl OrderMutation {
         let s = state(ctx);
         let who = refund::Requester { user_id: u.id, operator: u.has(crate::auth::Role::Operator) };
         let requested = match parse_id(&order_id) {
-            Err(_) => Err(AppError::refused(UserErrorCode::InvalidOrderId, "not a valid order id")),
+            Err(_) => Err(no_such_order()),
             Ok(id) => {
                 let window = s.config.api.refund_window;
                 refund::request(&s.pool, &s.sagas.refund, id, who, &reason, window, &trace_id(ctx)).await
@@ -415,7 +422,8 @@ impl OrderSubscription {
     /// The order's saga events in order: first those already recorded, then live ones, ending
     /// with `COMPLETED` or `COMPENSATED`. A client that reconnects passes the last `sequence` it
     /// got as `afterSequence` and resumes there instead of replaying. `saga: REFUND` follows the
-    /// order's refund (`NOT_FOUND` until one was asked for).
+    /// order's refund (`NOT_FOUND` until one was asked for). An order id that is malformed,
+    /// absent or someone else's ends the subscription with `NOT_FOUND`, alike.
     async fn order_events(
         &self,
         ctx: &Context<'_>,

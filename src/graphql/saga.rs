@@ -61,6 +61,11 @@ impl SagaEventGql {
         is_operator(ctx).then_some(self.row.detail.as_deref()).flatten()
     }
     /// When it was recorded.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.created_at
+    }
+    /// When it was recorded.
+    #[graphql(deprecation = "Use createdAt, the name every other time of creation has in this API.")]
     async fn at(&self) -> DateTime<Utc> {
         self.row.created_at
     }
@@ -306,13 +311,19 @@ impl AuditEntryGql {
         async_graphql::Json(self.0.after.clone())
     }
     /// When the action was taken.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+    /// When the action was taken.
+    #[graphql(deprecation = "Use createdAt, the name every other time of creation has in this API.")]
     async fn at(&self) -> DateTime<Utc> {
         self.0.at
     }
 }
 
+/// The saga an id names; a malformed id names none, like an absent one (`NOT_FOUND`).
 fn parse_saga_id(id: &ID) -> Result<Uuid> {
-    saga_uuid(id).ok_or_else(|| async_graphql::Error::from(AppError::bad_input("not a valid saga id")))
+    saga_uuid(id).ok_or_else(|| async_graphql::Error::from(AppError::NotFound("saga")))
 }
 
 #[derive(Default)]
@@ -322,7 +333,11 @@ pub struct SagaQuery;
 impl SagaQuery {
     /// Operators only: the newest sagas of every user (1 to 100), optionally with one status;
     /// costs `first` times its selection in query complexity.
-    #[graphql(guard = "OperatorOnly", complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    #[graphql(
+        guard = "OperatorOnly",
+        complexity = "first.clamp(1, 100) as usize * child_complexity",
+        deprecation = "Use sagas(filter: { status }, first:), a connection like every other list."
+    )]
     async fn recent_sagas(
         &self,
         ctx: &Context<'_>,
@@ -335,14 +350,15 @@ impl SagaQuery {
         Ok(sagas.into_iter().map(SagaGql).collect())
     }
 
-    /// Operators only: sagas matching `filter`, newest first, a page of `first` (1 to 100) after
-    /// the cursor `after`; e.g. `{ status: NEEDS_ATTENTION }` or `{ unchangedForMinutes: 10 }`.
-    #[graphql(guard = "OperatorOnly", complexity = "first.clamp(1, 100) as usize * child_complexity")]
+    /// Operators only: sagas matching `filter`, newest first, a page of `first` (0 to 100, like
+    /// every connection) after the cursor `after`; e.g. `{ status: NEEDS_ATTENTION }` or
+    /// `{ unchangedForMinutes: 10 }`.
+    #[graphql(guard = "OperatorOnly", complexity = "first.clamp(0, 100) as usize * child_complexity")]
     async fn sagas(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Which sagas; all when absent.")] filter: Option<SagaFilterInput>,
-        #[graphql(default = 20, validator(minimum = 1, maximum = 100), desc = "Page size (1 to 100).")] first: i32,
+        #[graphql(default = 20, validator(minimum = 0, maximum = 100), desc = "Page size (0 to 100).")] first: i32,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<SagaConnection> {
         let s = state(ctx);

@@ -150,7 +150,7 @@ async function select(id) {
 async function loadDetail(id) {
   try {
     const data = await graphql(
-      `query Saga($id: ID!) { saga(id: $id) { ${SAGA_FIELDS} events { sequence type detail at } auditLog { action actor reason at before after } } }`,
+      `query Saga($id: ID!) { saga(id: $id) { ${SAGA_FIELDS} events { sequence type detail createdAt } auditLog { action actor reason createdAt before after } } }`,
       { id },
     );
     if (state.selected !== id) return;
@@ -161,7 +161,7 @@ async function loadDetail(id) {
     $("detail-status").textContent = s.status;
     $("detail-status").className = `status status-${s.status}`;
     $("detail-reason").textContent = s.failureReason || "—";
-    const last = s.events.length ? s.events[s.events.length - 1].at : s.updatedAt;
+    const last = s.events.length ? s.events[s.events.length - 1].createdAt : s.updatedAt;
     $("detail-duration").textContent = ms(s.createdAt, last);
     $("detail-attempt").textContent = s.attempt;
     $("detail-error").textContent = s.lastError || "—";
@@ -172,7 +172,7 @@ async function loadDetail(id) {
     $("audit").replaceChildren(...s.auditLog.map((a) => {
       const li = document.createElement("li");
       li.dataset.action = a.action;
-      li.textContent = `${time(a.at)} ${a.action} by ${a.actor}: ${a.reason} (${a.before.status} → ${a.after.status})`;
+      li.textContent = `${time(a.createdAt)} ${a.action} by ${a.actor}: ${a.reason} (${a.before.status} → ${a.after.status})`;
       return li;
     }));
     let compensating = false;
@@ -185,7 +185,7 @@ async function loadDetail(id) {
       if (compensating && i > 0) name.className = "compensation";
       const took = document.createElement("span");
       took.className = "took";
-      took.textContent = i === 0 ? time(e.at) : `+${ms(s.events[i - 1].at, e.at)}`;
+      took.textContent = i === 0 ? time(e.createdAt) : `+${ms(s.events[i - 1].createdAt, e.createdAt)}`;
       li.append(name, took);
       if (e.detail) {
         const why = document.createElement("span");
@@ -303,9 +303,9 @@ function connect() {
         try {
           const data = await graphql(
             // Within the API's complexity limit: the 50 newest, and up to 10 that need attention.
-            `query Recent { recentSagas(first: 50) { ${SAGA_FIELDS} } stuck: sagas(filter: { status: NEEDS_ATTENTION }, first: 10) { edges { node { ${SAGA_FIELDS} } } } }`,
+            `query Recent { recent: sagas(first: 50) { nodes { ${SAGA_FIELDS} } } stuck: sagas(filter: { status: NEEDS_ATTENTION }, first: 10) { edges { node { ${SAGA_FIELDS} } } } }`,
           );
-          for (const saga of data.recentSagas.slice().reverse()) upsert(saga, false);
+          for (const saga of data.recent.nodes.slice().reverse()) upsert(saga, false);
           for (const edge of data.stuck.edges) upsert(edge.node, false);
           refreshAttention();
           state.retry = 0;

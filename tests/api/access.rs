@@ -413,3 +413,39 @@ async fn every_root_field_refuses_other_users_resources() {
     assert_eq!(app.data(Some(&bob.token), "{ me { id } }", json!({})).await["me"]["id"], bob.id.as_str());
     app.stop().await;
 }
+
+/// One rule for ids that name nothing the caller may see: a malformed id, an absent one and
+/// someone else's answer alike, in the way each kind of field can: lookups `null`, buyer
+/// mutations an `ORDER_NOT_FOUND` user error, subscriptions a `NOT_FOUND` error.
+#[tokio::test]
+async fn malformed_absent_and_someone_elses_ids_answer_alike() {
+    let app = spawn_app().await;
+    let alice = app.register().await;
+    let bob = app.register().await;
+    app.add_to_cart(&bob, "MUG-001", 1).await;
+    let bob_order = app.place(&bob, "alike-1", "tok_visa").await;
+    app.wait_terminal(&bob, &bob_order).await;
+    use base64::Engine;
+    let absent =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Order/{}", uuid::Uuid::now_v7()));
+    let t = Some(alice.token.as_str());
+    for id in ["not-an-id", absent.as_str(), bob_order.as_str()] {
+        let vars = json!({ "id": id });
+        let order =
+            app.data(t, "query($id: ID!) { order(id: $id) { id } node(id: $id) { id } }", vars.clone()).await;
+        assert_eq!(order, json!({ "order": null, "node": null }), "{id}");
+        for m in [
+            "mutation($id: ID!) { r: cancelOrder(orderId: $id) { order { id } userErrors { code field } } }",
+            "mutation($id: ID!) { r: requestRefund(orderId: $id, reason: \"why\") { order { id } userErrors { code field } } }",
+        ] {
+            let d = app.data(t, m, vars.clone()).await;
+            assert_eq!(d["r"], json!({ "order": null, "userErrors": [{ "code": "ORDER_NOT_FOUND", "field": ["orderId"] }] }), "{m} {id}");
+        }
+        let mut ws = app.ws(t).await;
+        ws.expect_ack().await;
+        ws.subscribe(id).await;
+        let errors = ws.collect().await.expect_err("no events of an order the caller has not");
+        assert_eq!(errors[0]["extensions"]["code"], "NOT_FOUND", "{id}: {errors}");
+    }
+    app.stop().await;
+}

@@ -35,6 +35,12 @@ pub enum UserErrorCode {
     /// A payment token the payment provider could not have issued.
     InvalidPaymentToken,
     /// Not an id this API gave out for an order.
+    #[cfg_attr(
+        feature = "graphql",
+        graphql(
+            deprecation = "Not answered any more: a malformed order id is ORDER_NOT_FOUND, like an absent one."
+        )
+    )]
     InvalidOrderId,
     /// The buyer has no order with this id.
     OrderNotFound,
