@@ -11,6 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ecommerce-saga/target}
 [ -f .env ] && set -a && . ./.env && set +a
 
 scripts/services.sh up
+scripts/services.sh storefront
 cargo build --workspace --bins
 BIN="$CARGO_TARGET_DIR/debug"
 "$BIN/api" migrate
@@ -26,6 +27,13 @@ fi
 "$BIN/api" create-operator --email "$OPERATOR_EMAIL" <"$OPERATOR_FILE"
 
 ADDR="${API_ADDR:-127.0.0.1:8080}"
+# The example storefront, served as its files are (no build step) from its own origin; the API lets
+# that origin call it.
+SHOP_ADDR="${STOREFRONT_ADDR:-127.0.0.1:8081}"
+export CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-http://$SHOP_ADDR}"
+python3 -m http.server --bind "${SHOP_ADDR%:*}" --directory examples/storefront "${SHOP_ADDR##*:}" >/dev/null 2>&1 &
+SHOP_PID=$!
+trap 'kill $SHOP_PID 2>/dev/null || true' EXIT
 example() {
   cat <<MSG
 
@@ -33,16 +41,17 @@ example() {
   GraphQL playground:  http://$ADDR/graphql
   Subscriptions:       ws://$ADDR/graphql/ws  (connection_init: {"authorization": "Bearer <token>"})
   JWKS:                http://$ADDR/.well-known/jwks.json
+  Storefront:          http://$SHOP_ADDR/index.html?api=http://$ADDR
   Saga monitor:        http://$ADDR/monitor
                        sign in as $OPERATOR_EMAIL / $(cat "$OPERATOR_FILE")
   Metrics:             http://${API_ADMIN_ADDR:-127.0.0.1:9100}/metrics  (the admin listener; /readyz too)
 
   Try, in the playground:
-    mutation { register(email: "ann@example.com", password: "correct horse") { accessToken refreshToken } }
+    mutation { cartCreate(input: { lines: [{ sku: "MUG-001", quantity: 2 }] }) { cart { id totalQuantity cost { total { amount currencyCode } } } userErrors { code field message } } }
+    mutation { signUp(input: { email: "ann@example.com", password: "correct horse", cartId: "<cart id>" }) { session { accessToken } cart { totalQuantity } userErrors { code field message } } }
     # set header {"Authorization": "Bearer <accessToken>"}, then
-    mutation { addToCart(sku: "MUG-001", quantity: 2) { cart { itemCount total { amount currencyCode } } userErrors { code field message } } }
-    mutation { placeOrder(idempotencyKey: "first-order", paymentToken: "tok_visa") { order { id status } userErrors { code message } } }
-    subscription { orderEvents(orderId: "<id>") { sequence type detail } }
+    mutation { placeOrder(input: { idempotencyKey: "first-order", paymentToken: "tok_visa", shippingAddress: { name: "Ann", line1: "1 High St", city: "Leeds", postalCode: "LS1 1AA", countryCode: "GB" } }) { order { id status } userErrors { code field message } } }
+    subscription { orderEvents(orderId: "<id>") { sequence type order { status cancelReason } } }
   (paymentToken tok_declined, tok_capture_fails or tok_timeout shows a compensation)
 
 MSG
@@ -50,11 +59,12 @@ MSG
 
 if [ "${1:-}" != "--separate" ]; then
   example "API + orchestrator + workers in one process (broker: ${BROKER:-in-process queues})"
-  exec "$BIN/api" all
+  "$BIN/api" all
+  exit
 fi
 
 export BROKER="${BROKER:-nats}"
-pids=()
+pids=("$SHOP_PID")
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 "$BIN/orchestrator" & pids+=($!)

@@ -5,7 +5,10 @@
 #   scripts/services.sh up      install what is missing, start what is stopped, wait until ready
 #   scripts/services.sh status  print what is reachable
 #   scripts/services.sh browser install what the browser and client tests need: Debian's
-#                               chromium, playwright-core and graphql-js (npm, tests/browser)
+#                               chromium, playwright-core and graphql-js (npm, tests/browser),
+#                               and the example storefront's packages
+#   scripts/services.sh storefront  install the example storefront's packages (urql, graphql-ws:
+#                               npm, examples/storefront), which the browser loads as they are
 #
 # PostgreSQL, NATS (JetStream) and RabbitMQ come from Debian packages on the dev/CI machines; a
 # missing one is installed with apt-get. The MongoDB-wire server is SecantusDB from PyPI, the
@@ -243,7 +246,16 @@ stripe_fresh() {
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+storefront_up() {
+  local dir="$ROOT/examples/storefront"
+  if [ ! -d "$dir/node_modules/@urql/core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.installed" ]; then
+    log "installing the example storefront's urql and graphql-ws (npm ci in examples/storefront)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules/.installed)
+  fi
+}
+
 browser_up() {
+  storefront_up
   if [ ! -x /usr/bin/chromium ]; then
     log "installing Debian's chromium (headless browser for the monitor and playground tests)"
     apt_install chromium
@@ -277,9 +289,10 @@ case "${1:-up}" in
     ;;
   status) status ;;
   browser) browser_up ;;
+  storefront) storefront_up ;;
   stripe-fresh) stripe_fresh ;;
   *)
-    echo "usage: $0 up|status|browser|stripe-fresh" >&2
+    echo "usage: $0 up|status|browser|storefront|stripe-fresh" >&2
     exit 2
     ;;
 esac

@@ -27,6 +27,7 @@ mod retention;
 mod schema;
 mod security;
 mod sessions;
+mod storefront;
 mod stripe;
 #[allow(dead_code)] // shared by the test crates; each uses part of it
 #[path = "../support/stripe_proxy.rs"]
