@@ -46,6 +46,7 @@ const Q = {
   placeOrder: operation("PlaceOrder"),
   cancelOrder: operation("CancelOrder"),
   orderEvents: operation("OrderEvents"),
+  myCart: operation("MyCart"),
 };
 
 /** @type {string | null} */
@@ -219,6 +220,14 @@ async function authenticate(how) {
   form.hidden = true;
   $("checkout").hidden = false;
   renderCart();
+  // The account's cart, live: changed in another tab, or by an order (a cancelled one's units
+  // come back).
+  client.subscription(Q.myCart, {}).subscribe((result) => {
+    if (result.error) return status(result.error.message);
+    cart = /** @type {import("./generated").MyCartSubscription} */ (result.data).myCart;
+    cartId = cart.id;
+    renderCart();
+  });
 }
 
 /** @param {string} orderId */

@@ -443,6 +443,11 @@ export type CancelOrderMutationVariables = Exact<{
 
 export type CancelOrderMutation = { cancelOrder: { order: { id: string, status: OrderStatus, cancelReason: FailureReason | null, total: { amount: string, currencyCode: CurrencyCode }, shippingAddress: { name: string, city: string, countryCode: string } | null } | null, userErrors: Array<{ code: UserErrorCode, field: Array<string> | null, message: string }> } };
 
+export type MyCartSubscriptionVariables = Exact<{ [key: string]: never; }>;
+
+
+export type MyCartSubscription = { myCart: { id: string, totalQuantity: number, lines: Array<{ id: string, sku: string, quantity: number, product: { id: string, name: string } | null, lineTotal: { amount: string, currencyCode: CurrencyCode } | null }>, cost: { total: { amount: string, currencyCode: CurrencyCode } } | null } };
+
 export type OrderEventsSubscriptionVariables = Exact<{
   orderId: string | number;
 }>;

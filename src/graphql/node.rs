@@ -36,6 +36,8 @@ pub enum NodeId {
     Saga(Uuid),
     /// A saga's event by its sequence: an id for caches, not fetched by `node(id:)`.
     SagaEvent(Uuid, i32),
+    /// An operator action in the audit log: an id for caches, not fetched by `node(id:)`.
+    SagaAuditEntry(i64),
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -54,6 +56,7 @@ impl NodeId {
             NodeId::CartLine(CartKey::Guest(id), sku) => format!("GuestCartLine/{id}/{sku}"),
             NodeId::Saga(id) => format!("Saga/{id}"),
             NodeId::SagaEvent(saga, seq) => format!("SagaEvent/{saga}/{seq}"),
+            NodeId::SagaAuditEntry(id) => format!("SagaAuditEntry/{id}"),
         };
         ID(B64.encode(raw))
     }
@@ -76,6 +79,7 @@ impl NodeId {
             ("GuestCartLine", Some(s)) => NodeId::CartLine(CartKey::Guest(uuid()?), sku(s)?),
             ("Saga", None) => NodeId::Saga(uuid()?),
             ("SagaEvent", Some(seq)) => NodeId::SagaEvent(uuid()?, seq.parse().ok()?),
+            ("SagaAuditEntry", None) => NodeId::SagaAuditEntry(a.parse().ok()?),
             _ => return None,
         })
     }
@@ -252,7 +256,7 @@ async fn fetch_all(ctx: &Context<'_>, ids: &[ID]) -> Result<Vec<Option<Node>>> {
                 let saga = sagas.get(&id)?;
                 (operator || orders.contains_key(&saga.order_id)).then(|| Node::Saga(SagaGql(saga.clone())))
             }
-            NodeId::SagaEvent(..) => None,
+            NodeId::SagaEvent(..) | NodeId::SagaAuditEntry(_) => None,
         })
         .collect())
 }
@@ -306,6 +310,7 @@ mod tests {
             NodeId::CartLine(CartKey::Guest(u), "BAG-003".into()),
             NodeId::Saga(u),
             NodeId::SagaEvent(u, 7),
+            NodeId::SagaAuditEntry(42),
         ] {
             let id = n.encode();
             assert!(!id.contains('/') && !id.contains(&u.to_string()), "{}", id.0);

@@ -290,6 +290,11 @@ pub struct AuditEntryGql(ops::AuditEntry);
 /// One operator action in a saga's audit log.
 #[Object(name = "SagaAuditEntry")]
 impl AuditEntryGql {
+    /// A global id for caches (`node(id:)` does not fetch audit entries: their saga's `auditLog`
+    /// does).
+    async fn id(&self) -> ID {
+        NodeId::SagaAuditEntry(self.0.id).encode()
+    }
     /// What the operator did.
     async fn action(&self) -> Result<OperatorAction> {
         known(&self.0.action, |a| a.parse().ok(), "operator action")

@@ -58,7 +58,7 @@ async fn audit(app: &TestApp, op: &User, saga: &Value) -> Vec<Value> {
     let d = app
         .data(
             Some(&op.token),
-            "query($s: ID!) { saga(id: $s) { auditLog { action actor reason before after at } } }",
+            "query($s: ID!) { saga(id: $s) { auditLog { id action actor reason before after at createdAt } } }",
             json!({ "s": saga["id"] }),
         )
         .await;
@@ -183,6 +183,8 @@ async fn force_compensate_is_idempotent_audited_and_then_refused() {
     assert_eq!(log[0]["before"]["status"], "NEEDS_ATTENTION");
     assert_eq!(log[0]["before"]["lastError"], "AUTHORIZE_PAYMENT got no reply after 2 attempts");
     assert_eq!(log[0]["after"]["status"], "COMPENSATING");
+    assert!(log[0]["id"].is_string(), "an id for caches: {log:?}");
+    assert_eq!(log[0]["createdAt"], log[0]["at"]);
     let history = events(&app, &op, &saga).await;
     assert!(history.contains(&"OPERATOR_COMPENSATED".to_string()), "{history:?}");
 

@@ -1,7 +1,8 @@
 // The example storefront (examples/storefront) walked end to end in headless Chromium, as a buyer
 // would: a guest cart that survives a reload, a sign-up refused by field and then made (the guest
 // cart merged into the account's), a checkout whose address is refused by field and then
-// confirmed live, a declined card cancelled with its reason, and an order cancelled by the buyer.
+// confirmed live, a declined card cancelled with its reason (its units back in the live cart), and
+// an order cancelled by the buyer.
 // Run by tests/api/storefront.rs.
 //
 //   node storefront.mjs <api base url> <new account e-mail> <screenshot path>
@@ -111,11 +112,14 @@ try {
   await waitText("#order-reason", "PAYMENT_DECLINED");
   await waitText("#order-events", "COMPENSATED");
   console.log(`DECLINED ${await text("#order-reason")}`);
+  // The cancelled order's units come back to the cart, and the page's live cart shows them.
+  await waitText("#cart-count", "1");
+  await waitText("#cart-lines", "Waxed canvas tote");
   await shot("5-declined");
 
   // The buyer cancels an order whose payment is still being authorized.
   await page.click('button[data-sku="PEN-004"]');
-  await page.waitForFunction(() => document.querySelector("#cart-count").textContent !== "0");
+  await waitText("#cart-count", "2");
   await page.selectOption("#payment", "tok_timeout");
   await page.click("#place");
   await orderEnds("PENDING");

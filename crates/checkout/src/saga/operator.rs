@@ -116,6 +116,8 @@ fn definition<'a>(sagas: &'a Sagas, name: &str) -> Result<&'a SagaDefinition, Ap
 /// One audit record.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
+    /// Its place in the audit table (1, 2, 3, ... across every saga).
+    pub id: i64,
     pub action: String,
     pub actor_email: String,
     pub reason: String,
@@ -127,7 +129,7 @@ pub struct AuditEntry {
 /// A saga's audit log, oldest first.
 pub async fn audit(pool: &PgPool, saga_id: Uuid) -> Result<Vec<AuditEntry>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT action, actor_email, reason, before, after, at FROM saga_audit WHERE saga_id = $1 ORDER BY id",
+        "SELECT id, action, actor_email, reason, before, after, at FROM saga_audit WHERE saga_id = $1 ORDER BY id",
     )
     .bind(saga_id)
     .fetch_all(pool)
@@ -135,6 +137,7 @@ pub async fn audit(pool: &PgPool, saga_id: Uuid) -> Result<Vec<AuditEntry>, sqlx
     rows.iter()
         .map(|r| {
             Ok(AuditEntry {
+                id: r.try_get("id")?,
                 action: r.try_get("action")?,
                 actor_email: r.try_get("actor_email")?,
                 reason: r.try_get("reason")?,
